@@ -1,0 +1,8 @@
+//! Geometry shared by the shapecast runtime, host and trainer.
+//!
+//! Each module has one owner concern: `ply` (point/mesh files), `metrics`
+//! (Chamfer, F-score, IoU), `mcubes` (marching cubes), `render` (pictures).
+pub mod mcubes;
+pub mod metrics;
+pub mod ply;
+pub mod render;

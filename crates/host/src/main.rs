@@ -1,0 +1,4 @@
+//! `shapecast-host`: receives shapecast streams.
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

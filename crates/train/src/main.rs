@@ -1,0 +1,4 @@
+//! `shapecast-train`: makes the models the runtime runs.
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
