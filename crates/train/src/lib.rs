@@ -1,0 +1,3 @@
+//! shapecast-train: data, networks, training, export, quantization, evaluation.
+
+pub mod data;

@@ -1,0 +1,1 @@
+//! Frame sources: cameras (v4l, nokhwa), image files, raw dumps, recorded wire streams.
