@@ -1,1 +1,42 @@
-//! Transports for shapecast frames.
+//! std transports for shapecast frames.
+//!
+//! * [`mailbox::LinkSender`]: the device-side, never-blocking,
+//!   latest-frame-wins sender over any [`mailbox::Transport`].
+//! * [`serial`]: COBS-framed frames over a serial port (`serialport`, no
+//!   libudev) or any byte stream.
+//! * [`udp`]: fragmented frames over UDP, reassembled on the receiver.
+//!
+//! The transports carry opaque frame payloads (encoded
+//! `shapecast_wire::message::Message`s); they do not look inside them.
+
+pub mod mailbox;
+pub mod serial;
+pub mod udp;
+
+pub use mailbox::{LinkCounters, LinkSender, Transport};
+
+/// Errors of the transports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// Socket / file I/O failure.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Opening or configuring a serial port failed.
+    #[error("serial port error: {0}")]
+    Serial(#[from] serialport::Error),
+    /// Wire-format error (framing, fragmenting, authentication).
+    #[error("wire error: {0}")]
+    Wire(#[from] shapecast_wire::Error),
+    /// The frame is larger than the transport accepts.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Frame length.
+        len: usize,
+        /// Maximum accepted.
+        max: usize,
+    },
+    /// The sender was closed.
+    #[error("link closed")]
+    Closed,
+}

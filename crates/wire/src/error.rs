@@ -22,6 +22,11 @@ pub enum Error {
     TooManyPoints,
     /// A frame larger than the configured maximum.
     FrameTooLarge,
+    /// An authenticated frame whose sequence number / frame id was already
+    /// accepted or lies behind the replay window.
+    Replay,
+    /// COBS framing is broken (a code byte points past the frame delimiter).
+    Cobs,
 }
 
 impl core::fmt::Display for Error {
@@ -36,6 +41,8 @@ impl core::fmt::Display for Error {
             Error::BitsOutOfRange => "quantization bits out of range (8..=16)",
             Error::TooManyPoints => "too many points",
             Error::FrameTooLarge => "frame too large",
+            Error::Replay => "replayed or stale authenticated frame",
+            Error::Cobs => "broken COBS framing",
         };
         f.write_str(s)
     }

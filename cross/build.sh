@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds the shapecast edge binary for a board. Usage:
+#   cross/build.sh jetpack5   # Jetson Nano/Xavier/Orin on JetPack 5 (Ubuntu 20.04, glibc 2.31)
+#   cross/build.sh jetpack6   # Orin on JetPack 6 (Ubuntu 22.04, glibc 2.35)
+#   cross/build.sh rpi5       # Raspberry Pi OS bookworm (glibc 2.36)
+# Options (environment): FEATURES (default "camera"), PROFILE (default "board"),
+#   INSTALL=1 installs what is missing (apt, pip, cargo) instead of only naming it.
+# Prints the path of the stripped binary and its size; checks the glibc symbol versions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+board=${1:-}
+case "$board" in
+  jetpack5) glibc=2.31 ;;
+  jetpack6) glibc=2.35 ;;
+  rpi5) glibc=2.36 ;;
+  *) echo "usage: cross/build.sh jetpack5|jetpack6|rpi5" >&2; exit 2 ;;
+esac
+features=${FEATURES-camera}
+profile=${PROFILE:-board}
+triple=aarch64-unknown-linux-gnu
+
+missing=()
+command -v cargo-zigbuild >/dev/null || missing+=("cargo-zigbuild (cargo install cargo-zigbuild --locked)")
+python3 -c 'import ziglang' 2>/dev/null || command -v zig >/dev/null || missing+=("zig (python3 -m pip install ziglang)")
+rustup target list --installed | grep -qx $triple || missing+=("rust target (rustup target add $triple)")
+command -v aarch64-linux-gnu-objdump >/dev/null || missing+=("binutils-aarch64-linux-gnu (apt-get install binutils-aarch64-linux-gnu)")
+if [[ " $features " == *camera* ]]; then
+  [ -f /usr/aarch64-linux-gnu/include/linux/videodev2.h ] || missing+=("aarch64 kernel headers (apt-get install libc6-dev-arm64-cross)")
+  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=("libclang for bindgen (apt-get install libclang-dev)")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "${INSTALL:-0}" = 1 ]; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+      binutils-aarch64-linux-gnu libc6-dev-arm64-cross libclang-dev
+    python3 -m pip install -q ziglang
+    command -v cargo-zigbuild >/dev/null || cargo install cargo-zigbuild --locked
+    rustup target add $triple
+  else
+    echo "cross/build.sh: missing, install these (or rerun with INSTALL=1):" >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    exit 3
+  fi
+fi
+
+# bindgen (v4l camera) must read the aarch64 kernel headers, not the host's.
+export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--target=aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
+args=(--profile "$profile" --target "$triple.$glibc" -p shapecast)
+[ -n "$features" ] && args+=(--features "$features")
+cargo zigbuild "${args[@]}"
+
+dir=$profile; [ "$profile" = dev ] && dir=debug
+bin="${CARGO_TARGET_DIR:-target}/$triple/$dir/shapecast"
+newest=$(aarch64-linux-gnu-objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)
+echo "binary: $bin"
+echo "size: $(stat -c %s "$bin") bytes (stripped by the $profile profile)"
+echo "newest glibc symbol: $newest (board has $glibc)"
+if [ "$(printf '%s\n' "${newest#GLIBC_}" "$glibc" | sort -V | tail -n 1)" != "$glibc" ]; then
+  echo "cross/build.sh: $bin needs $newest, newer than the board's glibc $glibc" >&2
+  exit 1
+fi
