@@ -22,7 +22,7 @@ use std::path::Path;
 #[non_exhaustive]
 pub enum PlyError {
     /// Underlying I/O failure.
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] io::Error),
     /// The header is missing, malformed or uses something unsupported.
     #[error("bad PLY header: {0}")]

@@ -20,13 +20,13 @@ pub use mailbox::{LinkCounters, LinkSender, Transport};
 #[non_exhaustive]
 pub enum LinkError {
     /// Socket / file I/O failure.
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] std::io::Error),
     /// Opening or configuring a serial port failed.
-    #[error("serial port error: {0}")]
+    #[error("serial port error")]
     Serial(#[from] serialport::Error),
     /// Wire-format error (framing, fragmenting, authentication).
-    #[error("wire error: {0}")]
+    #[error("wire format error")]
     Wire(#[from] shapecast_wire::Error),
     /// The frame is larger than the transport accepts.
     #[error("frame of {len} bytes exceeds the maximum of {max}")]

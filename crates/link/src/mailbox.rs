@@ -7,13 +7,23 @@
 //! [`Transport`] at whatever speed the link allows. Memory is bounded: at most
 //! one pending and one in-flight frame, each at most `max_payload` bytes, with
 //! their buffers recycled.
+//!
+//! Small control messages (Hello, Stats) go through
+//! [`LinkSender::offer_control`] into a separate queue of
+//! [`CONTROL_QUEUE`] entries (oldest dropped when full) that the writer
+//! drains before the frame slot, so a heartbeat never evicts a frame and a
+//! frame never evicts a heartbeat.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::LinkError;
+
+/// Capacity of the control-message queue.
+pub const CONTROL_QUEUE: usize = 4;
 
 /// Something that can carry one encoded frame (a whole message) to the host.
 pub trait Transport: Send + 'static {
@@ -35,6 +45,8 @@ pub struct LinkCounters {
     pub sent: u64,
     /// Frames replaced in the mailbox by a newer one before being sent.
     pub dropped: u64,
+    /// Control messages dropped because the control queue was full.
+    pub control_dropped: u64,
     /// Frames refused because they exceed `max_payload`.
     pub oversize: u64,
     /// Frames whose send failed in the transport.
@@ -48,6 +60,7 @@ struct Counters {
     offered: AtomicU64,
     sent: AtomicU64,
     dropped: AtomicU64,
+    control_dropped: AtomicU64,
     oversize: AtomicU64,
     errors: AtomicU64,
     bytes_sent: AtomicU64,
@@ -62,6 +75,7 @@ struct Pending {
 #[derive(Debug, Default)]
 struct State {
     pending: Option<Pending>,
+    control: VecDeque<Pending>,
     /// Recycled buffers (at most two exist in steady state).
     spare: Vec<Vec<u8>>,
     busy: bool,
@@ -122,6 +136,16 @@ impl LinkSender {
     /// an error if it is larger than `max_payload` or the sender is closed. A
     /// frame still waiting in the mailbox is replaced (and counted dropped).
     pub fn offer(&self, payload: &[u8]) -> Result<u32, LinkError> {
+        self.put(payload, false)
+    }
+
+    /// Queues a control message (Hello, Stats); returns at once. If
+    /// [`CONTROL_QUEUE`] messages are already waiting the oldest is dropped.
+    pub fn offer_control(&self, payload: &[u8]) -> Result<u32, LinkError> {
+        self.put(payload, true)
+    }
+
+    fn put(&self, payload: &[u8], control: bool) -> Result<u32, LinkError> {
         let c = &self.shared.counters;
         c.offered.fetch_add(1, Ordering::Relaxed);
         if payload.len() > self.max_payload {
@@ -137,16 +161,30 @@ impl LinkSender {
         }
         let frame_id = st.next_id;
         st.next_id = st.next_id.wrapping_add(1);
-        let mut buf = match st.pending.take() {
-            Some(old) => {
-                c.dropped.fetch_add(1, Ordering::Relaxed);
-                old.buf
+        let mut buf = if control {
+            if st.control.len() >= CONTROL_QUEUE {
+                c.control_dropped.fetch_add(1, Ordering::Relaxed);
+                st.control.pop_front().map(|p| p.buf).unwrap_or_default()
+            } else {
+                Vec::new()
             }
-            None => st.spare.pop().unwrap_or_default(),
+        } else {
+            match st.pending.take() {
+                Some(old) => {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    old.buf
+                }
+                None => st.spare.pop().unwrap_or_default(),
+            }
         };
         buf.clear();
         buf.extend_from_slice(payload);
-        st.pending = Some(Pending { frame_id, buf });
+        let p = Pending { frame_id, buf };
+        if control {
+            st.control.push_back(p);
+        } else {
+            st.pending = Some(p);
+        }
         drop(st);
         self.shared.wake.notify_one();
         Ok(frame_id)
@@ -159,6 +197,7 @@ impl LinkSender {
             offered: c.offered.load(Ordering::Relaxed),
             sent: c.sent.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            control_dropped: c.control_dropped.load(Ordering::Relaxed),
             oversize: c.oversize.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
@@ -180,7 +219,7 @@ impl LinkSender {
     pub fn flush(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut st = self.shared.lock();
-        while st.pending.is_some() || st.busy {
+        while st.pending.is_some() || !st.control.is_empty() || st.busy {
             let now = Instant::now();
             if now >= deadline {
                 return false;
@@ -217,12 +256,15 @@ impl Drop for LinkSender {
     }
 }
 
+/// Buffers larger than this are freed instead of recycled.
+const MAX_SPARE_CAPACITY: usize = 4 << 20;
+
 fn writer<T: Transport>(sh: &Shared, transport: &mut T) {
     loop {
         let job = {
             let mut st = sh.lock();
             loop {
-                if let Some(p) = st.pending.take() {
+                if let Some(p) = st.control.pop_front().or_else(|| st.pending.take()) {
                     st.busy = true;
                     break Some(p);
                 }
@@ -247,12 +289,16 @@ fn writer<T: Transport>(sh: &Shared, transport: &mut T) {
             }
             Err(e) => {
                 c.errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!("{}: send of frame {} failed: {e}", transport.describe(), job.frame_id);
+                log::warn!(
+                    "{}: send of frame {} failed: {e}",
+                    transport.describe(),
+                    job.frame_id
+                );
                 st.last_error = Some(e.to_string());
             }
         }
         st.busy = false;
-        if st.spare.len() < 2 {
+        if st.spare.len() < 2 && job.buf.capacity() <= MAX_SPARE_CAPACITY {
             st.spare.push(job.buf);
         }
         drop(st);
@@ -274,7 +320,9 @@ mod tests {
     impl Transport for Gated {
         fn send(&mut self, id: u32, p: &[u8]) -> Result<(), LinkError> {
             self.gate.recv().map_err(|_| LinkError::Closed)?;
-            self.out.send((id, p.to_vec())).map_err(|_| LinkError::Closed)?;
+            self.out
+                .send((id, p.to_vec()))
+                .map_err(|_| LinkError::Closed)?;
             Ok(())
         }
         fn describe(&self) -> String {
@@ -286,7 +334,14 @@ mod tests {
     fn latest_wins_and_offer_never_blocks() {
         let (gtx, grx) = mpsc::channel();
         let (otx, orx) = mpsc::channel();
-        let s = LinkSender::new(Gated { gate: grx, out: otx }, 16).unwrap();
+        let s = LinkSender::new(
+            Gated {
+                gate: grx,
+                out: otx,
+            },
+            16,
+        )
+        .unwrap();
         // First frame is taken by the writer, which then blocks in the gate.
         assert_eq!(s.offer(b"f0").unwrap(), 0);
         while !s.shared.lock().busy {
@@ -296,7 +351,10 @@ mod tests {
         for i in 1..=100u32 {
             assert_eq!(s.offer(format!("f{i}").as_bytes()).unwrap(), i);
         }
-        assert!(matches!(s.offer(&[0; 17]), Err(LinkError::TooLarge { len: 17, max: 16 })));
+        assert!(matches!(
+            s.offer(&[0; 17]),
+            Err(LinkError::TooLarge { len: 17, max: 16 })
+        ));
         gtx.send(()).unwrap();
         gtx.send(()).unwrap();
         assert_eq!(orx.recv().unwrap(), (0, b"f0".to_vec()));
@@ -311,6 +369,48 @@ mod tests {
         drop(gtx);
         let c = s.close();
         assert_eq!(c.errors, 0);
+    }
+
+    #[test]
+    fn control_queue_is_separate_and_bounded() {
+        let (gtx, grx) = mpsc::channel();
+        let (otx, orx) = mpsc::channel();
+        let s = LinkSender::new(
+            Gated {
+                gate: grx,
+                out: otx,
+            },
+            16,
+        )
+        .unwrap();
+        s.offer(b"busy").unwrap();
+        while !s.shared.lock().busy {
+            std::thread::yield_now();
+        }
+        s.offer(b"frame-a").unwrap();
+        for i in 0..6u8 {
+            s.offer_control(&[b'c', b'0' + i]).unwrap();
+        }
+        s.offer(b"frame-b").unwrap();
+        for _ in 0..6 {
+            gtx.send(()).unwrap();
+        }
+        let got: Vec<Vec<u8>> = (0..6).map(|_| orx.recv().unwrap().1).collect();
+        assert_eq!(
+            got,
+            vec![
+                b"busy".to_vec(),
+                b"c2".to_vec(),
+                b"c3".to_vec(),
+                b"c4".to_vec(),
+                b"c5".to_vec(),
+                b"frame-b".to_vec()
+            ]
+        );
+        assert!(s.flush(Duration::from_secs(5)));
+        let c = s.counters();
+        assert_eq!((c.dropped, c.control_dropped, c.sent), (1, 2, 6));
+        drop(gtx);
     }
 
     struct Failing;

@@ -1,4 +1,371 @@
 //! `shapecast-train`: makes the models the runtime runs.
-fn main() -> anyhow::Result<()> {
+//!
+//! Subcommands: `train` (a preset, on `--device cpu|cpu-ndarray|cuda`), `export` (ONNX with
+//! the model contract's metadata, checked against tract), `quantize` (int8 through
+//! shapecast-onnx with an accuracy gate), `eval` (Chamfer, F-score curve, contact sheet),
+//! `bench` (training step time), `gen-samples` (pictures + ground truth for the runtime demo).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::module::Module;
+use clap::{Parser, Subcommand};
+
+use shapecast_train::backend::DeviceKind;
+use shapecast_train::config::TrainConfig;
+use shapecast_train::data::Split;
+use shapecast_train::eval::{contact_sheet, eval_onnx, fscore_plot, write_reports, EvalReport};
+use shapecast_train::export::{export_points, ExportInfo};
+use shapecast_train::inference::TractRunner;
+use shapecast_train::training::{load_model, train_points};
+use shapecast_train::{datasets, with_autodiff_backend};
+
+#[derive(Parser, Debug)]
+#[command(name = "shapecast-train", version, about = "Train, export, quantize and evaluate shapecast models")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Train a point model from a preset (test, cpu-small, gpu) or a saved config.json.
+    Train {
+        /// Preset name.
+        #[arg(long, default_value = "cpu-small")]
+        preset: String,
+        /// A config.json to use instead of a preset.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Run folder (config, metrics.csv, loss.png, checkpoints).
+        #[arg(long)]
+        out: PathBuf,
+        /// cpu (burn candle), cpu-ndarray, cuda, cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Override the number of steps.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Override the batch size.
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Continue from the checkpoint in --out.
+        #[arg(long)]
+        resume: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        /// After training, export OUT/model.onnx (checked against tract).
+        #[arg(long)]
+        export: bool,
+    },
+    /// Export a trained run to ONNX (contract metadata; tract must reproduce burn within 1e-4).
+    Export {
+        /// Run folder written by `train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// ONNX file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// `shapecast.metrics` value to embed (e.g. from `eval`).
+        #[arg(long)]
+        metrics: Option<String>,
+        /// Model id override.
+        #[arg(long)]
+        model_id: Option<String>,
+    },
+    /// Quantize an f32 export to int8; fails when F-score@1% on the validation split drops
+    /// by more than --max-drop points.
+    Quantize {
+        /// f32 model.
+        #[arg(long)]
+        model: PathBuf,
+        /// int8 model to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Run folder (for the dataset configuration).
+        #[arg(long)]
+        run: PathBuf,
+        /// Calibration pictures (train split).
+        #[arg(long, default_value_t = 64)]
+        calib: usize,
+        /// Validation pictures for the gate.
+        #[arg(long, default_value_t = 128)]
+        val: usize,
+        /// Largest allowed F-score@1% drop, points.
+        #[arg(long, default_value_t = 1.0)]
+        max_drop: f32,
+    },
+    /// Evaluate ONNX models on a split: JSON report, F-score curve PNG, contact sheet PNG.
+    Eval {
+        /// Models to compare (same input size).
+        #[arg(long, required = true, num_args = 1..)]
+        model: Vec<PathBuf>,
+        /// Run folder (for the dataset configuration).
+        #[arg(long)]
+        run: PathBuf,
+        /// train, val or test.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Samples to evaluate (0 = the whole split).
+        #[arg(long, default_value_t = 256)]
+        samples: usize,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Measure training step time (images/s) on the devices given.
+    Bench {
+        /// Preset whose network and batch are measured.
+        #[arg(long, default_value = "cpu-small")]
+        preset: String,
+        /// Devices to compare.
+        #[arg(long, num_args = 1.., default_values_t = vec!["cpu".to_string(), "cpu-ndarray".to_string()])]
+        device: Vec<String>,
+        /// Timed steps per device (after 2 warm-up steps).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// A config.json to measure instead of the preset.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shapecast-train: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Train {
+            preset,
+            config,
+            out,
+            device,
+            steps,
+            batch,
+            resume,
+            quiet,
+            export,
+        } => {
+            let mut cfg = if resume && out.join("config.json").exists() {
+                TrainConfig::load(&out.join("config.json")).context("reading the run's config")?
+            } else if let Some(c) = config {
+                TrainConfig::load(&c).context("reading --config")?
+            } else {
+                TrainConfig::preset(&preset).context("choosing the preset")?
+            };
+            if let Some(s) = steps {
+                cfg.steps = s;
+            }
+            if let Some(b) = batch {
+                cfg.batch = b;
+            }
+            cfg.validate().context("checking the configuration")?;
+            let dev: DeviceKind = device.parse().context("--device")?;
+            dev.available().context("--device")?;
+            let t = Instant::now();
+            let (train, _) = datasets::load_split(&cfg, Split::Train, cfg.data.train_samples)
+                .context("loading the training split")?;
+            let (val, _) = datasets::load_split(&cfg, Split::Val, cfg.data.val_samples)
+                .context("loading the validation split")?;
+            log::info!(
+                "data: {} train / {} val samples in {:.1} s",
+                train.len(),
+                val.len(),
+                t.elapsed().as_secs_f64()
+            );
+            let summary = with_autodiff_backend!(dev, |d: B| {
+                train_points::<B>(&cfg, &train, &val, &out, resume, &d, quiet)
+                    .context("training")?
+            });
+            println!(
+                "trained {} steps in {:.1} s: train Chamfer {:.5} -> {:.5}, {:.1} images/s{}",
+                summary.state.step,
+                summary.state.elapsed_s,
+                summary.first_loss,
+                summary.last_loss,
+                summary.images_per_s,
+                summary
+                    .state
+                    .last_val
+                    .as_ref()
+                    .map(|m| format!(
+                        ", val Chamfer-L2 {:.5}, F@1% {:.2}",
+                        m.chamfer_l2, m.fscore_1pct
+                    ))
+                    .unwrap_or_default()
+            );
+            if export {
+                let diff = export_run(&out, &out.join("model.onnx"), None, None)?;
+                println!("exported {} (tract vs burn max |diff| {diff:e})", out.join("model.onnx").display());
+            }
+            Ok(())
+        }
+        Cmd::Export {
+            run,
+            out,
+            metrics,
+            model_id,
+        } => {
+            let diff = export_run(&run, &out, metrics, model_id)?;
+            println!("exported {} (tract vs burn max |diff| {diff:e})", out.display());
+            Ok(())
+        }
+        Cmd::Quantize {
+            model,
+            out,
+            run,
+            calib,
+            val,
+            max_drop,
+        } => quantize(&model, &out, &run, calib, val, max_drop),
+        Cmd::Eval {
+            model,
+            run,
+            split,
+            samples,
+            out,
+        } => {
+            let cfg = TrainConfig::load(&run.join("config.json")).context("reading the run's config")?;
+            let split: Split = split.parse().context("--split")?;
+            let (set, _) = datasets::load_split(&cfg, split, samples).context("loading the split")?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let mut reports: Vec<EvalReport> = Vec::new();
+            for (i, m) in model.iter().enumerate() {
+                let runner = TractRunner::load(m, cfg.model.image).context("loading the model")?;
+                let (rep, kept) = eval_onnx(&runner, &m.display().to_string(), &set, cfg.mean, cfg.std, 8)
+                    .context("evaluating")?;
+                println!(
+                    "{}: {} samples, Chamfer-L2 {:.5}, Chamfer-L1 {:.5}, F@1% {:.2}, F@2% {:.2}, F@5% {:.2}",
+                    m.display(),
+                    rep.samples,
+                    rep.mean.chamfer_l2,
+                    rep.mean.chamfer_l1,
+                    rep.mean.fscore_1pct,
+                    rep.mean.fscore[5],
+                    rep.mean.fscore[7]
+                );
+                contact_sheet(&set[..kept.len()], &kept, 128, &out.join(format!("sheet{i}.png")))
+                    .context("drawing the contact sheet")?;
+                reports.push(rep);
+            }
+            fscore_plot(&reports, &out.join("fscore.png")).context("plotting")?;
+            write_reports(&reports, &out.join("eval.json")).context("writing eval.json")?;
+            println!("wrote {}/eval.json, fscore.png, sheet*.png", out.display());
+            Ok(())
+        }
+        Cmd::Bench {
+            preset,
+            device,
+            steps,
+            config,
+        } => bench(&preset, config.as_deref(), &device, steps),
+    }
+}
+
+/// Exports a run folder's weights; returns the tract-vs-burn difference.
+fn export_run(run: &Path, out: &Path, metrics: Option<String>, model_id: Option<String>) -> Result<f32> {
+    type B = shapecast_train::backend::NdArrayCpu;
+    let dev = Default::default();
+    let (mut cfg, model) = load_model::<B>(run, &dev).context("loading the trained weights")?;
+    if let Some(id) = model_id {
+        cfg.model_id = id;
+    }
+    cfg.validate().context("checking the configuration")?;
+    let (probe, parts) = datasets::load_split(&cfg, Split::Val, 4).context("loading probe pictures")?;
+    let probes: Vec<Vec<f32>> = probe.iter().map(|s| s.image_chw(cfg.mean, cfg.std)).collect();
+    let info = ExportInfo {
+        metrics,
+        dataset: None,
+        classes: parts,
+    };
+    let n = model.num_params();
+    log::info!("exporting {n} parameters");
+    export_points(&model, &cfg, &info, out, &probes, 1e-4, &dev).context("exporting")
+}
+
+fn quantize(model: &Path, out: &Path, run: &Path, calib: usize, val: usize, max_drop: f32) -> Result<()> {
+    use shapecast_onnx::quant::{calibrate, quantize as q8, QuantOptions};
+    use shapecast_onnx::run::F32Tensor;
+    let cfg = TrainConfig::load(&run.join("config.json")).context("reading the run's config")?;
+    let proto = shapecast_onnx::read(model).context("reading the f32 model")?;
+    let side = cfg.model.image;
+    let (cal, _) = datasets::load_split(&cfg, Split::Train, calib).context("loading calibration pictures")?;
+    let inputs: Vec<Vec<F32Tensor>> = cal
+        .iter()
+        .map(|s| F32Tensor::new(vec![1, 3, side, side], s.image_chw(cfg.mean, cfg.std)).map(|t| vec![t]))
+        .collect::<Result<_, _>>()
+        .context("building calibration inputs")?;
+    let t = Instant::now();
+    let ranges = calibrate(&proto, &inputs).context("calibrating")?;
+    let opts = QuantOptions {
+        calibration_note: format!(
+            "{} train-split pictures, synthetic seed={} ({}), min/max",
+            cal.len(),
+            cfg.data.seed,
+            cfg.data.kind
+        ),
+        ..QuantOptions::default()
+    };
+    let mut q = q8(&proto, &ranges, &opts).context("quantizing")?;
+    shapecast_onnx::set_metadata(&mut q, "shapecast.precision", "int8");
+    shapecast_onnx::write(&q, out).context("writing the int8 model")?;
+    log::info!("quantized in {:.1} s", t.elapsed().as_secs_f64());
+
+    // accuracy gate on the validation split
+    let (vset, _) = datasets::load_split(&cfg, Split::Val, val).context("loading validation pictures")?;
+    let f32_runner = TractRunner::load(model, side).context("loading the f32 model")?;
+    let i8_runner = TractRunner::load(out, side).context("loading the int8 model")?;
+    let (rf, _) = eval_onnx(&f32_runner, "f32", &vset, cfg.mean, cfg.std, 0).context("evaluating f32")?;
+    let (ri, _) = eval_onnx(&i8_runner, "int8", &vset, cfg.mean, cfg.std, 0).context("evaluating int8")?;
+    let drop = rf.mean.fscore_1pct - ri.mean.fscore_1pct;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "val ({} pictures): f32 F@1% {:.2} Chamfer-L2 {:.5} ({} B) | int8 F@1% {:.2} Chamfer-L2 {:.5} ({} B) | drop {drop:.2} points",
+        vset.len(),
+        rf.mean.fscore_1pct,
+        rf.mean.chamfer_l2,
+        size(model),
+        ri.mean.fscore_1pct,
+        ri.mean.chamfer_l2,
+        size(out)
+    );
+    if drop > max_drop {
+        std::fs::remove_file(out).ok();
+        bail!(
+            "int8 gate failed: F-score@1% fell by {drop:.2} points (> {max_drop}) on the validation split; {} removed",
+            out.display()
+        );
+    }
+    println!("int8 gate passed (drop {drop:.2} <= {max_drop} points): wrote {}", out.display());
+    Ok(())
+}
+
+fn bench(preset: &str, config: Option<&Path>, devices: &[String], steps: usize) -> Result<()> {
+    let cfg = match config {
+        Some(c) => TrainConfig::load(c).context("reading --config")?,
+        None => TrainConfig::preset(preset).context("choosing the preset")?,
+    };
+    let (train, _) = datasets::load_split(&cfg, Split::Train, cfg.batch * 2).context("loading data")?;
+    println!("preset {preset}: batch {}, {} parameters", cfg.batch, cfg.model.param_count());
+    for d in devices {
+        let dev: DeviceKind = d.parse().context("--device")?;
+        dev.available().context("--device")?;
+        let ips = with_autodiff_backend!(dev, |device: B| {
+            shapecast_train::training::bench_steps::<B>(&cfg, &train, steps, &device).context("bench")?
+        });
+        println!("{d}: {:.3} s/step, {:.1} images/s", cfg.batch as f64 / ips, ips);
+    }
     Ok(())
 }

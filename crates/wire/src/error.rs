@@ -22,6 +22,10 @@ pub enum Error {
     TooManyPoints,
     /// A frame larger than the configured maximum.
     FrameTooLarge,
+    /// A quantized coordinate does not fit the announced bits (point coder).
+    PointOutOfRange,
+    /// Points handed to the point encoder are not in canonical order.
+    NotCanonical,
     /// An authenticated frame whose sequence number / frame id was already
     /// accepted or lies behind the replay window.
     Replay,
@@ -41,6 +45,8 @@ impl core::fmt::Display for Error {
             Error::BitsOutOfRange => "quantization bits out of range (8..=16)",
             Error::TooManyPoints => "too many points",
             Error::FrameTooLarge => "frame too large",
+            Error::PointOutOfRange => "quantized coordinate out of range for the bits",
+            Error::NotCanonical => "points not in canonical order",
             Error::Replay => "replayed or stale authenticated frame",
             Error::Cobs => "broken COBS framing",
         };

@@ -320,7 +320,10 @@ impl<const N: usize> FrameReader<N> {
 mod tests {
     use super::*;
 
-    fn collect<const N: usize>(r: &mut FrameReader<N>, bytes: &[u8]) -> Vec<Result<Vec<u8>, Error>> {
+    fn collect<const N: usize>(
+        r: &mut FrameReader<N>,
+        bytes: &[u8],
+    ) -> Vec<Result<Vec<u8>, Error>> {
         let mut v = Vec::new();
         r.feed(bytes, |f| v.push(f.map(|p| p.to_vec())));
         v
@@ -333,7 +336,10 @@ mod tests {
         let mut out = [0u8; 32];
         let n = encode_frame(&payload, &mut out).unwrap();
         let crc = crc32(&[&payload]).to_le_bytes();
-        assert!(crc.iter().all(|&b| b != 0), "pick a payload whose CRC has no zero");
+        assert!(
+            crc.iter().all(|&b| b != 0),
+            "pick a payload whose CRC has no zero"
+        );
         let mut expect = vec![0x00, 0x02, 0x11, 0x06, 0x22];
         expect.extend_from_slice(&crc);
         expect.push(0x00);
@@ -344,7 +350,9 @@ mod tests {
     fn long_runs_and_exact_254_blocks() {
         for len in [0usize, 1, 253, 254, 255, 508, 509, 1000] {
             for fill in [0u8, 1, 0xFF] {
-                let payload: Vec<u8> = (0..len).map(|i| if fill == 1 { (i % 255 + 1) as u8 } else { fill }).collect();
+                let payload: Vec<u8> = (0..len)
+                    .map(|i| if fill == 1 { (i % 255 + 1) as u8 } else { fill })
+                    .collect();
                 let mut out = vec![0u8; max_encoded_len(len)];
                 let n = encode_frame(&payload, &mut out).unwrap();
                 assert!(out[1..n - 1].iter().all(|&b| b != 0));

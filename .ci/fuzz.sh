@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every shapecast-wire fuzz target for FUZZ_SECONDS (default 20) each.
+# Exits non-zero if any target finds a crash (artifacts are left under
+# crates/wire/fuzz/artifacts/<target>/).
+set -euo pipefail
+cd "$(dirname "$0")/../crates/wire"
+SECS="${FUZZ_SECONDS:-20}"
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+targets=(message_decode frame_reader reassembler pointcode_decode)
+failed=()
+for t in "${targets[@]}"; do
+    echo "=== fuzz $t (${SECS}s)"
+    if ! cargo +nightly fuzz run "$t" -- -max_total_time="$SECS" -rss_limit_mb=2048; then
+        failed+=("$t")
+    fi
+done
+if ((${#failed[@]})); then
+    echo "fuzz: crashes in: ${failed[*]}" >&2
+    exit 1
+fi
+echo "fuzz: all ${#targets[@]} targets ran ${SECS}s without a crash"

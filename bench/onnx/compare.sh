@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# tract vs onnxruntime, same model, same input, 1 thread each, side by side.
+# usage: bench/onnx/compare.sh [MODEL.onnx ...]   (default: the representative models,
+#        written by the make_bench_models example into target/bench-onnx)
+# env: ITERS (default 200)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ITERS="${ITERS:-200}"
+DIR=target/bench-onnx
+mkdir -p "$DIR"
+cargo build --release -q -p shapecast-onnx --example tract_bench --example make_bench_models
+if [ "$#" -eq 0 ]; then
+  target/release/examples/make_bench_models "$DIR" >/dev/null
+  set -- "$DIR"/bench-128.onnx "$DIR"/bench-128.int8.onnx "$DIR"/bench-128.qlmm.onnx "$DIR"/bench-128.qdq.onnx \
+         "$DIR"/bench-64.onnx "$DIR"/bench-64.int8.onnx "$DIR"/bench-64.qlmm.onnx "$DIR"/bench-64.qdq.onnx
+fi
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+# min_ms: fastest of ITERS runs (least disturbed on a shared machine); med: median
+printf "%-26s %9s %9s %9s %9s %9s %9s %12s\n" model tract_min ort_min "ort/tract" tract_med ort_med "ort/tract" max_abs_diff
+for m in "$@"; do
+  base="${m%.onnx}"; base="${base%.int8}"; base="${base%.qlmm}"; base="${base%.qdq}"
+  input="$base.input.f32"; [ -f "$input" ] || input=""
+  t=$(target/release/examples/tract_bench "$m" $input --iters "$ITERS" --out "$DIR/out.tract.f32" 2>&1) || { echo "$m: tract failed: $t"; continue; }
+  o=$(OMP_NUM_THREADS=1 python3 bench/onnx/ort_bench.py "$m" $input --iters "$ITERS" --out "$DIR/out.ort.f32" 2>&1) || true
+  tm=$(echo "$t" | field median_ms); om=$(echo "$o" | field median_ms)
+  tn=$(echo "$t" | field min_ms); on=$(echo "$o" | field min_ms)
+  if [ -z "$om" ]; then
+    printf "%-26s %9s %9s %9s %9s %9s %9s %12s   (%s)\n" "$(basename "$m")" "$tn" - - "$tm" - - - "$(echo "$o" | tail -1 | cut -c1-80)"
+    continue
+  fi
+  diff=$(python3 -c "import numpy as n; a=n.fromfile('$DIR/out.tract.f32','<f4'); b=n.fromfile('$DIR/out.ort.f32','<f4'); print('%.2e' % abs(a-b).max())")
+  rmin=$(python3 -c "print('%.2f' % ($on/$tn))"); rmed=$(python3 -c "print('%.2f' % ($om/$tm))")
+  printf "%-26s %9s %9s %9s %9s %9s %9s %12s\n" "$(basename "$m")" "$tn" "$on" "$rmin" "$tm" "$om" "$rmed" "$diff"
+done

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Point coder vs Google Draco (DracoPy, kd-tree, compression level 7), same
+# quantized clouds, same run. Usage: bench/pointcode/compare.sh [DIR]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DIR="${1:-/tmp/pointcode_bench}"
+mkdir -p "$DIR"
+cargo run --release -q -p shapecast-wire --example pointcode_bench -- "$DIR" > "$DIR/ours.tsv"
+python3 bench/pointcode/draco.py "$DIR"

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Side-by-side comparison of the shapecast point coder with Google Draco.
+
+Reads the quantized clouds written by the `pointcode_bench` example
+(DIR/<shape>_<bits>.xyz, integer grid coordinates) and its TSV results
+(DIR/ours.tsv), encodes the SAME integer clouds with DracoPy (kd-tree point
+cloud coder, compression level 7, quantization_bits = bits; the integer
+coordinates span 0..2^bits-1 on every axis, so Draco's quantization is lossless
+on them; checked after decoding), and prints one table.
+
+Usage: draco.py DIR
+"""
+import sys
+import time
+
+import numpy as np
+import DracoPy
+
+
+def timeit(f):
+    f()
+    t = time.perf_counter()
+    f()
+    one = time.perf_counter() - t
+    reps = max(1, min(5000, int(0.02 / max(one, 1e-7))))
+    v = []
+    for _ in range(7):
+        t = time.perf_counter()
+        for _ in range(reps):
+            f()
+        v.append((time.perf_counter() - t) * 1e6 / reps)
+    v.sort()
+    return v[3]
+
+
+def main():
+    if len(sys.argv) != 2:
+        print("usage: draco.py DIR", file=sys.stderr)
+        return 2
+    d = sys.argv[1]
+    ours = []
+    with open(f"{d}/ours.tsv") as fh:
+        head = fh.readline().split()
+        for line in fh:
+            r = dict(zip(head, line.split()))
+            ours.append(r)
+    print("| shape | bits | ours B/pt | Draco B/pt | ratio | ours enc µs | ours dec µs "
+          "| Draco enc µs | Draco dec µs | enc speedup | dec speedup |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    ratios = []
+    for r in ours:
+        bits = int(r["bits"])
+        pts = np.loadtxt(f"{d}/{r['shape']}_{bits}.xyz", dtype=np.float32)
+        n = len(pts)
+        enc = DracoPy.encode(pts, quantization_bits=bits, compression_level=7)
+        dec = DracoPy.decode(enc)
+        got = np.asarray(dec.points)
+        a = np.round(got).astype(np.int64)
+        want = pts.astype(np.int64)
+        a = a[np.lexsort(a.T[::-1])]
+        want = want[np.lexsort(want.T[::-1])]
+        if a.shape != want.shape or not np.array_equal(a, want):
+            print(f"warning: Draco not lossless on {r['shape']} {bits}", file=sys.stderr)
+        de = timeit(lambda: DracoPy.encode(pts, quantization_bits=bits, compression_level=7))
+        dd = timeit(lambda: DracoPy.decode(enc))
+        ob = int(r["bytes"]) / n
+        db = len(enc) / n
+        oe, od = float(r["enc_us"]), float(r["dec_us"])
+        ratios.append(ob / db)
+        print(f"| {r['shape']} | {bits} | {ob:.3f} | {db:.3f} | {ob / db:.3f} | {oe:.0f} | {od:.0f} "
+              f"| {de:.0f} | {dd:.0f} | {de / oe:.1f}x | {dd / od:.1f}x |")
+    print(f"\nworst size ratio {max(ratios):.3f}, mean {sum(ratios) / len(ratios):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

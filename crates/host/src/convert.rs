@@ -1,0 +1,230 @@
+//! Turning wire messages into geometry ([`PlyData`]) and point files into
+//! wire point coding (the `encode` / `decode` subcommands).
+
+use shapecast_geom::ply::PlyData;
+use shapecast_wire::message::{
+    encode_message, mesh_face, mesh_vertex, voxel_occupied, Hypothesis, Message, PointCloudFrame,
+};
+use shapecast_wire::pointcode::{self, Bounds};
+
+use crate::HostError;
+
+/// Most points decoded from one hypothesis (bounds host memory per frame).
+pub const MAX_POINTS: usize = 1 << 20;
+
+/// Geometry of one message: one entry per hypothesis for point clouds
+/// (most likely first), one for voxels (occupied cell centres) and meshes,
+/// none for Hello/Stats.
+pub fn message_to_ply(msg: &Message<'_>) -> Result<Vec<PlyData>, HostError> {
+    match msg {
+        Message::PointCloud(p) => p
+            .hypotheses
+            .iter()
+            .map(|h| hypothesis_to_ply(h, &p.bounds, p.bits))
+            .collect(),
+        Message::Voxels(v) => {
+            let r = v.resolution;
+            let mut pts = Vec::new();
+            let step = |i: usize| (v.bounds.max[i] - v.bounds.min[i]) / f32::from(r);
+            let s = [step(0), step(1), step(2)];
+            for z in 0..r {
+                for y in 0..r {
+                    for x in 0..r {
+                        if voxel_occupied(v.occupancy, r, x, y, z) {
+                            let c = [x, y, z];
+                            pts.push(std::array::from_fn(|i| {
+                                v.bounds.min[i] + (f32::from(c[i]) + 0.5) * s[i]
+                            }));
+                        }
+                    }
+                }
+            }
+            Ok(vec![PlyData::points(pts)])
+        }
+        Message::Mesh(m) => {
+            let nv = m.vertices.len() / 6;
+            let vertices = (0..nv)
+                .map(|i| {
+                    mesh_vertex(m.vertices, i)
+                        .map(|q| pointcode::dequantize(q, &m.bounds, m.bits))
+                        .ok_or(HostError::Decode("mesh vertex out of range"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let nf = m.faces.len() / (3 * m.index_width.bytes());
+            let faces = (0..nf)
+                .map(|i| {
+                    mesh_face(m.faces, m.index_width, i)
+                        .filter(|f| f.iter().all(|&v| (v as usize) < nv))
+                        .ok_or(HostError::Decode("mesh face out of range"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(vec![PlyData {
+                vertices,
+                faces,
+                labels: m.labels.map(<[u8]>::to_vec),
+                confidence: None,
+            }])
+        }
+        Message::Hello(_) | Message::Stats(_) => Ok(Vec::new()),
+    }
+}
+
+/// Number of points announced in a point-code stream header (tag, bits,
+/// LEB128 count), without decoding it.
+pub fn pointcode_count(code: &[u8]) -> Result<usize, HostError> {
+    let mut n: u64 = 0;
+    for (i, &b) in code.iter().skip(2).take(5).enumerate() {
+        n |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(usize::try_from(n).unwrap_or(usize::MAX));
+        }
+    }
+    Err(HostError::Wire(shapecast_wire::Error::Truncated))
+}
+
+/// Decodes one hypothesis to points (plus labels and confidence 0..1).
+pub fn hypothesis_to_ply(h: &Hypothesis<'_>, b: &Bounds, bits: u8) -> Result<PlyData, HostError> {
+    let n = pointcode_count(h.points)?;
+    if n > MAX_POINTS {
+        return Err(HostError::Wire(shapecast_wire::Error::TooManyPoints));
+    }
+    let mut q = vec![[0u16; 3]; n];
+    let (got, code_bits) = pointcode::decode(h.points, &mut q)?;
+    if code_bits != bits {
+        return Err(HostError::Decode(
+            "point code bits differ from the frame's bits",
+        ));
+    }
+    q.truncate(got);
+    let bad = |a: Option<&[u8]>| a.is_some_and(|a| a.len() != got);
+    if bad(h.labels) || bad(h.confidence) {
+        return Err(HostError::Decode(
+            "attribute count differs from point count",
+        ));
+    }
+    Ok(PlyData {
+        vertices: q
+            .iter()
+            .map(|&p| pointcode::dequantize(p, b, bits))
+            .collect(),
+        faces: Vec::new(),
+        labels: h.labels.map(<[u8]>::to_vec),
+        confidence: h
+            .confidence
+            .map(|c| c.iter().map(|&v| f32::from(v) / 255.0).collect()),
+    })
+}
+
+/// Bounding box of `points` (a degenerate axis is widened slightly so that
+/// quantization stays well defined).
+pub fn bounds_of(points: &[[f32; 3]]) -> Result<Bounds, HostError> {
+    let mut min = [f32::INFINITY; 3];
+    let mut max = [f32::NEG_INFINITY; 3];
+    for p in points {
+        for i in 0..3 {
+            if !p[i].is_finite() {
+                return Err(HostError::Decode("non-finite coordinate in input"));
+            }
+            min[i] = min[i].min(p[i]);
+            max[i] = max[i].max(p[i]);
+        }
+    }
+    if points.is_empty() {
+        return Ok(Bounds {
+            min: [0.0; 3],
+            max: [1.0; 3],
+        });
+    }
+    for i in 0..3 {
+        if max[i] <= min[i] {
+            max[i] = min[i] + 1e-3;
+        }
+    }
+    Ok(Bounds { min, max })
+}
+
+/// Result of [`encode_points`].
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// The whole wire message (`Message::PointCloud`, one hypothesis).
+    pub message: Vec<u8>,
+    /// Bytes of the point code alone.
+    pub point_code_len: usize,
+    /// Points coded.
+    pub points: usize,
+    /// Bounds used.
+    pub bounds: Bounds,
+}
+
+/// Quantizes `data`'s vertices at `bits` inside `bounds` (or their bounding
+/// box), codes them, and wraps them in a point-cloud message carrying the
+/// labels and confidence of the file if it has them.
+pub fn encode_points(
+    data: &PlyData,
+    bits: u8,
+    bounds: Option<Bounds>,
+    device_id: u32,
+    frame_id: u32,
+) -> Result<Encoded, HostError> {
+    if !(pointcode::MIN_BITS..=pointcode::MAX_BITS).contains(&bits) {
+        return Err(HostError::Wire(shapecast_wire::Error::BitsOutOfRange));
+    }
+    let bounds = match bounds {
+        Some(b) => b,
+        None => bounds_of(&data.vertices)?,
+    };
+    let mut q: Vec<[u16; 3]> = data
+        .vertices
+        .iter()
+        .map(|&p| pointcode::quantize(p, &bounds, bits))
+        .collect();
+    // Attributes travel as one byte each; sort them along with the points.
+    let n = q.len();
+    let mut attrs: Vec<(u8, u8)> = (0..n)
+        .map(|i| {
+            let l = data.labels.as_ref().map_or(0, |l| l[i]);
+            let c = data
+                .confidence
+                .as_ref()
+                .map_or(0, |c| (c[i].clamp(0.0, 1.0) * 255.0).round() as u8);
+            (l, c)
+        })
+        .collect();
+    pointcode::sort_canonical(&mut q, &mut attrs);
+    let mut code = vec![0u8; pointcode::max_encoded_len(n, bits)];
+    let len = pointcode::encode(&q, bits, &mut code)?;
+    code.truncate(len);
+    let labels: Option<Vec<u8>> = data
+        .labels
+        .as_ref()
+        .map(|_| attrs.iter().map(|a| a.0).collect());
+    let conf: Option<Vec<u8>> = data
+        .confidence
+        .as_ref()
+        .map(|_| attrs.iter().map(|a| a.1).collect());
+    let mut hypotheses = heapless::Vec::new();
+    hypotheses
+        .push(Hypothesis {
+            points: &code,
+            labels: labels.as_deref(),
+            confidence: conf.as_deref(),
+        })
+        .map_err(|_| HostError::Decode("hypothesis list full"))?;
+    let msg = Message::PointCloud(PointCloudFrame {
+        device_id,
+        frame_id,
+        capture_ts_us: 0,
+        bits,
+        bounds,
+        hypotheses,
+    });
+    let mut out = vec![0u8; len + 2 * n + 256];
+    let m = encode_message(&msg, &mut out)?;
+    out.truncate(m);
+    Ok(Encoded {
+        message: out,
+        point_code_len: len,
+        points: n,
+        bounds,
+    })
+}

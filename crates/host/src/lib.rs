@@ -1,0 +1,44 @@
+//! Host side of shapecast: receives frames from devices over UDP and/or a
+//! serial port, decodes them, keeps per-device statistics and hands every
+//! message to a [`Sink`] (e.g. [`PlyDirSink`], which writes PLY files).
+//!
+//! The [`Receiver`] runs in-process (one reader thread per transport plus one
+//! worker thread), so other programs (the edge runtime's `demo`, tests,
+//! benchmarks) can embed it; the `shapecast-host` binary is a thin CLI over it.
+//!
+//! Memory is bounded: fixed reassembly slots, a bounded queue between the
+//! readers and the worker (frames are dropped and counted when it is full), a
+//! bounded number of tracked devices and a bounded point count per frame.
+
+pub mod convert;
+pub mod receiver;
+pub mod sink;
+pub mod stats;
+
+pub use receiver::{Event, Receiver, ReceiverConfig, Source};
+pub use sink::{FnSink, PlyDirSink, Sink};
+pub use stats::{DeviceStats, HostStats};
+
+/// Errors of the host library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// A transport failed (bind, open, read).
+    #[error("link error")]
+    Link(#[from] shapecast_link::LinkError),
+    /// Wire decoding failed.
+    #[error("wire format error")]
+    Wire(#[from] shapecast_wire::Error),
+    /// A message decoded but its contents are inconsistent.
+    #[error("cannot decode frame contents: {0}")]
+    Decode(&'static str),
+    /// Reading or writing a PLY/XYZ file failed.
+    #[error("PLY/XYZ file error")]
+    Ply(#[from] shapecast_geom::ply::PlyError),
+    /// File system or thread failure.
+    #[error("I/O error")]
+    Io(#[from] std::io::Error),
+    /// The configuration asks for nothing or something impossible.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}

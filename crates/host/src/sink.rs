@@ -1,0 +1,88 @@
+//! Consumers of received messages.
+
+use std::path::{Path, PathBuf};
+
+use shapecast_geom::ply::save_ply;
+
+use crate::{Event, HostError};
+
+/// Receives every decoded message on the receiver's worker thread.
+pub trait Sink: Send + 'static {
+    /// Handles one message; returns the number of files written.
+    fn on_message(&mut self, ev: &Event<'_>) -> Result<usize, HostError>;
+}
+
+/// Writes every frame's geometry as PLY under a folder:
+/// `<dir>/<device>/<frame_id>.ply` for the first hypothesis and
+/// `<dir>/<device>/<frame_id>_h<k>.ply` for hypothesis `k >= 1`; meshes with
+/// faces, voxel grids as the points of occupied cell centres.
+#[derive(Debug, Clone)]
+pub struct PlyDirSink {
+    dir: PathBuf,
+}
+
+impl PlyDirSink {
+    /// Creates `dir` if needed.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self, HostError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// Path of hypothesis `k` of frame `frame_id` of `device`.
+    pub fn path(dir: &Path, device: u32, frame_id: u32, k: usize) -> PathBuf {
+        let d = dir.join(device.to_string());
+        if k == 0 {
+            d.join(format!("{frame_id}.ply"))
+        } else {
+            d.join(format!("{frame_id}_h{k}.ply"))
+        }
+    }
+}
+
+impl Sink for PlyDirSink {
+    fn on_message(&mut self, ev: &Event<'_>) -> Result<usize, HostError> {
+        let Some(frame_id) = ev.message.frame_id() else {
+            return Ok(0);
+        };
+        let dev = ev.message.device_id();
+        if ev.geometry.is_empty() {
+            return Ok(0);
+        }
+        std::fs::create_dir_all(self.dir.join(dev.to_string()))?;
+        for (k, g) in ev.geometry.iter().enumerate() {
+            // Write to a temporary name and rename, so a reader never sees a
+            // partial file.
+            let path = Self::path(&self.dir, dev, frame_id, k);
+            let tmp = path.with_extension("ply.tmp");
+            save_ply(&tmp, g)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(ev.geometry.len())
+    }
+}
+
+/// A sink from a closure.
+#[derive(Debug)]
+pub struct FnSink<F>(pub F);
+
+impl<F> Sink for FnSink<F>
+where
+    F: FnMut(&Event<'_>) -> Result<usize, HostError> + Send + 'static,
+{
+    fn on_message(&mut self, ev: &Event<'_>) -> Result<usize, HostError> {
+        (self.0)(ev)
+    }
+}
+
+/// Two sinks in turn (e.g. PLY files plus a test's checks).
+#[derive(Debug)]
+pub struct Tee<A, B>(pub A, pub B);
+
+impl<A: Sink, B: Sink> Sink for Tee<A, B> {
+    fn on_message(&mut self, ev: &Event<'_>) -> Result<usize, HostError> {
+        let a = self.0.on_message(ev)?;
+        let b = self.1.on_message(ev)?;
+        Ok(a + b)
+    }
+}

@@ -1,0 +1,210 @@
+//! Per-device and receiver-wide statistics.
+
+use std::collections::VecDeque;
+
+use shapecast_wire::message::Stats as DeviceReport;
+
+/// Samples kept for latency percentiles (per device).
+const LATENCY_SAMPLES: usize = 256;
+
+/// What the host knows about one device.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceStats {
+    /// Device id.
+    pub device_id: u32,
+    /// Model announced in the last Hello, if any.
+    pub model_id: Option<String>,
+    /// Frame messages (points, voxels, mesh) received.
+    pub frames: u64,
+    /// Control messages (Hello, Stats) received.
+    pub control: u64,
+    /// Payload bytes of frame messages.
+    pub frame_bytes: u64,
+    /// Points (first hypothesis), occupied voxels or mesh vertices decoded.
+    pub points: u64,
+    /// Lowest and highest frame id seen.
+    pub first_frame_id: Option<u32>,
+    /// Highest frame id seen.
+    pub last_frame_id: u32,
+    /// Messages that failed to decode or convert.
+    pub bad: u64,
+    /// Files written by the sink.
+    pub files: u64,
+    /// The last Stats message of the device.
+    pub last_report: Option<DeviceReport>,
+    /// Smallest `host_rx_us - capture_ts_us` seen (clock offset + best delay).
+    min_offset_us: Option<i64>,
+    lat: VecDeque<u64>,
+}
+
+impl DeviceStats {
+    pub(crate) fn new(device_id: u32) -> Self {
+        Self {
+            device_id,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn on_frame(&mut self, frame_id: u32, bytes: usize, host_us: u64, capture_us: u64) {
+        self.frames += 1;
+        self.frame_bytes += bytes as u64;
+        match self.first_frame_id {
+            None => {
+                self.first_frame_id = Some(frame_id);
+                self.last_frame_id = frame_id;
+            }
+            Some(first) => {
+                if frame_id.wrapping_sub(first) > self.last_frame_id.wrapping_sub(first)
+                    && frame_id.wrapping_sub(self.last_frame_id) < 1 << 30
+                {
+                    self.last_frame_id = frame_id;
+                }
+            }
+        }
+        let off = host_us as i64 - capture_us as i64;
+        let min = self.min_offset_us.map_or(off, |m| m.min(off));
+        self.min_offset_us = Some(min);
+        if self.lat.len() == LATENCY_SAMPLES {
+            self.lat.pop_front();
+        }
+        self.lat.push_back((off - min) as u64);
+    }
+
+    /// Frames the device numbered between the first and last seen that did
+    /// not arrive, as a fraction of them (link loss plus frames the device
+    /// skipped).
+    pub fn loss(&self) -> f64 {
+        let Some(first) = self.first_frame_id else {
+            return 0.0;
+        };
+        let span = u64::from(self.last_frame_id.wrapping_sub(first)) + 1;
+        if span == 0 || self.frames >= span {
+            0.0
+        } else {
+            1.0 - self.frames as f64 / span as f64
+        }
+    }
+
+    /// Payload bytes per point (first hypothesis) over all frames.
+    pub fn bytes_per_point(&self) -> f64 {
+        if self.points == 0 {
+            0.0
+        } else {
+            self.frame_bytes as f64 / self.points as f64
+        }
+    }
+
+    /// Percentile `p` (0..=100) of the recent latency above the best seen,
+    /// µs. Without a shared clock the absolute one-way delay is unknown; this
+    /// is the queueing/jitter part of it (exact when the best frame had no
+    /// queueing).
+    pub fn latency_above_min_us(&self, p: f64) -> Option<u64> {
+        if self.lat.is_empty() {
+            return None;
+        }
+        let mut v: Vec<u64> = self.lat.iter().copied().collect();
+        v.sort_unstable();
+        let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        v.get(i.min(v.len() - 1)).copied()
+    }
+
+    /// One line for the live display.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "dev {:>5}: {:>6} frames, {:>6.2} B/pt, loss {:>5.1}%",
+            self.device_id,
+            self.frames,
+            self.bytes_per_point(),
+            self.loss() * 100.0
+        );
+        if let (Some(p50), Some(p90)) = (
+            self.latency_above_min_us(50.0),
+            self.latency_above_min_us(90.0),
+        ) {
+            s.push_str(&format!(
+                ", link jitter p50 {:.1} ms p90 {:.1} ms",
+                p50 as f64 / 1e3,
+                p90 as f64 / 1e3
+            ));
+        }
+        if let Some(r) = &self.last_report {
+            s.push_str(&format!(
+                ", device {:.1} fps, infer p50 {:.1} ms, e2e(capture..send) p50 {:.1} ms, drops {}",
+                f64::from(r.fps_x100) / 100.0,
+                f64::from(r.latency.inference.p50_us) / 1e3,
+                f64::from(
+                    r.latency.capture.p50_us
+                        + r.latency.convert.p50_us
+                        + r.latency.preprocess.p50_us
+                        + r.latency.inference.p50_us
+                        + r.latency.decode.p50_us
+                        + r.latency.encode.p50_us
+                        + r.latency.send.p50_us
+                ) / 1e3,
+                r.drops.stale_frames + r.drops.link_busy + r.drops.send_errors
+            ));
+        }
+        if self.bad > 0 {
+            s.push_str(&format!(", {} bad", self.bad));
+        }
+        s
+    }
+}
+
+/// Receiver-wide counters.
+#[derive(Debug, Clone, Default)]
+pub struct HostStats {
+    /// Messages decoded (all kinds, all devices).
+    pub messages: u64,
+    /// Frame messages (points, voxels, mesh).
+    pub frames: u64,
+    /// Payloads that did not decode as a message.
+    pub undecodable: u64,
+    /// Payloads dropped because the worker queue was full.
+    pub queue_full: u64,
+    /// Messages from devices beyond the device limit (dropped).
+    pub devices_refused: u64,
+    /// UDP frames whose datagram device id differs from the message's.
+    pub device_mismatch: u64,
+    /// Sink failures (e.g. a file could not be written).
+    pub sink_errors: u64,
+    /// UDP datagrams read / refused by the reassembler.
+    pub udp_datagrams: u64,
+    /// UDP datagrams refused (malformed, bad tag, too large, ...).
+    pub udp_rejected: u64,
+    /// UDP frames completed by the reassembler.
+    pub udp_frames: u64,
+    /// Serial bytes read.
+    pub serial_bytes: u64,
+    /// Serial frames delivered / dropped by the frame reader.
+    pub serial_frames: u64,
+    /// Serial frames dropped (CRC, COBS, overflow, tag).
+    pub serial_bad: u64,
+    /// Per-device statistics, by device id.
+    pub devices: Vec<DeviceStats>,
+}
+
+impl HostStats {
+    /// Multi-line display.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "{} frames, {} msgs | udp {} dgrams ({} refused) -> {} frames | serial {} B -> {} frames ({} bad) | undecodable {}, queue-full {}, sink errors {}",
+            self.frames,
+            self.messages,
+            self.udp_datagrams,
+            self.udp_rejected,
+            self.udp_frames,
+            self.serial_bytes,
+            self.serial_frames,
+            self.serial_bad,
+            self.undecodable,
+            self.queue_full,
+            self.sink_errors
+        );
+        for d in &self.devices {
+            s.push_str("\n  ");
+            s.push_str(&d.summary());
+        }
+        s
+    }
+}

@@ -1,0 +1,348 @@
+//! Transports over real links: loopback UDP through a lossy proxy
+//! (seeded loss, duplication, reordering, garbage), and serial over two
+//! pseudo-terminals joined by socat (skipped with a message if socat is
+//! missing), with garbage injected on the line.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shapecast_link::serial::{open_port, SerialReceiver, SerialSender};
+use shapecast_link::udp::{UdpReceiver, UdpSender};
+use shapecast_link::{LinkError, LinkSender, Transport};
+use shapecast_wire::auth::Key;
+
+/// A UDP proxy that drops, duplicates, delays (reorders) datagrams and
+/// injects garbage, driven by a seeded RNG.
+struct Proxy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<u64>>,
+}
+
+impl Proxy {
+    fn start(to: SocketAddr, seed: u64, loss: f64, dup: f64, reorder: f64, garbage: f64) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            let mut buf = vec![0u8; 2048];
+            let mut forwarded = 0u64;
+            let mut idle = 0;
+            while !st.load(Ordering::Relaxed) || (!held.is_empty() && idle < 3) {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        idle = 0;
+                        let d = buf[..n].to_vec();
+                        if rng.gen_bool(garbage) {
+                            let g: Vec<u8> =
+                                (0..rng.gen_range(1..1300)).map(|_| rng.gen()).collect();
+                            sock.send_to(&g, to).unwrap();
+                        }
+                        if rng.gen_bool(loss) {
+                            continue;
+                        }
+                        if rng.gen_bool(reorder) {
+                            held.push(d);
+                            continue;
+                        }
+                        sock.send_to(&d, to).unwrap();
+                        forwarded += 1;
+                        if rng.gen_bool(dup) {
+                            sock.send_to(&d, to).unwrap();
+                        }
+                        // Release a held datagram now and then: it arrives late.
+                        if !held.is_empty() && rng.gen_bool(0.3) {
+                            let i = rng.gen_range(0..held.len());
+                            sock.send_to(&held.swap_remove(i), to).unwrap();
+                            forwarded += 1;
+                        }
+                    }
+                    Err(_) => {
+                        idle += 1;
+                        while let Some(d) = held.pop() {
+                            sock.send_to(&d, to).unwrap();
+                            forwarded += 1;
+                        }
+                    }
+                }
+            }
+            forwarded
+        });
+        Proxy {
+            addr,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+fn random_frames(seed: u64, n: usize, max_len: usize) -> Vec<Vec<u8>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let len = if rng.gen_bool(0.2) {
+                rng.gen_range(0..64)
+            } else {
+                rng.gen_range(0..max_len)
+            };
+            (0..len).map(|_| rng.gen()).collect()
+        })
+        .collect()
+}
+
+/// Sends `frames` through the proxy; returns what the receiver delivered.
+fn udp_through_proxy(
+    seed: u64,
+    key: Option<Key>,
+    loss: f64,
+) -> (Vec<Vec<u8>>, HashMap<u32, Vec<u8>>) {
+    let frames = random_frames(seed, 150, 20_000);
+    let mut rx = UdpReceiver::<8, 65536>::bind("127.0.0.1:0", key.clone(), 500).unwrap();
+    rx.set_timeout(Duration::from_millis(5)).unwrap();
+    let proxy = Proxy::start(rx.local_addr().unwrap(), seed, loss, 0.1, 0.1, 0.05);
+    let mut tx = UdpSender::new(proxy.addr, 42, key).unwrap();
+    let mut got: HashMap<u32, Vec<u8>> = HashMap::new();
+    let mut on_frame = |f: &shapecast_wire::fragment::Frame<'_>, _| {
+        assert_eq!(f.device_id, 42);
+        assert!(
+            got.insert(f.frame_id, f.payload.to_vec()).is_none(),
+            "frame {} delivered twice",
+            f.frame_id
+        );
+    };
+    for (i, f) in frames.iter().enumerate() {
+        tx.send_frame(i as u32, f).unwrap();
+        rx.poll(64, &mut on_frame).unwrap();
+    }
+    let t0 = Instant::now();
+    let stop_at = Duration::from_millis(600);
+    let mut proxy = Some(proxy);
+    while t0.elapsed() < Duration::from_secs(3) {
+        rx.poll(256, &mut on_frame).unwrap();
+        if t0.elapsed() > stop_at {
+            if let Some(p) = proxy.take() {
+                p.finish();
+            }
+            if rx.poll(256, &mut on_frame).unwrap() == 0 {
+                break;
+            }
+        }
+    }
+    if let Some(p) = proxy.take() {
+        p.finish();
+    }
+    let s = rx.stats();
+    assert!(s.rejected > 0, "garbage must have been refused: {s:?}");
+    (frames, got)
+}
+
+#[test]
+fn udp_lossy_proxy_delivers_only_whole_bit_exact_frames() {
+    for seed in [1u64, 2] {
+        let (frames, got) = udp_through_proxy(seed, None, 0.05);
+        for (id, p) in &got {
+            assert_eq!(p, &frames[*id as usize], "frame {id} differs");
+        }
+        // With 5% datagram loss most frames (<= 18 datagrams) still arrive.
+        assert!(
+            got.len() >= frames.len() / 3,
+            "only {} of {} frames",
+            got.len(),
+            frames.len()
+        );
+        assert!(
+            got.len() < frames.len(),
+            "loss was injected, yet every frame arrived"
+        );
+    }
+}
+
+#[test]
+fn udp_lossless_proxy_with_psk_delivers_everything() {
+    let key = Key::new([0x11; 32]);
+    let (frames, got) = udp_through_proxy(3, Some(key), 0.0);
+    assert_eq!(got.len(), frames.len());
+    for (id, p) in &got {
+        assert_eq!(p, &frames[*id as usize]);
+    }
+}
+
+#[test]
+fn udp_wrong_key_and_no_key_are_refused() {
+    let mut rx = UdpReceiver::<4, 8192>::bind("127.0.0.1:0", Some(Key::new([1; 32])), 500).unwrap();
+    rx.set_timeout(Duration::from_millis(20)).unwrap();
+    let addr = rx.local_addr().unwrap();
+    let mut bad = UdpSender::new(addr, 1, Some(Key::new([2; 32]))).unwrap();
+    let mut none = UdpSender::new(addr, 1, None).unwrap();
+    let mut good = UdpSender::new(addr, 1, Some(Key::new([1; 32]))).unwrap();
+    bad.send_frame(0, b"evil").unwrap();
+    none.send_frame(1, b"evil").unwrap();
+    good.send_frame(2, b"good").unwrap();
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        rx.poll(16, |f, _| got.push(f.payload.to_vec())).unwrap();
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(got, vec![b"good".to_vec()]);
+    assert_eq!(rx.stats().reassembler.bad_tag, 2);
+}
+
+#[test]
+fn link_sender_over_udp_never_blocks_and_counts() {
+    let mut rx = UdpReceiver::<8, 65536>::bind("127.0.0.1:0", None, 500).unwrap();
+    rx.set_timeout(Duration::from_millis(5)).unwrap();
+    // A paced link: 200 kB/s, so 30 kB frames take 150 ms each.
+    let tx = UdpSender::new(rx.local_addr().unwrap(), 5, None)
+        .unwrap()
+        .with_rate(Some(200_000));
+    let s = LinkSender::new(tx, 60_000).unwrap();
+    let frame = vec![0xAB; 30_000];
+    let t0 = Instant::now();
+    for _ in 0..50 {
+        s.offer(&frame).unwrap();
+    }
+    // 50 offers of 30 kB on a 200 kB/s link (7.5 s if it blocked) return at once.
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(matches!(
+        s.offer(&[0; 60_001]),
+        Err(LinkError::TooLarge { .. })
+    ));
+    let mut got = Vec::new();
+    let t1 = Instant::now();
+    while !s.flush(Duration::from_millis(1)) && t1.elapsed() < Duration::from_secs(5) {
+        rx.poll(64, |f, _| got.push((f.frame_id, f.payload.len())))
+            .unwrap();
+    }
+    for _ in 0..10 {
+        rx.poll(64, |f, _| got.push((f.frame_id, f.payload.len())))
+            .unwrap();
+    }
+    let c = s.close();
+    assert_eq!(c.offered, 51);
+    assert_eq!(c.oversize, 1);
+    assert_eq!(c.sent + c.dropped, 50, "{c:?}");
+    assert!(c.dropped > 0, "a slow link must drop frames: {c:?}");
+    assert_eq!(got.len() as u64, c.sent);
+    // The newest frame always gets through.
+    assert_eq!(got.last().unwrap().0, 49);
+}
+
+struct Socat {
+    child: Child,
+    a: PathBuf,
+    b: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn socat(tag: &str) -> Option<Socat> {
+    if Command::new("socat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("SKIPPED: socat not installed (apt-get install socat); serial test not run");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("shapecast-link-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("A"), dir.join("B"));
+    let child = Command::new("socat")
+        .arg("-d")
+        .arg("-d")
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting socat");
+    let t0 = Instant::now();
+    while !(a.exists() && b.exists()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "socat did not create the ptys"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Socat { child, a, b, dir })
+}
+
+fn serial_roundtrip(key: Option<Key>, tag: &str) {
+    let Some(s) = socat(tag) else { return };
+    let frames = random_frames(9, 60, 3000);
+    let port_a = open_port(s.a.to_str().unwrap(), 115_200, Duration::from_millis(50)).unwrap();
+    let port_b = open_port(s.b.to_str().unwrap(), 115_200, Duration::from_millis(50)).unwrap();
+    let n = frames.len();
+    let rk = key.clone();
+    let reader = std::thread::spawn(move || {
+        let mut rx: SerialReceiver<_, 8192> = SerialReceiver::new(port_b, rk);
+        let mut got = Vec::new();
+        let mut errors = 0u64;
+        let t0 = Instant::now();
+        while got.len() < n && t0.elapsed() < Duration::from_secs(20) {
+            rx.poll(|r| match r {
+                Ok(p) => got.push(p.to_vec()),
+                Err(_) => errors += 1,
+            })
+            .unwrap();
+        }
+        (got, errors, rx.stats())
+    });
+    let mut tx = SerialSender::new(port_a, key, "pty");
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for (i, f) in frames.iter().enumerate() {
+        tx.send(i as u32, f).unwrap();
+        // Garbage between frames: random bytes (including zeros) and a
+        // fake delimiter-free burst.
+        let g: Vec<u8> = (0..rng.gen_range(1..200)).map(|_| rng.gen()).collect();
+        std::io::Write::write_all(tx.get_mut(), &g).unwrap();
+    }
+    // A final delimiter so trailing garbage is closed off.
+    std::io::Write::write_all(tx.get_mut(), &[0]).unwrap();
+    let (got, errors, stats) = reader.join().unwrap();
+    assert_eq!(got.len(), n, "frames lost on a lossless line: {stats:?}");
+    assert_eq!(got, frames, "frames differ");
+    assert!(
+        errors > 0 && stats.bytes_discarded > 0,
+        "garbage must be seen and dropped: {stats:?}"
+    );
+}
+
+#[test]
+fn serial_over_socat_ptys_survives_garbage() {
+    serial_roundtrip(None, "plain");
+}
+
+#[test]
+fn serial_over_socat_ptys_with_psk() {
+    serial_roundtrip(Some(Key::new([0x77; 32])), "psk");
+}

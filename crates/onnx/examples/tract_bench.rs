@@ -1,0 +1,136 @@
+//! Times one ONNX model in tract (single thread, batch 1):
+//! `cargo run --release -p shapecast-onnx --example tract_bench -- MODEL [INPUT.f32] [--iters N] [--f16] [--out OUT.f32]`
+//!
+//! Prints one line: `tract MODEL load_ms=.. median_ms=.. mean_ms=.. min_ms=..`.
+//! INPUT.f32 is a raw little-endian f32 image for the `image` input (zeros when absent).
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use shapecast_onnx::run::{load, LoadOptions};
+use tract_onnx::prelude::*;
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tract_bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut model_path = None;
+    let mut input_path = None;
+    let mut out_path = None;
+    let mut iters = 200usize;
+    let mut f16 = false;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--iters" => {
+                iters = args
+                    .next()
+                    .context("--iters needs a value")?
+                    .parse()
+                    .context("--iters")?
+            }
+            "--f16" => f16 = true,
+            "--out" => out_path = Some(args.next().context("--out needs a path")?),
+            _ if model_path.is_none() => model_path = Some(a),
+            _ if input_path.is_none() => input_path = Some(a),
+            _ => bail!("unexpected argument {a}"),
+        }
+    }
+    let model_path =
+        model_path.context("usage: tract_bench MODEL [INPUT.f32] [--iters N] [--f16] [--out F]")?;
+    let t0 = Instant::now();
+    let proto =
+        shapecast_onnx::read(&model_path).with_context(|| format!("reading {model_path}"))?;
+    let model = load(
+        &proto,
+        &LoadOptions {
+            f16,
+            ..Default::default()
+        },
+    )
+    .context("loading into tract")?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let fact = model
+        .plan()
+        .model()
+        .input_fact(0)
+        .context("input fact")?
+        .clone();
+    let shape: Vec<usize> = fact
+        .shape
+        .as_concrete()
+        .context("input shape not concrete")?
+        .to_vec();
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = match &input_path {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {p}"))?;
+            if bytes.len() != n * 4 {
+                bail!(
+                    "{p}: {} bytes, model input {shape:?} needs {}",
+                    bytes.len(),
+                    n * 4
+                );
+            }
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }
+        None => vec![0.0; n],
+    };
+    let input: TValue = Tensor::from_shape(&shape, &data)
+        .context("input tensor")?
+        .into_tvalue();
+    let dt = fact.datum_type;
+    let input = if dt == f32::datum_type() {
+        input
+    } else {
+        input
+            .cast_to_dt(dt)
+            .context("cast input")?
+            .into_owned()
+            .into_tvalue()
+    };
+    for _ in 0..10.min(iters) {
+        model
+            .run_values(tvec!(input.clone()))
+            .context("warm-up run")?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    let mut last = tvec!();
+    for _ in 0..iters {
+        let t = Instant::now();
+        last = model.run_values(tvec!(input.clone())).context("run")?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let median = times[times.len() / 2];
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    println!(
+        "tract {model_path} load_ms={load_ms:.1} median_ms={median:.3} mean_ms={mean:.3} min_ms={:.3} iters={iters}",
+        times[0]
+    );
+    if let Some(p) = out_path {
+        let out = last
+            .first()
+            .context("no output")?
+            .cast_to::<f32>()
+            .context("output to f32")?;
+        let bytes: Vec<u8> = out
+            .try_as_plain_ram()?
+            .as_slice::<f32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        std::fs::write(&p, bytes).with_context(|| format!("writing {p}"))?;
+    }
+    Ok(())
+}

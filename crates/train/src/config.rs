@@ -1,0 +1,268 @@
+//! Training configuration and presets. A run's configuration is saved as `config.json`
+//! beside its artifacts and read back on `--resume`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::PointNetConfig;
+use crate::TrainError;
+
+/// Where the pictures come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    /// `synthetic` (procedural, built in).
+    pub kind: String,
+    /// Dataset seed (objects, views, split).
+    pub seed: u64,
+    /// Procedural objects per class (all splits together; about 80/10/10).
+    pub objects_per_class: usize,
+    /// Views rendered per object.
+    pub views: usize,
+    /// Ground-truth surface points per sample.
+    pub gt_points: usize,
+    /// Training samples held in memory (0 = the whole train split).
+    pub train_samples: usize,
+    /// Validation samples used for the periodic validation.
+    pub val_samples: usize,
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Preset name the run started from.
+    pub preset: String,
+    /// Model id written into the export (`shapecast.model_id`).
+    pub model_id: String,
+    /// The network.
+    pub model: PointNetConfig,
+    /// The data.
+    pub data: DataConfig,
+    /// Images per step.
+    pub batch: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Peak learning rate (Adam); cosine decay to `lr * lr_final_ratio`.
+    pub lr: f64,
+    /// Final learning rate as a fraction of `lr`.
+    pub lr_final_ratio: f64,
+    /// Warm-up steps (linear).
+    pub warmup: usize,
+    /// Weight of the part-label cross-entropy.
+    pub label_weight: f32,
+    /// Seed of initialisation and batch order.
+    pub seed: u64,
+    /// Steps between validations (and CSV rows with validation figures).
+    pub eval_every: usize,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
+    /// Chamfer implementation: `indexed` (nearest neighbours searched on the host, O(B N)
+    /// tensor work: fastest on CPU) or `dense` (`[B, N, M]` distance matrix in tensors).
+    #[serde(default = "default_chamfer")]
+    pub chamfer: String,
+    /// Input normalisation mean (per channel, RGB).
+    pub mean: [f32; 3],
+    /// Input normalisation std (per channel, RGB).
+    pub std: [f32; 3],
+}
+
+fn default_chamfer() -> String {
+    "indexed".into()
+}
+
+/// Names of the built-in presets.
+pub const PRESETS: &[&str] = &["test", "cpu-small", "gpu"];
+
+impl TrainConfig {
+    /// A built-in preset: `test` (CI smoke run), `cpu-small` (the shipped default model on
+    /// a 2-core CPU in about 30 minutes), `gpu` (bigger network and data).
+    pub fn preset(name: &str) -> Result<Self, TrainError> {
+        let base = |model: PointNetConfig, data: DataConfig| TrainConfig {
+            preset: name.to_string(),
+            model_id: format!("psgn-{name}"),
+            model,
+            data,
+            batch: 16,
+            steps: 1000,
+            lr: 1e-3,
+            lr_final_ratio: 0.05,
+            warmup: 20,
+            label_weight: 0.01,
+            seed: 1,
+            eval_every: 100,
+            checkpoint_every: 200,
+            chamfer: "indexed".into(),
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        };
+        match name {
+            "test" => Ok(TrainConfig {
+                steps: 40,
+                batch: 8,
+                lr: 2e-3,
+                warmup: 2,
+                eval_every: 20,
+                checkpoint_every: 20,
+                ..base(
+                    PointNetConfig {
+                        image: 32,
+                        channels: vec![8, 16, 32],
+                        strides: vec![2, 2, 2],
+                        hidden: 64,
+                        points: 256,
+                        hypotheses: 1,
+                        classes: 0,
+                        extent: 0.5,
+                        batch_norm: true,
+                    },
+                    DataConfig {
+                        kind: "synthetic".into(),
+                        seed: 7,
+                        objects_per_class: 12,
+                        views: 2,
+                        gt_points: 256,
+                        train_samples: 0,
+                        val_samples: 8,
+                    },
+                )
+            }),
+            "cpu-small" => Ok(TrainConfig {
+                model_id: "shapecast-default-psgn64".into(),
+                steps: 7000,
+                batch: 16,
+                lr: 1e-3,
+                eval_every: 500,
+                checkpoint_every: 500,
+                ..base(
+                    PointNetConfig {
+                        image: 64,
+                        channels: vec![24, 48, 96, 96, 192],
+                        strides: vec![2, 2, 2, 1, 2],
+                        hidden: 384,
+                        points: 1024,
+                        hypotheses: 1,
+                        classes: 0,
+                        extent: 0.5,
+                        batch_norm: true,
+                    },
+                    DataConfig {
+                        kind: "synthetic".into(),
+                        seed: 2026,
+                        objects_per_class: 400,
+                        views: 4,
+                        gt_points: 1024,
+                        train_samples: 0,
+                        val_samples: 128,
+                    },
+                )
+            }),
+            "gpu" => Ok(TrainConfig {
+                model_id: "psgn128-gpu".into(),
+                steps: 60_000,
+                batch: 64,
+                lr: 5e-4,
+                eval_every: 1000,
+                checkpoint_every: 2000,
+                warmup: 500,
+                chamfer: "dense".into(),
+                ..base(
+                    PointNetConfig {
+                        image: 128,
+                        channels: vec![32, 32, 64, 64, 128, 128, 256, 256],
+                        strides: vec![2, 1, 2, 1, 2, 1, 2, 2],
+                        hidden: 1024,
+                        points: 2048,
+                        hypotheses: 1,
+                        classes: 0,
+                        extent: 0.5,
+                        batch_norm: true,
+                    },
+                    DataConfig {
+                        kind: "synthetic".into(),
+                        seed: 2026,
+                        objects_per_class: 4000,
+                        views: 12,
+                        gt_points: 2048,
+                        train_samples: 0,
+                        val_samples: 512,
+                    },
+                )
+            }),
+            other => Err(TrainError::Config(format!(
+                "unknown preset `{other}` (one of {})",
+                PRESETS.join(", ")
+            ))),
+        }
+    }
+
+    /// Learning rate at `step` (linear warm-up, cosine decay).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let t = (step - self.warmup) as f64 / (self.steps.saturating_sub(self.warmup).max(1)) as f64;
+        let lo = self.lr * self.lr_final_ratio;
+        lo + 0.5 * (self.lr - lo) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+    }
+
+    /// Checks the values that would otherwise fail deep inside training.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let m = &self.model;
+        let bad = |s: &str| Err(TrainError::Config(s.to_string()));
+        if m.channels.len() != m.strides.len() || m.channels.is_empty() {
+            return bad("model.channels and model.strides must have the same, non-zero length");
+        }
+        if m.strides.iter().any(|&s| s != 1 && s != 2) {
+            return bad("model.strides must be 1 or 2");
+        }
+        if m.points == 0 || m.hypotheses == 0 || m.hidden == 0 || m.image < 8 {
+            return bad("model.points, hypotheses, hidden must be > 0 and image >= 8");
+        }
+        if self.chamfer != "indexed" && self.chamfer != "dense" {
+            return bad("chamfer must be `indexed` or `dense`");
+        }
+        if self.batch == 0 || self.steps == 0 || self.lr <= 0.0 {
+            return bad("batch and steps must be > 0 and lr > 0");
+        }
+        if self.model_id.is_empty() || self.model_id.len() > 32 || !self.model_id.is_ascii() {
+            return bad("model_id must be 1..=32 ASCII characters");
+        }
+        if self.data.gt_points == 0 || self.data.objects_per_class == 0 || self.data.views == 0 {
+            return bad("data.gt_points, objects_per_class, views must be > 0");
+        }
+        Ok(())
+    }
+
+    /// Reads a saved `config.json`.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| TrainError::Parse {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// Writes `config.json`.
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| TrainError::Parse {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_lr_decays() {
+        for p in PRESETS {
+            let c = TrainConfig::preset(p).unwrap();
+            c.validate().unwrap();
+            assert!(c.lr_at(c.steps - 1) < c.lr_at(c.warmup));
+        }
+        assert!(TrainConfig::preset("nope").is_err());
+    }
+}

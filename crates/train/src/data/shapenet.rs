@@ -1,0 +1,676 @@
+//! ShapeNet in the 3D-R2N2 layout.
+//!
+//! ```text
+//! <rendering_dir>/<synset>/<model>/rendering/00.png .. 23.png   (137x137 RGBA)
+//! <rendering_dir>/<synset>/<model>/rendering/renderings.txt      (file names, one per line)
+//! <rendering_dir>/<synset>/<model>/rendering/rendering_metadata.txt
+//!        (one line per picture: azimuth elevation in-plane distance-ratio fov)
+//! <points_dir>/<synset>/<model>.npy  or  <points_dir>/<synset>/<model>/{points,pointcloud,model}.npy
+//!        (float32/float64 [N, 3+], optional)
+//! <voxels_dir>/<synset>/<model>/model.binvox   (ShapeNetVox32, optional)
+//! <split_dir>/{train,val,test}.txt   (lines `synset/model` or `synset model`, optional;
+//!        without them models are split 80/10/10 by hashing `synset/model` with the seed)
+//! ```
+//!
+//! Pictures are composited onto a background colour and resized to the configured size.
+//! Points are normalised into the object frame by their bounding box (longest side 0.96) and
+//! resampled to the configured count; part labels are all `surface`. Voxels keep the binvox
+//! grid (resampled nearest to the configured resolution). There are no SDF samples.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::npy;
+use super::{splitmix, Camera, DataError, Dataset, Sample, Split};
+
+/// The 13 3D-R2N2 categories.
+pub const R2N2_SYNSETS: [(&str, &str); 13] = [
+    ("02691156", "airplane"),
+    ("02828884", "bench"),
+    ("02933112", "cabinet"),
+    ("02958343", "car"),
+    ("03001627", "chair"),
+    ("03211117", "display"),
+    ("03636649", "lamp"),
+    ("03691459", "speaker"),
+    ("04090263", "rifle"),
+    ("04256520", "sofa"),
+    ("04379243", "table"),
+    ("04401088", "telephone"),
+    ("04530566", "watercraft"),
+];
+
+/// Options of the ShapeNet loader.
+#[derive(Debug, Clone, PartialEq)]
+pub struct R2n2Options {
+    /// The `ShapeNetRendering` folder.
+    pub rendering_dir: PathBuf,
+    /// Folder of `.npy` point clouds (optional).
+    pub points_dir: Option<PathBuf>,
+    /// The `ShapeNetVox32` folder (optional).
+    pub voxels_dir: Option<PathBuf>,
+    /// Folder with `train.txt`, `val.txt`, `test.txt` (optional).
+    pub split_dir: Option<PathBuf>,
+    /// Synsets to load (ids or names; empty = all found).
+    pub synsets: Vec<String>,
+    /// Output picture side.
+    pub image_size: u32,
+    /// Points per sample.
+    pub n_points: usize,
+    /// Voxel resolution of the output (binvox grids are resampled).
+    pub voxel_res: usize,
+    /// Colour behind transparent pixels.
+    pub background: [u8; 3],
+    /// Seed of hashed splits and point resampling.
+    pub seed: u64,
+    /// Skip models without a point cloud (when `points_dir` is set).
+    pub require_points: bool,
+}
+
+impl Default for R2n2Options {
+    fn default() -> Self {
+        Self {
+            rendering_dir: PathBuf::from("ShapeNetRendering"),
+            points_dir: None,
+            voxels_dir: None,
+            split_dir: None,
+            synsets: Vec::new(),
+            image_size: 64,
+            n_points: 2048,
+            voxel_res: 32,
+            background: [255, 255, 255],
+            seed: 1,
+            require_points: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Model {
+    class_id: u16,
+    synset: String,
+    id: String,
+    views: Vec<(PathBuf, Camera)>,
+    points: Option<PathBuf>,
+    voxels: Option<PathBuf>,
+}
+
+/// One split of ShapeNet renderings.
+#[derive(Debug)]
+pub struct ShapeNetR2n2 {
+    opts: R2n2Options,
+    models: Vec<Model>,
+    /// First sample index of each model (prefix sums of view counts), plus the total.
+    starts: Vec<usize>,
+    class_names: Vec<String>,
+    part_names: Vec<String>,
+}
+
+/// Name of a synset (the id itself when it is not an R2N2 category).
+pub fn synset_name(id: &str) -> String {
+    R2N2_SYNSETS
+        .iter()
+        .find(|s| s.0 == id)
+        .map_or_else(|| id.to_string(), |s| s.1.to_string())
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn read_split_file(path: &Path) -> Result<std::collections::HashSet<String>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    Ok(text
+        .lines()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join("/"))
+        .collect())
+}
+
+/// Parses `rendering_metadata.txt` lines `azimuth elevation in-plane distance-ratio fov`.
+/// Distance ratios are scaled by 1.75 (the 3D-R2N2 renderer's maximum distance).
+pub fn parse_metadata(text: &str, path: &Path) -> Result<Vec<Camera>, DataError> {
+    let mut out = Vec::new();
+    for (ln, line) in text.lines().enumerate() {
+        let line = line.trim().trim_start_matches('[').trim_end_matches(']');
+        if line.is_empty() {
+            continue;
+        }
+        let v: Vec<f32> = line
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<f32>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| DataError::parse(path, format!("line {}: bad number", ln + 1)))?;
+        if v.len() < 5 {
+            return Err(DataError::parse(
+                path,
+                format!("line {}: {} values, need 5", ln + 1, v.len()),
+            ));
+        }
+        out.push(Camera {
+            azimuth_deg: v[0],
+            elevation_deg: v[1],
+            in_plane_deg: v[2],
+            distance: v[3] * 1.75,
+            fov_deg: v[4],
+        });
+    }
+    Ok(out)
+}
+
+impl ShapeNetR2n2 {
+    /// Scans the folders and keeps the models of `split`.
+    pub fn open(opts: R2n2Options, split: Split) -> Result<Self, DataError> {
+        let root = &opts.rendering_dir;
+        let split_set = match &opts.split_dir {
+            Some(d) => Some(read_split_file(&d.join(format!("{}.txt", split.name())))?),
+            None => None,
+        };
+        let mut class_names = Vec::new();
+        let mut models = Vec::new();
+        for sdir in read_dir_sorted(root)? {
+            let synset = sdir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let name = synset_name(&synset);
+            if !opts.synsets.is_empty() && !opts.synsets.iter().any(|s| *s == synset || *s == name)
+            {
+                continue;
+            }
+            let class_id = class_names.len() as u16;
+            for mdir in read_dir_sorted(&sdir)? {
+                let id = mdir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let key = format!("{synset}/{id}");
+                let in_split = match &split_set {
+                    Some(set) => set.contains(&key) || set.contains(&id),
+                    None => Split::of_key(opts.seed, &key) == split,
+                };
+                if !in_split {
+                    continue;
+                }
+                let rdir = mdir.join("rendering");
+                let meta_path = rdir.join("rendering_metadata.txt");
+                let list_path = rdir.join("renderings.txt");
+                let Ok(meta) = std::fs::read_to_string(&meta_path) else {
+                    continue;
+                };
+                let cams = parse_metadata(&meta, &meta_path)?;
+                let names: Vec<String> = match std::fs::read_to_string(&list_path) {
+                    Ok(t) => t
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    Err(_) => (0..cams.len()).map(|i| format!("{i:02}.png")).collect(),
+                };
+                let views: Vec<(PathBuf, Camera)> = names
+                    .iter()
+                    .zip(&cams)
+                    .map(|(n, c)| (rdir.join(n), *c))
+                    .filter(|(p, _)| p.is_file())
+                    .collect();
+                if views.is_empty() {
+                    continue;
+                }
+                let points = opts.points_dir.as_ref().and_then(|d| {
+                    [
+                        d.join(&synset).join(format!("{id}.npy")),
+                        d.join(&synset).join(&id).join("points.npy"),
+                        d.join(&synset).join(&id).join("pointcloud.npy"),
+                        d.join(&synset).join(&id).join("model.npy"),
+                    ]
+                    .into_iter()
+                    .find(|p| p.is_file())
+                });
+                if opts.points_dir.is_some() && opts.require_points && points.is_none() {
+                    continue;
+                }
+                let voxels = opts
+                    .voxels_dir
+                    .as_ref()
+                    .map(|d| d.join(&synset).join(&id).join("model.binvox"))
+                    .filter(|p| p.is_file());
+                models.push(Model {
+                    class_id,
+                    synset: synset.clone(),
+                    id,
+                    views,
+                    points,
+                    voxels,
+                });
+            }
+            // Every synset folder gets a class id whether or not this split has models of
+            // it, so ids agree across splits.
+            class_names.push(name);
+        }
+        let mut starts = vec![0usize];
+        for m in &models {
+            starts.push(starts[starts.len() - 1] + m.views.len());
+        }
+        Ok(Self {
+            opts,
+            models,
+            starts,
+            class_names,
+            part_names: vec!["surface".into()],
+        })
+    }
+
+    /// Number of models in this split.
+    pub fn models(&self) -> usize {
+        self.models.len()
+    }
+
+    /// `synset/model` of the model of sample `i`.
+    pub fn model_key(&self, i: usize) -> Option<String> {
+        let m = self.locate(i)?.0;
+        Some(format!("{}/{}", self.models[m].synset, self.models[m].id))
+    }
+
+    fn locate(&self, i: usize) -> Option<(usize, usize)> {
+        if i >= self.len() {
+            return None;
+        }
+        let m = self.starts.partition_point(|&s| s <= i) - 1;
+        Some((m, i - self.starts[m]))
+    }
+}
+
+/// Loads a PNG/JPEG, composites alpha onto `bg`, resizes to `size x size`; RGB8.
+pub(crate) fn load_picture(path: &Path, bg: [u8; 3], size: u32) -> Result<Vec<u8>, DataError> {
+    let img = image::open(path)
+        .map_err(|e| DataError::Image {
+            path: path.into(),
+            source: e,
+        })?
+        .to_rgba8();
+    let mut rgb = image::RgbImage::new(img.width(), img.height());
+    for (d, s) in rgb.pixels_mut().zip(img.pixels()) {
+        let a = u16::from(s[3]);
+        for k in 0..3 {
+            d[k] = ((u16::from(s[k]) * a + u16::from(bg[k]) * (255 - a) + 127) / 255) as u8;
+        }
+    }
+    let out = if rgb.dimensions() == (size, size) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, size, size, image::imageops::FilterType::Triangle)
+    };
+    Ok(out.into_raw())
+}
+
+/// Normalises points into the object frame by their bounding box (longest side 0.96).
+pub(crate) fn normalize_points(points: &mut [[f32; 3]]) {
+    let mut lo = [f32::INFINITY; 3];
+    let mut hi = [f32::NEG_INFINITY; 3];
+    for p in points.iter() {
+        for k in 0..3 {
+            lo[k] = lo[k].min(p[k]);
+            hi[k] = hi[k].max(p[k]);
+        }
+    }
+    let ext = (0..3).map(|k| hi[k] - lo[k]).fold(0.0f32, f32::max);
+    if !(ext > 0.0 && ext.is_finite()) {
+        return;
+    }
+    let s = 0.96 / ext;
+    for p in points.iter_mut() {
+        for k in 0..3 {
+            p[k] = (p[k] - 0.5 * (lo[k] + hi[k])) * s;
+        }
+    }
+}
+
+/// Exactly `n` of `points`: a random subset, or all plus random repeats.
+pub(crate) fn resample<R: Rng>(points: &[[f32; 3]], n: usize, rng: &mut R) -> Vec<[f32; 3]> {
+    if points.is_empty() || n == 0 {
+        return Vec::new();
+    }
+    if points.len() >= n {
+        let mut idx: Vec<usize> = (0..points.len()).collect();
+        for i in 0..n {
+            let j = rng.gen_range(i..idx.len());
+            idx.swap(i, j);
+        }
+        idx[..n].iter().map(|&i| points[i]).collect()
+    } else {
+        let mut v = points.to_vec();
+        while v.len() < n {
+            v.push(points[rng.gen_range(0..points.len())]);
+        }
+        v
+    }
+}
+
+/// Reads a `.binvox` grid into our layout (`x*R*R + y*R + z`), resampled to `res`.
+pub fn read_binvox(path: &Path, res: usize) -> Result<Vec<u8>, DataError> {
+    let b = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    parse_binvox(&b, res).map_err(|m| DataError::parse(path, m))
+}
+
+/// Parses `.binvox` bytes (see [`read_binvox`]).
+pub fn parse_binvox(b: &[u8], res: usize) -> Result<Vec<u8>, String> {
+    let mut pos = 0;
+    let mut line = || -> Result<String, String> {
+        let end = b[pos..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or("truncated header")?;
+        let s = String::from_utf8_lossy(&b[pos..pos + end])
+            .trim()
+            .to_string();
+        pos += end + 1;
+        Ok(s)
+    };
+    if !line()?.starts_with("#binvox") {
+        return Err("not a binvox file".into());
+    }
+    let mut dims = None;
+    loop {
+        let l = line()?;
+        if l == "data" {
+            break;
+        }
+        if let Some(rest) = l.strip_prefix("dim") {
+            let d: Vec<usize> = rest
+                .split_whitespace()
+                .map(|s| s.parse().map_err(|_| format!("bad dim `{rest}`")))
+                .collect::<Result<_, _>>()?;
+            if d.len() != 3 || d.iter().any(|&x| x == 0 || x > 1024) {
+                return Err(format!("bad dim `{rest}`"));
+            }
+            dims = Some([d[0], d[1], d[2]]);
+        }
+    }
+    let [d, h, w] = dims.ok_or("header lacks dim")?;
+    let total = d * h * w;
+    let mut raw = Vec::with_capacity(total);
+    for pair in b[pos..].chunks_exact(2) {
+        let (v, n) = (pair[0], usize::from(pair[1]));
+        if raw.len() + n > total {
+            return Err("run-length data longer than the grid".into());
+        }
+        raw.extend(std::iter::repeat_n(u8::from(v != 0), n));
+    }
+    if raw.len() != total {
+        return Err(format!(
+            "run-length data covers {} of {total} voxels",
+            raw.len()
+        ));
+    }
+    // binvox order: x slowest, then z, then y fastest: index = x*(w*h) + z*w + y.
+    let mut out = vec![0u8; res * res * res];
+    for x in 0..res {
+        let sx = x * d / res;
+        for y in 0..res {
+            let sy = y * w / res;
+            for z in 0..res {
+                let sz = z * h / res;
+                out[(x * res + y) * res + z] = raw[sx * w * h + sz * w + sy];
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Dataset for ShapeNetR2n2 {
+    fn len(&self) -> usize {
+        self.starts.last().copied().unwrap_or(0)
+    }
+
+    fn get(&self, i: usize) -> Result<Sample, DataError> {
+        let (m, v) = self.locate(i).ok_or(DataError::Index {
+            index: i,
+            len: self.len(),
+        })?;
+        let model = &self.models[m];
+        let (png, camera) = &model.views[v];
+        let image = load_picture(png, self.opts.background, self.opts.image_size)?;
+        let mut points = Vec::new();
+        if let Some(p) = &model.points {
+            let arr = npy::read_npy(p)?;
+            let mut pts = arr.points().ok_or_else(|| {
+                DataError::parse(p, format!("shape {:?}, need [N, 3]", arr.shape))
+            })?;
+            normalize_points(&mut pts);
+            let mut rng = ChaCha8Rng::seed_from_u64(splitmix(self.opts.seed ^ (m as u64) << 8));
+            points = resample(&pts, self.opts.n_points, &mut rng);
+        }
+        let voxels = match &model.voxels {
+            Some(p) if self.opts.voxel_res > 0 => read_binvox(p, self.opts.voxel_res)?,
+            _ => Vec::new(),
+        };
+        Ok(Sample {
+            object: m as u32,
+            class_id: model.class_id,
+            view: v as u16,
+            width: self.opts.image_size,
+            height: self.opts.image_size,
+            image,
+            point_labels: vec![0; points.len()],
+            points,
+            voxel_res: if voxels.is_empty() {
+                0
+            } else {
+                self.opts.voxel_res as u32
+            },
+            voxels,
+            sdf: Vec::new(),
+            camera: *camera,
+        })
+    }
+
+    fn views_of(&self, i: usize) -> Vec<usize> {
+        match self.locate(i) {
+            Some((m, _)) => (self.starts[m]..self.starts[m + 1]).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    fn part_names(&self) -> &[String] {
+        &self.part_names
+    }
+}
+
+/// Counts of models per class name (for reports).
+pub fn class_histogram(ds: &ShapeNetR2n2) -> HashMap<String, usize> {
+    let mut h = HashMap::new();
+    for m in &ds.models {
+        *h.entry(ds.class_names[usize::from(m.class_id)].clone())
+            .or_insert(0) += 1;
+    }
+    h
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Writes a binvox file of a `d^3` grid given in our layout.
+    pub(crate) fn write_binvox(path: &Path, grid: &[u8], d: usize) {
+        let mut raw = vec![0u8; d * d * d];
+        for x in 0..d {
+            for y in 0..d {
+                for z in 0..d {
+                    raw[x * d * d + z * d + y] = grid[(x * d + y) * d + z];
+                }
+            }
+        }
+        let mut b =
+            format!("#binvox 1\ndim {d} {d} {d}\ntranslate 0 0 0\nscale 1\ndata\n").into_bytes();
+        let mut i = 0;
+        while i < raw.len() {
+            let v = raw[i];
+            let mut n = 0;
+            while i < raw.len() && raw[i] == v && n < 255 {
+                i += 1;
+                n += 1;
+            }
+            b.push(v);
+            b.push(n as u8);
+        }
+        std::fs::write(path, b).unwrap();
+    }
+
+    fn fixture(root: &Path) {
+        let rend = root.join("ShapeNetRendering");
+        let pts = root.join("points");
+        let vox = root.join("ShapeNetVox32");
+        for (synset, models) in [("03001627", 6), ("02691156", 4)] {
+            for k in 0..models {
+                let id = format!("{synset}model{k:02}");
+                let rdir = rend.join(synset).join(&id).join("rendering");
+                std::fs::create_dir_all(&rdir).unwrap();
+                let mut meta = String::new();
+                let mut list = String::new();
+                for v in 0..3 {
+                    let name = format!("{v:02}.png");
+                    let mut img = image::RgbaImage::new(137, 137);
+                    for (x, y, p) in img.enumerate_pixels_mut() {
+                        let inside = (x as i32 - 68).abs() < 30 && (y as i32 - 68).abs() < 30;
+                        *p = if inside {
+                            image::Rgba([200, (k * 30) as u8, v as u8 * 50, 255])
+                        } else {
+                            image::Rgba([0, 0, 0, 0])
+                        };
+                    }
+                    img.save(rdir.join(&name)).unwrap();
+                    meta.push_str(&format!("{} 25.5 0 0.8 25\n", 30.0 * v as f32));
+                    list.push_str(&name);
+                    list.push('\n');
+                }
+                std::fs::write(rdir.join("rendering_metadata.txt"), meta).unwrap();
+                std::fs::write(rdir.join("renderings.txt"), list).unwrap();
+                let pdir = pts.join(synset);
+                std::fs::create_dir_all(&pdir).unwrap();
+                let cloud: Vec<f32> = (0..300)
+                    .flat_map(|i| [i as f32 * 0.01, 2.0 * (i % 7) as f32, -(i % 5) as f32])
+                    .collect();
+                npy::write_npy_f32(&pdir.join(format!("{id}.npy")), 300, 3, &cloud).unwrap();
+                let vdir = vox.join(synset).join(&id);
+                std::fs::create_dir_all(&vdir).unwrap();
+                let mut grid = vec![0u8; 8 * 8 * 8];
+                grid[(1 * 8 + 2) * 8 + 3] = 1;
+                grid[(7 * 8 + 7) * 8 + 7] = 1;
+                write_binvox(&vdir.join("model.binvox"), &grid, 8);
+            }
+        }
+        std::fs::create_dir_all(root.join("splits")).unwrap();
+        let ids = |s: &str, r: std::ops::Range<usize>| -> String {
+            r.map(|k| format!("{s}/{s}model{k:02}\n")).collect()
+        };
+        std::fs::write(
+            root.join("splits/train.txt"),
+            ids("03001627", 0..4) + &ids("02691156", 0..2),
+        )
+        .unwrap();
+        std::fs::write(root.join("splits/val.txt"), ids("03001627", 4..5)).unwrap();
+        std::fs::write(
+            root.join("splits/test.txt"),
+            ids("03001627", 5..6) + &ids("02691156", 2..4),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn loads_r2n2_layout() {
+        let root = std::env::temp_dir().join(format!("shapecast-r2n2-{}", std::process::id()));
+        fixture(&root);
+        let opts = R2n2Options {
+            rendering_dir: root.join("ShapeNetRendering"),
+            points_dir: Some(root.join("points")),
+            voxels_dir: Some(root.join("ShapeNetVox32")),
+            split_dir: Some(root.join("splits")),
+            image_size: 32,
+            n_points: 128,
+            voxel_res: 8,
+            ..R2n2Options::default()
+        };
+        let train = ShapeNetR2n2::open(opts.clone(), Split::Train).unwrap();
+        let test = ShapeNetR2n2::open(opts.clone(), Split::Test).unwrap();
+        assert_eq!(train.models(), 6);
+        assert_eq!(test.models(), 3);
+        assert_eq!(train.len(), 18);
+        assert_eq!(
+            train.class_names(),
+            &["airplane".to_string(), "chair".to_string()]
+        );
+        assert_eq!(train.views_of(4), vec![3, 4, 5]);
+        let s = train.get(4).unwrap();
+        assert_eq!(s.view, 1);
+        assert_eq!((s.width, s.image.len()), (32, 32 * 32 * 3));
+        // Centre is the square's colour, corners the white background.
+        let c = (16 * 32 + 16) * 3;
+        assert_eq!(s.image[c], 200);
+        assert_eq!(&s.image[0..3], &[255, 255, 255]);
+        assert_eq!(s.camera.azimuth_deg, 30.0);
+        assert!((s.camera.distance - 1.4).abs() < 1e-6);
+        assert_eq!(s.points.len(), 128);
+        let ext = (0..3)
+            .map(|k| {
+                let lo = s.points.iter().map(|p| p[k]).fold(f32::INFINITY, f32::min);
+                let hi = s
+                    .points
+                    .iter()
+                    .map(|p| p[k])
+                    .fold(f32::NEG_INFINITY, f32::max);
+                hi - lo
+            })
+            .fold(0.0, f32::max);
+        assert!(ext <= 0.96 + 1e-5 && ext > 0.8, "{ext}");
+        assert_eq!(s.voxels.len(), 512);
+        assert_eq!(s.voxels[(1 * 8 + 2) * 8 + 3], 1);
+        assert_eq!(s.voxels.iter().filter(|&&v| v == 1).count(), 2);
+        assert_eq!(train.model_key(0).unwrap(), "02691156/02691156model00");
+        // Hashed splits partition the models.
+        let no_split = R2n2Options {
+            split_dir: None,
+            ..opts
+        };
+        let n: usize = [Split::Train, Split::Val, Split::Test]
+            .into_iter()
+            .map(|sp| ShapeNetR2n2::open(no_split.clone(), sp).unwrap().models())
+            .sum();
+        assert_eq!(n, 10);
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn metadata_and_binvox_errors() {
+        let p = Path::new("m.txt");
+        let c = parse_metadata("10 20 0 0.5 25\n\n[30, 40, 0, 1.0, 25]\n", p).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1].elevation_deg, 40.0);
+        assert!(parse_metadata("1 2 3\n", p).is_err());
+        assert!(parse_metadata("a b c d e\n", p).is_err());
+        assert!(parse_binvox(b"#binvox 1\ndim 2 2 2\ndata\n\x01\x07", 2).is_err());
+        assert!(parse_binvox(b"#binvox 1\ndim 2 2 2\ndata\n\x01\x09", 2).is_err());
+        assert_eq!(
+            parse_binvox(b"#binvox 1\ndim 2 2 2\ndata\n\x01\x08", 2).unwrap(),
+            vec![1; 8]
+        );
+        assert!(parse_binvox(b"nope", 2).is_err());
+    }
+}

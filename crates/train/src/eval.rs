@@ -1,0 +1,259 @@
+//! Evaluation: Chamfer (L2 and L1), F-score at thresholds (with a PNG curve), and a contact
+//! sheet (input | prediction | ground truth) of ONNX models run by tract on a dataset split.
+//!
+//! Definitions (object frame, bounds side 1, so thresholds are fractions of the box side):
+//! with `d(p, Q)` the distance from `p` to the nearest point of `Q`,
+//! `chamfer_l2 = mean_p d(p,G)^2 + mean_g d(g,P)^2`,
+//! `chamfer_l1 = (mean_p d(p,G) + mean_g d(g,P)) / 2`,
+//! `F(t) = 100 * 2 P R / (P + R)` with precision `P = frac(d(p,G) < t)` and recall
+//! `R = frac(d(g,P) < t)` (Tatarchenko et al. 2019).
+
+use std::path::Path;
+
+use image::{Rgb, RgbImage};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Sample;
+use crate::inference::TractRunner;
+use crate::plot::{draw_text, line_plot, save_png, Series};
+use crate::TrainError;
+
+/// Thresholds of the F-score curve (fractions of the box side).
+pub const THRESHOLDS: [f32; 10] = [
+    0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+];
+
+/// Figures of one prediction (or a mean of several).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PointMetrics {
+    /// Symmetric Chamfer, squared L2.
+    pub chamfer_l2: f32,
+    /// Symmetric Chamfer, L1 (Euclidean), averaged over both directions.
+    pub chamfer_l1: f32,
+    /// F-score at 1 % of the box side, percent.
+    pub fscore_1pct: f32,
+    /// F-score at each of [`THRESHOLDS`], percent.
+    pub fscore: Vec<f32>,
+}
+
+impl PointMetrics {
+    /// Element-wise mean.
+    pub fn mean(all: &[PointMetrics]) -> PointMetrics {
+        let n = all.len().max(1) as f32;
+        let mut m = PointMetrics {
+            fscore: vec![0.0; THRESHOLDS.len()],
+            ..Default::default()
+        };
+        for a in all {
+            m.chamfer_l2 += a.chamfer_l2 / n;
+            m.chamfer_l1 += a.chamfer_l1 / n;
+            m.fscore_1pct += a.fscore_1pct / n;
+            for (s, v) in m.fscore.iter_mut().zip(&a.fscore) {
+                *s += v / n;
+            }
+        }
+        m
+    }
+}
+
+/// Distance from every point of `a` to its nearest point of `b` (brute force).
+pub fn nearest(a: &[[f32; 3]], b: &[[f32; 3]]) -> Vec<f32> {
+    a.iter()
+        .map(|p| {
+            b.iter()
+                .map(|q| {
+                    let d = [p[0] - q[0], p[1] - q[1], p[2] - q[2]];
+                    d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+                })
+                .fold(f32::INFINITY, f32::min)
+                .sqrt()
+        })
+        .collect()
+}
+
+fn fscore_at(dp: &[f32], dg: &[f32], t: f32) -> f32 {
+    let p = dp.iter().filter(|&&d| d < t).count() as f32 / dp.len().max(1) as f32;
+    let r = dg.iter().filter(|&&d| d < t).count() as f32 / dg.len().max(1) as f32;
+    if p + r > 0.0 {
+        100.0 * 2.0 * p * r / (p + r)
+    } else {
+        0.0
+    }
+}
+
+/// All figures of a prediction against ground truth.
+pub fn point_metrics(pred: &[[f32; 3]], gt: &[[f32; 3]]) -> PointMetrics {
+    if pred.is_empty() || gt.is_empty() {
+        return PointMetrics {
+            chamfer_l2: f32::INFINITY,
+            chamfer_l1: f32::INFINITY,
+            fscore_1pct: 0.0,
+            fscore: vec![0.0; THRESHOLDS.len()],
+        };
+    }
+    let dp = nearest(pred, gt);
+    let dg = nearest(gt, pred);
+    let mean = |v: &[f32], sq: bool| {
+        v.iter().map(|d| if sq { d * d } else { *d }).sum::<f32>() / v.len() as f32
+    };
+    PointMetrics {
+        chamfer_l2: mean(&dp, true) + mean(&dg, true),
+        chamfer_l1: 0.5 * (mean(&dp, false) + mean(&dg, false)),
+        fscore_1pct: fscore_at(&dp, &dg, 0.01),
+        fscore: THRESHOLDS.iter().map(|&t| fscore_at(&dp, &dg, t)).collect(),
+    }
+}
+
+/// Result of evaluating one ONNX model on samples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Model file.
+    pub model: String,
+    /// Samples evaluated.
+    pub samples: usize,
+    /// Mean figures (first hypothesis).
+    pub mean: PointMetrics,
+    /// Mean figures of the best hypothesis per sample (oracle; equals `mean` when K = 1).
+    pub best_of_k: PointMetrics,
+}
+
+/// Runs `runner` on every sample and averages the figures; keeps the first `keep`
+/// predictions (hypothesis 0) for pictures.
+pub fn eval_onnx(
+    runner: &TractRunner,
+    name: &str,
+    samples: &[Sample],
+    mean: [f32; 3],
+    std: [f32; 3],
+    keep: usize,
+) -> Result<(EvalReport, Vec<Vec<[f32; 3]>>), TrainError> {
+    let mut first = Vec::with_capacity(samples.len());
+    let mut best = Vec::with_capacity(samples.len());
+    let mut kept = Vec::new();
+    for s in samples {
+        let out = runner.run(&s.image_chw(mean, std))?;
+        let k = out.shape.get(1).copied().unwrap_or(1);
+        let mut ms: Vec<PointMetrics> = (0..k)
+            .map(|h| point_metrics(&out.hypothesis(h), &s.points))
+            .collect();
+        if kept.len() < keep {
+            kept.push(out.hypothesis(0));
+        }
+        let m0 = ms[0].clone();
+        ms.sort_by(|a, b| a.chamfer_l2.total_cmp(&b.chamfer_l2));
+        best.push(ms.swap_remove(0));
+        first.push(m0);
+    }
+    Ok((
+        EvalReport {
+            model: name.to_string(),
+            samples: samples.len(),
+            mean: PointMetrics::mean(&first),
+            best_of_k: PointMetrics::mean(&best),
+        },
+        kept,
+    ))
+}
+
+/// Plots F-score against threshold (percent of the box side) for each report.
+pub fn fscore_plot(reports: &[EvalReport], out: &Path) -> Result<(), TrainError> {
+    let series: Vec<Series> = reports
+        .iter()
+        .map(|r| Series {
+            points: THRESHOLDS
+                .iter()
+                .zip(&r.mean.fscore)
+                .map(|(&t, &f)| (f64::from(t) * 100.0, f64::from(f)))
+                .collect(),
+        })
+        .collect();
+    line_plot(&series, false, out)
+}
+
+/// Draws `pts` as depth-shaded dots seen from the sample's camera into a `size` square.
+pub fn render_points(sample: &Sample, pts: &[[f32; 3]], size: u32, color: [u8; 3]) -> RgbImage {
+    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
+    let mut proj: Vec<[f32; 3]> = pts
+        .iter()
+        .filter_map(|&p| sample.camera.project(p, size))
+        .collect();
+    if proj.is_empty() {
+        return img;
+    }
+    let (mut z0, mut z1) = (f32::MAX, f32::MIN);
+    for p in &proj {
+        z0 = z0.min(p[2]);
+        z1 = z1.max(p[2]);
+    }
+    // far first, near last
+    proj.sort_by(|a, b| b[2].total_cmp(&a[2]));
+    for p in proj {
+        let shade = 1.0 - 0.6 * (p[2] - z0) / (z1 - z0).max(1e-6);
+        let c = [
+            (f32::from(color[0]) * shade) as u8,
+            (f32::from(color[1]) * shade) as u8,
+            (f32::from(color[2]) * shade) as u8,
+        ];
+        let (x, y) = (p[0] as i32, p[1] as i32);
+        for dy in 0..2 {
+            for dx in 0..2 {
+                let (px, py) = (x + dx, y + dy);
+                if px >= 0 && py >= 0 && (px as u32) < size && (py as u32) < size {
+                    img.put_pixel(px as u32, py as u32, Rgb(c));
+                }
+            }
+        }
+    }
+    img
+}
+
+/// Contact sheet: one row per sample, columns input | prediction | ground truth.
+pub fn contact_sheet(
+    samples: &[Sample],
+    preds: &[Vec<[f32; 3]>],
+    cell: u32,
+    out: &Path,
+) -> Result<(), TrainError> {
+    let rows = samples.len().min(preds.len()) as u32;
+    let mut sheet = RgbImage::from_pixel(3 * cell + 8, rows.max(1) * (cell + 4), Rgb([200, 200, 200]));
+    for (r, (s, p)) in samples.iter().zip(preds).enumerate() {
+        let y0 = r as u32 * (cell + 4);
+        if let Some(src) = RgbImage::from_raw(s.width, s.height, s.image.clone()) {
+            let big = image::imageops::resize(&src, cell, cell, image::imageops::FilterType::Nearest);
+            image::imageops::replace(&mut sheet, &big, 0, i64::from(y0));
+        }
+        let pr = render_points(s, p, cell, [30, 90, 200]);
+        image::imageops::replace(&mut sheet, &pr, i64::from(cell + 4), i64::from(y0));
+        let gt = render_points(s, &s.points, cell, [40, 150, 40]);
+        image::imageops::replace(&mut sheet, &gt, i64::from(2 * cell + 8), i64::from(y0));
+        draw_text(&mut sheet, 2, y0 as i32 + 2, &format!("{r}"), 2, [255, 0, 0]);
+    }
+    save_png(&sheet, out)
+}
+
+/// Writes `report`s as JSON.
+pub fn write_reports(reports: &[EvalReport], out: &Path) -> Result<(), TrainError> {
+    let text = serde_json::to_string_pretty(reports).map_err(|e| TrainError::Parse {
+        path: out.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    std::fs::write(out, text).map_err(|e| TrainError::io(out, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_of_identical_and_shifted_clouds() {
+        let a: Vec<[f32; 3]> = (0..50).map(|i| [i as f32 * 0.02, 0.0, 0.0]).collect();
+        let m = point_metrics(&a, &a);
+        assert_eq!(m.chamfer_l2, 0.0);
+        assert!((m.fscore_1pct - 100.0).abs() < 1e-4);
+        let b: Vec<[f32; 3]> = a.iter().map(|p| [p[0], 0.05, 0.0]).collect();
+        let m = point_metrics(&a, &b);
+        assert!((m.chamfer_l2 - 2.0 * 0.0025).abs() < 1e-6, "{m:?}");
+        assert!((m.chamfer_l1 - 0.05).abs() < 1e-6);
+        assert_eq!(m.fscore_1pct, 0.0);
+    }
+}

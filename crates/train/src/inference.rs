@@ -1,0 +1,140 @@
+//! Forward passes: burn (any backend) and tract (exported ONNX files, f32 or int8).
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use tract_onnx::prelude::{
+    tvec, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TypedRunnableModel,
+};
+use std::sync::Arc;
+
+use crate::model::PointNet;
+use crate::TrainError;
+
+/// Points of a batch: `[batch][hypothesis][point]`.
+pub type BatchPoints = Vec<Vec<Vec<[f32; 3]>>>;
+
+/// Runs `model` on `[B, 3, H, W]` pictures and returns the points per sample and hypothesis.
+pub fn predict_points<B: Backend>(model: &PointNet<B>, images: burn::tensor::Tensor<B, 4>) -> BatchPoints {
+    let out = model.forward(images);
+    let [b, k, n, _] = out.points.dims();
+    let v: Vec<f32> = out
+        .points
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default();
+    (0..b)
+        .map(|bi| {
+            (0..k)
+                .map(|ki| {
+                    (0..n)
+                        .map(|ni| {
+                            let o = ((bi * k + ki) * n + ni) * 3;
+                            [v[o], v[o + 1], v[o + 2]]
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// What a point model returned for one picture.
+#[derive(Debug, Clone)]
+pub struct TractPoints {
+    /// `points` output, flat `[1, K, N, 3]`.
+    pub points: Vec<f32>,
+    /// Shape of `points`.
+    pub shape: Vec<usize>,
+    /// `labels` output, flat, when present.
+    pub labels: Option<Vec<f32>>,
+}
+
+impl TractPoints {
+    /// Points of hypothesis `k`.
+    pub fn hypothesis(&self, k: usize) -> Vec<[f32; 3]> {
+        let n = self.shape.get(2).copied().unwrap_or(0);
+        self.points[k * n * 3..(k + 1) * n * 3]
+            .chunks_exact(3)
+            .map(|c| [c[0], c[1], c[2]])
+            .collect()
+    }
+}
+
+/// An ONNX point model loaded and optimised by tract.
+#[derive(Debug)]
+pub struct TractRunner {
+    plan: Arc<TypedRunnableModel>,
+    side: usize,
+    points_ix: usize,
+    labels_ix: Option<usize>,
+}
+
+fn tract_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Onnx(format!("{}: {e:#}", path.display()))
+}
+
+impl TractRunner {
+    /// Loads `path` with tract (input `image` `[1, 3, side, side]`).
+    pub fn load(path: &Path, side: usize) -> Result<Self, TrainError> {
+        let model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| tract_err(path, e))?;
+        let outputs: Vec<String> = model
+            .output_outlets()
+            .map_err(|e| tract_err(path, e))?
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        let points_ix = outputs.iter().position(|n| n == "points").unwrap_or(0);
+        let labels_ix = outputs.iter().position(|n| n == "labels");
+        let plan = model
+            .with_input_fact(0, f32::fact([1, 3, side, side]).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| tract_err(path, e))?;
+        Ok(Self {
+            plan,
+            side,
+            points_ix,
+            labels_ix,
+        })
+    }
+
+    /// Runs one normalised `[1, 3, H, W]` picture.
+    pub fn run(&self, image: &[f32]) -> Result<TractPoints, TrainError> {
+        let s = self.side;
+        let input = tract_onnx::prelude::Tensor::from_shape(&[1, 3, s, s], image)
+            .map_err(|e| TrainError::Onnx(format!("input shape: {e}")))?;
+        let out = self
+            .plan
+            .run(tvec!(input.into_tvalue()))
+            .map_err(|e| TrainError::Onnx(format!("run: {e:#}")))?;
+        let p = out
+            .get(self.points_ix)
+            .ok_or_else(|| TrainError::Onnx("no output".into()))?;
+        let view = p
+            .to_plain_array_view::<f32>()
+            .map_err(|e| TrainError::Onnx(format!("points output: {e:#}")))?;
+        let shape = view.shape().to_vec();
+        let points = view.iter().copied().collect();
+        let labels = match self.labels_ix {
+            Some(i) => Some(
+                out.get(i)
+                    .ok_or_else(|| TrainError::Onnx("labels output missing".into()))?
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| TrainError::Onnx(format!("labels output: {e:#}")))?
+                    .iter()
+                    .copied()
+                    .collect(),
+            ),
+            None => None,
+        };
+        Ok(TractPoints {
+            points,
+            shape,
+            labels,
+        })
+    }
+}

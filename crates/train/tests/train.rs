@@ -1,0 +1,102 @@
+//! Integration tests of shapecast-train: the `test` preset trains (loss falls), exports load
+//! in tract and reproduce burn's output within 1e-4, checkpoints resume.
+
+use std::path::PathBuf;
+
+use shapecast_onnx::read_metadata;
+use shapecast_train::backend::{CandleCpu, NdArrayCpu};
+use shapecast_train::config::TrainConfig;
+use shapecast_train::data::Split;
+use shapecast_train::datasets::load_split;
+use shapecast_train::export::{export_points, ExportInfo};
+use shapecast_train::training::{load_model, train_points};
+
+type Ad = burn::backend::Autodiff<CandleCpu>;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("shapecast-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn test_preset_trains_exports_and_resumes() {
+    let cfg = TrainConfig::preset("test").unwrap();
+    let (train, _) = load_split(&cfg, Split::Train, 0).unwrap();
+    let (val, parts) = load_split(&cfg, Split::Val, cfg.data.val_samples).unwrap();
+    assert!(train.len() >= 40, "{}", train.len());
+    let out = tmp("preset");
+    let dev = Default::default();
+
+    // first half, then resume to the end
+    let mut half = cfg.clone();
+    half.steps = cfg.steps / 2;
+    let s1 = train_points::<Ad>(&half, &train, &val, &out, false, &dev, true).unwrap();
+    assert_eq!(s1.state.step, cfg.steps / 2);
+    let s2 = train_points::<Ad>(&cfg, &train, &val, &out, true, &dev, true).unwrap();
+    assert_eq!(s2.state.step, cfg.steps);
+    assert!(
+        s2.last_loss < 0.7 * s1.first_loss,
+        "loss did not fall: {} -> {}",
+        s1.first_loss,
+        s2.last_loss
+    );
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let last_step: usize = csv.lines().last().unwrap().split(',').next().unwrap().parse().unwrap();
+    assert_eq!(last_step, cfg.steps);
+    assert!(out.join("loss.png").exists());
+
+    // export the trained weights (loaded on another backend) and compare with tract
+    let (cfg2, model) = load_model::<NdArrayCpu>(&out, &Default::default()).unwrap();
+    assert_eq!(cfg2.steps, cfg.steps);
+    let probes: Vec<Vec<f32>> = val.iter().take(3).map(|s| s.image_chw(cfg.mean, cfg.std)).collect();
+    let info = ExportInfo {
+        classes: parts,
+        ..Default::default()
+    };
+    let onnx = out.join("model.onnx");
+    let diff = export_points(&model, &cfg2, &info, &onnx, &probes, 1e-4, &Default::default()).unwrap();
+    assert!(diff <= 1e-4);
+    let meta = read_metadata(&onnx).unwrap();
+    let get = |k: &str| {
+        meta.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(get("shapecast.contract"), "1");
+    assert_eq!(get("shapecast.head"), "points");
+    assert_eq!(get("shapecast.points"), cfg.model.points.to_string());
+    assert_eq!(get("shapecast.input.width"), cfg.model.image.to_string());
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn label_head_and_hypotheses_export_matches_burn() {
+    let mut cfg = TrainConfig::preset("test").unwrap();
+    cfg.model.hypotheses = 2;
+    cfg.model.classes = 3;
+    cfg.model.points = 64;
+    let dev = Default::default();
+    let model = cfg.model.init::<NdArrayCpu>(&dev);
+    let side = cfg.model.image;
+    let probes: Vec<Vec<f32>> = (0..2)
+        .map(|k| (0..3 * side * side).map(|i| ((i * 7 + k * 13) % 17) as f32 / 8.0 - 1.0).collect())
+        .collect();
+    let info = ExportInfo {
+        classes: vec!["a".into(), "b".into(), "c".into()],
+        ..Default::default()
+    };
+    let out = tmp("labels");
+    let onnx = out.join("m.onnx");
+    let diff = export_points(&model, &cfg, &info, &onnx, &probes, 1e-4, &dev).unwrap();
+    assert!(diff <= 1e-4);
+    let meta = read_metadata(&onnx).unwrap();
+    assert!(meta.iter().any(|(k, v)| k == "shapecast.classes" && v == "a,b,c"));
+    assert!(meta.iter().any(|(k, v)| k == "shapecast.hypotheses" && v == "2"));
+    // wrong number of class names is refused
+    let bad = ExportInfo::default();
+    assert!(export_points(&model, &cfg, &bad, &onnx, &probes, 1e-4, &dev).is_err());
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -1,0 +1,28 @@
+//! Any bytes: pointcode::decode never panics, returns at most out.len()
+//! points, in canonical order, and they re-encode to bytes that decode to
+//! the same points.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shapecast_wire::pointcode;
+
+fuzz_target!(|data: &[u8]| {
+    let mut out = vec![[0u16; 3]; 4096];
+    if let Ok((n, bits)) = pointcode::decode(data, &mut out) {
+        assert!(n <= out.len());
+        assert!((8..=16).contains(&bits));
+        let pts = &out[..n];
+        let max = (1u32 << bits) - 1;
+        assert!(pts.iter().flatten().all(|&c| u32::from(c) <= max));
+        let mut sorted = pts.to_vec();
+        let mut none = vec![(); n];
+        pointcode::sort_canonical(&mut sorted, &mut none);
+        assert_eq!(&sorted[..], pts, "decode must return canonical order");
+        let mut enc = vec![0u8; pointcode::max_encoded_len(n, bits)];
+        let m = pointcode::encode(pts, bits, &mut enc).expect("decoded points must re-encode");
+        let mut back = vec![[0u16; 3]; n.max(1)];
+        let (n2, b2) = pointcode::decode(&enc[..m], &mut back).expect("re-encoded must decode");
+        assert_eq!((n2, b2), (n, bits));
+        assert_eq!(&back[..n2], pts);
+    }
+});

@@ -1,0 +1,252 @@
+use super::*;
+use proptest::prelude::*;
+
+/// Deterministic small cloud used by the golden-byte test: 64 points on a
+/// helix-like band, with one duplicate.
+fn golden_cloud() -> [[u16; 3]; 64] {
+    let mut pts = [[0u16; 3]; 64];
+    let mut s: u32 = 12345;
+    for (i, p) in pts.iter_mut().enumerate() {
+        s = s.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let a = (i as u32 * 16) % 1024;
+        *p = [
+            a as u16,
+            ((a / 2 + (s >> 16) % 8) % 1024) as u16,
+            (512 + (s >> 20) % 64) as u16,
+        ];
+    }
+    pts[63] = pts[10];
+    pts
+}
+
+fn roundtrip(pts: &mut [[u16; 3]], bits: u8) -> usize {
+    sort_canonical(pts, &mut [] as &mut [u8]);
+    let mut buf = vec![0u8; max_encoded_len(pts.len(), bits)];
+    let n = encode(pts, bits, &mut buf).expect("encode");
+    let mut out = vec![[0u16; 3]; pts.len()];
+    let (m, b) = decode(&buf[..n], &mut out).expect("decode");
+    assert_eq!((m, b), (pts.len(), bits));
+    assert_eq!(&out[..], &pts[..]);
+    n
+}
+
+#[test]
+fn roundtrip_small_with_duplicates() {
+    let mut pts = [[1u16, 2, 3], [1000, 5, 7], [1, 2, 3], [512, 512, 512], [0, 0, 0]];
+    roundtrip(&mut pts, 10);
+    let mut one = [[1023u16, 0, 1023]];
+    roundtrip(&mut one, 10);
+    let mut same = [[7u16, 7, 7]; 300];
+    let n = roundtrip(&mut same, 16);
+    assert!(n < 16, "300 identical points took {n} bytes");
+}
+
+#[test]
+fn empty_cloud() {
+    let mut buf = [0u8; 8];
+    let n = encode(&[], 12, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &[TAG_ARITH, 12, 0]);
+    let mut out = [[0u16; 3]; 0];
+    assert_eq!(decode(&buf[..n], &mut out), Ok((0, 12)));
+}
+
+/// Freezes the bitstream: any change of the format changes these bytes.
+#[test]
+fn golden_bytes() {
+    let mut pts = golden_cloud();
+    sort_canonical(&mut pts, &mut [] as &mut [u8]);
+    let mut buf = [0u8; 512];
+    let n = encode(&pts, 10, &mut buf).unwrap();
+    let hex: String = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, GOLDEN_HEX, "bitstream changed: bump the format tag and the spec");
+    let mut out = [[0u16; 3]; 64];
+    assert_eq!(decode(&buf[..n], &mut out), Ok((64, 10)));
+    assert_eq!(out, pts);
+}
+
+const GOLDEN_HEX: &str = "a10a4041665f2bc121376fcf5454a9ec3801aa28b80c3ad1d0e71d2bb02021b97bd800b283c141a8bc78bd9b795b6918d075f48ca7d6f0856f6097c6ca2feccf1943cad46717b5f1cb5a3b9dcad1b9c397449c9ccaf8b98f837ea58c26af9a68bd643bc4a7f2b6805a0afca04bf07628b42c533949bcf719338266979ff457";
+
+#[test]
+fn canonical_order_is_morton() {
+    let mut pts = [[1u16, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [0, 0, 0], [2, 0, 0]];
+    let mut labels = [10u8, 20, 30, 40, 50, 60];
+    sort_canonical(&mut pts, &mut labels);
+    assert_eq!(pts, [[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0], [1, 1, 1], [2, 0, 0]]);
+    assert_eq!(labels, [50, 30, 20, 10, 40, 60]);
+    assert_eq!(morton_key([1, 0, 0]), 4);
+    assert_eq!(morton_key([0xFFFF; 3]), (1 << 48) - 1);
+}
+
+#[test]
+fn encoder_rejects_bad_input() {
+    let mut buf = [0u8; 64];
+    assert_eq!(encode(&[[0; 3]], 7, &mut buf), Err(Error::BitsOutOfRange));
+    assert_eq!(encode(&[[0; 3]], 17, &mut buf), Err(Error::BitsOutOfRange));
+    assert_eq!(encode(&[[256, 0, 0]], 8, &mut buf), Err(Error::PointOutOfRange));
+    assert_eq!(encode(&[[1, 0, 0], [0, 0, 0]], 8, &mut buf), Err(Error::NotCanonical));
+    let pts = [[0u16, 0, 0], [255, 255, 255]];
+    assert_eq!(encode(&pts, 8, &mut buf[..2]), Err(Error::BufferTooSmall));
+}
+
+#[test]
+fn decoder_rejects_bad_headers() {
+    let mut out = [[0u16; 3]; 4];
+    assert_eq!(decode(&[], &mut out), Err(Error::Truncated));
+    assert_eq!(decode(&[0x55, 10, 0], &mut out), Err(Error::UnsupportedVersion));
+    assert_eq!(decode(&[TAG_ARITH, 20, 0], &mut out), Err(Error::BitsOutOfRange));
+    assert_eq!(decode(&[TAG_ARITH, 10, 5, 1, 2], &mut out), Err(Error::BufferTooSmall));
+    assert_eq!(decode(&[TAG_ARITH, 10, 0x80], &mut out), Err(Error::Truncated));
+    assert_eq!(decode(&[TAG_RAW, 8, 1, 0], &mut out), Err(Error::Truncated));
+}
+
+#[test]
+fn raw_fallback_roundtrips() {
+    // Uniform random points in the full 16-bit cube barely compress: whichever
+    // form the encoder picks, it must fit max_encoded_len and round-trip.
+    let mut s = 1u64;
+    let mut pts: Vec<[u16; 3]> = (0..50)
+        .map(|_| {
+            [0, 1, 2].map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 48) as u16
+            })
+        })
+        .collect();
+    roundtrip(&mut pts, 16);
+    // A hand-made raw stream: two 8-bit points, decoded into canonical order.
+    let mut raw = vec![TAG_RAW, 8, 2];
+    let mut body = [0u8; 6];
+    write_raw(&[[3, 2, 1], [0, 0, 0]], 8, &mut body);
+    raw.extend_from_slice(&body);
+    let mut out = [[9u16; 3]; 2];
+    assert_eq!(decode(&raw, &mut out), Ok((2, 8)));
+    assert_eq!(out, [[0, 0, 0], [3, 2, 1]]);
+}
+
+#[test]
+fn truncated_stream_is_detected() {
+    let mut pts = golden_cloud();
+    sort_canonical(&mut pts, &mut [] as &mut [u8]);
+    let mut buf = [0u8; 512];
+    let n = encode(&pts, 10, &mut buf).unwrap();
+    let mut out = [[0u16; 3]; 64];
+    assert_eq!(decode(&buf[..n / 2], &mut out), Err(Error::Truncated));
+}
+
+fn cloud(max_len: usize) -> impl Strategy<Value = (u8, Vec<[u16; 3]>)> {
+    (8u8..=16).prop_flat_map(move |bits| {
+        let m = ((1u32 << bits) - 1) as u16;
+        let pt = [0..=m, 0..=m, 0..=m];
+        (Just(bits), prop::collection::vec(pt, 0..max_len))
+    })
+}
+
+/// Points on a small sphere patch (the surface case the predictor works on),
+/// with duplicates.
+fn surface_cloud() -> impl Strategy<Value = (u8, Vec<[u16; 3]>)> {
+    (8u8..=16, prop::collection::vec((0.0f32..6.28, -1.0f32..1.0), 1..300), 0usize..20).prop_map(
+        |(bits, angles, dups)| {
+            let m = ((1u32 << bits) - 1) as f32;
+            let mut v: Vec<[u16; 3]> = angles
+                .iter()
+                .map(|&(a, z)| {
+                    let r = (1.0 - z * z).max(0.0).sqrt();
+                    let p = [r * a.cos(), r * a.sin(), z];
+                    p.map(|c| ((c * 0.5 + 0.5) * m).round() as u16)
+                })
+                .collect();
+            for i in 0..dups.min(v.len()) {
+                v.push(v[i]);
+            }
+            (bits, v)
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_roundtrip_random((bits, mut pts) in cloud(200)) {
+        roundtrip(&mut pts, bits);
+    }
+
+    #[test]
+    fn prop_roundtrip_surface((bits, mut pts) in surface_cloud()) {
+        let n = roundtrip(&mut pts, bits);
+        prop_assert!(n <= max_encoded_len(pts.len(), bits));
+    }
+
+    #[test]
+    fn prop_roundtrip_clustered_duplicates(bits in 8u8..=16, base in prop::collection::vec([0u16..4, 0u16..4, 0u16..4], 1..100)) {
+        let mut pts = base;
+        roundtrip(&mut pts, bits);
+    }
+
+    #[test]
+    fn prop_decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300), cap in 0usize..3000) {
+        let mut out = vec![[0u16; 3]; cap];
+        if let Ok((n, bits)) = decode(&bytes, &mut out) {
+            prop_assert!(n <= cap);
+            prop_assert!((MIN_BITS..=MAX_BITS).contains(&bits));
+            for w in out[..n].windows(2) {
+                prop_assert!(morton_key(w[0]) <= morton_key(w[1]));
+            }
+            for p in &out[..n] {
+                prop_assert!(p.iter().all(|&c| (c as u32) < (1u32 << bits)));
+            }
+        }
+    }
+
+    #[test]
+    fn prop_decode_valid_header_random_body(bits in 8u8..=16, n in 1usize..500, body in prop::collection::vec(any::<u8>(), 0..400)) {
+        let mut input = vec![TAG_ARITH, bits];
+        let mut v = n;
+        loop {
+            let b = (v & 0x7F) as u8;
+            v >>= 7;
+            if v == 0 { input.push(b); break; }
+            input.push(b | 0x80);
+        }
+        input.extend_from_slice(&body);
+        let mut out = vec![[0u16; 3]; n];
+        let _ = decode(&input, &mut out);
+    }
+
+    #[test]
+    fn prop_cmp_matches_key(a in prop::array::uniform3(any::<u16>()), b in prop::array::uniform3(any::<u16>())) {
+        prop_assert_eq!(cmp_canonical(&a, &b), morton_key(a).cmp(&morton_key(b)));
+    }
+
+    #[test]
+    fn prop_sort_keeps_attribute_pairs(mut pts in prop::collection::vec([0u16..1024, 0u16..1024, 0u16..1024], 0..200)) {
+        let mut labels: Vec<u32> = pts.iter().map(|p| morton_key(*p) as u32 ^ 0x5A5A).collect();
+        sort_canonical(&mut pts, &mut labels);
+        for (p, l) in pts.iter().zip(&labels) {
+            prop_assert_eq!(*l, morton_key(*p) as u32 ^ 0x5A5A);
+        }
+        for w in pts.windows(2) {
+            prop_assert!(morton_key(w[0]) <= morton_key(w[1]));
+        }
+    }
+
+    #[test]
+    fn prop_dequantize_error_at_most_half_step(
+        bits in 8u8..=16,
+        lo in prop::array::uniform3(-100.0f32..100.0),
+        ext in prop::array::uniform3(0.001f32..50.0),
+        t in prop::array::uniform3(0.0f32..=1.0),
+    ) {
+        let b = Bounds { min: lo, max: [lo[0] + ext[0], lo[1] + ext[1], lo[2] + ext[2]] };
+        let p = [0, 1, 2].map(|i| b.min[i] + t[i] * (b.max[i] - b.min[i]));
+        let q = quantize(p, &b, bits);
+        let d = dequantize(q, &b, bits);
+        let steps = ((1u32 << bits) - 1) as f32;
+        for i in 0..3 {
+            let step = (b.max[i] - b.min[i]) / steps;
+            // Half a step, plus f32 rounding of the coordinates themselves.
+            let tol = 0.5 * step + 4.0 * f32::EPSILON * (b.min[i].abs() + b.max[i].abs());
+            prop_assert!((p[i] - d[i]).abs() <= tol, "axis {} err {} step {}", i, (p[i] - d[i]).abs(), step);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! `shapecast replay REC`: re-sends a recorded serial stream on the configured link.
+//! Each recorded COBS frame is checked (CRC) and decoded to its message, which is offered
+//! to the link as is; broken frames are counted and skipped.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use shapecast_wire::message::{decode_message, Message};
+use shapecast_wire::serial::FrameReader;
+
+use super::{exit, ExitCode, Failure, ReplayArgs};
+use crate::config::Config;
+use crate::pipeline::Controls;
+use crate::source::{Repeat, WireReplay};
+
+/// Largest decoded frame accepted from a recording.
+const MAX_BODY: usize = 64 * 1024 + 64;
+
+pub fn replay(a: &ReplayArgs) -> Result<(), Failure> {
+    let eff = super::run::load_config(&a.config)?;
+    println!("{eff}");
+    let controls = Controls::default();
+    super::run::install_signals(&controls).code(exit::FAILURE)?;
+    replay_config(&eff.config, &a.recording, a.rate, &controls)
+}
+
+/// Counts of a replay.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayCounts {
+    pub frames: u64,
+    pub messages: u64,
+    pub bad_frames: u64,
+    pub undecodable: u64,
+}
+
+/// Decodes the recorded frames and hands each message to `send`.
+pub fn replay_frames(
+    src: &mut WireReplay,
+    rate: f64,
+    stop: &std::sync::atomic::AtomicBool,
+    mut send: impl FnMut(&[u8], &Message<'_>),
+) -> Result<ReplayCounts, crate::source::SourceError> {
+    let mut reader: Box<FrameReader<MAX_BODY>> = Box::default();
+    let mut n = ReplayCounts::default();
+    let gap = if rate > 0.0 {
+        Duration::from_secs_f64(1.0 / rate)
+    } else {
+        Duration::ZERO
+    };
+    let mut next = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let mut packet = match src.next_packet() {
+            Ok(p) => p,
+            Err(e) if e.is_end() => break,
+            Err(e) => return Err(e),
+        };
+        n.frames += 1;
+        packet.push(0);
+        reader.feed(&packet, |r| match r {
+            Ok(payload) => match decode_message(payload) {
+                Ok(m) => {
+                    n.messages += 1;
+                    send(payload, &m);
+                }
+                Err(e) => {
+                    n.undecodable += 1;
+                    log::warn!("recorded frame {}: not a message: {e}", n.frames);
+                }
+            },
+            Err(e) => {
+                n.bad_frames += 1;
+                log::warn!("recorded frame {}: {e}", n.frames);
+            }
+        });
+        if !gap.is_zero() {
+            next += gap;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now;
+            }
+        }
+    }
+    Ok(n)
+}
+
+pub fn replay_config(
+    c: &Config,
+    path: &Path,
+    rate: f64,
+    controls: &Controls,
+) -> Result<(), Failure> {
+    let mut src = WireReplay::open(path, Repeat::from_loops(c.source.loops), 2 * MAX_BODY)
+        .with_context(|| format!("opening recording {}", path.display()))
+        .code(exit::SOURCE)?;
+    let link = super::link::open(&c.link, 1).code(exit::LINK)?;
+    log::info!("replaying {} on {}", src.describe(), link.describe());
+    let counts = replay_frames(&mut src, rate, &controls.stop, |payload, m| {
+        log::debug!(
+            "message {:?} frame {:?}",
+            std::mem::discriminant(m),
+            m.frame_id()
+        );
+        if let Err(e) = link.offer(payload) {
+            log::warn!("not sent: {e}");
+        }
+        if rate <= 0.0 {
+            link.flush(Duration::from_secs(2));
+        }
+    })
+    .context("reading the recording")
+    .code(exit::SOURCE)?;
+    link.flush(Duration::from_secs(2));
+    let lc = link.close();
+    println!(
+        "replayed {} recorded frames: {} messages re-sent ({} sent by the link, {} dropped), {} broken frames, {} not messages, {} skipped by the reader",
+        counts.frames,
+        counts.messages,
+        lc.sent,
+        lc.dropped,
+        counts.bad_frames,
+        counts.undecodable,
+        src.dropped()
+    );
+    Ok(())
+}

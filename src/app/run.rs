@@ -1,0 +1,180 @@
+//! `shapecast run`: the pipeline from the configuration, until the source ends or a
+//! SIGINT/SIGTERM; prints the effective configuration first and a final stats line last.
+
+use std::io::BufRead;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+
+use super::{exit, ExitCode, Failure, RunArgs};
+use crate::config::{Config, Effective, Precision};
+use crate::encode::{default_send, Encoder};
+use crate::engine::{Engine, EngineOptions};
+use crate::meta;
+use crate::model::{LoadOptions, Model, Threads};
+use crate::pipeline::{self, Controls, PipelineOptions};
+use crate::source::{self, Input};
+
+/// Loads the layered configuration.
+pub fn load_config(a: &super::ConfigArgs) -> Result<Effective, Failure> {
+    Config::load(&a.config_dir, a.board.as_deref(), &a.overrides())
+        .with_context(|| {
+            format!(
+                "loading the configuration from {}{}",
+                a.config_dir.display(),
+                a.board
+                    .as_ref()
+                    .map(|b| format!(" (board {b})"))
+                    .unwrap_or_default()
+            )
+        })
+        .code(exit::CONFIG)
+}
+
+/// Loads the configured model and checks its precision against `model.precision`.
+pub fn load_model(c: &Config) -> Result<Model, Failure> {
+    let path = &c.model.path;
+    if !path.is_file() {
+        return Err(Failure::new(
+            exit::MODEL,
+            anyhow!(
+                "model file {} not found (set model.path, or pass --model PATH)",
+                path.display()
+            ),
+        ));
+    }
+    let m = Model::load_with(
+        path,
+        LoadOptions {
+            threads: Threads(c.model.threads as usize),
+            ..LoadOptions::default()
+        },
+    )
+    .with_context(|| format!("loading model {}", path.display()))
+    .code(exit::MODEL)?;
+    let want = match c.model.precision {
+        Precision::F32 => meta::Precision::F32,
+        Precision::Int8 => meta::Precision::Int8,
+        Precision::F16 => meta::Precision::F16,
+    };
+    if m.meta.precision != want {
+        return Err(Failure::new(
+            exit::MODEL,
+            anyhow!(
+                "{}: the model's shapecast.precision is {:?} but model.precision asks for {:?}",
+                path.display(),
+                m.meta.precision,
+                c.model.precision
+            ),
+        ));
+    }
+    Ok(m)
+}
+
+/// Installs SIGINT/SIGTERM handling: the first signal asks for a clean stop.
+pub fn install_signals(controls: &Controls) -> anyhow::Result<()> {
+    let stop = controls.stop.clone();
+    ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            // second signal: the user insists
+            std::process::exit(130);
+        }
+    })
+    .context("installing the SIGINT/SIGTERM handler")
+}
+
+pub fn run(a: &RunArgs) -> Result<(), Failure> {
+    let eff = load_config(&a.config)?;
+    println!("{eff}");
+    let c = &eff.config;
+    let controls = Controls::default();
+    install_signals(&controls).code(exit::FAILURE)?;
+    if matches!(c.source.kind, crate::config::SourceKind::Replay) {
+        return super::replay::replay_config(c, &c.source.path, 10.0, &controls);
+    }
+    let model = load_model(c)?;
+    log::info!(
+        "model {} ({} head, id {}, input {}x{})",
+        c.model.path.display(),
+        model.meta.head,
+        model.meta.model_id,
+        model.meta.input.width,
+        model.meta.input.height
+    );
+    let input = source::open(c, Some(controls.stop.clone()))
+        .context("opening the frame source")
+        .code(exit::SOURCE)?;
+    let Input::Frames(src) = input else {
+        return Err(Failure::new(
+            exit::CONFIG,
+            anyhow!("source.kind = replay: use `shapecast replay`"),
+        ));
+    };
+    let link = if c.output.link {
+        Some(super::link::open(&c.link, a.device_id).code(exit::LINK)?)
+    } else {
+        None
+    };
+    let bits = c.wire.point_bits;
+    let mut encoder = Encoder::new(
+        a.device_id,
+        bits,
+        model.meta.bounds,
+        default_send(model.meta.head),
+    )
+    .context("wire.point_bits")
+    .code(exit::CONFIG)?;
+    let mut engine = Engine::new(
+        model,
+        EngineOptions {
+            implicit: a.implicit.options(),
+            max_points: a.max_points,
+            state_timeout: Duration::from_secs_f64(a.state_timeout.max(0.0)),
+        },
+    );
+    if engine.has_state() {
+        // "reset" on stdin resets the fused state (a new object is in view)
+        let reset = controls.reset.clone();
+        let _ = std::thread::Builder::new()
+            .name("shapecast-stdin".into())
+            .spawn(move || {
+                for line in std::io::stdin().lock().lines() {
+                    match line {
+                        Ok(l) if l.trim() == "reset" => reset.store(true, Ordering::SeqCst),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            });
+        log::info!("fusion model: type `reset` + Enter to forget the fused state");
+    }
+    let opts = PipelineOptions {
+        max_fps: c.limits.max_fps,
+        stats_interval: Duration::from_secs_f64(c.stats.interval_s),
+        save_dir: c.output.save_dir.clone(),
+        save_every: c.output.save_every,
+        max_frames: a.max_frames,
+        max_points: a.max_points as u32,
+        pace_to_link: !matches!(c.source.kind, crate::config::SourceKind::Camera),
+        ..PipelineOptions::default()
+    };
+    let summary = pipeline::run(
+        src,
+        &mut engine,
+        &mut encoder,
+        link.as_ref(),
+        &opts,
+        &controls,
+        &mut |_, _| {},
+    );
+    if let Some(l) = link {
+        let _ = l.close();
+    }
+    log::info!("final stats: {}", summary.line());
+    println!("final stats: {}", summary.line());
+    if let Some(lat) = &summary.latencies {
+        print!("{}", crate::stats::Table(lat));
+    }
+    Ok(())
+}

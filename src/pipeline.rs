@@ -1,0 +1,461 @@
+//! The running pipeline: capture thread -> single-slot latest-frame mailbox -> inference
+//! (convert, preprocess, model, head) -> encode -> link (`shapecast_link::LinkSender`, itself
+//! latest-wins). Stale frames are dropped, never queued; every drop is counted, logged and
+//! sent in the `Stats` messages.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shapecast_link::LinkSender;
+use shapecast_wire::message::{Counters, Drops, Stats};
+
+use crate::encode::Encoder;
+use crate::engine::Engine;
+use crate::heads::Reconstruction;
+use crate::mailbox::{Mailbox, Take};
+use crate::source::{ErrorKind, Frame, FrameSource};
+use crate::stats::{Latencies, Stage};
+
+/// Options of [`run`].
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Frames per second processed at most; 0 = as fast as frames come.
+    pub max_fps: f64,
+    /// Seconds between stats lines/messages; 0 = never (a final line is always logged).
+    pub stats_interval: Duration,
+    /// Seconds between `Hello` messages.
+    pub hello_interval: Duration,
+    /// Save every n-th result as PLY here.
+    pub save_dir: Option<PathBuf>,
+    pub save_every: u32,
+    /// Stop after this many inferred frames.
+    pub max_frames: Option<u64>,
+    /// Most points announced in `Hello`.
+    pub max_points: u32,
+    /// Samples kept per latency window.
+    pub window: usize,
+    /// Wait for the link to send each frame before taking the next (files: no drops on a
+    /// fast link; cameras: leave false).
+    pub pace_to_link: bool,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            max_fps: 0.0,
+            stats_interval: Duration::from_secs(5),
+            hello_interval: Duration::from_secs(5),
+            save_dir: None,
+            save_every: 1,
+            max_frames: None,
+            max_points: 8192,
+            window: 1024,
+            pace_to_link: false,
+        }
+    }
+}
+
+/// Flags another thread (signal handler, stdin reader) can set.
+#[derive(Debug, Clone, Default)]
+pub struct Controls {
+    /// Stop after the current frame.
+    pub stop: Arc<AtomicBool>,
+    /// Reset the fusion state before the next frame.
+    pub reset: Arc<AtomicBool>,
+}
+
+/// Counts at the end of a run (and in every stats line).
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub captured: u64,
+    pub inferred: u64,
+    pub sent: u64,
+    /// Frames replaced in the mailbox before inference took them.
+    pub stale_frames: u64,
+    /// Results replaced in the link's mailbox before being sent.
+    pub link_busy: u64,
+    pub send_errors: u64,
+    pub camera_errors: u64,
+    /// Frames whose conversion, preprocessing, inference or encoding failed.
+    pub frame_errors: u64,
+    pub elapsed: Duration,
+    pub latencies: Option<Latencies>,
+    pub fusion_resets: u64,
+}
+
+impl Summary {
+    /// One log line.
+    pub fn line(&self) -> String {
+        let fps = if self.elapsed.as_secs_f64() > 0.0 {
+            self.inferred as f64 / self.elapsed.as_secs_f64()
+        } else {
+            0.0
+        };
+        let mut s = format!(
+            "captured {} inferred {} sent {} ({:.1} fps) | drops: stale {} link-busy {} send-errors {} camera-errors {} frame-errors {}",
+            self.captured,
+            self.inferred,
+            self.sent,
+            fps,
+            self.stale_frames,
+            self.link_busy,
+            self.send_errors,
+            self.camera_errors,
+            self.frame_errors
+        );
+        if let Some(l) = &self.latencies {
+            let p = l.window(Stage::FrameToWire).percentiles();
+            let i = l.window(Stage::Inference).percentiles();
+            s.push_str(&format!(
+                " | frame-to-wire p50 {:.2} p99 {:.2} max {:.2} ms, inference p50 {:.2} p99 {:.2} ms",
+                p.p50_us as f64 / 1e3,
+                p.p99_us as f64 / 1e3,
+                p.max_us as f64 / 1e3,
+                i.p50_us as f64 / 1e3,
+                i.p99_us as f64 / 1e3
+            ));
+        }
+        s
+    }
+}
+
+struct Captured {
+    frame: Frame,
+    handed: Instant,
+}
+
+/// What to do with each result besides sending it (the demo collects them).
+pub type Sink<'a> = dyn FnMut(&Frame, &Reconstruction) + 'a;
+
+/// Runs until the source ends, `max_frames` is reached or `controls.stop` is set.
+pub fn run(
+    source: Box<dyn FrameSource>,
+    engine: &mut Engine,
+    encoder: &mut Encoder,
+    link: Option<&LinkSender>,
+    opts: &PipelineOptions,
+    controls: &Controls,
+    sink: &mut Sink<'_>,
+) -> Summary {
+    let start = Instant::now();
+    let mailbox: Arc<Mailbox<Captured>> = Arc::new(Mailbox::new());
+    let captured = Arc::new(AtomicU64::new(0));
+    let camera_errors = Arc::new(AtomicU64::new(0));
+    let capture_lat = Arc::new(std::sync::Mutex::new(crate::stats::Window::new(
+        opts.window,
+    )));
+    let capture = {
+        let mailbox = Arc::clone(&mailbox);
+        let captured = Arc::clone(&captured);
+        let camera_errors = Arc::clone(&camera_errors);
+        let capture_lat = Arc::clone(&capture_lat);
+        let stop = Arc::clone(&controls.stop);
+        let pace = opts.pace_to_link;
+        std::thread::Builder::new()
+            .name("shapecast-capture".into())
+            .spawn(move || {
+                capture_loop(
+                    source,
+                    &mailbox,
+                    &captured,
+                    &camera_errors,
+                    &capture_lat,
+                    &stop,
+                    pace,
+                );
+                mailbox.close();
+            })
+    };
+    let capture = match capture {
+        Ok(h) => Some(h),
+        Err(e) => {
+            log::error!("cannot start the capture thread: {e}");
+            None
+        }
+    };
+
+    let mut lat = Latencies::new(opts.window);
+    let mut sum = Summary::default();
+    let mut rgb = Vec::new();
+    let mut last_stats = Instant::now();
+    let mut last_hello: Option<Instant> = None;
+    let min_gap = if opts.max_fps > 0.0 {
+        Duration::from_secs_f64(1.0 / opts.max_fps)
+    } else {
+        Duration::ZERO
+    };
+    let mut last_frame_at: Option<Instant> = None;
+    let update = |sum: &mut Summary, engine: &Engine| {
+        sum.captured = captured.load(Ordering::Relaxed);
+        sum.stale_frames = mailbox.replaced();
+        sum.camera_errors = camera_errors.load(Ordering::Relaxed);
+        sum.fusion_resets = engine.resets;
+        if let Some(l) = link {
+            let c = l.counters();
+            sum.sent = c.sent;
+            sum.link_busy = c.dropped;
+            sum.send_errors = c.errors + c.oversize;
+        }
+    };
+    loop {
+        if controls.stop.load(Ordering::SeqCst) || capture.is_none() {
+            break;
+        }
+        if opts.max_frames.is_some_and(|m| sum.inferred >= m) {
+            break;
+        }
+        // hello
+        if let Some(l) = link {
+            if last_hello.is_none_or(|t| t.elapsed() >= opts.hello_interval) {
+                last_hello = Some(Instant::now());
+                match encoder.hello(&engine.model.meta, opts.max_points) {
+                    Ok(b) => {
+                        l.flush(Duration::from_millis(50));
+                        if let Err(e) = l.offer(b) {
+                            log::warn!("hello not sent: {e}");
+                        }
+                        l.flush(Duration::from_millis(50));
+                    }
+                    Err(e) => log::warn!("hello not encoded: {e}"),
+                }
+            }
+        }
+        // stats
+        if !opts.stats_interval.is_zero() && last_stats.elapsed() >= opts.stats_interval {
+            last_stats = Instant::now();
+            update(&mut sum, engine);
+            sum.elapsed = start.elapsed();
+            log::info!("stats: {}", sum.line());
+            if let Some(l) = link {
+                let s = stats_message(encoder.device_id, start, &sum, &lat, &capture_lat);
+                if let Ok(b) = encoder.stats(&s) {
+                    l.flush(Duration::from_millis(50));
+                    let _ = l.offer(b);
+                    l.flush(Duration::from_millis(50));
+                }
+            }
+        }
+        // rate limit: wait, then take the latest frame
+        if let Some(t) = last_frame_at {
+            let since = t.elapsed();
+            if since < min_gap {
+                std::thread::sleep((min_gap - since).min(Duration::from_millis(100)));
+                continue;
+            }
+        }
+        if controls.reset.swap(false, Ordering::SeqCst) && engine.has_state() {
+            log::info!("fusion state reset on command");
+            engine.reset_state();
+        }
+        let c = match mailbox.take(Duration::from_millis(100)) {
+            Take::Value(c) => c,
+            Take::Timeout => continue,
+            Take::Closed => break,
+        };
+        last_frame_at = Some(Instant::now());
+        let frame = c.frame;
+        // convert
+        let t = Instant::now();
+        if let Err(e) = frame.to_rgb8(&mut rgb) {
+            log::warn!("frame {}: conversion failed: {e}", frame.seq);
+            sum.frame_errors += 1;
+            continue;
+        }
+        lat.record(Stage::Convert, t.elapsed());
+        let (rec, tm) =
+            match engine.infer_rgb8(&rgb, frame.width as usize, frame.height as usize, c.handed) {
+                Ok(x) => x,
+                Err(e) => {
+                    log::warn!("frame {}: {e}", frame.seq);
+                    sum.frame_errors += 1;
+                    continue;
+                }
+            };
+        sum.inferred += 1;
+        lat.record(Stage::Preprocess, tm.preprocess);
+        lat.record(Stage::Inference, tm.inference);
+        lat.record(Stage::Decode, tm.decode);
+        let ts_us = frame
+            .capture_ts
+            .saturating_duration_since(start)
+            .as_micros()
+            .min(u64::MAX as u128) as u64;
+        let t = Instant::now();
+        let bytes = encoder.frame(&rec, frame.seq as u32, ts_us);
+        lat.record(Stage::Encode, t.elapsed());
+        match bytes {
+            Ok(b) => {
+                if let Some(l) = link {
+                    let t = Instant::now();
+                    if let Err(e) = l.offer(b) {
+                        log::warn!("frame {}: not sent: {e}", frame.seq);
+                    }
+                    lat.record(Stage::Send, t.elapsed());
+                    if opts.pace_to_link {
+                        l.flush(Duration::from_secs(2));
+                    }
+                }
+            }
+            Err(e) => {
+                log::warn!("frame {}: not encoded: {e}", frame.seq);
+                sum.frame_errors += 1;
+            }
+        }
+        lat.record(
+            Stage::FrameToWire,
+            Instant::now().saturating_duration_since(frame.capture_ts),
+        );
+        if let Some(dir) = &opts.save_dir {
+            if sum.inferred % u64::from(opts.save_every.max(1)) == 0 {
+                save_ply(dir, frame.seq, &rec);
+            }
+        }
+        sink(&frame, &rec);
+    }
+    controls.stop.store(true, Ordering::SeqCst);
+    mailbox.close();
+    // drain so the capture thread is not blocked on anything and exits
+    while let Take::Value(_) = mailbox.take(Duration::ZERO) {}
+    if let Some(h) = capture {
+        let _ = h.join();
+    }
+    if let Some(l) = link {
+        l.flush(Duration::from_secs(1));
+    }
+    update(&mut sum, engine);
+    sum.elapsed = start.elapsed();
+    sum.latencies = Some(merge_capture(lat, &capture_lat));
+    sum
+}
+
+fn merge_capture(mut lat: Latencies, cap: &std::sync::Mutex<crate::stats::Window>) -> Latencies {
+    if let Ok(w) = cap.lock() {
+        lat.set_window(Stage::Capture, w.clone());
+    }
+    lat
+}
+
+fn stats_message(
+    device_id: u32,
+    start: Instant,
+    sum: &Summary,
+    lat: &Latencies,
+    cap: &std::sync::Mutex<crate::stats::Window>,
+) -> Stats {
+    let mut sl = lat.stage_latency();
+    if let Ok(w) = cap.lock() {
+        sl.capture = w.percentiles();
+    }
+    let el = start.elapsed().as_secs_f64();
+    let c32 = |x: u64| x.min(u32::MAX as u64) as u32;
+    Stats {
+        device_id,
+        uptime_ms: start.elapsed().as_millis().min(u64::MAX as u128) as u64,
+        fps_x100: if el > 0.0 {
+            (sum.inferred as f64 / el * 100.0).min(u32::MAX as f64) as u32
+        } else {
+            0
+        },
+        counters: Counters {
+            captured: c32(sum.captured),
+            inferred: c32(sum.inferred),
+            sent: c32(sum.sent),
+        },
+        drops: Drops {
+            stale_frames: c32(sum.stale_frames),
+            link_busy: c32(sum.link_busy),
+            send_errors: c32(sum.send_errors),
+            camera_errors: c32(sum.camera_errors),
+        },
+        latency: sl,
+    }
+}
+
+fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    mailbox: &Mailbox<Captured>,
+    captured: &AtomicU64,
+    camera_errors: &AtomicU64,
+    lat: &std::sync::Mutex<crate::stats::Window>,
+    stop: &AtomicBool,
+    pace: bool,
+) {
+    log::info!("capture: {}", source.describe());
+    let mut consecutive_errors = 0u32;
+    while !stop.load(Ordering::SeqCst) {
+        if pace {
+            // file sources: hand over the next frame only once the previous one was taken
+            while mailbox.is_full() && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        match source.next_frame() {
+            Ok(frame) => {
+                consecutive_errors = 0;
+                captured.fetch_add(1, Ordering::Relaxed);
+                let handed = Instant::now();
+                if let Ok(mut w) = lat.lock() {
+                    w.record(handed.saturating_duration_since(frame.capture_ts));
+                }
+                if let Some(old) = mailbox.put(Captured { frame, handed }) {
+                    log::debug!("stale frame {} dropped", old.frame.seq);
+                }
+            }
+            Err(e) => match e.kind() {
+                ErrorKind::EndOfStream => {
+                    log::info!("capture: {e}");
+                    break;
+                }
+                ErrorKind::BadFrame | ErrorKind::Transient => {
+                    camera_errors.fetch_add(1, Ordering::Relaxed);
+                    consecutive_errors += 1;
+                    log::warn!("capture: {e}");
+                    std::thread::sleep(Duration::from_millis(
+                        (10u64 << consecutive_errors.min(6)).min(500),
+                    ));
+                }
+                ErrorKind::Fatal => {
+                    camera_errors.fetch_add(1, Ordering::Relaxed);
+                    log::error!("capture stopped: {e}");
+                    break;
+                }
+            },
+        }
+    }
+}
+
+fn save_ply(dir: &std::path::Path, seq: u64, rec: &Reconstruction) {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        log::warn!("cannot create {}: {e}", dir.display());
+        return;
+    }
+    let path = dir.join(format!("frame_{seq:06}.ply"));
+    let r = match &rec.mesh {
+        Some(m) if !m.faces.is_empty() => shapecast_geom::ply::save_ply(
+            &path,
+            &shapecast_geom::ply::PlyData {
+                vertices: m.vertices.clone(),
+                faces: m.faces.clone(),
+                labels: m.labels.clone(),
+                confidence: None,
+            },
+        ),
+        _ => {
+            let c = rec.clouds.first().cloned().unwrap_or_default();
+            shapecast_geom::ply::save_ply(
+                &path,
+                &shapecast_geom::ply::PlyData {
+                    vertices: c.points,
+                    faces: Vec::new(),
+                    labels: c.labels,
+                    confidence: c.confidence,
+                },
+            )
+        }
+    };
+    if let Err(e) = r {
+        log::warn!("cannot save {}: {e}", path.display());
+    }
+}

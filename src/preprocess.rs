@@ -1,0 +1,250 @@
+//! Camera picture (packed RGB8) -> the model's `image` tensor (NCHW f32, normalised).
+//!
+//! Crop per `shapecast.input.crop`, then an area-aware resize: each output pixel averages
+//! `n x n` bilinear samples over its footprint in the source (n = ceil of the scale factor),
+//! so large downscales do not alias. Channel order and normalisation per the metadata.
+
+use crate::meta::{Color, Crop, InputSpec};
+
+/// Errors of preprocessing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PreprocessError {
+    #[error("frame of {width}x{height} holds {got} bytes, RGB8 needs {want}")]
+    Size {
+        width: usize,
+        height: usize,
+        got: usize,
+        want: usize,
+    },
+    #[error("empty frame ({width}x{height})")]
+    Empty { width: usize, height: usize },
+}
+
+/// Source rectangle (x0, y0, w, h) in source pixels, and destination rectangle
+/// (x0, y0, w, h) in model pixels, for a crop mode.
+fn layout(sw: usize, sh: usize, spec: &InputSpec) -> ([f32; 4], [usize; 4]) {
+    let (dw, dh) = (spec.width, spec.height);
+    let (sw, sh) = (sw as f32, sh as f32);
+    match spec.crop {
+        Crop::Stretch => ([0.0, 0.0, sw, sh], [0, 0, dw, dh]),
+        Crop::Center => {
+            // the largest centred source window of the destination's aspect
+            let da = dw as f32 / dh as f32;
+            let (cw, ch) = if sw / sh > da {
+                (sh * da, sh)
+            } else {
+                (sw, sw / da)
+            };
+            ([(sw - cw) / 2.0, (sh - ch) / 2.0, cw, ch], [0, 0, dw, dh])
+        }
+        Crop::Letterbox => {
+            let s = (dw as f32 / sw).min(dh as f32 / sh);
+            let w = ((sw * s).round() as usize).clamp(1, dw);
+            let h = ((sh * s).round() as usize).clamp(1, dh);
+            ([0.0, 0.0, sw, sh], [(dw - w) / 2, (dh - h) / 2, w, h])
+        }
+    }
+}
+
+#[inline]
+fn bilinear(src: &[u8], sw: usize, sh: usize, x: f32, y: f32) -> [f32; 3] {
+    // pixel centres at integer + 0.5
+    let fx = (x - 0.5).clamp(0.0, (sw - 1) as f32);
+    let fy = (y - 0.5).clamp(0.0, (sh - 1) as f32);
+    let x0 = fx as usize;
+    let y0 = fy as usize;
+    let x1 = (x0 + 1).min(sw - 1);
+    let y1 = (y0 + 1).min(sh - 1);
+    let ax = fx - x0 as f32;
+    let ay = fy - y0 as f32;
+    let p = |x: usize, y: usize, c: usize| src[(y * sw + x) * 3 + c] as f32;
+    let mut out = [0f32; 3];
+    for (c, o) in out.iter_mut().enumerate() {
+        let top = p(x0, y0, c) * (1.0 - ax) + p(x1, y0, c) * ax;
+        let bot = p(x0, y1, c) * (1.0 - ax) + p(x1, y1, c) * ax;
+        *o = top * (1.0 - ay) + bot * ay;
+    }
+    out
+}
+
+/// Fills `out` (resized to C*H*W) with the model input made from an RGB8 picture.
+pub fn preprocess_rgb8(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    spec: &InputSpec,
+    out: &mut Vec<f32>,
+) -> Result<(), PreprocessError> {
+    if width == 0 || height == 0 {
+        return Err(PreprocessError::Empty { width, height });
+    }
+    let want = width
+        .checked_mul(height)
+        .and_then(|n| n.checked_mul(3))
+        .unwrap_or(usize::MAX);
+    if rgb.len() != want {
+        return Err(PreprocessError::Size {
+            width,
+            height,
+            got: rgb.len(),
+            want,
+        });
+    }
+    let (dw, dh) = (spec.width, spec.height);
+    let c = spec.color.channels();
+    let plane = dw * dh;
+    out.clear();
+    out.resize(c * plane, 0.0);
+    // normalisation as a*pixel + b per channel
+    let a: Vec<f32> = spec.std.iter().map(|s| 1.0 / (255.0 * s)).collect();
+    let b: Vec<f32> = spec
+        .mean
+        .iter()
+        .zip(&spec.std)
+        .map(|(m, s)| -m / s)
+        .collect();
+    // letterbox bars: grey 0.5
+    for ch in 0..c {
+        let v = 127.5 * a[ch] + b[ch];
+        out[ch * plane..(ch + 1) * plane].fill(v);
+    }
+    let (s, d) = layout(width, height, spec);
+    let sx = s[2] / d[2] as f32;
+    let sy = s[3] / d[3] as f32;
+    let nx = (sx.ceil() as usize).clamp(1, 16);
+    let ny = (sy.ceil() as usize).clamp(1, 16);
+    let inv = 1.0 / (nx * ny) as f32;
+    for oy in 0..d[3] {
+        for ox in 0..d[2] {
+            let mut acc = [0f32; 3];
+            for j in 0..ny {
+                let y = s[1] + (oy as f32 + (j as f32 + 0.5) / ny as f32) * sy;
+                for i in 0..nx {
+                    let x = s[0] + (ox as f32 + (i as f32 + 0.5) / nx as f32) * sx;
+                    let p = bilinear(rgb, width, height, x, y);
+                    acc[0] += p[0];
+                    acc[1] += p[1];
+                    acc[2] += p[2];
+                }
+            }
+            let px = [acc[0] * inv, acc[1] * inv, acc[2] * inv];
+            let idx = (d[1] + oy) * dw + d[0] + ox;
+            match spec.color {
+                Color::Rgb => {
+                    for ch in 0..3 {
+                        out[ch * plane + idx] = px[ch] * a[ch] + b[ch];
+                    }
+                }
+                Color::Bgr => {
+                    for ch in 0..3 {
+                        out[ch * plane + idx] = px[2 - ch] * a[ch] + b[ch];
+                    }
+                }
+                Color::Gray => {
+                    let g = 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
+                    out[idx] = g * a[0] + b[0];
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(w: usize, h: usize, color: Color, crop: Crop) -> InputSpec {
+        let c = color.channels();
+        InputSpec {
+            width: w,
+            height: h,
+            color,
+            mean: vec![0.0; c],
+            std: vec![1.0; c],
+            crop,
+        }
+    }
+
+    #[test]
+    fn identity_size_keeps_pixels_and_orders_channels() {
+        let rgb: Vec<u8> = (0..4 * 3 * 3).map(|i| (i * 7 % 256) as u8).collect();
+        let mut out = Vec::new();
+        preprocess_rgb8(&rgb, 4, 3, &spec(4, 3, Color::Rgb, Crop::Stretch), &mut out).unwrap();
+        for y in 0..3 {
+            for x in 0..4 {
+                for c in 0..3 {
+                    let want = rgb[(y * 4 + x) * 3 + c] as f32 / 255.0;
+                    assert!((out[c * 12 + y * 4 + x] - want).abs() < 1e-5);
+                }
+            }
+        }
+        preprocess_rgb8(&rgb, 4, 3, &spec(4, 3, Color::Bgr, Crop::Stretch), &mut out).unwrap();
+        assert!((out[0] - rgb[2] as f32 / 255.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn downscale_averages_and_normalises() {
+        // left half black, right half white, 8x4 -> 2x1
+        let mut rgb = vec![0u8; 8 * 4 * 3];
+        for y in 0..4 {
+            for x in 4..8 {
+                for c in 0..3 {
+                    rgb[(y * 8 + x) * 3 + c] = 255;
+                }
+            }
+        }
+        let mut s = spec(2, 1, Color::Gray, Crop::Stretch);
+        s.mean = vec![0.5];
+        s.std = vec![0.5];
+        let mut out = Vec::new();
+        preprocess_rgb8(&rgb, 8, 4, &s, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert!((out[0] + 1.0).abs() < 1e-4, "{out:?}");
+        assert!((out[1] - 1.0).abs() < 1e-4, "{out:?}");
+    }
+
+    #[test]
+    fn center_crop_and_letterbox() {
+        // 6x2 picture: outer columns red, middle 2 columns blue
+        let mut rgb = vec![0u8; 6 * 2 * 3];
+        for y in 0..2 {
+            for x in 0..6 {
+                let p = (y * 6 + x) * 3;
+                if (2..4).contains(&x) {
+                    rgb[p + 2] = 255;
+                } else {
+                    rgb[p] = 255;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        preprocess_rgb8(&rgb, 6, 2, &spec(2, 2, Color::Rgb, Crop::Center), &mut out).unwrap();
+        // only blue remains
+        assert!(out[..4].iter().all(|v| *v < 1e-4), "{out:?}");
+        assert!(out[8..].iter().all(|v| (*v - 1.0).abs() < 1e-4), "{out:?}");
+        preprocess_rgb8(
+            &rgb,
+            6,
+            2,
+            &spec(6, 6, Color::Rgb, Crop::Letterbox),
+            &mut out,
+        )
+        .unwrap();
+        // top and bottom rows grey bars
+        assert!((out[0] - 0.5).abs() < 1e-4);
+        assert!((out[35] - 0.5).abs() < 1e-4);
+        // middle rows: picture (red at x=0)
+        assert!((out[2 * 6] - 1.0).abs() < 1e-4, "{out:?}");
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors() {
+        let mut out = Vec::new();
+        let s = spec(2, 2, Color::Rgb, Crop::Stretch);
+        assert!(preprocess_rgb8(&[0; 11], 2, 2, &s, &mut out).is_err());
+        assert!(preprocess_rgb8(&[], 0, 2, &s, &mut out).is_err());
+        assert!(preprocess_rgb8(&[0; 3], usize::MAX, 3, &s, &mut out).is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! Image files: one picture, or a folder of pictures played in file-name order.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::{Frame, FrameSource, PixelFormat, Repeat, SourceError};
+
+/// Largest picture accepted (each side), so a hostile file cannot ask for huge buffers.
+pub const MAX_SIDE: u32 = 8192;
+
+/// Extensions the folder source picks up (case-insensitive).
+pub const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// Frames decoded from image files, as [`PixelFormat::Rgb24`].
+#[derive(Debug)]
+pub struct ImageFiles {
+    root: PathBuf,
+    files: Vec<PathBuf>,
+    next: usize,
+    pass: u64,
+    repeat: Repeat,
+    seq: u64,
+}
+
+impl ImageFiles {
+    /// A file gives one picture per play; a folder gives its .png/.jpg/.jpeg files sorted by
+    /// name (other files are ignored; a folder without pictures is an error).
+    pub fn open(path: &Path, repeat: Repeat) -> Result<ImageFiles, SourceError> {
+        let meta = std::fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
+        let files = if meta.is_dir() {
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(path).map_err(|e| SourceError::io(path, e))? {
+                let p = entry.map_err(|e| SourceError::io(path, e))?.path();
+                let ok = p.is_file()
+                    && p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)));
+                if ok {
+                    files.push(p);
+                }
+            }
+            files.sort();
+            if files.is_empty() {
+                return Err(SourceError::Invalid(format!(
+                    "image folder {} holds no .png/.jpg/.jpeg file",
+                    path.display()
+                )));
+            }
+            files
+        } else {
+            vec![path.to_owned()]
+        };
+        Ok(ImageFiles {
+            root: path.to_owned(),
+            files,
+            next: 0,
+            pass: 0,
+            repeat,
+            seq: 0,
+        })
+    }
+
+    /// The files played, in order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+}
+
+/// Decodes an image file to RGB8 within [`MAX_SIDE`].
+pub fn decode_file(path: &Path) -> Result<(u32, u32, Vec<u8>), SourceError> {
+    let bad = |reason: String| SourceError::BadFrame {
+        what: path.display().to_string(),
+        reason,
+    };
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| SourceError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| SourceError::io(path, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(512 * 1024 * 1024);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
+    let rgb = img.into_rgb8();
+    Ok((rgb.width(), rgb.height(), rgb.into_raw()))
+}
+
+impl FrameSource for ImageFiles {
+    fn next_frame(&mut self) -> Result<Frame, SourceError> {
+        if self.next >= self.files.len() {
+            self.next = 0;
+            self.pass += 1;
+        }
+        if !self.repeat.allows(self.pass) {
+            return Err(SourceError::EndOfStream);
+        }
+        let path = &self.files[self.next];
+        self.next += 1;
+        let seq = self.seq;
+        self.seq += 1;
+        // A file that cannot be decoded is a bad frame: the next call moves on to the next file.
+        let (width, height, data) = decode_file(path)?;
+        Ok(Frame {
+            width,
+            height,
+            format: PixelFormat::Rgb24,
+            data,
+            capture_ts: Instant::now(),
+            seq,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "images {} ({} file{}, {})",
+            self.root.display(),
+            self.files.len(),
+            if self.files.len() == 1 { "" } else { "s" },
+            self.repeat.describe(self.pass)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{fixtures, ErrorKind};
+
+    fn drain(s: &mut impl FrameSource, max: usize) -> (Vec<Frame>, SourceError) {
+        let mut v = Vec::new();
+        for _ in 0..max {
+            match s.next_frame() {
+                Ok(f) => v.push(f),
+                Err(e) => return (v, e),
+            }
+        }
+        panic!("source did not end within {max} frames")
+    }
+
+    #[test]
+    fn folder_plays_pictures_in_name_order_and_loops() {
+        let mut s = ImageFiles::open(&fixtures().join("images"), Repeat::Times(2)).unwrap();
+        let names: Vec<_> = s
+            .files()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["a_000.png", "b_001.png", "c_002.jpg"],
+            "README.txt is skipped"
+        );
+        let (frames, end) = drain(&mut s, 100);
+        assert!(end.is_end(), "{end}");
+        assert_eq!(frames.len(), 6);
+        let sizes: Vec<_> = frames.iter().map(|f| (f.width, f.height)).collect();
+        assert_eq!(sizes[..3], [(64, 48), (64, 48), (32, 24)]);
+        assert_eq!(
+            frames[0].data, frames[3].data,
+            "second play repeats the first"
+        );
+        assert_ne!(
+            frames[0].data, frames[1].data,
+            "testsrc frames 0 and 1 differ"
+        );
+        assert!(frames.iter().enumerate().all(|(i, f)| f.seq == i as u64));
+        assert!(frames.iter().all(|f| f.format == PixelFormat::Rgb24));
+        // And it stays ended.
+        assert!(s.next_frame().unwrap_err().is_end());
+    }
+
+    #[test]
+    fn png_decodes_to_the_ffmpeg_rgb_frame() {
+        let mut s =
+            ImageFiles::open(&fixtures().join("images/a_000.png"), Repeat::Times(1)).unwrap();
+        let f = s.next_frame().unwrap();
+        let want = std::fs::read(fixtures().join("testsrc.rgb24")).unwrap();
+        assert_eq!(
+            f.data, want,
+            "PNG is lossless: same pixels as ffmpeg's rgb24 dump"
+        );
+        assert!(s.next_frame().unwrap_err().is_end());
+    }
+
+    #[test]
+    fn forever_keeps_going() {
+        let mut s =
+            ImageFiles::open(&fixtures().join("images/a_000.png"), Repeat::Forever).unwrap();
+        for i in 0..5 {
+            assert_eq!(s.next_frame().unwrap().seq, i);
+        }
+        assert!(s.describe().contains("forever"), "{}", s.describe());
+    }
+
+    #[test]
+    fn empty_or_missing_folder_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("shapecast-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        let err = ImageFiles::open(&dir, Repeat::Times(1)).unwrap_err();
+        assert!(err.to_string().contains("holds no .png"), "{err}");
+        let err = ImageFiles::open(&dir.join("nope"), Repeat::Times(1)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Fatal);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_picture_is_a_bad_frame_and_the_next_one_plays() {
+        let dir = std::env::temp_dir().join(format!("shapecast-corrupt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = std::fs::read(fixtures().join("images/a_000.png")).unwrap();
+        std::fs::write(dir.join("1.png"), &good[..good.len() / 2]).unwrap();
+        std::fs::write(dir.join("2.jpg"), b"\xff\xd8\xff\xe0 definitely not a jpeg").unwrap();
+        std::fs::write(dir.join("3.png"), &good).unwrap();
+        let mut s = ImageFiles::open(&dir, Repeat::Times(1)).unwrap();
+        assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::BadFrame);
+        assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::BadFrame);
+        assert_eq!(s.next_frame().unwrap().width, 64);
+        assert!(s.next_frame().unwrap_err().is_end());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,264 @@
+//! Raw frame dumps: frames of one size and format laid end to end (what `ffmpeg -f rawvideo`
+//! or a camera capture writes), or concatenated JPEGs for MJPEG.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::jpeg::read_jpeg;
+use super::{Frame, FrameSource, PixelFormat, Repeat, SourceError};
+
+/// Largest JPEG accepted in an MJPEG dump.
+pub const MAX_JPEG: usize = 16 * 1024 * 1024;
+
+/// Frames read from a raw dump file.
+#[derive(Debug)]
+pub struct RawFrames {
+    path: PathBuf,
+    reader: BufReader<File>,
+    width: u32,
+    height: u32,
+    format: PixelFormat,
+    /// Bytes per frame; None for MJPEG.
+    frame_len: Option<usize>,
+    /// Frames in the file (fixed-size formats).
+    count: Option<u64>,
+    in_pass: u64,
+    pass: u64,
+    repeat: Repeat,
+    seq: u64,
+}
+
+impl RawFrames {
+    /// Opens a dump of `width` x `height` frames of `format`. For fixed-size formats the file
+    /// length must be a whole, non-zero number of frames.
+    pub fn open(
+        path: &Path,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+        repeat: Repeat,
+    ) -> Result<RawFrames, SourceError> {
+        if width == 0
+            || height == 0
+            || width > super::files::MAX_SIDE
+            || height > super::files::MAX_SIDE
+        {
+            return Err(SourceError::Invalid(format!(
+                "raw frame size {width}x{height} is not within 1..={}",
+                super::files::MAX_SIDE
+            )));
+        }
+        let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
+        let len = file.metadata().map_err(|e| SourceError::io(path, e))?.len();
+        let frame_len = format.frame_len(width, height);
+        let count = match frame_len {
+            Some(fl) => {
+                let fl64 = fl as u64;
+                if len == 0 || len % fl64 != 0 {
+                    return Err(SourceError::Invalid(format!(
+                        "raw dump {} is {len} bytes, not a whole number of {width}x{height} {format} frames ({fl} bytes each)",
+                        path.display()
+                    )));
+                }
+                Some(len / fl64)
+            }
+            None => None,
+        };
+        Ok(RawFrames {
+            path: path.to_owned(),
+            reader: BufReader::with_capacity(1 << 16, file),
+            width,
+            height,
+            format,
+            frame_len,
+            count,
+            in_pass: 0,
+            pass: 0,
+            repeat,
+            seq: 0,
+        })
+    }
+
+    fn rewind(&mut self) -> Result<(), SourceError> {
+        self.reader
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| SourceError::io(&self.path, e))?;
+        self.pass += 1;
+        self.in_pass = 0;
+        Ok(())
+    }
+
+    /// The next frame's bytes, rewinding at the end of the file while plays remain.
+    fn read_next(&mut self) -> Result<Vec<u8>, SourceError> {
+        loop {
+            if !self.repeat.allows(self.pass) {
+                return Err(SourceError::EndOfStream);
+            }
+            match self.frame_len {
+                Some(fl) => {
+                    if Some(self.in_pass) == self.count {
+                        self.rewind()?;
+                        continue;
+                    }
+                    let mut buf = vec![0; fl];
+                    self.reader
+                        .read_exact(&mut buf)
+                        .map_err(|e| SourceError::io(&self.path, e))?;
+                    self.in_pass += 1;
+                    return Ok(buf);
+                }
+                None => match read_jpeg(&mut self.reader, MAX_JPEG) {
+                    Ok(Some(j)) => {
+                        self.in_pass += 1;
+                        return Ok(j);
+                    }
+                    Ok(None) if self.in_pass == 0 => {
+                        return Err(SourceError::Invalid(format!(
+                            "MJPEG dump {} holds no JPEG picture",
+                            self.path.display()
+                        )))
+                    }
+                    Ok(None) => self.rewind()?,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::InvalidData
+                            || e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        // A damaged picture: report it; the next call resumes after it (or
+                        // rewinds at the end of the file).
+                        self.in_pass += 1;
+                        return Err(SourceError::BadFrame {
+                            what: self.path.display().to_string(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    Err(e) => return Err(SourceError::io(&self.path, e)),
+                },
+            }
+        }
+    }
+}
+
+impl FrameSource for RawFrames {
+    fn next_frame(&mut self) -> Result<Frame, SourceError> {
+        let data = self.read_next()?;
+        let seq = self.seq;
+        self.seq += 1;
+        Ok(Frame {
+            width: self.width,
+            height: self.height,
+            format: self.format,
+            data,
+            capture_ts: Instant::now(),
+            seq,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let frames = match self.count {
+            Some(n) => format!("{n} frames"),
+            None => "JPEG stream".to_owned(),
+        };
+        format!(
+            "raw {} ({}x{} {}, {frames}, {})",
+            self.path.display(),
+            self.width,
+            self.height,
+            self.format,
+            self.repeat.describe(self.pass)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{fixtures, ErrorKind};
+
+    #[test]
+    fn yuyv_dump_gives_its_frames_then_loops() {
+        let path = fixtures().join("dump3.yuyv422");
+        let data = std::fs::read(&path).unwrap();
+        let mut s = RawFrames::open(&path, 64, 48, PixelFormat::Yuyv, Repeat::Times(2)).unwrap();
+        let fl = 64 * 48 * 2;
+        for i in 0..6 {
+            let f = s.next_frame().unwrap();
+            let k = i % 3;
+            assert_eq!(f.data, data[k * fl..(k + 1) * fl], "frame {i}");
+            assert_eq!(
+                (f.width, f.height, f.format, f.seq),
+                (64, 48, PixelFormat::Yuyv, i as u64)
+            );
+        }
+        assert!(s.next_frame().unwrap_err().is_end());
+        // Frame 0 of the dump is the single-frame fixture.
+        assert_eq!(
+            data[..fl],
+            std::fs::read(fixtures().join("testsrc.yuyv422")).unwrap()[..]
+        );
+    }
+
+    #[test]
+    fn wrong_shape_is_refused_with_sizes() {
+        let path = fixtures().join("dump3.yuyv422");
+        let err = RawFrames::open(&path, 64, 47, PixelFormat::Yuyv, Repeat::Times(1)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not a whole number of 64x47 yuyv frames"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Fatal);
+        assert!(RawFrames::open(&path, 0, 48, PixelFormat::Yuyv, Repeat::Times(1)).is_err());
+        assert!(RawFrames::open(
+            &fixtures().join("nope"),
+            64,
+            48,
+            PixelFormat::Yuyv,
+            Repeat::Times(1)
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn mjpeg_dump_splits_into_pictures() {
+        let path = fixtures().join("dump3.mjpeg");
+        let mut s = RawFrames::open(&path, 64, 48, PixelFormat::Mjpeg, Repeat::Times(2)).unwrap();
+        let mut frames = Vec::new();
+        loop {
+            match s.next_frame() {
+                Ok(f) => frames.push(f),
+                Err(e) if e.is_end() => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(frames.len(), 6);
+        assert_eq!(frames[0].data, frames[3].data);
+        let mut rgb = Vec::new();
+        frames[2].to_rgb8(&mut rgb).unwrap();
+        assert_eq!(rgb.len(), 64 * 48 * 3);
+    }
+
+    #[test]
+    fn damaged_mjpeg_picture_is_a_bad_frame() {
+        let dir = std::env::temp_dir().join(format!("shapecast-rawmj-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pic = std::fs::read(fixtures().join("testsrc.mjpeg")).unwrap();
+        let mut data = pic.clone();
+        data.extend_from_slice(&pic[..pic.len() / 2]); // cut short at the end
+        let path = dir.join("cut.mjpeg");
+        std::fs::write(&path, &data).unwrap();
+        let mut s = RawFrames::open(&path, 64, 48, PixelFormat::Mjpeg, Repeat::Times(1)).unwrap();
+        assert_eq!(s.next_frame().unwrap().data, pic);
+        assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::BadFrame);
+        assert!(s.next_frame().unwrap_err().is_end());
+        std::fs::write(&path, b"nothing").unwrap();
+        let mut s = RawFrames::open(&path, 64, 48, PixelFormat::Mjpeg, Repeat::Forever).unwrap();
+        assert_eq!(
+            s.next_frame().unwrap_err().kind(),
+            ErrorKind::Fatal,
+            "must not spin forever"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,214 @@
+//! Replay of a recorded serial stream: the bytes the serial link wrote, i.e. COBS-encoded
+//! frames each followed by a 0x00 delimiter. This reads and splits the bytes only; decoding
+//! the COBS frames is the link layer's job.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::{Repeat, SourceError};
+
+/// Longest encoded frame accepted by [`crate::source::open`] (bytes between delimiters).
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
+
+/// Hands out the COBS frames of a recording, one per call, without their 0x00 delimiter.
+#[derive(Debug)]
+pub struct WireReplay {
+    path: PathBuf,
+    reader: BufReader<File>,
+    repeat: Repeat,
+    max_frame: usize,
+    pass: u64,
+    in_pass: u64,
+    /// Frames handed out.
+    frames: u64,
+    /// Frames skipped: longer than `max_frame`, or cut short at the end of the file.
+    dropped: u64,
+}
+
+impl WireReplay {
+    pub fn open(path: &Path, repeat: Repeat, max_frame: usize) -> Result<WireReplay, SourceError> {
+        let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
+        Ok(WireReplay {
+            path: path.to_owned(),
+            reader: BufReader::with_capacity(1 << 16, file),
+            repeat,
+            max_frame: max_frame.max(1),
+            pass: 0,
+            in_pass: 0,
+            frames: 0,
+            dropped: 0,
+        })
+    }
+
+    /// The next encoded frame (COBS bytes, no delimiter; never empty). Empty frames (runs of
+    /// delimiters) are skipped; a frame longer than the limit is skipped whole and counted in
+    /// [`WireReplay::dropped`], as a serial receiver resynchronises on the next delimiter;
+    /// bytes after the last delimiter are an incomplete frame and are dropped too.
+    /// [`SourceError::EndOfStream`] after the last play.
+    pub fn next_packet(&mut self) -> Result<Vec<u8>, SourceError> {
+        let mut frame = Vec::new();
+        let mut oversized = false;
+        loop {
+            if !self.repeat.allows(self.pass) {
+                return Err(SourceError::EndOfStream);
+            }
+            let buf = self
+                .reader
+                .fill_buf()
+                .map_err(|e| SourceError::io(&self.path, e))?;
+            if buf.is_empty() {
+                // End of file.
+                if !frame.is_empty() || oversized {
+                    self.dropped += 1;
+                    log::warn!(
+                        "replay {}: dropped {} bytes after the last delimiter (incomplete frame)",
+                        self.path.display(),
+                        frame.len()
+                    );
+                    frame.clear();
+                    oversized = false;
+                }
+                if self.in_pass == 0 {
+                    return Err(SourceError::Invalid(format!(
+                        "recording {} holds no complete frame",
+                        self.path.display()
+                    )));
+                }
+                self.reader
+                    .seek(SeekFrom::Start(0))
+                    .map_err(|e| SourceError::io(&self.path, e))?;
+                self.pass += 1;
+                self.in_pass = 0;
+                continue;
+            }
+            let (chunk, found) = match buf.iter().position(|&b| b == 0) {
+                Some(i) => (&buf[..i], Some(i)),
+                None => (buf, None),
+            };
+            if !oversized {
+                if frame.len() + chunk.len() > self.max_frame {
+                    oversized = true;
+                    frame.clear();
+                } else {
+                    frame.extend_from_slice(chunk);
+                }
+            }
+            let used = found.map_or(chunk.len(), |i| i + 1);
+            self.reader.consume(used);
+            if found.is_some() {
+                if oversized {
+                    self.dropped += 1;
+                    self.in_pass += 1;
+                    oversized = false;
+                    log::warn!(
+                        "replay {}: skipped a frame longer than {} bytes",
+                        self.path.display(),
+                        self.max_frame
+                    );
+                    continue;
+                }
+                if frame.is_empty() {
+                    continue;
+                }
+                self.in_pass += 1;
+                self.frames += 1;
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// Frames handed out so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Frames skipped so far (oversized or incomplete).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "replay {} ({})",
+            self.path.display(),
+            self.repeat.describe(self.pass)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ErrorKind;
+
+    fn write(name: &str, data: &[u8]) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("shapecast-replay-{}-{name}", std::process::id()));
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    fn all(r: &mut WireReplay) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        loop {
+            match r.next_packet() {
+                Ok(p) => v.push(p),
+                Err(e) if e.is_end() => return v,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn splits_on_delimiters_and_loops() {
+        let p = write("a", b"\x03ab\x02c\x00\x00\x02z\x00");
+        let mut r = WireReplay::open(&p, Repeat::Times(2), 100).unwrap();
+        let got = all(&mut r);
+        assert_eq!(
+            got,
+            vec![
+                b"\x03ab\x02c".to_vec(),
+                b"\x02z".to_vec(),
+                b"\x03ab\x02c".to_vec(),
+                b"\x02z".to_vec()
+            ]
+        );
+        assert_eq!((r.frames(), r.dropped()), (4, 0));
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn oversized_and_incomplete_frames_are_dropped() {
+        let mut data = vec![0x05; 300];
+        data.push(0);
+        data.extend_from_slice(b"\x02k\x00\x04tail");
+        let p = write("b", &data);
+        let mut r = WireReplay::open(&p, Repeat::Times(1), 100).unwrap();
+        assert_eq!(all(&mut r), vec![b"\x02k".to_vec()]);
+        assert_eq!(r.dropped(), 2);
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn large_frames_across_buffer_refills() {
+        // Frames larger than the 64 KiB reader buffer still come out whole.
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 255 + 1) as u8).collect();
+        let mut data = big.clone();
+        data.push(0);
+        data.extend_from_slice(&big[..10]);
+        data.push(0);
+        let p = write("c", &data);
+        let mut r = WireReplay::open(&p, Repeat::Times(1), 1 << 20).unwrap();
+        assert_eq!(all(&mut r), vec![big.clone(), big[..10].to_vec()]);
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn recording_without_frames_is_an_error_not_a_spin() {
+        let p = write("d", b"no delimiter at all");
+        let mut r = WireReplay::open(&p, Repeat::Forever, 100).unwrap();
+        assert_eq!(r.next_packet().unwrap_err().kind(), ErrorKind::Fatal);
+        std::fs::remove_file(p).unwrap();
+    }
+}

@@ -1,0 +1,682 @@
+//! Integration tests of the edge runtime with the fixture models of
+//! tests/fixtures/models (made by make_fixtures.py; expected outputs from onnxruntime).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shapecast::engine::{Engine, EngineOptions};
+use shapecast::heads::Reconstruction;
+use shapecast::implicit::{self, DecoderField, ImplicitOptions};
+use shapecast::meta::{ContractError, Head, ImplicitKind};
+use shapecast::model::{as_f32, LoadOptions, Model, ModelError};
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(case)
+}
+
+/// Reads the text tensor format of make_fixtures.py: `shape d0 d1 ...` then values.
+fn tensor(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let shape: Vec<usize> = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let vals: Vec<f32> = lines
+        .flat_map(|l| l.split_whitespace())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(
+        vals.len(),
+        shape.iter().product::<usize>(),
+        "{}",
+        path.display()
+    );
+    (shape, vals)
+}
+
+fn occupied_bits(path: &Path) -> Vec<bool> {
+    let hex = std::fs::read_to_string(path).unwrap();
+    let hex = hex.trim();
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    // numpy packbits: big-endian bit order within a byte
+    bytes
+        .iter()
+        .flat_map(|b| (0..8).map(move |k| b & (0x80 >> k) != 0))
+        .collect()
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * (1.0 + b.abs()),
+            "{what}[{i}]: tract {a} vs onnxruntime {b}"
+        );
+    }
+}
+
+fn run_raw(model: &Model, input: &[f32]) -> Vec<Vec<f32>> {
+    let mut inputs: Vec<&[f32]> = vec![&[]; model.net.inputs.len()];
+    inputs[model.image_ix] = input;
+    let zeros;
+    if let Some(si) = model.state_ix {
+        zeros = vec![0f32; model.net.input_shapes[si].iter().product()];
+        inputs[si] = &zeros;
+    }
+    model
+        .net
+        .run(&inputs)
+        .unwrap()
+        .iter()
+        .map(|v| as_f32(v).unwrap().to_vec())
+        .collect()
+}
+
+// ------------------------------------------------------------------ loading
+
+#[test]
+fn points_fixture_loads_and_matches_onnxruntime() {
+    let m = Model::load(&fixture("points/model.onnx")).unwrap();
+    assert_eq!(m.meta.head, Head::Points);
+    assert_eq!(m.meta.points, Some((32, 2)));
+    assert_eq!(m.meta.classes, vec!["table", "chair", "mug"]);
+    let (_, x) = tensor(&fixture("points/input.txt"));
+    let outs = run_raw(&m, &x);
+    for name in ["points", "labels", "confidence"] {
+        let (_, want) = tensor(&fixture(&format!("points/expected_{name}.txt")));
+        let i = m.net.output(name).unwrap();
+        assert_close(&outs[i], &want, 1e-4, name);
+    }
+}
+
+#[test]
+fn contract_violations_are_refused_naming_the_item() {
+    let e = Model::load(&fixture("bad_mean/model.onnx")).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("bad_mean/model.onnx"), "{msg}");
+    assert!(
+        msg.contains(
+            "metadata key \"shapecast.input.mean\" must hold 3 numbers, found \"0.5,0.5\""
+        ),
+        "{msg}"
+    );
+    let e = Model::load(&fixture("bad_missing_bounds/model.onnx")).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::Contract { source: ContractError::Missing(k), .. } if k == "shapecast.bounds"),
+        "{e}"
+    );
+    let e = Model::load(&fixture("bad_points_count/model.onnx")).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::Contract { source: ContractError::Tensor { name, .. }, .. } if name == "points"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("[1, 1, 32, 3]"), "{e}");
+}
+
+#[test]
+fn garbage_files_are_errors_not_panics() {
+    let dir = std::env::temp_dir().join(format!("shapecast-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = std::fs::read(fixture("points/model.onnx")).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.onnx", Vec::new()),
+        ("text.onnx", b"this is not a protobuf at all".to_vec()),
+        ("truncated.onnx", good[..good.len() / 2].to_vec()),
+        ("flipped.onnx", {
+            let mut g = good.clone();
+            for i in (0..g.len()).step_by(97) {
+                g[i] ^= 0x5a;
+            }
+            g
+        }),
+    ];
+    for (name, bytes) in cases {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        assert!(Model::load(&p).is_err(), "{name} accepted");
+    }
+    assert!(Model::load(&dir.join("missing.onnx")).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn wrong_input_sizes_are_errors() {
+    let m = Model::load(&fixture("points/model.onnx")).unwrap();
+    assert!(m.net.run(&[&[0.0; 5]]).is_err());
+    assert!(m.net.run(&[]).is_err());
+    let mut e = Engine::new(m, EngineOptions::default());
+    assert!(e.infer_rgb8(&[0; 10], 4, 4, Instant::now()).is_err());
+    // any picture size is fine (it is resized)
+    let (rec, _) = e
+        .infer_rgb8(&vec![128; 33 * 17 * 3], 33, 17, Instant::now())
+        .unwrap();
+    assert_eq!(rec.clouds.len(), 2);
+}
+
+// ------------------------------------------------------------------ heads
+
+#[test]
+fn points_head_gives_hypotheses_with_labels() {
+    let m = Model::load(&fixture("points/model.onnx")).unwrap();
+    let (_, x) = tensor(&fixture("points/input.txt"));
+    let mut e = Engine::new(m, EngineOptions::default());
+    let (rec, _) = e.infer_tensor(&x, Instant::now()).unwrap();
+    assert_eq!(rec.clouds.len(), 2);
+    let (_, want) = tensor(&fixture("points/expected_points.txt"));
+    let (_, lab) = tensor(&fixture("points/expected_labels.txt"));
+    for (k, c) in rec.clouds.iter().enumerate() {
+        assert_eq!(c.points.len(), 32);
+        for (i, p) in c.points.iter().enumerate() {
+            let j = (k * 32 + i) * 3;
+            assert_close(p, &want[j..j + 3], 1e-4, "point");
+            let l = &lab[(k * 32 + i) * 3..(k * 32 + i) * 3 + 3];
+            let best = (0..3).max_by(|a, b| l[*a].total_cmp(&l[*b])).unwrap();
+            assert_eq!(c.labels.as_ref().unwrap()[i] as usize, best);
+        }
+        assert!(c
+            .confidence
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|c| (0.0..=1.0).contains(c)));
+    }
+}
+
+fn iou(a: &[bool], b: &[bool]) -> f32 {
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if union == 0 {
+        1.0
+    } else {
+        inter as f32 / union as f32
+    }
+}
+
+/// Reference occupancy (model order [i][j][k]) -> wire order x + r*(y + r*z).
+fn to_wire_order(bits: &[bool], r: usize) -> Vec<bool> {
+    let mut out = vec![false; r * r * r];
+    for i in 0..r {
+        for j in 0..r {
+            for k in 0..r {
+                out[i + r * (j + r * k)] = bits[(i * r + j) * r + k];
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn voxels_head_matches_reference_iou() {
+    let m = Model::load(&fixture("voxels/model.onnx")).unwrap();
+    let (_, x) = tensor(&fixture("voxels/input.txt"));
+    let raw = run_raw(&m, &x);
+    let (_, every64) = tensor(&fixture("voxels/expected_occupancy_every64.txt"));
+    let got64: Vec<f32> = raw[0].iter().step_by(64).copied().collect();
+    assert_close(&got64, &every64, 1e-3, "occupancy");
+    let mut e = Engine::new(
+        m,
+        EngineOptions {
+            max_points: 0,
+            ..EngineOptions::default()
+        },
+    );
+    let (rec, _) = e.infer_tensor(&x, Instant::now()).unwrap();
+    let grid = rec.voxels.as_ref().unwrap();
+    let want = to_wire_order(&occupied_bits(&fixture("voxels/expected_occupied.hex")), 32);
+    let n = want.iter().filter(|b| **b).count();
+    assert!(n > 100 && n < 32 * 32 * 32 / 2, "fixture occupancy {n}");
+    let i = iou(&grid.occupied, &want);
+    assert!(i >= 0.99, "IoU {i}");
+    // surface points lie on occupied cells, fewer than all occupied
+    assert!(!rec.points().is_empty() && rec.points().len() < n);
+}
+
+#[test]
+fn fusion_state_is_carried_and_reset() {
+    let m = Model::load(&fixture("fusion/model.onnx")).unwrap();
+    assert_eq!(m.meta.fusion_views, Some(3));
+    let mut e = Engine::new(m, EngineOptions::default());
+    assert!(e.has_state());
+    let t0 = Instant::now();
+    let mut grids = Vec::new();
+    for f in 0..3 {
+        let (_, x) = tensor(&fixture(&format!("fusion/input{f}.txt")));
+        let (rec, _) = e
+            .infer_tensor(&x, t0 + Duration::from_millis(100 * f as u64))
+            .unwrap();
+        let want = to_wire_order(
+            &occupied_bits(&fixture(&format!("fusion/expected_occupied{f}.hex"))),
+            32,
+        );
+        let i = iou(&rec.voxels.as_ref().unwrap().occupied, &want);
+        assert!(i >= 0.99, "frame {f}: IoU {i}");
+        grids.push(rec.voxels.unwrap().occupied);
+    }
+    assert_eq!(e.fused, 3);
+    // frame 2 alone (zero state) differs from frame 2 after fusion
+    e.reset_state();
+    let (_, x2) = tensor(&fixture("fusion/input2.txt"));
+    let (alone, _) = e
+        .infer_tensor(&x2, t0 + Duration::from_millis(300))
+        .unwrap();
+    assert!(iou(&alone.voxels.unwrap().occupied, &grids[2]) < 0.99);
+    // timeout resets too: frame 0 after a long pause equals frame 0 from zeros
+    let (_, x0) = tensor(&fixture("fusion/input0.txt"));
+    let resets = e.resets;
+    let (late, _) = e.infer_tensor(&x0, t0 + Duration::from_secs(60)).unwrap();
+    assert_eq!(e.resets, resets + 1);
+    assert_eq!(late.voxels.unwrap().occupied, grids[0]);
+}
+
+#[test]
+fn mesh_head_template_plus_offsets_with_labels() {
+    let m = Model::load(&fixture("mesh/model.onnx")).unwrap();
+    let (_, x) = tensor(&fixture("mesh/input.txt"));
+    let mm = m.meta.mesh.clone().unwrap();
+    let mut e = Engine::new(m, EngineOptions::default());
+    let (rec, _) = e.infer_tensor(&x, Instant::now()).unwrap();
+    let mesh = rec.mesh.as_ref().unwrap();
+    let (_, off) = tensor(&fixture("mesh/expected_offsets.txt"));
+    assert_eq!(mesh.vertices.len(), 12);
+    assert_eq!(mesh.faces.len(), 20);
+    for (i, v) in mesh.vertices.iter().enumerate() {
+        let want: Vec<f32> = (0..3).map(|a| mm.template[i][a] + off[3 * i + a]).collect();
+        assert_close(v, &want, 1e-4, "vertex");
+    }
+    assert_eq!(mesh.labels.as_ref().unwrap().len(), 12);
+}
+
+#[test]
+fn implicit_encoder_and_decoder_match_onnxruntime_at_32768_points() {
+    // regression: the split first layer (xyz.Wp + latent.Wz) optimises at 32768 queries
+    let m = Model::load_with(
+        &fixture("implicit/model.onnx"),
+        LoadOptions {
+            decoder_chunk: 32768,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let (_, x) = tensor(&fixture("implicit/input.txt"));
+    let raw = run_raw(&m, &x);
+    let (_, lat) = tensor(&fixture("implicit/expected_latent.txt"));
+    assert_close(&raw[0], &lat, 1e-4, "latent");
+    let dec = m.decoder.as_ref().unwrap();
+    assert_eq!(dec.chunk, 32768);
+    let n = 32;
+    let c = |i: usize| (i as f32 + 0.5) / n as f32 - 0.5;
+    let mut xyz = Vec::with_capacity(n * n * n);
+    for i in 0..n {
+        for j in 0..n {
+            for k in 0..n {
+                xyz.push([c(i), c(j), c(k)]);
+            }
+        }
+    }
+    let mut field = DecoderField::new(dec, raw[0].clone());
+    let mut out = Vec::new();
+    implicit::Field::eval(&mut field, &xyz, &mut out).unwrap();
+    let (_, want) = tensor(&fixture("implicit/expected_value_every64.txt"));
+    let got: Vec<f32> = out.iter().step_by(64).copied().collect();
+    assert_close(&got, &want, 1e-4, "value");
+}
+
+fn chamfer(a: &[[f32; 3]], b: &[[f32; 3]]) -> f32 {
+    shapecast_geom::metrics::chamfer(a, b)
+        .map(|c| c.l2)
+        .unwrap_or(f32::INFINITY)
+}
+
+#[test]
+fn implicit_coarse_to_fine_needs_10x_fewer_queries_than_dense_128() {
+    let m = Model::load_with(
+        &fixture("implicit/model.onnx"),
+        LoadOptions {
+            decoder_chunk: 8192,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let (_, x) = tensor(&fixture("implicit/input.txt"));
+    let raw = run_raw(&m, &x);
+    let dec = m.decoder.as_ref().unwrap();
+    let im = m.meta.implicit.as_ref().unwrap();
+    assert_eq!(im.kind, ImplicitKind::Sdf);
+    let mut field = DecoderField::new(dec, raw[0].clone());
+    let dense = implicit::dense(&mut field, &m.meta.bounds, im.kind, im.level, 128).unwrap();
+    for margin in [1.0f32, 0.5, 0.25, 0.0] {
+        let opts = ImplicitOptions {
+            coarse: 16,
+            fine: 128,
+            margin,
+            ..ImplicitOptions::default()
+        };
+        let mut field = DecoderField::new(dec, raw[0].clone());
+        let c2f =
+            implicit::coarse_to_fine(&mut field, &m.meta.bounds, im.kind, im.level, &opts).unwrap();
+        let cd = chamfer(&c2f.mesh.vertices, &dense.mesh.vertices);
+        eprintln!(
+            "margin {margin}: {} queries ({:.1}x fewer), {} faces, chamfer {cd:e}",
+            c2f.queries,
+            dense.queries as f64 / c2f.queries as f64,
+            c2f.mesh.faces.len()
+        );
+    }
+    let opts = ImplicitOptions {
+        coarse: 16,
+        fine: 128,
+        ..ImplicitOptions::default()
+    };
+    let mut field = DecoderField::new(dec, raw[0].clone());
+    let c2f =
+        implicit::coarse_to_fine(&mut field, &m.meta.bounds, im.kind, im.level, &opts).unwrap();
+    assert_eq!(dense.queries, 129 * 129 * 129);
+    assert!(!dense.mesh.faces.is_empty());
+    let ratio = dense.queries as f64 / c2f.queries as f64;
+    let cd = chamfer(&c2f.mesh.vertices, &dense.mesh.vertices);
+    eprintln!(
+        "implicit fixture: dense 129^3 = {} queries, coarse-to-fine {} ({ratio:.1}x fewer), \
+         {} vs {} faces, chamfer-L2(c2f, dense) = {cd:e}",
+        dense.queries,
+        c2f.queries,
+        c2f.mesh.faces.len(),
+        dense.mesh.faces.len()
+    );
+    assert!(ratio >= 10.0, "only {ratio:.1}x fewer queries");
+    assert!(cd < 1e-6, "chamfer {cd}");
+}
+
+#[test]
+fn implicit_engine_runs_end_to_end() {
+    let m = Model::load(&fixture("implicit/model.onnx")).unwrap();
+    let mut e = Engine::new(
+        m,
+        EngineOptions {
+            max_points: 500,
+            ..EngineOptions::default()
+        },
+    );
+    let (rec, _): (Reconstruction, _) = e
+        .infer_rgb8(&vec![90; 20 * 20 * 3], 20, 20, Instant::now())
+        .unwrap();
+    assert_eq!(rec.points().len(), 500);
+    assert!(rec.queries > 0);
+    assert!(!rec.mesh.unwrap().faces.is_empty());
+}
+
+// ------------------------------------------------------------------ pipeline and wire
+
+mod pipeline_tests {
+    use super::*;
+    use shapecast::encode::{default_send, Encoder};
+    use shapecast::pipeline::{self, Controls, PipelineOptions};
+    use shapecast::source::{Frame, FrameSource, PixelFormat, SourceError};
+    use shapecast_link::{LinkError, LinkSender, Transport};
+    use std::sync::{Arc, Mutex};
+
+    /// Transport that keeps every payload, optionally slowly.
+    struct Keep(Arc<Mutex<Vec<Vec<u8>>>>, Duration);
+
+    impl Transport for Keep {
+        fn send(&mut self, _id: u32, payload: &[u8]) -> Result<(), LinkError> {
+            std::thread::sleep(self.1);
+            self.0.lock().unwrap().push(payload.to_vec());
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "keep".into()
+        }
+    }
+
+    /// A camera-like source: frames as fast as asked, `n` of them, then the end.
+    struct Burst {
+        n: u64,
+        seq: u64,
+        period: Duration,
+    }
+
+    impl FrameSource for Burst {
+        fn next_frame(&mut self) -> Result<Frame, SourceError> {
+            if self.seq >= self.n {
+                return Err(SourceError::EndOfStream);
+            }
+            std::thread::sleep(self.period);
+            let (w, h) = (40u32, 30u32);
+            let v = (self.seq * 37 % 256) as u8;
+            let f = Frame {
+                width: w,
+                height: h,
+                format: PixelFormat::Rgb24,
+                data: vec![v; (w * h * 3) as usize],
+                capture_ts: Instant::now(),
+                seq: self.seq,
+            };
+            self.seq += 1;
+            Ok(f)
+        }
+        fn describe(&self) -> String {
+            "burst".into()
+        }
+    }
+
+    fn decode_all(got: &[Vec<u8>]) -> (usize, usize, usize) {
+        use shapecast_wire::message::{decode_message, Message};
+        let (mut hello, mut clouds, mut stats) = (0, 0, 0);
+        for p in got {
+            match decode_message(p).expect("every sent payload decodes") {
+                Message::Hello(h) => {
+                    assert_eq!(h.model_id, "fixture-points");
+                    hello += 1
+                }
+                Message::PointCloud(pc) => {
+                    assert_eq!(pc.hypotheses.len(), 2);
+                    let h = &pc.hypotheses[0];
+                    let mut q = vec![[0u16; 3]; 64];
+                    let (n, bits) = shapecast_wire::pointcode::decode(h.points, &mut q).unwrap();
+                    assert_eq!(bits, 10);
+                    assert!(n > 0 && n <= 32);
+                    assert_eq!(h.labels.unwrap().len(), n);
+                    clouds += 1
+                }
+                Message::Stats(_) => stats += 1,
+                _ => panic!("unexpected message"),
+            }
+        }
+        (hello, clouds, stats)
+    }
+
+    #[test]
+    fn slow_inference_drops_stale_frames_and_counts_them() {
+        let model = Model::load(&fixture("points/model.onnx")).unwrap();
+        let meta = model.meta.clone();
+        let mut engine = Engine::new(model, EngineOptions::default());
+        let mut enc = Encoder::new(7, 10, meta.bounds, default_send(meta.head)).unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let link = LinkSender::new(Keep(Arc::clone(&got), Duration::ZERO), 1 << 20).unwrap();
+        // 60 frames at ~1 ms; inference paced to 100 fps -> most frames are stale
+        let src = Burst {
+            n: 60,
+            seq: 0,
+            period: Duration::from_millis(1),
+        };
+        let opts = PipelineOptions {
+            max_fps: 100.0,
+            stats_interval: Duration::from_millis(20),
+            ..PipelineOptions::default()
+        };
+        let mut seen = Vec::new();
+        let s = pipeline::run(
+            Box::new(src),
+            &mut engine,
+            &mut enc,
+            Some(&link),
+            &opts,
+            &Controls::default(),
+            &mut |f, _| seen.push(f.seq),
+        );
+        let lc = link.close();
+        assert_eq!(s.captured, 60);
+        assert!(s.inferred >= 1 && s.inferred < 60, "{}", s.line());
+        // every captured frame is either inferred or counted stale (the last may be both lost
+        // at the end of the stream when the source ends while one waits: it is still taken)
+        assert_eq!(s.inferred + s.stale_frames, 60, "{}", s.line());
+        // frames were taken newest-first: strictly increasing sequence numbers
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        let (hello, clouds, _stats) = decode_all(&got.lock().unwrap());
+        assert!(hello >= 1);
+        assert_eq!(clouds as u64 + s.link_busy, s.inferred, "{}", s.line());
+        assert_eq!(lc.errors, 0);
+        let lat = s.latencies.as_ref().unwrap();
+        assert_eq!(
+            lat.window(shapecast::stats::Stage::Inference).total,
+            s.inferred
+        );
+    }
+
+    #[test]
+    fn paced_file_run_sends_every_frame_and_stats() {
+        let model = Model::load(&fixture("points/model.onnx")).unwrap();
+        let meta = model.meta.clone();
+        let mut engine = Engine::new(model, EngineOptions::default());
+        let mut enc = Encoder::new(7, 10, meta.bounds, default_send(meta.head)).unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let link =
+            LinkSender::new(Keep(Arc::clone(&got), Duration::from_millis(2)), 1 << 20).unwrap();
+        let src = Burst {
+            n: 12,
+            seq: 0,
+            period: Duration::ZERO,
+        };
+        let opts = PipelineOptions {
+            stats_interval: Duration::from_millis(1),
+            pace_to_link: true,
+            ..PipelineOptions::default()
+        };
+        let s = pipeline::run(
+            Box::new(src),
+            &mut engine,
+            &mut enc,
+            Some(&link),
+            &opts,
+            &Controls::default(),
+            &mut |_, _| {},
+        );
+        let _ = link.close();
+        assert_eq!(
+            (s.captured, s.inferred, s.stale_frames),
+            (12, 12, 0),
+            "{}",
+            s.line()
+        );
+        let (hello, clouds, stats) = decode_all(&got.lock().unwrap());
+        assert_eq!(clouds, 12);
+        assert!(hello >= 1 && stats >= 1);
+    }
+
+    #[test]
+    fn stop_flag_ends_a_never_ending_source() {
+        let model = Model::load(&fixture("points/model.onnx")).unwrap();
+        let meta = model.meta.clone();
+        let mut engine = Engine::new(model, EngineOptions::default());
+        let mut enc = Encoder::new(7, 10, meta.bounds, default_send(meta.head)).unwrap();
+        let controls = Controls::default();
+        let stop = controls.stop.clone();
+        let src = Burst {
+            n: u64::MAX,
+            seq: 0,
+            period: Duration::from_millis(1),
+        };
+        let s = pipeline::run(
+            Box::new(src),
+            &mut engine,
+            &mut enc,
+            None,
+            &PipelineOptions::default(),
+            &controls,
+            &mut |_, r| {
+                assert_eq!(r.clouds.len(), 2);
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            },
+        );
+        assert!(s.inferred >= 1);
+    }
+
+    #[test]
+    fn every_head_encodes_to_a_valid_message() {
+        use shapecast::app::demo::decode_result;
+        for (case, send_points) in [("voxels", 100), ("mesh", 12), ("points", 32)] {
+            let model = Model::load(&fixture(&format!("{case}/model.onnx"))).unwrap();
+            let meta = model.meta.clone();
+            let mut engine = Engine::new(model, EngineOptions::default());
+            let (_, x) = tensor(&fixture(&format!("{case}/input.txt")));
+            let (rec, _) = engine.infer_tensor(&x, Instant::now()).unwrap();
+            let mut enc = Encoder::new(3, 12, meta.bounds, default_send(meta.head)).unwrap();
+            let bytes = enc.frame(&rec, 5, 99).unwrap().to_vec();
+            let r = decode_result(&bytes).unwrap().unwrap();
+            assert_eq!(r.frame_id, 5);
+            assert!(
+                r.points.len() >= send_points.min(rec.points().len()),
+                "{case}"
+            );
+            // quantization error at 12 bits in a 1-unit box: < 1/4095 per axis
+            if case != "voxels" {
+                for p in &r.points {
+                    let near = rec
+                        .points()
+                        .iter()
+                        .any(|q| (0..3).all(|a| (p[a] - q[a]).abs() <= 1.0 / 4095.0 + 1e-6));
+                    assert!(near, "{case}: {p:?} has no source point");
+                }
+            }
+            let hello = enc.hello(&meta, 1000).unwrap().to_vec();
+            assert!(decode_result(&hello).unwrap().is_none());
+        }
+        assert!(decode_result(&[1, 2, 3]).is_err());
+        assert!(decode_result(&[]).is_err());
+    }
+}
+
+#[test]
+fn demo_runs_end_to_end_on_fixture_model_and_pictures() {
+    let out = std::env::temp_dir().join(format!("shapecast-demo-{}", std::process::id()));
+    let args = shapecast::app::DemoArgs {
+        model: fixture("points/model.onnx"),
+        samples: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames/images"),
+        out: out.clone(),
+        bits: 12,
+        max_samples: 16,
+        implicit: shapecast::app::ImplicitArgs {
+            coarse: 16,
+            fine: 64,
+        },
+    };
+    shapecast::app::demo::demo(&args)
+        .map_err(|f| format!("{:#}", f.error))
+        .unwrap();
+    let sheet = image::open(out.join("contact_sheet.png")).unwrap();
+    assert_eq!(sheet.height(), 3 * (224 + 4) + 4);
+    for i in 0..3 {
+        let d = shapecast_geom::ply::load(out.join(format!("frame_{i:03}.ply"))).unwrap();
+        assert!(!d.vertices.is_empty() && d.labels.is_some());
+    }
+    // a missing model is a clear error with the model exit code
+    let f = shapecast::app::demo::demo(&shapecast::app::DemoArgs {
+        model: out.join("nope.onnx"),
+        ..args
+    })
+    .unwrap_err();
+    assert_eq!(f.code, shapecast::app::exit::MODEL);
+    assert!(format!("{:#}", f.error).contains("--model"));
+    std::fs::remove_dir_all(&out).unwrap();
+}
