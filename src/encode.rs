@@ -48,6 +48,9 @@ pub fn wire_bounds(b: &Bounds) -> WireBounds {
     }
 }
 
+/// Point code, labels and confidence bytes of one hypothesis.
+type EncodedHypothesis = (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Reusable buffers for encoding frames.
 #[derive(Debug)]
 pub struct Encoder {
@@ -57,7 +60,7 @@ pub struct Encoder {
     pub send: Send,
     q: Vec<[u16; 3]>,
     attrs: Vec<(u8, u8)>,
-    hyp: Vec<(Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)>,
+    hyp: Vec<EncodedHypothesis>,
     bytes: Vec<u8>,
     out: Vec<u8>,
 }

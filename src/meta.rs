@@ -312,7 +312,7 @@ impl ModelMeta {
         let c = color.channels();
         let mean = floats_n("shapecast.input.mean", k.req("shapecast.input.mean")?, c)?;
         let std = floats_n("shapecast.input.std", k.req("shapecast.input.std")?, c)?;
-        if std.iter().any(|s| *s == 0.0) {
+        if std.contains(&0.0) {
             return Err(bad(
                 "shapecast.input.std",
                 format!("{c} non-zero numbers"),

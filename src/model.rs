@@ -213,14 +213,17 @@ enum InputRule {
 
 fn build_net(
     path: &Path,
-    proto: &ModelProto,
+    proto: ModelProto,
     rules: &[(&str, InputRule)],
     threads: Threads,
 ) -> Result<Net, ModelError> {
     let dir = path.parent().and_then(|p| p.to_str()).map(str::to_owned);
     let parsed = catch(path, "parse the graph", || {
-        tract_onnx::onnx().parse(proto, dir.as_deref())
+        tract_onnx::onnx().parse(&proto, dir.as_deref())
     })?;
+    // the protobuf's weights are copied into the graph: free them before typing and
+    // optimising (lower peak memory while loading)
+    drop(proto);
     if !parsed.unresolved_inputs.is_empty() {
         return Err(tract_err(
             path,
@@ -571,7 +574,7 @@ impl Model {
                 ),
             ));
         }
-        let net = build_net(path, &proto, &rules, opts.threads)?;
+        let net = build_net(path, proto, &rules, opts.threads)?;
         let image_ix = net.inputs.iter().position(|n| n == "image").unwrap_or(0);
         let state_ix = net.inputs.iter().position(|n| n == "state_in");
         let mut outs = Outputs::default();
@@ -676,7 +679,7 @@ fn load_decoder(path: &Path, enc: &ModelMeta, opts: LoadOptions) -> Result<Decod
         ("latent", InputRule::Exact(vec![1, z])),
         ("xyz", InputRule::Exact(vec![chunk, 3])),
     ];
-    let net = build_net(path, &proto, &rules, opts.threads)?;
+    let net = build_net(path, proto, &rules, opts.threads)?;
     want_shape(path, &net, "value", &[chunk])?;
     let latent_ix = net.inputs.iter().position(|n| n == "latent").unwrap_or(0);
     let xyz_ix = net.inputs.iter().position(|n| n == "xyz").unwrap_or(1);

@@ -680,3 +680,125 @@ fn demo_runs_end_to_end_on_fixture_model_and_pictures() {
     assert!(format!("{:#}", f.error).contains("--model"));
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+// ------------------------------------------------------------------ the binary
+
+fn shapecast(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shapecast"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_info_prints_the_contract_or_refuses_with_exit_code_3() {
+    let good = fixture("implicit/model.onnx");
+    let (code, out, _) = shapecast(&["info", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("implicit")
+            && out.contains("decoder net")
+            && out.contains("ok: the model follows contract 1"),
+        "{out}"
+    );
+    let bad = fixture("bad_mean/model.onnx");
+    let (code, _, err) = shapecast(&["info", bad.to_str().unwrap()]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("shapecast.input.mean") && err.starts_with("error: refusing model"),
+        "{err}"
+    );
+    let (code, _, err) = shapecast(&["bench"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn cli_run_from_config_over_udp_with_a_final_stats_line() {
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = rx.local_addr().unwrap().to_string();
+    let model = fixture("points/model.onnx");
+    let (code, out, err) = shapecast(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--source",
+        "images",
+        "--path",
+        "tests/fixtures/frames/images",
+        "--loops",
+        "2",
+        "--address",
+        &addr,
+        "--max-fps",
+        "0",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("# effective configuration"), "{out}");
+    assert!(out.contains("final stats: captured 6 inferred 6"), "{out}");
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = rx.recv_from(&mut buf).unwrap();
+    assert!(n > 28, "a fragment datagram arrived");
+    // a missing model: exit code 3, naming the file
+    let (code, _, err) = shapecast(&[
+        "run",
+        "--model",
+        "nope.onnx",
+        "--source",
+        "images",
+        "--path",
+        "tests/fixtures/frames/images",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("nope.onnx"), "{err}");
+}
+
+#[test]
+fn replay_decodes_a_recorded_serial_stream_and_skips_damage() {
+    use shapecast::encode::{default_send, Encoder};
+    use shapecast_wire::serial::{encode_frame, max_encoded_len};
+    let model = Model::load(&fixture("points/model.onnx")).unwrap();
+    let meta = model.meta.clone();
+    let mut engine = Engine::new(model, EngineOptions::default());
+    let (_, x) = tensor(&fixture("points/input.txt"));
+    let (rec, _) = engine.infer_tensor(&x, Instant::now()).unwrap();
+    let mut enc = Encoder::new(9, 10, meta.bounds, default_send(meta.head)).unwrap();
+    let mut stream = Vec::new();
+    for i in 0..4u32 {
+        let payload = enc.frame(&rec, i, u64::from(i)).unwrap().to_vec();
+        let mut out = vec![0u8; max_encoded_len(payload.len())];
+        let n = encode_frame(&payload, &mut out).unwrap();
+        let mut f = out[..n].to_vec();
+        if i == 2 {
+            let mid = f.len() / 2;
+            f[mid] ^= 0x40; // damaged on the line
+        }
+        stream.extend_from_slice(&f);
+        if f.last() != Some(&0) {
+            stream.push(0);
+        }
+    }
+    let path = std::env::temp_dir().join(format!("shapecast-rec-{}.bin", std::process::id()));
+    std::fs::write(&path, &stream).unwrap();
+    let mut src =
+        shapecast::source::WireReplay::open(&path, shapecast::source::Repeat::Times(1), 1 << 20)
+            .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut ids = Vec::new();
+    let n = shapecast::app::replay::replay_frames(&mut src, 0.0, &stop, |_, m| {
+        ids.push(m.frame_id().unwrap())
+    })
+    .unwrap();
+    assert_eq!(ids, vec![0, 1, 3]);
+    assert_eq!((n.frames, n.messages, n.bad_frames), (4, 3, 1));
+    std::fs::remove_file(&path).unwrap();
+}

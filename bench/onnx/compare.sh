@@ -11,14 +11,15 @@ mkdir -p "$DIR"
 cargo build --release -q -p shapecast-onnx --example tract_bench --example make_bench_models
 if [ "$#" -eq 0 ]; then
   target/release/examples/make_bench_models "$DIR" >/dev/null
-  set -- "$DIR"/bench-128.onnx "$DIR"/bench-128.int8.onnx "$DIR"/bench-128.qlmm.onnx "$DIR"/bench-128.qdq.onnx \
-         "$DIR"/bench-64.onnx "$DIR"/bench-64.int8.onnx "$DIR"/bench-64.qlmm.onnx "$DIR"/bench-64.qdq.onnx
+  set -- "$DIR"/bench-128.onnx "$DIR"/bench-128.int8.onnx "$DIR"/bench-128.int8head.onnx "$DIR"/bench-128.qlmm.onnx "$DIR"/bench-128.qdq.onnx \
+         "$DIR"/bench-64.onnx "$DIR"/bench-64.int8.onnx "$DIR"/bench-64.int8head.onnx "$DIR"/bench-64.qlmm.onnx "$DIR"/bench-64.qdq.onnx
 fi
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 # min_ms: fastest of ITERS runs (least disturbed on a shared machine); med: median
 printf "%-26s %9s %9s %9s %9s %9s %9s %12s\n" model tract_min ort_min "ort/tract" tract_med ort_med "ort/tract" max_abs_diff
 for m in "$@"; do
-  base="${m%.onnx}"; base="${base%.int8}"; base="${base%.qlmm}"; base="${base%.qdq}"
+  base="${m%.onnx}"
+  for q in int8 int8head int8convs int8pc int8k28 qlmm qdq; do base="${base%."$q"}"; done
   input="$base.input.f32"; [ -f "$input" ] || input=""
   t=$(target/release/examples/tract_bench "$m" $input --iters "$ITERS" --out "$DIR/out.tract.f32" 2>&1) || { echo "$m: tract failed: $t"; continue; }
   o=$(OMP_NUM_THREADS=1 python3 bench/onnx/ort_bench.py "$m" $input --iters "$ITERS" --out "$DIR/out.ort.f32" 2>&1) || true

@@ -24,13 +24,12 @@ def timeit(f):
     one = time.perf_counter() - t
     reps = max(1, min(5000, int(0.02 / max(one, 1e-7))))
     v = []
-    for _ in range(7):
+    for _ in range(11):
         t = time.perf_counter()
         for _ in range(reps):
             f()
         v.append((time.perf_counter() - t) * 1e6 / reps)
-    v.sort()
-    return v[3]
+    return min(v)
 
 
 def main():
@@ -60,7 +59,11 @@ def main():
         a = a[np.lexsort(a.T[::-1])]
         want = want[np.lexsort(want.T[::-1])]
         if a.shape != want.shape or not np.array_equal(a, want):
-            print(f"warning: Draco not lossless on {r['shape']} {bits}", file=sys.stderr)
+            # Draco's quantizer re-grids over its own bounding cube; report how
+            # many points moved (size is compared on the same input either way).
+            moved = -1 if a.shape != want.shape else int((a != want).any(axis=1).sum())
+            print(f"note: Draco output differs from input on {r['shape']} {bits}: "
+                  f"{moved} of {n} points moved (-1: count changed)", file=sys.stderr)
         de = timeit(lambda: DracoPy.encode(pts, quantization_bits=bits, compression_level=7))
         dd = timeit(lambda: DracoPy.decode(enc))
         ob = int(r["bytes"]) / n

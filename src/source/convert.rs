@@ -124,28 +124,60 @@ pub fn convert(
             } else {
                 (1, 0, 3, 2)
             };
+            let pairs = w / 2;
             for (orow, irow) in out.chunks_exact_mut(w * 3).zip(data.chunks_exact(cw * 4)) {
-                for (x, o) in orow.chunks_exact_mut(3).enumerate() {
-                    let g = &irow[(x / 2) * 4..(x / 2) * 4 + 4];
-                    let y = if x % 2 == 0 { g[y0] } else { g[y1] };
-                    o.copy_from_slice(&yuv(y, g[u], g[v]));
+                let (opairs, otail) = orow.split_at_mut(pairs * 6);
+                for (o, g) in opairs.chunks_exact_mut(6).zip(irow.chunks_exact(4)) {
+                    let c = Chroma::new(g[u], g[v]);
+                    c.put(&mut o[..3], g[y0]);
+                    c.put(&mut o[3..], g[y1]);
+                }
+                if let Some(g) = irow.get(pairs * 4..pairs * 4 + 4) {
+                    if otail.len() == 3 {
+                        Chroma::new(g[u], g[v]).put(otail, g[y0]);
+                    }
                 }
             }
         }
         PixelFormat::Nv12 | PixelFormat::Yuv420 => {
             let (luma, chroma) = data.split_at(w * h);
             let plane = cw * h.div_ceil(2);
-            for (row, orow) in out.chunks_exact_mut(w * 3).enumerate() {
-                let yrow = &luma[row * w..(row + 1) * w];
-                let cr = row / 2;
-                for (x, o) in orow.chunks_exact_mut(3).enumerate() {
-                    let ci = cr * cw + x / 2;
-                    let (u, v) = if format == PixelFormat::Nv12 {
-                        (chroma[2 * ci], chroma[2 * ci + 1])
-                    } else {
-                        (chroma[ci], chroma[plane + ci])
-                    };
-                    o.copy_from_slice(&yuv(yrow[x], u, v));
+            let pairs = w / 2;
+            for (row, (orow, yrow)) in out
+                .chunks_exact_mut(w * 3)
+                .zip(luma.chunks_exact(w))
+                .enumerate()
+            {
+                let c0 = (row / 2) * cw;
+                // (U, V) of each chroma sample in this row.
+                let (us, vs, step) = if format == PixelFormat::Nv12 {
+                    (
+                        &chroma[2 * c0..2 * (c0 + cw)],
+                        &chroma[2 * c0 + 1..2 * (c0 + cw)],
+                        2,
+                    )
+                } else {
+                    (
+                        &chroma[c0..c0 + cw],
+                        &chroma[plane + c0..plane + c0 + cw],
+                        1,
+                    )
+                };
+                let uv = us.iter().step_by(step).zip(vs.iter().step_by(step));
+                let (opairs, otail) = orow.split_at_mut(pairs * 6);
+                let mut uv = uv.map(|(&u, &v)| Chroma::new(u, v));
+                for ((o, ys), c) in opairs
+                    .chunks_exact_mut(6)
+                    .zip(yrow.chunks_exact(2))
+                    .zip(&mut uv)
+                {
+                    c.put(&mut o[..3], ys[0]);
+                    c.put(&mut o[3..], ys[1]);
+                }
+                if let (Some(c), Some(&y)) = (uv.next(), yrow.get(pairs * 2)) {
+                    if otail.len() == 3 {
+                        c.put(otail, y);
+                    }
                 }
             }
         }
@@ -223,6 +255,36 @@ pub fn unpad(
 #[inline]
 fn clamp8(v: i32) -> u8 {
     v.clamp(0, 255) as u8
+}
+
+/// The chroma terms of [`yuv`], computed once per chroma sample.
+#[derive(Clone, Copy)]
+struct Chroma {
+    r: i32,
+    g: i32,
+    b: i32,
+}
+
+impl Chroma {
+    #[inline]
+    fn new(u: u8, v: u8) -> Chroma {
+        let d = i32::from(u) - 128;
+        let e = i32::from(v) - 128;
+        Chroma {
+            r: 409 * e,
+            g: -100 * d - 208 * e,
+            b: 516 * d,
+        }
+    }
+
+    /// Writes the RGB of luma `y` with these chroma terms into `o[..3]`.
+    #[inline]
+    fn put(self, o: &mut [u8], y: u8) {
+        let c = 298 * (i32::from(y) - 16) + 128;
+        o[0] = clamp8((c + self.r) >> 8);
+        o[1] = clamp8((c + self.g) >> 8);
+        o[2] = clamp8((c + self.b) >> 8);
+    }
 }
 
 /// BT.601 limited-range YUV to RGB, 8.8 fixed point.
@@ -563,5 +625,62 @@ mod tests {
         };
         let img = to_rgb_image(&f).unwrap();
         assert_eq!(img.as_raw(), &fixture("testsrc.rgb24"));
+    }
+
+    /// Per-pixel reference straight from the format definitions.
+    fn naive(format: PixelFormat, w: usize, h: usize, d: &[u8]) -> Vec<u8> {
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut out = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                let (l, u, v) = match format {
+                    PixelFormat::Yuyv => {
+                        let g = (y * cw + x / 2) * 4;
+                        (d[g + if x % 2 == 0 { 0 } else { 2 }], d[g + 1], d[g + 3])
+                    }
+                    PixelFormat::Uyvy => {
+                        let g = (y * cw + x / 2) * 4;
+                        (d[g + if x % 2 == 0 { 1 } else { 3 }], d[g], d[g + 2])
+                    }
+                    PixelFormat::Nv12 => {
+                        let c = w * h + 2 * ((y / 2) * cw + x / 2);
+                        (d[y * w + x], d[c], d[c + 1])
+                    }
+                    _ => {
+                        let c = (y / 2) * cw + x / 2;
+                        (d[y * w + x], d[w * h + c], d[w * h + cw * ch + c])
+                    }
+                };
+                out.extend_from_slice(&yuv(l, u, v));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fast_paths_equal_the_per_pixel_definition() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        };
+        let mut out = Vec::new();
+        for f in [
+            PixelFormat::Yuyv,
+            PixelFormat::Uyvy,
+            PixelFormat::Nv12,
+            PixelFormat::Yuv420,
+        ] {
+            for w in 1..8u32 {
+                for h in 1..6u32 {
+                    let len = f.frame_len(w, h).unwrap();
+                    let data: Vec<u8> = (0..len).map(|_| next()).collect();
+                    convert(f, w, h, &data, &mut out).unwrap();
+                    assert_eq!(out, naive(f, w as usize, h as usize, &data), "{f} {w}x{h}");
+                }
+            }
+        }
     }
 }

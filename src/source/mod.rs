@@ -417,6 +417,46 @@ fn camera_opener(cam: crate::config::CameraConfig) -> Result<Opener, SourceError
     }
 }
 
+/// The cameras a backend can see, one line each (`/dev/video0: HD Webcam (mjpeg, yuyv)`), for
+/// `doctor`-style commands. [`SourceError::NoCamera`] when there is none (a clear reason),
+/// [`SourceError::NotCompiled`] when the backend's cargo feature is off.
+pub fn list_cameras(backend: CameraBackend) -> Result<Vec<String>, SourceError> {
+    match backend {
+        CameraBackend::V4l => {
+            #[cfg(feature = "camera")]
+            {
+                Ok(v4l_camera::list_cameras()?
+                    .into_iter()
+                    .map(|c| format!("{}: {} ({})", c.path, c.name, c.formats.join(", ")))
+                    .collect())
+            }
+            #[cfg(not(feature = "camera"))]
+            {
+                Err(SourceError::NotCompiled {
+                    what: "V4L2 camera (camera.backend = \"v4l\")",
+                    feature: "camera",
+                })
+            }
+        }
+        CameraBackend::Nokhwa => {
+            #[cfg(feature = "camera-nokhwa")]
+            {
+                Ok(nokhwa_camera::list_cameras()?
+                    .into_iter()
+                    .map(|(i, name)| format!("/dev/video{i}: {name}"))
+                    .collect())
+            }
+            #[cfg(not(feature = "camera-nokhwa"))]
+            {
+                Err(SourceError::NotCompiled {
+                    what: "nokhwa camera (camera.backend = \"nokhwa\")",
+                    feature: "camera-nokhwa",
+                })
+            }
+        }
+    }
+}
+
 /// Folder of the frame fixtures (tests).
 #[cfg(test)]
 pub(crate) fn fixtures() -> PathBuf {
@@ -502,5 +542,42 @@ mod tests {
         let err = open(&c, None).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Fatal);
         assert!(err.to_string().contains("--features camera"), "{err}");
+    }
+
+    #[test]
+    fn camera_listing_gives_cameras_or_a_clear_reason() {
+        for b in [CameraBackend::V4l, CameraBackend::Nokhwa] {
+            match list_cameras(b) {
+                Ok(list) => assert!(!list.is_empty()),
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(
+                        matches!(
+                            e,
+                            SourceError::NoCamera(_) | SourceError::NotCompiled { .. }
+                        ),
+                        "{b:?}: {text}"
+                    );
+                    assert!(!text.is_empty());
+                }
+            }
+        }
+    }
+
+    #[cfg(feature = "camera")]
+    #[test]
+    fn camera_source_waits_for_the_camera_and_honours_stop() {
+        let o = Overrides {
+            camera_device: Some("/dev/video-shapecast-absent".into()),
+            ..Overrides::default()
+        };
+        let c = crate::config::load_layers(&[("base".into(), crate::config::BASE_TOML.into())], &o)
+            .unwrap()
+            .config;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let Input::Frames(mut s) = open(&c, Some(stop)).unwrap() else {
+            panic!("a camera gives frames")
+        };
+        assert!(matches!(s.next_frame(), Err(SourceError::Stopped)));
     }
 }

@@ -206,7 +206,7 @@ fn parse_bounds(s: &str) -> Result<Bounds> {
         min: [a, b, c],
         max: [d, e, f],
     };
-    if (0..3).any(|i| !(bounds.min[i] < bounds.max[i])) {
+    if (0..3).any(|i| bounds.min[i].partial_cmp(&bounds.max[i]) != Some(std::cmp::Ordering::Less)) {
         bail!("bounds must have min < max on every axis");
     }
     Ok(bounds)

@@ -121,11 +121,18 @@ pub fn load_bytes(bytes: &[u8]) -> Result<TractModel, OnnxError> {
 impl TractModel {
     /// Runs the model on f32 inputs (graph input order); returns every output as f32.
     pub fn run(&self, inputs: &[F32Tensor]) -> Result<Vec<F32Tensor>, OnnxError> {
-        let inputs = inputs
-            .iter()
-            .map(F32Tensor::to_tvalue)
-            .collect::<Result<TVec<_>, _>>()?;
-        let outputs = self.plan.run(inputs)?;
+        let mut values = TVec::new();
+        for (ix, t) in inputs.iter().enumerate() {
+            let v = t.to_tvalue()?;
+            // the f16 transform turns f32 inputs into f16 ones
+            let dt = self.plan.model().input_fact(ix)?.datum_type;
+            values.push(if dt == f32::datum_type() {
+                v
+            } else {
+                v.cast_to_dt(dt)?.into_owned().into_tvalue()
+            });
+        }
+        let outputs = self.plan.run(values)?;
         outputs.iter().map(F32Tensor::from_tvalue).collect()
     }
 

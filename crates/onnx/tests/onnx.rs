@@ -283,3 +283,95 @@ fn f16_transform_runs_close_to_f32() {
         .fold(0f32, f32::max);
     assert!(max < 2e-2, "f16 max abs diff {max}");
 }
+
+/// The finding behind `Form::Tract` (docs/int8.md): with a weight over 1 Mi elements, standard
+/// `QLinearMatMul` makes tract sum the weight on every run (a `Reduce` left in the optimized
+/// plan); the `MatMulInteger` form with folded zero points leaves none.
+#[test]
+fn large_linear_layer_has_no_per_run_weight_reduction_in_tract_form() {
+    let (k, n) = (1024, 1100); // 1.1 Mi weights: the i32 cast of the sum exceeds 4 MiB
+    let mut rng = testnet::SplitMix(9);
+    let mut g = GraphBuilder::new("big");
+    let x = g.input("x", &[Dim::batch(), Dim::Fixed(k)]);
+    let y = g
+        .linear(
+            &x,
+            "fc",
+            &rng.vec(k * n, 0.05),
+            Some(&rng.vec(n, 0.1)),
+            k,
+            n,
+        )
+        .unwrap();
+    let y = g.relu(&y);
+    g.output(&y, "y").unwrap();
+    let model = g.build();
+    let samples: Vec<Vec<F32Tensor>> = (0..4)
+        .map(|s| vec![F32Tensor::new(vec![1, k], testnet::SplitMix(s).vec(k, 1.0)).unwrap()])
+        .collect();
+    let ranges = calibrate(&model, &samples).unwrap();
+    let reductions = |form| {
+        let q = quantize(
+            &model,
+            &ranges,
+            &QuantOptions {
+                form,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let m = load(&q, &LoadOptions::default()).unwrap();
+        let plan = m.plan().model();
+        let count = plan
+            .nodes()
+            .iter()
+            .filter(|n| n.op.name().starts_with("Reduce"))
+            .count();
+        (count, m, q)
+    };
+    let (slow, _, _) = reductions(Form::QLinearMatMul);
+    assert!(
+        slow > 0,
+        "expected tract to keep a per-run weight sum for QLinearMatMul"
+    );
+    let (fast, qm, _) = reductions(Form::Tract);
+    assert_eq!(
+        fast, 0,
+        "Form::Tract must leave no reduction in the optimized plan"
+    );
+    let f32m = load(&model, &LoadOptions::default()).unwrap();
+    let cmp = compare(&f32m, &qm, &samples).unwrap();
+    assert!(
+        cmp.max_abs[0] < 0.05 * cmp.ref_rms[0].max(1e-3) + 0.02,
+        "{cmp:?}"
+    );
+}
+
+/// Scalar weight zero points: no per-run activation sums (`QSumB`); per-tensor conv scales:
+/// requantization fused into the matmul (no standalone `Scale` node). docs/int8.md items 3-4.
+#[test]
+fn conv_form_leaves_no_activation_sums_and_fuses_requantization() {
+    let (spec, _, model) = tiny();
+    let samples: Vec<Vec<F32Tensor>> = (0..4).map(|s| vec![image_tensor(&spec, s)]).collect();
+    let ranges = calibrate(&model, &samples).unwrap();
+    let ops = |options: QuantOptions| {
+        let q = quantize(&model, &ranges, &options).unwrap();
+        let m = load(&q, &LoadOptions::default()).unwrap();
+        m.plan()
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect::<Vec<_>>()
+    };
+    let default = ops(QuantOptions::default());
+    assert!(
+        !default.iter().any(|o| o == "QSumB" || o == "Scale"),
+        "{default:?}"
+    );
+    let per_channel = ops(QuantOptions {
+        conv_per_channel: true,
+        ..Default::default()
+    });
+    assert!(per_channel.iter().any(|o| o == "Scale"), "{per_channel:?}");
+}

@@ -78,11 +78,9 @@ macro_rules! with_autodiff_backend {
                 $body
             }
             #[cfg(not(feature = "cuda"))]
-            $crate::backend::DeviceKind::Cuda(_) => {
-                Err($crate::TrainError::Config(
-                    "built without the `cuda` feature".into(),
-                ))?
-            }
+            $crate::backend::DeviceKind::Cuda(_) => Err($crate::TrainError::Config(
+                "built without the `cuda` feature".into(),
+            ))?,
         }
     }};
 }

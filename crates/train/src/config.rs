@@ -97,12 +97,12 @@ impl TrainConfig {
         };
         match name {
             "test" => Ok(TrainConfig {
-                steps: 40,
+                steps: 200,
                 batch: 8,
                 lr: 2e-3,
-                warmup: 2,
-                eval_every: 20,
-                checkpoint_every: 20,
+                warmup: 5,
+                eval_every: 50,
+                checkpoint_every: 50,
                 ..base(
                     PointNetConfig {
                         image: 32,
@@ -200,7 +200,8 @@ impl TrainConfig {
         if step < self.warmup {
             return self.lr * (step + 1) as f64 / self.warmup as f64;
         }
-        let t = (step - self.warmup) as f64 / (self.steps.saturating_sub(self.warmup).max(1)) as f64;
+        let t =
+            (step - self.warmup) as f64 / (self.steps.saturating_sub(self.warmup).max(1)) as f64;
         let lo = self.lr * self.lr_final_ratio;
         lo + 0.5 * (self.lr - lo) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
     }

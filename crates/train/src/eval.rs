@@ -104,6 +104,9 @@ pub fn point_metrics(pred: &[[f32; 3]], gt: &[[f32; 3]]) -> PointMetrics {
     }
 }
 
+/// One point cloud.
+pub type Cloud = Vec<[f32; 3]>;
+
 /// Result of evaluating one ONNX model on samples.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -126,7 +129,7 @@ pub fn eval_onnx(
     mean: [f32; 3],
     std: [f32; 3],
     keep: usize,
-) -> Result<(EvalReport, Vec<Vec<[f32; 3]>>), TrainError> {
+) -> Result<(EvalReport, Vec<Cloud>), TrainError> {
     let mut first = Vec::with_capacity(samples.len());
     let mut best = Vec::with_capacity(samples.len());
     let mut kept = Vec::new();
@@ -215,18 +218,27 @@ pub fn contact_sheet(
     out: &Path,
 ) -> Result<(), TrainError> {
     let rows = samples.len().min(preds.len()) as u32;
-    let mut sheet = RgbImage::from_pixel(3 * cell + 8, rows.max(1) * (cell + 4), Rgb([200, 200, 200]));
+    let mut sheet =
+        RgbImage::from_pixel(3 * cell + 8, rows.max(1) * (cell + 4), Rgb([200, 200, 200]));
     for (r, (s, p)) in samples.iter().zip(preds).enumerate() {
         let y0 = r as u32 * (cell + 4);
         if let Some(src) = RgbImage::from_raw(s.width, s.height, s.image.clone()) {
-            let big = image::imageops::resize(&src, cell, cell, image::imageops::FilterType::Nearest);
+            let big =
+                image::imageops::resize(&src, cell, cell, image::imageops::FilterType::Nearest);
             image::imageops::replace(&mut sheet, &big, 0, i64::from(y0));
         }
         let pr = render_points(s, p, cell, [30, 90, 200]);
         image::imageops::replace(&mut sheet, &pr, i64::from(cell + 4), i64::from(y0));
         let gt = render_points(s, &s.points, cell, [40, 150, 40]);
         image::imageops::replace(&mut sheet, &gt, i64::from(2 * cell + 8), i64::from(y0));
-        draw_text(&mut sheet, 2, y0 as i32 + 2, &format!("{r}"), 2, [255, 0, 0]);
+        draw_text(
+            &mut sheet,
+            2,
+            y0 as i32 + 2,
+            &format!("{r}"),
+            2,
+            [255, 0, 0],
+        );
     }
     save_png(&sheet, out)
 }

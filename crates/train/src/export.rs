@@ -28,7 +28,10 @@ fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, Train
 }
 
 fn fmt_list(v: &[f32]) -> String {
-    v.iter().map(|x| format!("{x}")).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|x| format!("{x}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Extra metadata for an export.
@@ -63,7 +66,10 @@ pub fn point_metadata(cfg: &TrainConfig, info: &ExportInfo) -> Vec<(String, Stri
         ("shapecast.hypotheses".into(), m.hypotheses.to_string()),
         (
             "shapecast.trained_by".into(),
-            format!("shapecast-train {} (burn 0.20.1)", env!("CARGO_PKG_VERSION")),
+            format!(
+                "shapecast-train {} (burn 0.20.1)",
+                env!("CARGO_PKG_VERSION")
+            ),
         ),
     ];
     if m.classes > 0 {
@@ -98,7 +104,10 @@ pub fn point_graph<B: Backend>(
         )));
     }
     let mut g = GraphBuilder::new(&cfg.model_id);
-    let mut x = g.input("image", &[Dim::Fixed(1), 3.into(), m.image.into(), m.image.into()]);
+    let mut x = g.input(
+        "image",
+        &[Dim::Fixed(1), 3.into(), m.image.into(), m.image.into()],
+    );
     let mut cin = 3;
     for (i, conv) in model.convs.iter().enumerate() {
         let [cout, _, k, _] = conv.weight.dims();
@@ -123,7 +132,17 @@ pub fn point_graph<B: Backend>(
             }
         }
         let y = g
-            .conv2d(&x, &format!("conv{i}"), &w, Some(&b), cout, cin, k, conv.stride[0], 1)
+            .conv2d(
+                &x,
+                &format!("conv{i}"),
+                &w,
+                Some(&b),
+                cout,
+                cin,
+                k,
+                conv.stride[0],
+                1,
+            )
             .map_err(onnx_err)?;
         x = g.relu(&y);
         cin = cout;
@@ -144,11 +163,19 @@ pub fn point_graph<B: Backend>(
     .map_err(onnx_err)?;
     if let Some(lh) = &model.label_head {
         let l = linear(&mut g, &z, "label_head", lh)?;
-        let l = g.reshape(&l, &[1, m.hypotheses as i64, m.points as i64, m.classes as i64]);
+        let l = g.reshape(
+            &l,
+            &[1, m.hypotheses as i64, m.points as i64, m.classes as i64],
+        );
         g.output_with_dims(
             &l,
             "labels",
-            &[1.into(), m.hypotheses.into(), m.points.into(), m.classes.into()],
+            &[
+                1.into(),
+                m.hypotheses.into(),
+                m.points.into(),
+                m.classes.into(),
+            ],
         )
         .map_err(onnx_err)?;
     }

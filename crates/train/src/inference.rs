@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
+use std::sync::Arc;
 use tract_onnx::prelude::{
     tvec, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TypedRunnableModel,
 };
-use std::sync::Arc;
 
 use crate::model::PointNet;
 use crate::TrainError;
@@ -15,7 +15,10 @@ use crate::TrainError;
 pub type BatchPoints = Vec<Vec<Vec<[f32; 3]>>>;
 
 /// Runs `model` on `[B, 3, H, W]` pictures and returns the points per sample and hypothesis.
-pub fn predict_points<B: Backend>(model: &PointNet<B>, images: burn::tensor::Tensor<B, 4>) -> BatchPoints {
+pub fn predict_points<B: Backend>(
+    model: &PointNet<B>,
+    images: burn::tensor::Tensor<B, 4>,
+) -> BatchPoints {
     let out = model.forward(images);
     let [b, k, n, _] = out.points.dims();
     let v: Vec<f32> = out

@@ -54,7 +54,9 @@ pub fn point_loss<B: Backend>(
     let gt_k = if k == 1 {
         gt
     } else {
-        gt.unsqueeze_dim::<4>(1).repeat_dim(1, k).reshape([b * k, m, 3])
+        gt.unsqueeze_dim::<4>(1)
+            .repeat_dim(1, k)
+            .reshape([b * k, m, 3])
     };
     let d = pairwise_sq_dist(pred, gt_k);
     let cd = chamfer_from_dist(d.clone()).reshape([b, k]);
@@ -68,7 +70,9 @@ pub fn point_loss<B: Backend>(
         let gl = if k == 1 {
             gl
         } else {
-            gl.unsqueeze_dim::<3>(1).repeat_dim(1, k).reshape([b * k, m])
+            gl.unsqueeze_dim::<3>(1)
+                .repeat_dim(1, k)
+                .reshape([b * k, m])
         };
         let target = gl.gather(1, nn).reshape([b * k * n, 1]);
         let logp = log_softmax(logits.reshape([b * k * n, l]), 1);
@@ -85,7 +89,13 @@ pub fn point_loss<B: Backend>(
 
 /// Nearest-neighbour indices of a batch, computed on the host by brute force (all cores):
 /// `(pred -> gt [B*N], gt -> pred [B*M])`, flat per batch element.
-pub fn nearest_indices(pred: &[f32], gt: &[f32], b: usize, n: usize, m: usize) -> (Vec<i64>, Vec<i64>) {
+pub fn nearest_indices(
+    pred: &[f32],
+    gt: &[f32],
+    b: usize,
+    n: usize,
+    m: usize,
+) -> (Vec<i64>, Vec<i64>) {
     let mut nn_p = vec![0i64; b * n];
     let mut nn_g = vec![0i64; b * m];
     let work = |bi: usize, np: &mut [i64], ng: &mut [i64]| {
@@ -152,7 +162,9 @@ pub fn point_loss_indexed<B: Backend>(
     let gt_k = if k == 1 {
         gt
     } else {
-        gt.unsqueeze_dim::<4>(1).repeat_dim(1, k).reshape([b * k, m, 3])
+        gt.unsqueeze_dim::<4>(1)
+            .repeat_dim(1, k)
+            .reshape([b * k, m, 3])
     };
     let host = |t: Tensor<B, 3>| -> Vec<f32> {
         t.into_data()
@@ -170,12 +182,22 @@ pub fn point_loss_indexed<B: Backend>(
     let idx_p = Tensor::<B, 2, Int>::from_data(TensorData::new(nn_p, [b * k, n]), &device);
     let idx_g = Tensor::<B, 2, Int>::from_data(TensorData::new(nn_g, [b * k, m]), &device);
     let expand = |i: Tensor<B, 2, Int>, len: usize| {
-        i.unsqueeze_dim::<3>(2).repeat_dim(2, 3).reshape([b * k, len, 3])
+        i.unsqueeze_dim::<3>(2)
+            .repeat_dim(2, 3)
+            .reshape([b * k, len, 3])
     };
     let gt_at_p = gt_k.clone().gather(1, expand(idx_p.clone(), n));
     let pred_at_g = pred.clone().gather(1, expand(idx_g, m));
-    let fwd = (pred - gt_at_p).powi_scalar(2).sum_dim(2).mean_dim(1).reshape([b * k]);
-    let bwd = (gt_k - pred_at_g).powi_scalar(2).sum_dim(2).mean_dim(1).reshape([b * k]);
+    let fwd = (pred - gt_at_p)
+        .powi_scalar(2)
+        .sum_dim(2)
+        .mean_dim(1)
+        .reshape([b * k]);
+    let bwd = (gt_k - pred_at_g)
+        .powi_scalar(2)
+        .sum_dim(2)
+        .mean_dim(1)
+        .reshape([b * k]);
     let cd = (fwd + bwd).reshape([b, k]);
     let chamfer = cd.min_dim(1).mean();
     let mut total = chamfer.clone();
@@ -185,7 +207,9 @@ pub fn point_loss_indexed<B: Backend>(
         let gl = if k == 1 {
             gl
         } else {
-            gl.unsqueeze_dim::<3>(1).repeat_dim(1, k).reshape([b * k, m])
+            gl.unsqueeze_dim::<3>(1)
+                .repeat_dim(1, k)
+                .reshape([b * k, m])
         };
         let target = gl.gather(1, idx_p).reshape([b * k * n, 1]);
         let logp = log_softmax(logits.reshape([b * k * n, l]), 1);
@@ -239,7 +263,9 @@ mod tests {
             let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ s as u64;
             (0..n)
                 .map(|_| {
-                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
                     (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
                 })
                 .collect()
@@ -250,20 +276,44 @@ mod tests {
                 .require_grad()
         };
         let gt = Tensor::<A, 3>::from_data(TensorData::new(vals(b * m * 3, 5), [b, m, 3]), &dev);
-        let logits = Tensor::<A, 4>::from_data(TensorData::new(vals(b * k * n * l, 9), [b, k, n, l]), &dev);
+        let logits =
+            Tensor::<A, 4>::from_data(TensorData::new(vals(b * k * n * l, 9), [b, k, n, l]), &dev);
         let labels = Tensor::<A, 2, Int>::from_data(
-            TensorData::new((0..b * m).map(|i| (i % l) as i64).collect::<Vec<_>>(), [b, m]),
+            TensorData::new(
+                (0..b * m).map(|i| (i % l) as i64).collect::<Vec<_>>(),
+                [b, m],
+            ),
             &dev,
         );
         let p1 = mk_pred();
-        let d = point_loss(p1.clone(), gt.clone(), Some(logits.clone()), Some(labels.clone()), 0.5);
+        let d = point_loss(
+            p1.clone(),
+            gt.clone(),
+            Some(logits.clone()),
+            Some(labels.clone()),
+            0.5,
+        );
         let p2 = mk_pred();
         let x = point_loss_indexed(p2.clone(), gt, Some(logits), Some(labels), 0.5);
         let (dv, xv): (f32, f32) = (d.total.clone().into_scalar(), x.total.clone().into_scalar());
         assert!((dv - xv).abs() < 1e-5, "{dv} vs {xv}");
-        let g1 = p1.grad(&d.total.backward()).unwrap().into_data().to_vec::<f32>().unwrap();
-        let g2 = p2.grad(&x.total.backward()).unwrap().into_data().to_vec::<f32>().unwrap();
-        let worst = g1.iter().zip(&g2).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let g1 = p1
+            .grad(&d.total.backward())
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let g2 = p2
+            .grad(&x.total.backward())
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let worst = g1
+            .iter()
+            .zip(&g2)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "gradients differ by {worst}");
     }
 }

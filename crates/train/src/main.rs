@@ -23,7 +23,11 @@ use shapecast_train::training::{load_model, train_points};
 use shapecast_train::{datasets, with_autodiff_backend};
 
 #[derive(Parser, Debug)]
-#[command(name = "shapecast-train", version, about = "Train, export, quantize and evaluate shapecast models")]
+#[command(
+    name = "shapecast-train",
+    version,
+    about = "Train, export, quantize and evaluate shapecast models"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -115,6 +119,22 @@ enum Cmd {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Render test-split pictures and their ground truth (PNG + PLY + samples.json) for the
+    /// runtime demo.
+    GenSamples {
+        /// Output folder.
+        #[arg(long, default_value = "models/samples")]
+        out: PathBuf,
+        /// Number of pictures.
+        #[arg(long, default_value_t = 10)]
+        n: usize,
+        /// Picture side in pixels.
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        /// Dataset seed (the shipped default model was trained on seed 2026).
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
     },
     /// Measure training step time (images/s) on the devices given.
     Bench {
@@ -208,7 +228,10 @@ fn run(cli: Cli) -> Result<()> {
             );
             if export {
                 let diff = export_run(&out, &out.join("model.onnx"), None, None)?;
-                println!("exported {} (tract vs burn max |diff| {diff:e})", out.join("model.onnx").display());
+                println!(
+                    "exported {} (tract vs burn max |diff| {diff:e})",
+                    out.join("model.onnx").display()
+                );
             }
             Ok(())
         }
@@ -219,7 +242,10 @@ fn run(cli: Cli) -> Result<()> {
             model_id,
         } => {
             let diff = export_run(&run, &out, metrics, model_id)?;
-            println!("exported {} (tract vs burn max |diff| {diff:e})", out.display());
+            println!(
+                "exported {} (tract vs burn max |diff| {diff:e})",
+                out.display()
+            );
             Ok(())
         }
         Cmd::Quantize {
@@ -237,15 +263,24 @@ fn run(cli: Cli) -> Result<()> {
             samples,
             out,
         } => {
-            let cfg = TrainConfig::load(&run.join("config.json")).context("reading the run's config")?;
+            let cfg =
+                TrainConfig::load(&run.join("config.json")).context("reading the run's config")?;
             let split: Split = split.parse().context("--split")?;
-            let (set, _) = datasets::load_split(&cfg, split, samples).context("loading the split")?;
+            let (set, _) =
+                datasets::load_split(&cfg, split, samples).context("loading the split")?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let mut reports: Vec<EvalReport> = Vec::new();
             for (i, m) in model.iter().enumerate() {
                 let runner = TractRunner::load(m, cfg.model.image).context("loading the model")?;
-                let (rep, kept) = eval_onnx(&runner, &m.display().to_string(), &set, cfg.mean, cfg.std, 8)
-                    .context("evaluating")?;
+                let (rep, kept) = eval_onnx(
+                    &runner,
+                    &m.display().to_string(),
+                    &set,
+                    cfg.mean,
+                    cfg.std,
+                    8,
+                )
+                .context("evaluating")?;
                 println!(
                     "{}: {} samples, Chamfer-L2 {:.5}, Chamfer-L1 {:.5}, F@1% {:.2}, F@2% {:.2}, F@5% {:.2}",
                     m.display(),
@@ -256,13 +291,24 @@ fn run(cli: Cli) -> Result<()> {
                     rep.mean.fscore[5],
                     rep.mean.fscore[7]
                 );
-                contact_sheet(&set[..kept.len()], &kept, 128, &out.join(format!("sheet{i}.png")))
-                    .context("drawing the contact sheet")?;
+                contact_sheet(
+                    &set[..kept.len()],
+                    &kept,
+                    128,
+                    &out.join(format!("sheet{i}.png")),
+                )
+                .context("drawing the contact sheet")?;
                 reports.push(rep);
             }
             fscore_plot(&reports, &out.join("fscore.png")).context("plotting")?;
             write_reports(&reports, &out.join("eval.json")).context("writing eval.json")?;
             println!("wrote {}/eval.json, fscore.png, sheet*.png", out.display());
+            Ok(())
+        }
+        Cmd::GenSamples { out, n, size, seed } => {
+            let files = shapecast_train::data::write_samples(&out, n, size, seed)
+                .context("writing samples")?;
+            println!("wrote {} samples into {}", files.len(), out.display());
             Ok(())
         }
         Cmd::Bench {
@@ -275,7 +321,12 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Exports a run folder's weights; returns the tract-vs-burn difference.
-fn export_run(run: &Path, out: &Path, metrics: Option<String>, model_id: Option<String>) -> Result<f32> {
+fn export_run(
+    run: &Path,
+    out: &Path,
+    metrics: Option<String>,
+    model_id: Option<String>,
+) -> Result<f32> {
     type B = shapecast_train::backend::NdArrayCpu;
     let dev = Default::default();
     let (mut cfg, model) = load_model::<B>(run, &dev).context("loading the trained weights")?;
@@ -283,8 +334,12 @@ fn export_run(run: &Path, out: &Path, metrics: Option<String>, model_id: Option<
         cfg.model_id = id;
     }
     cfg.validate().context("checking the configuration")?;
-    let (probe, parts) = datasets::load_split(&cfg, Split::Val, 4).context("loading probe pictures")?;
-    let probes: Vec<Vec<f32>> = probe.iter().map(|s| s.image_chw(cfg.mean, cfg.std)).collect();
+    let (probe, parts) =
+        datasets::load_split(&cfg, Split::Val, 4).context("loading probe pictures")?;
+    let probes: Vec<Vec<f32>> = probe
+        .iter()
+        .map(|s| s.image_chw(cfg.mean, cfg.std))
+        .collect();
     let info = ExportInfo {
         metrics,
         dataset: None,
@@ -295,16 +350,26 @@ fn export_run(run: &Path, out: &Path, metrics: Option<String>, model_id: Option<
     export_points(&model, &cfg, &info, out, &probes, 1e-4, &dev).context("exporting")
 }
 
-fn quantize(model: &Path, out: &Path, run: &Path, calib: usize, val: usize, max_drop: f32) -> Result<()> {
+fn quantize(
+    model: &Path,
+    out: &Path,
+    run: &Path,
+    calib: usize,
+    val: usize,
+    max_drop: f32,
+) -> Result<()> {
     use shapecast_onnx::quant::{calibrate, quantize as q8, QuantOptions};
     use shapecast_onnx::run::F32Tensor;
     let cfg = TrainConfig::load(&run.join("config.json")).context("reading the run's config")?;
     let proto = shapecast_onnx::read(model).context("reading the f32 model")?;
     let side = cfg.model.image;
-    let (cal, _) = datasets::load_split(&cfg, Split::Train, calib).context("loading calibration pictures")?;
+    let (cal, _) =
+        datasets::load_split(&cfg, Split::Train, calib).context("loading calibration pictures")?;
     let inputs: Vec<Vec<F32Tensor>> = cal
         .iter()
-        .map(|s| F32Tensor::new(vec![1, 3, side, side], s.image_chw(cfg.mean, cfg.std)).map(|t| vec![t]))
+        .map(|s| {
+            F32Tensor::new(vec![1, 3, side, side], s.image_chw(cfg.mean, cfg.std)).map(|t| vec![t])
+        })
         .collect::<Result<_, _>>()
         .context("building calibration inputs")?;
     let t = Instant::now();
@@ -324,11 +389,14 @@ fn quantize(model: &Path, out: &Path, run: &Path, calib: usize, val: usize, max_
     log::info!("quantized in {:.1} s", t.elapsed().as_secs_f64());
 
     // accuracy gate on the validation split
-    let (vset, _) = datasets::load_split(&cfg, Split::Val, val).context("loading validation pictures")?;
+    let (vset, _) =
+        datasets::load_split(&cfg, Split::Val, val).context("loading validation pictures")?;
     let f32_runner = TractRunner::load(model, side).context("loading the f32 model")?;
     let i8_runner = TractRunner::load(out, side).context("loading the int8 model")?;
-    let (rf, _) = eval_onnx(&f32_runner, "f32", &vset, cfg.mean, cfg.std, 0).context("evaluating f32")?;
-    let (ri, _) = eval_onnx(&i8_runner, "int8", &vset, cfg.mean, cfg.std, 0).context("evaluating int8")?;
+    let (rf, _) =
+        eval_onnx(&f32_runner, "f32", &vset, cfg.mean, cfg.std, 0).context("evaluating f32")?;
+    let (ri, _) =
+        eval_onnx(&i8_runner, "int8", &vset, cfg.mean, cfg.std, 0).context("evaluating int8")?;
     let drop = rf.mean.fscore_1pct - ri.mean.fscore_1pct;
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     println!(
@@ -348,7 +416,19 @@ fn quantize(model: &Path, out: &Path, run: &Path, calib: usize, val: usize, max_
             out.display()
         );
     }
-    println!("int8 gate passed (drop {drop:.2} <= {max_drop} points): wrote {}", out.display());
+    shapecast_onnx::set_metadata(
+        &mut q,
+        "shapecast.metrics",
+        &format!(
+            "val_chamfer_l2={:.5},val_fscore@0.01={:.2},val_f32_fscore@0.01={:.2}",
+            ri.mean.chamfer_l2, ri.mean.fscore_1pct, rf.mean.fscore_1pct
+        ),
+    );
+    shapecast_onnx::write(&q, out).context("writing the int8 model")?;
+    println!(
+        "int8 gate passed (drop {drop:.2} <= {max_drop} points): wrote {}",
+        out.display()
+    );
     Ok(())
 }
 
@@ -357,15 +437,25 @@ fn bench(preset: &str, config: Option<&Path>, devices: &[String], steps: usize) 
         Some(c) => TrainConfig::load(c).context("reading --config")?,
         None => TrainConfig::preset(preset).context("choosing the preset")?,
     };
-    let (train, _) = datasets::load_split(&cfg, Split::Train, cfg.batch * 2).context("loading data")?;
-    println!("preset {preset}: batch {}, {} parameters", cfg.batch, cfg.model.param_count());
+    let (train, _) =
+        datasets::load_split(&cfg, Split::Train, cfg.batch * 2).context("loading data")?;
+    println!(
+        "preset {preset}: batch {}, {} parameters",
+        cfg.batch,
+        cfg.model.param_count()
+    );
     for d in devices {
         let dev: DeviceKind = d.parse().context("--device")?;
         dev.available().context("--device")?;
         let ips = with_autodiff_backend!(dev, |device: B| {
-            shapecast_train::training::bench_steps::<B>(&cfg, &train, steps, &device).context("bench")?
+            shapecast_train::training::bench_steps::<B>(&cfg, &train, steps, &device)
+                .context("bench")?
         });
-        println!("{d}: {:.3} s/step, {:.1} images/s", cfg.batch as f64 / ips, ips);
+        println!(
+            "{d}: {:.3} s/step, {:.1} images/s",
+            cfg.batch as f64 / ips,
+            ips
+        );
     }
     Ok(())
 }

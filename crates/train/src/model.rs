@@ -177,12 +177,10 @@ impl<B: Backend> PointNet<B> {
         let b = image.dims()[0];
         let z = self.encode(image);
         let raw = self.head.forward(z.clone());
-        let points = tanh(raw).mul_scalar(self.extent).reshape([
-            b,
-            self.hypotheses,
-            self.points,
-            3,
-        ]);
+        let points =
+            tanh(raw)
+                .mul_scalar(self.extent)
+                .reshape([b, self.hypotheses, self.points, 3]);
         let labels = self.label_head.as_ref().map(|h| {
             h.forward(z)
                 .reshape([b, self.hypotheses, self.points, self.classes])

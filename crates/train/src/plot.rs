@@ -79,7 +79,13 @@ fn put(img: &mut RgbImage, x: i32, y: i32, c: [u8; 3]) {
 }
 
 /// Bresenham line, `thick` pixels wide (square brush).
-pub fn line(img: &mut RgbImage, (x0, y0): (i32, i32), (x1, y1): (i32, i32), c: [u8; 3], thick: i32) {
+pub fn line(
+    img: &mut RgbImage,
+    (x0, y0): (i32, i32),
+    (x1, y1): (i32, i32),
+    c: [u8; 3],
+    thick: i32,
+) {
     let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
     let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
     let (mut x, mut y, mut err) = (x0, y0, dx + dy);
@@ -158,7 +164,14 @@ pub fn line_plot(series: &[Series], log_y: bool, out: &Path) -> Result<(), Train
         let gx = ML + pw * i / 4;
         line(&mut img, (gx, MT), (gx, MT + ph), [225, 225, 225], 1);
         let xv = x0 + (x1 - x0) * i as f64 / 4.0;
-        draw_text(&mut img, gx - 10, MT + ph + 10, &fmt_tick(xv), 2, [60, 60, 60]);
+        draw_text(
+            &mut img,
+            gx - 10,
+            MT + ph + 10,
+            &fmt_tick(xv),
+            2,
+            [60, 60, 60],
+        );
     }
     line(&mut img, (ML, MT + ph), (ML + pw, MT + ph), [0, 0, 0], 1);
     line(&mut img, (ML, MT), (ML, MT + ph), [0, 0, 0], 1);
@@ -199,7 +212,9 @@ pub fn loss_curve_png(metrics_csv: &Path, out: &Path) -> Result<(), TrainError> 
         if f.len() < 5 {
             continue;
         }
-        let Ok(step) = f[0].parse::<f64>() else { continue };
+        let Ok(step) = f[0].parse::<f64>() else {
+            continue;
+        };
         if let Ok(t) = f[2].parse::<f64>() {
             train.points.push((step, t));
         }

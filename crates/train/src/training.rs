@@ -90,7 +90,11 @@ pub fn make_batch<B: Backend>(
     let first = samples
         .first()
         .ok_or_else(|| TrainError::Config("empty batch".into()))?;
-    let (w, h, m) = (first.width as usize, first.height as usize, first.points.len());
+    let (w, h, m) = (
+        first.width as usize,
+        first.height as usize,
+        first.points.len(),
+    );
     let mut img: Vec<f32> = Vec::with_capacity(samples.len() * 3 * w * h);
     let mut pts: Vec<f32> = Vec::with_capacity(samples.len() * m * 3);
     let mut lab = Vec::with_capacity(samples.len() * m);
@@ -164,7 +168,8 @@ pub fn train_points<B: AutodiffBackend>(
     let state_path = out.join(files::STATE);
     let metrics_path = out.join(files::METRICS);
     if resume && state_path.exists() {
-        let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
+        let text =
+            std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
         state = serde_json::from_str(&text).map_err(|e| TrainError::Parse {
             path: state_path.clone(),
             msg: e.to_string(),
@@ -177,7 +182,8 @@ pub fn train_points<B: AutodiffBackend>(
         optim = optim.load_record(orec);
         log::info!("resumed from step {}", state.step);
     } else {
-        let mut f = std::fs::File::create(&metrics_path).map_err(|e| TrainError::io(&metrics_path, e))?;
+        let mut f =
+            std::fs::File::create(&metrics_path).map_err(|e| TrainError::io(&metrics_path, e))?;
         writeln!(f, "step,lr,train_chamfer,train_label_ce,val_chamfer_l2,val_chamfer_l1,val_fscore_1pct,elapsed_s,images_per_s")
             .map_err(|e| TrainError::io(&metrics_path, e))?;
     }
@@ -210,7 +216,9 @@ pub fn train_points<B: AutodiffBackend>(
         let per_epoch = (train.len() / cfg.batch).max(1);
         let epoch = step / per_epoch;
         if step % per_epoch == 0 || order.is_empty() {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9));
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+                cfg.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9),
+            );
             order = (0..train.len()).collect();
             order.shuffle(&mut rng);
         }
@@ -221,7 +229,11 @@ pub fn train_points<B: AutodiffBackend>(
         let batch = make_batch::<B>(&refs, cfg.mean, cfg.std, device)?;
         let t0 = Instant::now();
         let out_ = model.forward(batch.images);
-        let loss = (if cfg.chamfer == "dense" { point_loss } else { point_loss_indexed })(
+        let loss = (if cfg.chamfer == "dense" {
+            point_loss
+        } else {
+            point_loss_indexed
+        })(
             out_.points,
             batch.points,
             out_.labels,
@@ -237,7 +249,9 @@ pub fn train_points<B: AutodiffBackend>(
         compute_s += t0.elapsed().as_secs_f64();
         images += cfg.batch;
         if !cd.is_finite() {
-            return Err(TrainError::Check(format!("loss is not finite at step {step}")));
+            return Err(TrainError::Check(format!(
+                "loss is not finite at step {step}"
+            )));
         }
         window.0 += f64::from(cd);
         window.1 += f64::from(ce);
@@ -256,7 +270,10 @@ pub fn train_points<B: AutodiffBackend>(
             let mut val_cols = ",,".to_string();
             if at_eval && !val.is_empty() {
                 let m = validate(&model.valid(), val, cfg, device)?;
-                val_cols = format!("{:.6},{:.6},{:.3}", m.chamfer_l2, m.chamfer_l1, m.fscore_1pct);
+                val_cols = format!(
+                    "{:.6},{:.6},{:.3}",
+                    m.chamfer_l2, m.chamfer_l1, m.fscore_1pct
+                );
                 let line = format!(
                     "step {:>6}  train chamfer {tl:.5}  val chamfer-L2 {:.5}  F@1% {:.2}",
                     state.step, m.chamfer_l2, m.fscore_1pct
@@ -364,7 +381,11 @@ pub fn bench_steps<B: AutodiffBackend>(
         let batch = make_batch::<B>(&refs, cfg.mean, cfg.std, device)?;
         let out = model.forward(batch.images);
         let use_labels = cfg.model.classes > 0;
-        let loss = (if cfg.chamfer == "dense" { point_loss } else { point_loss_indexed })(
+        let loss = (if cfg.chamfer == "dense" {
+            point_loss
+        } else {
+            point_loss_indexed
+        })(
             out.points,
             batch.points,
             out.labels,

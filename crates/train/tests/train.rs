@@ -43,20 +43,41 @@ fn test_preset_trains_exports_and_resumes() {
         s2.last_loss
     );
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    let last_step: usize = csv.lines().last().unwrap().split(',').next().unwrap().parse().unwrap();
+    let last_step: usize = csv
+        .lines()
+        .last()
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(last_step, cfg.steps);
     assert!(out.join("loss.png").exists());
 
     // export the trained weights (loaded on another backend) and compare with tract
     let (cfg2, model) = load_model::<NdArrayCpu>(&out, &Default::default()).unwrap();
     assert_eq!(cfg2.steps, cfg.steps);
-    let probes: Vec<Vec<f32>> = val.iter().take(3).map(|s| s.image_chw(cfg.mean, cfg.std)).collect();
+    let probes: Vec<Vec<f32>> = val
+        .iter()
+        .take(3)
+        .map(|s| s.image_chw(cfg.mean, cfg.std))
+        .collect();
     let info = ExportInfo {
         classes: parts,
         ..Default::default()
     };
     let onnx = out.join("model.onnx");
-    let diff = export_points(&model, &cfg2, &info, &onnx, &probes, 1e-4, &Default::default()).unwrap();
+    let diff = export_points(
+        &model,
+        &cfg2,
+        &info,
+        &onnx,
+        &probes,
+        1e-4,
+        &Default::default(),
+    )
+    .unwrap();
     assert!(diff <= 1e-4);
     let meta = read_metadata(&onnx).unwrap();
     let get = |k: &str| {
@@ -82,7 +103,11 @@ fn label_head_and_hypotheses_export_matches_burn() {
     let model = cfg.model.init::<NdArrayCpu>(&dev);
     let side = cfg.model.image;
     let probes: Vec<Vec<f32>> = (0..2)
-        .map(|k| (0..3 * side * side).map(|i| ((i * 7 + k * 13) % 17) as f32 / 8.0 - 1.0).collect())
+        .map(|k| {
+            (0..3 * side * side)
+                .map(|i| ((i * 7 + k * 13) % 17) as f32 / 8.0 - 1.0)
+                .collect()
+        })
         .collect();
     let info = ExportInfo {
         classes: vec!["a".into(), "b".into(), "c".into()],
@@ -93,8 +118,12 @@ fn label_head_and_hypotheses_export_matches_burn() {
     let diff = export_points(&model, &cfg, &info, &onnx, &probes, 1e-4, &dev).unwrap();
     assert!(diff <= 1e-4);
     let meta = read_metadata(&onnx).unwrap();
-    assert!(meta.iter().any(|(k, v)| k == "shapecast.classes" && v == "a,b,c"));
-    assert!(meta.iter().any(|(k, v)| k == "shapecast.hypotheses" && v == "2"));
+    assert!(meta
+        .iter()
+        .any(|(k, v)| k == "shapecast.classes" && v == "a,b,c"));
+    assert!(meta
+        .iter()
+        .any(|(k, v)| k == "shapecast.hypotheses" && v == "2"));
     // wrong number of class names is refused
     let bad = ExportInfo::default();
     assert!(export_points(&model, &cfg, &bad, &onnx, &probes, 1e-4, &dev).is_err());

@@ -1,6 +1,27 @@
 //! Throughput of the link layers of shapecast-wire: message coding, COBS
 //! serial framing (with and without HMAC), UDP fragmentation/reassembly.
 //! Run: `cargo bench -p shapecast-wire --bench framing`.
+//!
+//! Figures (2026-11-21, shared 2-core x86_64 build box, noisy; command
+//! `cargo bench -p shapecast-wire --bench framing -- --warm-up-time 1
+//! --measurement-time 3`, 16 KiB payload, mean):
+//!
+//! | bench | time | throughput |
+//! |---|---|---|
+//! | message_encode | 0.31 µs | (borrowed slices, ~memcpy) |
+//! | message_decode | 0.18 µs | (zero copy) |
+//! | serial_encode | 20.9 µs | 747 MiB/s |
+//! | serial_read | 22.8 µs | 684 MiB/s |
+//! | serial_encode_hmac | 45.9 µs | 341 MiB/s |
+//! | serial_read_hmac | 28.9 µs | 541 MiB/s |
+//! | udp_fragment | 7.1 µs | 2211 MiB/s |
+//! | udp_reassemble | 8.7 µs | 1798 MiB/s |
+//!
+//! Against the first version in the same session (slice-by-1 CRC table,
+//! byte-at-a-time COBS): serial_read 104 -> 22.8 µs (4.5x), serial_encode
+//! 68.8 -> 20.9 µs (3.3x), udp_fragment 76 -> 7.1 µs (10.7x), udp_reassemble
+//! 146 -> 8.7 µs (16.8x). A 3 Mbaud UART moves 0.29 MiB/s, so framing costs
+//! well under 0.1% of a core on the host.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use shapecast_wire::auth::Key;

@@ -14,9 +14,16 @@ pub mod serial;
 
 pub use error::Error;
 
+/// CRC table layout: slice-by-16 (16 KiB table, ~3x faster) with `std`,
+/// one 1 KiB table on bare-metal builds to save flash. Same CRC either way.
+#[cfg(feature = "std")]
+type CrcTable = crc::Table<16>;
+#[cfg(not(feature = "std"))]
+type CrcTable = crc::Table<1>;
+
 /// CRC-32 used everywhere in the wire format: CRC-32/ISO-HDLC (the zlib /
 /// Ethernet CRC: poly 0x04C11DB7 reflected, init and xorout 0xFFFFFFFF).
-pub const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+pub const CRC32: crc::Crc<u32, CrcTable> = crc::Crc::<u32, CrcTable>::new(&crc::CRC_32_ISO_HDLC);
 
 /// CRC-32 of the concatenation of `parts`.
 pub fn crc32(parts: &[&[u8]]) -> u32 {

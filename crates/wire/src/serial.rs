@@ -63,17 +63,28 @@ impl<'o> CobsWriter<'o> {
         Ok(())
     }
 
-    fn extend(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        for &b in bytes {
-            if b == 0 {
+    fn extend(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
+        while !bytes.is_empty() {
+            // Data bytes the current block can still take (code starts at 1).
+            let room = usize::from(0xFF - self.code);
+            let chunk = &bytes[..bytes.len().min(room)];
+            let zero = chunk.iter().position(|&b| b == 0);
+            let n = zero.unwrap_or(chunk.len());
+            self.out
+                .get_mut(self.pos..self.pos + n)
+                .ok_or(Error::BufferTooSmall)?
+                .copy_from_slice(&chunk[..n]);
+            self.pos += n;
+            // n <= room <= 254, so the code stays <= 0xFF.
+            self.code += n as u8;
+            if zero.is_some() {
                 self.close_block()?;
+                bytes = &bytes[n + 1..];
             } else {
-                self.put(self.pos, b)?;
-                self.pos += 1;
-                self.code += 1;
                 if self.code == 0xFF {
                     self.close_block()?;
                 }
+                bytes = &bytes[n..];
             }
         }
         Ok(())
@@ -210,14 +221,36 @@ impl<const N: usize> FrameReader<N> {
     /// the payload or with the reason it was dropped. Bytes of an unfinished
     /// frame are kept for the next call.
     pub fn feed(&mut self, bytes: &[u8], mut on_frame: impl FnMut(Result<&[u8], Error>)) {
-        for &b in bytes {
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
             if b == 0 {
                 self.end_frame(&mut on_frame);
+                i += 1;
+            } else if self.fault.is_some() {
+                // Skipping a bad frame: jump to the next delimiter.
+                let rest = &bytes[i..];
+                let n = rest.iter().position(|&x| x == 0).unwrap_or(rest.len());
+                self.raw += n;
+                i += n;
+            } else if self.remaining > 0 {
+                // Inside a COBS block: copy the run of data bytes at once.
+                let run = &bytes[i..bytes.len().min(i + self.remaining as usize)];
+                let n = run.iter().position(|&x| x == 0).unwrap_or(run.len());
+                match self.buf.get_mut(self.len..self.len + n) {
+                    Some(dst) => {
+                        dst.copy_from_slice(&run[..n]);
+                        self.len += n;
+                    }
+                    None => self.fault = Some(Error::FrameTooLarge),
+                }
+                // n <= remaining <= 254, so this fits in u8.
+                self.remaining -= n as u8;
+                self.raw += n;
+                i += n;
             } else {
                 self.raw += 1;
-                if self.fault.is_none() {
-                    self.push_raw(b);
-                }
+                self.push_raw(b);
+                i += 1;
             }
         }
     }

@@ -20,6 +20,9 @@ pub struct Mesh {
     pub part_names: Vec<String>,
 }
 
+/// A surface sample: point, part label, unit face normal.
+pub type SurfaceSample = ([f32; 3], u8, [f32; 3]);
+
 /// Most parts a mesh may carry (labels are `u8`).
 pub const MAX_PARTS: usize = 255;
 
@@ -148,14 +151,14 @@ impl Mesh {
         &self,
         n: usize,
         rng: &mut R,
-    ) -> Result<Vec<([f32; 3], u8, [f32; 3])>, DataError> {
+    ) -> Result<Vec<SurfaceSample>, DataError> {
         let mut cdf = Vec::with_capacity(self.faces.len());
         let mut total = 0.0f64;
         for i in 0..self.faces.len() {
             total += f64::from(tri_area(self.triangle(i)));
             cdf.push(total);
         }
-        if !(total > 0.0) {
+        if total.is_nan() || total <= 0.0 {
             return Err(DataError::Degenerate("zero surface area".into()));
         }
         let mut out = Vec::with_capacity(n);

@@ -461,7 +461,11 @@ f 1 4 3 2\nf 5 6 7 8\nf 1 2 6 5\nf 2 3 7 6\nf 3 4 8 7\nf 4 1 5 8\n";
         // Centre red, corner background white (masked blue and crop padding).
         let c = (8 * 16 + 8) * 3;
         assert_eq!(&s.image[c..c + 3], &[255, 0, 0]);
-        assert!(s.image[0] == 255 && s.image[1] > 200, "{:?}", &s.image[0..3]);
+        assert!(
+            s.image[0] == 255 && s.image[1] > 200,
+            "{:?}",
+            &s.image[0..3]
+        );
         // The blue outside the mask is gone: every pixel is a blend of red and white (g == b).
         assert!(s.image.chunks(3).all(|p| p[1].abs_diff(p[2]) <= 1));
         assert_eq!(s.points.len(), 200);

@@ -572,7 +572,7 @@ pub(crate) mod tests {
                 let vdir = vox.join(synset).join(&id);
                 std::fs::create_dir_all(&vdir).unwrap();
                 let mut grid = vec![0u8; 8 * 8 * 8];
-                grid[(1 * 8 + 2) * 8 + 3] = 1;
+                grid[(8 + 2) * 8 + 3] = 1;
                 grid[(7 * 8 + 7) * 8 + 7] = 1;
                 write_binvox(&vdir.join("model.binvox"), &grid, 8);
             }
@@ -641,7 +641,7 @@ pub(crate) mod tests {
             .fold(0.0, f32::max);
         assert!(ext <= 0.96 + 1e-5 && ext > 0.8, "{ext}");
         assert_eq!(s.voxels.len(), 512);
-        assert_eq!(s.voxels[(1 * 8 + 2) * 8 + 3], 1);
+        assert_eq!(s.voxels[(8 + 2) * 8 + 3], 1);
         assert_eq!(s.voxels.iter().filter(|&&v| v == 1).count(), 2);
         assert_eq!(train.model_key(0).unwrap(), "02691156/02691156model00");
         // Hashed splits partition the models.

@@ -187,13 +187,11 @@ impl Prim {
                 let o = [d[0].max(0.0), d[1].max(0.0), d[2].max(0.0)];
                 (o[0] * o[0] + o[1] * o[1] + o[2] * o[2]).sqrt() + d[0].max(d[1]).max(d[2]).min(0.0)
             }
-            Prim::Lathe { profile } => {
-                sd_polygon(
+            Prim::Lathe { profile } => sd_polygon(
                 [(q[0] * q[0] + q[2] * q[2]).sqrt().max(1e-7), q[1]],
                 profile,
                 true,
-            )
-            }
+            ),
             Prim::Capsule { half_len, radius } => {
                 let y = q[1].clamp(-half_len, *half_len);
                 let d = [q[0], q[1] - y, q[2]];

@@ -63,8 +63,8 @@ impl Default for SynthConfig {
             classes: Vec::new(),
             meshes: Vec::new(),
             elevation_deg: (-5.0, 40.0),
-            distance: (1.7, 2.4),
-            fov_deg: (32.0, 38.0),
+            distance: (2.1, 2.9),
+            fov_deg: (30.0, 36.0),
             supersample: 2,
             cache_objects: 256,
         }
@@ -516,7 +516,7 @@ mod tests {
         assert_eq!(s.voxel_res, 16);
         assert_eq!(s.sdf.len(), 256);
         assert!(s.points.iter().all(|p| p.iter().all(|v| v.abs() <= 0.5)));
-        assert!(s.voxels.iter().any(|&v| v == 1) && s.voxels.iter().any(|&v| v == 0));
+        assert!(s.voxels.contains(&1) && s.voxels.contains(&0));
         assert!(s.sdf.iter().any(|x| x.1 < 0.0) && s.sdf.iter().any(|x| x.1 > 0.0));
         // Surface points project inside the picture.
         for p in &s.points {

@@ -30,7 +30,7 @@ fn nbucket(n: usize) -> usize {
     }
 }
 
-/// All adaptive contexts (about 1.3 KiB, on the stack).
+/// All adaptive contexts (536 models, about 2.1 KiB, on the stack).
 #[derive(Debug, Clone)]
 pub(crate) struct Models {
     one_sided: [[[[Prob; NB]; 9]; 3]; 3],
@@ -122,6 +122,11 @@ fn tangents(axis: usize) -> (usize, usize) {
 fn fit_plane(past: &[[u16; 3]], cd: [i32; 3], r: [u8; 3]) -> Option<Fit> {
     let rmax = r[0].max(r[1]).max(r[2]);
     let radius = RADIUS_CELLS << (rmax as i32 + 1); // doubled units
+    fit_in(past, cd, radius).or_else(|| fit_in(past, cd, 2 * radius))
+}
+
+/// [`fit_plane`] with neighbours inside `radius` (doubled units).
+fn fit_in(past: &[[u16; 3]], cd: [i32; 3], radius: i32) -> Option<Fit> {
     // The MAX_NEIGHBOURS nearest (squared distance, then coordinates) among
     // the last SCAN coded points inside the radius, kept sorted by insertion.
     let mut near = [(0i64, [0i32; 3]); MAX_NEIGHBOURS];
@@ -136,7 +141,9 @@ fn fit_plane(past: &[[u16; 3]], cd: [i32; 3], r: [u8; 3]) -> Option<Fit> {
             continue;
         }
         let key = (
-            rel[0] as i64 * rel[0] as i64 + rel[1] as i64 * rel[1] as i64 + rel[2] as i64 * rel[2] as i64,
+            rel[0] as i64 * rel[0] as i64
+                + rel[1] as i64 * rel[1] as i64
+                + rel[2] as i64 * rel[2] as i64,
             rel,
         );
         if cnt == MAX_NEIGHBOURS && key >= near[cnt - 1] {

@@ -14,7 +14,8 @@ const TOP: u32 = 1 << 24;
 /// Adaptation shift per observation count: fast at first (about a KT estimate),
 /// then settling at 6 (indexed by the saturating count).
 const RATES: [u8; 40] = [
-    1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6,
+    1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+    6, 6, 6, 6, 6, 6, 6, 6,
 ];
 
 /// One adaptive binary context: probability of a 0 bit (16-bit) and a count of

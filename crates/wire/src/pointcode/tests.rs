@@ -32,7 +32,13 @@ fn roundtrip(pts: &mut [[u16; 3]], bits: u8) -> usize {
 
 #[test]
 fn roundtrip_small_with_duplicates() {
-    let mut pts = [[1u16, 2, 3], [1000, 5, 7], [1, 2, 3], [512, 512, 512], [0, 0, 0]];
+    let mut pts = [
+        [1u16, 2, 3],
+        [1000, 5, 7],
+        [1, 2, 3],
+        [512, 512, 512],
+        [0, 0, 0],
+    ];
     roundtrip(&mut pts, 10);
     let mut one = [[1023u16, 0, 1023]];
     roundtrip(&mut one, 10);
@@ -58,7 +64,10 @@ fn golden_bytes() {
     let mut buf = [0u8; 512];
     let n = encode(&pts, 10, &mut buf).unwrap();
     let hex: String = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(hex, GOLDEN_HEX, "bitstream changed: bump the format tag and the spec");
+    assert_eq!(
+        hex, GOLDEN_HEX,
+        "bitstream changed: bump the format tag and the spec"
+    );
     let mut out = [[0u16; 3]; 64];
     assert_eq!(decode(&buf[..n], &mut out), Ok((64, 10)));
     assert_eq!(out, pts);
@@ -68,10 +77,27 @@ const GOLDEN_HEX: &str = "a10a4041665f2bc121376fcf5454a9ec3801aa28b80c3ad1d0e71d
 
 #[test]
 fn canonical_order_is_morton() {
-    let mut pts = [[1u16, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [0, 0, 0], [2, 0, 0]];
+    let mut pts = [
+        [1u16, 0, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+        [1, 1, 1],
+        [0, 0, 0],
+        [2, 0, 0],
+    ];
     let mut labels = [10u8, 20, 30, 40, 50, 60];
     sort_canonical(&mut pts, &mut labels);
-    assert_eq!(pts, [[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0], [1, 1, 1], [2, 0, 0]]);
+    assert_eq!(
+        pts,
+        [
+            [0, 0, 0],
+            [0, 0, 1],
+            [0, 1, 0],
+            [1, 0, 0],
+            [1, 1, 1],
+            [2, 0, 0]
+        ]
+    );
     assert_eq!(labels, [50, 30, 20, 10, 40, 60]);
     assert_eq!(morton_key([1, 0, 0]), 4);
     assert_eq!(morton_key([0xFFFF; 3]), (1 << 48) - 1);
@@ -82,8 +108,14 @@ fn encoder_rejects_bad_input() {
     let mut buf = [0u8; 64];
     assert_eq!(encode(&[[0; 3]], 7, &mut buf), Err(Error::BitsOutOfRange));
     assert_eq!(encode(&[[0; 3]], 17, &mut buf), Err(Error::BitsOutOfRange));
-    assert_eq!(encode(&[[256, 0, 0]], 8, &mut buf), Err(Error::PointOutOfRange));
-    assert_eq!(encode(&[[1, 0, 0], [0, 0, 0]], 8, &mut buf), Err(Error::NotCanonical));
+    assert_eq!(
+        encode(&[[256, 0, 0]], 8, &mut buf),
+        Err(Error::PointOutOfRange)
+    );
+    assert_eq!(
+        encode(&[[1, 0, 0], [0, 0, 0]], 8, &mut buf),
+        Err(Error::NotCanonical)
+    );
     let pts = [[0u16, 0, 0], [255, 255, 255]];
     assert_eq!(encode(&pts, 8, &mut buf[..2]), Err(Error::BufferTooSmall));
 }
@@ -92,10 +124,22 @@ fn encoder_rejects_bad_input() {
 fn decoder_rejects_bad_headers() {
     let mut out = [[0u16; 3]; 4];
     assert_eq!(decode(&[], &mut out), Err(Error::Truncated));
-    assert_eq!(decode(&[0x55, 10, 0], &mut out), Err(Error::UnsupportedVersion));
-    assert_eq!(decode(&[TAG_ARITH, 20, 0], &mut out), Err(Error::BitsOutOfRange));
-    assert_eq!(decode(&[TAG_ARITH, 10, 5, 1, 2], &mut out), Err(Error::BufferTooSmall));
-    assert_eq!(decode(&[TAG_ARITH, 10, 0x80], &mut out), Err(Error::Truncated));
+    assert_eq!(
+        decode(&[0x55, 10, 0], &mut out),
+        Err(Error::UnsupportedVersion)
+    );
+    assert_eq!(
+        decode(&[TAG_ARITH, 20, 0], &mut out),
+        Err(Error::BitsOutOfRange)
+    );
+    assert_eq!(
+        decode(&[TAG_ARITH, 10, 5, 1, 2], &mut out),
+        Err(Error::BufferTooSmall)
+    );
+    assert_eq!(
+        decode(&[TAG_ARITH, 10, 0x80], &mut out),
+        Err(Error::Truncated)
+    );
     assert_eq!(decode(&[TAG_RAW, 8, 1, 0], &mut out), Err(Error::Truncated));
 }
 
@@ -107,7 +151,9 @@ fn raw_fallback_roundtrips() {
     let mut pts: Vec<[u16; 3]> = (0..50)
         .map(|_| {
             [0, 1, 2].map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (s >> 48) as u16
             })
         })
@@ -144,8 +190,12 @@ fn cloud(max_len: usize) -> impl Strategy<Value = (u8, Vec<[u16; 3]>)> {
 /// Points on a small sphere patch (the surface case the predictor works on),
 /// with duplicates.
 fn surface_cloud() -> impl Strategy<Value = (u8, Vec<[u16; 3]>)> {
-    (8u8..=16, prop::collection::vec((0.0f32..6.28, -1.0f32..1.0), 1..300), 0usize..20).prop_map(
-        |(bits, angles, dups)| {
+    (
+        8u8..=16,
+        prop::collection::vec((0.0f32..core::f32::consts::TAU, -1.0f32..1.0), 1..300),
+        0usize..20,
+    )
+        .prop_map(|(bits, angles, dups)| {
             let m = ((1u32 << bits) - 1) as f32;
             let mut v: Vec<[u16; 3]> = angles
                 .iter()
@@ -159,8 +209,7 @@ fn surface_cloud() -> impl Strategy<Value = (u8, Vec<[u16; 3]>)> {
                 v.push(v[i]);
             }
             (bits, v)
-        },
-    )
+        })
 }
 
 proptest! {
