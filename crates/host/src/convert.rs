@@ -70,16 +70,10 @@ pub fn message_to_ply(msg: &Message<'_>) -> Result<Vec<PlyData>, HostError> {
 }
 
 /// Number of points announced in a point-code stream header (tag, bits,
-/// LEB128 count), without decoding it.
+/// LEB128 count), without decoding it (`pointcode::peek_count`).
 pub fn pointcode_count(code: &[u8]) -> Result<usize, HostError> {
-    let mut n: u64 = 0;
-    for (i, &b) in code.iter().skip(2).take(5).enumerate() {
-        n |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(usize::try_from(n).unwrap_or(usize::MAX));
-        }
-    }
-    Err(HostError::Wire(shapecast_wire::Error::Truncated))
+    let (n, _bits) = pointcode::peek_count(code)?;
+    Ok(n)
 }
 
 /// Decodes one hypothesis to points (plus labels and confidence 0..1).

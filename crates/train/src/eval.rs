@@ -118,6 +118,10 @@ pub struct EvalReport {
     pub mean: PointMetrics,
     /// Mean figures of the best hypothesis per sample (oracle; equals `mean` when K = 1).
     pub best_of_k: PointMetrics,
+    /// tract inference time per picture, median, milliseconds.
+    pub infer_ms_p50: f64,
+    /// tract inference time per picture, 99th percentile, milliseconds.
+    pub infer_ms_p99: f64,
 }
 
 /// Runs `runner` on every sample and averages the figures; keeps the first `keep`
@@ -133,8 +137,12 @@ pub fn eval_onnx(
     let mut first = Vec::with_capacity(samples.len());
     let mut best = Vec::with_capacity(samples.len());
     let mut kept = Vec::new();
+    let mut times = Vec::with_capacity(samples.len());
     for s in samples {
-        let out = runner.run(&s.image_chw(mean, std))?;
+        let input = s.image_chw(mean, std);
+        let t0 = std::time::Instant::now();
+        let out = runner.run(&input)?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
         let k = out.shape.get(1).copied().unwrap_or(1);
         let mut ms: Vec<PointMetrics> = (0..k)
             .map(|h| point_metrics(&out.hypothesis(h), &s.points))
@@ -147,12 +155,21 @@ pub fn eval_onnx(
         best.push(ms.swap_remove(0));
         first.push(m0);
     }
+    times.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        times
+            .get(((times.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     Ok((
         EvalReport {
             model: name.to_string(),
             samples: samples.len(),
             mean: PointMetrics::mean(&first),
             best_of_k: PointMetrics::mean(&best),
+            infer_ms_p50: pct(0.5),
+            infer_ms_p99: pct(0.99),
         },
         kept,
     ))

@@ -282,14 +282,16 @@ fn run(cli: Cli) -> Result<()> {
                 )
                 .context("evaluating")?;
                 println!(
-                    "{}: {} samples, Chamfer-L2 {:.5}, Chamfer-L1 {:.5}, F@1% {:.2}, F@2% {:.2}, F@5% {:.2}",
+                    "{}: {} samples, Chamfer-L2 {:.5}, Chamfer-L1 {:.5}, F@1% {:.2}, F@2% {:.2}, F@5% {:.2}, tract {:.3} ms p50 / {:.3} ms p99",
                     m.display(),
                     rep.samples,
                     rep.mean.chamfer_l2,
                     rep.mean.chamfer_l1,
                     rep.mean.fscore_1pct,
                     rep.mean.fscore[5],
-                    rep.mean.fscore[7]
+                    rep.mean.fscore[7],
+                    rep.infer_ms_p50,
+                    rep.infer_ms_p99
                 );
                 contact_sheet(
                     &set[..kept.len()],

@@ -1,5 +1,8 @@
 //! Integration tests of shapecast-wire: golden bytes of every message,
 //! round trips (proptest), serial stream corruption, UDP loss/dup/reorder.
+// The point coder's no-allocation test installs a counting global allocator
+// (`unsafe impl GlobalAlloc`, forwarding to `System`).
+#![allow(unsafe_code)]
 
 use proptest::prelude::*;
 use shapecast_wire::auth::Key;
@@ -909,11 +912,10 @@ fn golden_serial_frame_and_datagram() {
 }
 
 /// Found by `.ci/fuzz.sh` (target pointcode_decode, 2026-11-21): two points
-/// at 15 bits encode to 3 bytes (`a1 0f 02`) that decode refuses
-/// (`Truncated`). The point coder is owned by the point-coder work; un-ignore
-/// once fixed.
+/// at 15 bits encoded to 3 bytes (`a1 0f 02`: the all-zero arithmetic body
+/// was trimmed as trailing zeros) that decode refused (`Truncated`). Fixed by
+/// never trimming the range coder's output (exact-length streams).
 #[test]
-#[ignore = "pointcode encode/decode mismatch found by fuzzing; owned by the point coder"]
 fn pointcode_fuzz_regression_two_points_15_bits() {
     let pts = [[0u16, 0, 0], [16384, 0, 0]];
     let mut enc = vec![0u8; pointcode::max_encoded_len(2, 15)];
@@ -921,4 +923,108 @@ fn pointcode_fuzz_regression_two_points_15_bits() {
     let mut back = [[0u16; 3]; 4];
     assert_eq!(pointcode::decode(&enc[..m], &mut back), Ok((2, 15)));
     assert_eq!(&back[..2], &pts);
+}
+
+// ------------------------------------------------ point coder: no allocation
+
+/// Counts heap allocations per thread (the test harness runs tests on several
+/// threads; only the calling thread's count is read). Forwards to `System`.
+struct CountingAlloc;
+
+thread_local! {
+    static THREAD_ALLOCS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+fn count_alloc() {
+    // `try_with`: never panic inside the allocator (e.g. during TLS teardown).
+    let _ = THREAD_ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn thread_allocs() -> usize {
+    THREAD_ALLOCS.with(core::cell::Cell::get)
+}
+
+// SAFETY: every method forwards unchanged to the system allocator; the only
+// addition is a thread-local counter increment, which does not allocate.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_alloc();
+        // SAFETY: forwarded unchanged (caller upholds `alloc`'s contract).
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_alloc();
+        // SAFETY: forwarded unchanged.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded unchanged.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        count_alloc();
+        // SAFETY: forwarded unchanged.
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static COUNTING_ALLOC: CountingAlloc = CountingAlloc;
+
+/// `sort_canonical` + `encode` + `decode` of a 2048-point surface cloud (with
+/// labels as attributes) make zero heap allocations, at every bench depth.
+#[test]
+fn pointcode_makes_no_allocation() {
+    // Sanity: the counter sees an allocation on this thread.
+    let before = thread_allocs();
+    let probe = std::hint::black_box(vec![1u8; 64]);
+    assert!(
+        thread_allocs() > before,
+        "allocation counter does not count"
+    );
+    drop(probe);
+
+    for bits in [8u8, 10, 12, 16] {
+        let max = f64::from((1u32 << bits) - 1);
+        // Points on a wavy sphere-like surface (deterministic).
+        let pts: Vec<[u16; 3]> = (0..2048u32)
+            .map(|i| {
+                let t = f64::from(i) * 0.618_033_988_75;
+                let z = 1.0 - 2.0 * (f64::from(i) + 0.5) / 2048.0;
+                let r = (1.0 - z * z).sqrt() * (1.0 + 0.1 * (5.0 * t).sin());
+                let a = t * std::f64::consts::TAU;
+                let c = |v: f64| ((v * 0.45 + 0.5) * max).round() as u16;
+                [c(r * a.cos()), c(r * a.sin()), c(z)]
+            })
+            .collect();
+        let mut work = pts.clone();
+        let mut labels: Vec<u8> = (0..2048u32).map(|i| (i % 7) as u8).collect();
+        let mut enc = vec![0u8; pointcode::max_encoded_len(work.len(), bits)];
+        let mut back = vec![[0u16; 3]; work.len()];
+
+        let before = thread_allocs();
+        pointcode::sort_canonical(&mut work, &mut labels);
+        let m = pointcode::encode(&work, bits, &mut enc);
+        let d = pointcode::decode(
+            enc.get(..*m.as_ref().unwrap_or(&0)).unwrap_or(&[]),
+            &mut back,
+        );
+        let allocs = thread_allocs() - before;
+
+        let m = m.expect("encode");
+        assert_eq!(d, Ok((2048, bits)));
+        assert_eq!(back, work);
+        assert_eq!(allocs, 0, "{allocs} heap allocations at {bits} bits");
+        // Also without attributes.
+        let mut work2 = pts.clone();
+        let before = thread_allocs();
+        pointcode::sort_canonical(&mut work2, &mut [] as &mut [u8]);
+        let m2 = pointcode::encode(&work2, bits, &mut enc);
+        let allocs = thread_allocs() - before;
+        assert_eq!(m2, Ok(m));
+        assert_eq!(
+            allocs, 0,
+            "{allocs} heap allocations (no attrs) at {bits} bits"
+        );
+    }
 }

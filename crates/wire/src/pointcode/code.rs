@@ -445,10 +445,12 @@ pub(crate) fn decode_tree(body: &[u8], bits: u8, out: &mut [[u16; 3]]) -> Result
         bits,
     };
     d.node(0, 0, n, [0; 3], [0; 3]);
-    // A valid stream is never read more than a few bytes past its end (the
-    // encoder drops trailing zero bytes of its flush).
-    if d.c.over > 8 {
+    // A valid stream is consumed exactly (see `Encoder::finish`).
+    if d.c.over > 0 {
         return Err(Error::Truncated);
+    }
+    if !d.c.exact() {
+        return Err(Error::Malformed);
     }
     Ok(())
 }

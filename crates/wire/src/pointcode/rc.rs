@@ -126,8 +126,11 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    /// Flushes the coder; returns the number of bytes written (trailing zero
-    /// bytes are dropped: the decoder reads zeros past the end).
+    /// Flushes the coder; returns the number of bytes written. The decoder
+    /// reads exactly these bytes (4 initial bytes plus one per normalisation
+    /// shift, the same shifts as the encoder's), so a valid stream is consumed
+    /// exactly: nothing is trimmed, which lets the decoder reject truncated
+    /// and over-long streams.
     pub(crate) fn finish(mut self) -> Result<usize, Error> {
         for _ in 0..5 {
             self.shift_low();
@@ -135,11 +138,7 @@ impl<'a> Encoder<'a> {
         if self.overflow {
             return Err(Error::BufferTooSmall);
         }
-        let mut n = self.pos;
-        while n > 0 && self.out[n - 1] == 0 {
-            n -= 1;
-        }
-        Ok(n)
+        Ok(self.pos)
     }
 }
 
@@ -182,6 +181,12 @@ impl<'a> Decoder<'a> {
             d.code = (d.code << 8) | d.next() as u32;
         }
         d
+    }
+
+    /// Whether the whole input was consumed exactly (no byte left, none read
+    /// past the end).
+    pub(crate) fn exact(&self) -> bool {
+        self.over == 0 && self.pos == self.input.len()
     }
 
     #[inline(always)]

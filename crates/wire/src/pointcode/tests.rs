@@ -179,6 +179,52 @@ fn truncated_stream_is_detected() {
     assert_eq!(decode(&buf[..n / 2], &mut out), Err(Error::Truncated));
 }
 
+/// Exhaustive over every bit depth: all clouds of 1..=3 points (duplicates
+/// included) whose coordinates are 0 or `2^bits - 1`, the class of the
+/// fuzz-found bug where an all-zero arithmetic body was trimmed away.
+#[test]
+fn extreme_corners_roundtrip_all_depths() {
+    for bits in MIN_BITS..=MAX_BITS {
+        let hi = ((1u32 << bits) - 1) as u16;
+        let corner = |i: usize| {
+            [
+                if i & 1 != 0 { hi } else { 0 },
+                if i & 2 != 0 { hi } else { 0 },
+                if i & 4 != 0 { hi } else { 0 },
+            ]
+        };
+        for a in 0..8 {
+            roundtrip(&mut [corner(a)], bits);
+            for b in 0..8 {
+                roundtrip(&mut [corner(a), corner(b)], bits);
+                for c in 0..8 {
+                    roundtrip(&mut [corner(a), corner(b), corner(c)], bits);
+                }
+            }
+        }
+    }
+}
+
+/// The fuzz-found case itself: an all-zero body must not be trimmed.
+#[test]
+fn fuzz_regression_two_points_15_bits() {
+    let mut pts = [[0u16, 0, 0], [16384, 0, 0]];
+    roundtrip(&mut pts, 15);
+}
+
+/// Coordinates drawn from the extremes and their neighbours (0, 1, the top
+/// bit alone, max - 1, max), 1..=3 points, every depth.
+fn extreme_cloud() -> impl Strategy<Value = (u8, Vec<[u16; 3]>)> {
+    (MIN_BITS..=MAX_BITS).prop_flat_map(|bits| {
+        let max = ((1u32 << bits) - 1) as u16;
+        let c = prop::sample::select(vec![0u16, 1, 1 << (bits - 1), max - 1, max]);
+        (
+            Just(bits),
+            prop::collection::vec([c.clone(), c.clone(), c], 1..=3),
+        )
+    })
+}
+
 fn cloud(max_len: usize) -> impl Strategy<Value = (u8, Vec<[u16; 3]>)> {
     (8u8..=16).prop_flat_map(move |bits| {
         let m = ((1u32 << bits) - 1) as u16;
@@ -214,6 +260,24 @@ fn surface_cloud() -> impl Strategy<Value = (u8, Vec<[u16; 3]>)> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_roundtrip_extremes((bits, mut pts) in extreme_cloud()) {
+        roundtrip(&mut pts, bits);
+    }
+
+    #[test]
+    fn prop_truncation_or_extension_is_rejected((bits, mut pts) in cloud(60), cut in 1usize..4, extra in any::<u8>()) {
+        sort_canonical(&mut pts, &mut [] as &mut [u8]);
+        let mut buf = vec![0u8; max_encoded_len(pts.len(), bits) + 1];
+        let n = encode(&pts, bits, &mut buf).unwrap();
+        let mut out = vec![[0u16; 3]; pts.len()];
+        if pts.len() > 0 && n > 3 + cut {
+            prop_assert!(decode(&buf[..n - cut], &mut out).is_err());
+            buf[n] = extra;
+            prop_assert!(decode(&buf[..n + 1], &mut out).is_err());
+        }
+    }
 
     #[test]
     fn prop_roundtrip_random((bits, mut pts) in cloud(200)) {
