@@ -8,7 +8,7 @@ SECS="${FUZZ_SECONDS:-20}"
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
-targets=(message_decode frame_reader reassembler pointcode_decode)
+targets=(message_decode frame_reader reassembler pointcode_decode pointcode_roundtrip)
 failed=()
 for t in "${targets[@]}"; do
     echo "=== fuzz $t (${SECS}s)"

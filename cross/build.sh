@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the shapecast edge binary for a board. Usage:
-#   cross/build.sh jetpack5   # Jetson Nano/Xavier/Orin on JetPack 5 (Ubuntu 20.04, glibc 2.31)
+#   cross/build.sh jetpack4   # Jetson Nano (last JetPack: 4.6, Ubuntu 18.04, glibc 2.27)
+#   cross/build.sh jetpack5   # Jetson Xavier/Orin on JetPack 5 (Ubuntu 20.04, glibc 2.31)
 #   cross/build.sh jetpack6   # Orin on JetPack 6 (Ubuntu 22.04, glibc 2.35)
 #   cross/build.sh rpi5       # Raspberry Pi OS bookworm (glibc 2.36)
 # Options (environment): FEATURES (default "camera"), PROFILE (default "board"),
@@ -10,10 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 board=${1:-}
 case "$board" in
+  jetpack4) glibc=2.27 ;;
   jetpack5) glibc=2.31 ;;
   jetpack6) glibc=2.35 ;;
   rpi5) glibc=2.36 ;;
-  *) echo "usage: cross/build.sh jetpack5|jetpack6|rpi5" >&2; exit 2 ;;
+  *) echo "usage: cross/build.sh jetpack4|jetpack5|jetpack6|rpi5" >&2; exit 2 ;;
 esac
 features=${FEATURES-camera}
 profile=${PROFILE:-board}

@@ -125,7 +125,7 @@ pub struct LinkConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireConfig {
-    /// Bits per quantized coordinate, 1..=16.
+    /// Bits per quantized coordinate, 8..=16 (`shapecast_wire::pointcode::{MIN_BITS, MAX_BITS}`).
     pub point_bits: u8,
 }
 
@@ -579,10 +579,17 @@ impl Config {
                 }
             }
         }
-        if !(1..=16).contains(&c.wire.point_bits) {
+        let (lo, hi) = (
+            shapecast_wire::pointcode::MIN_BITS,
+            shapecast_wire::pointcode::MAX_BITS,
+        );
+        if !(lo..=hi).contains(&c.wire.point_bits) {
             bad(
                 "wire.point_bits",
-                format!("{} is not within 1..=16", c.wire.point_bits),
+                format!(
+                    "{} is not within {lo}..={hi} (the wire's point-code range)",
+                    c.wire.point_bits
+                ),
             );
         }
         if !c.limits.max_fps.is_finite() || c.limits.max_fps < 0.0 {

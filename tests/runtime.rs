@@ -97,6 +97,69 @@ fn points_fixture_loads_and_matches_onnxruntime() {
     }
 }
 
+// ------------------------------------------------------------------ the shipped model
+
+/// The shipped default model on a shipped sample picture, through the runtime's real
+/// preprocessing, against outputs recorded on x86 (tests/fixtures/default-model). CI runs this
+/// under qemu-aarch64 too, so it checks aarch64 == x86 within 1e-4 (max abs).
+/// `SHAPECAST_BLESS=1` re-records the fixture (after retraining models/default.onnx).
+#[test]
+fn default_model_matches_the_x86_reference() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests/fixtures/default-model");
+    let model = Model::load(&root.join("models/default.onnx")).unwrap();
+    let img = image::open(root.join("models/samples/00_chair.png"))
+        .unwrap()
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    let mut input = Vec::new();
+    shapecast::preprocess::preprocess_rgb8(
+        img.as_raw(),
+        w as usize,
+        h as usize,
+        &model.meta.input,
+        &mut input,
+    )
+    .unwrap();
+    let outs = run_raw(&model, &input);
+    let mut files: Vec<(String, &[f32])> = vec![("input".to_string(), &input)];
+    for (name, v) in model.net.outputs.iter().zip(&outs) {
+        files.push((format!("output_{name}"), v));
+    }
+    let bless = std::env::var_os("SHAPECAST_BLESS").is_some_and(|v| v == "1");
+    if bless {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    for (name, got) in files {
+        let path = dir.join(format!("{name}.f32le.bin"));
+        if bless {
+            let bytes: Vec<u8> = got.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(&path, bytes).unwrap();
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (record it with SHAPECAST_BLESS=1, see the README there)",
+                path.display()
+            )
+        });
+        let want: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}: length");
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-4 && got.iter().all(|v| v.is_finite()),
+            "{name}: max abs difference {worst} to the x86 reference (> 1e-4)"
+        );
+    }
+}
+
 #[test]
 fn contract_violations_are_refused_naming_the_item() {
     let e = Model::load(&fixture("bad_mean/model.onnx")).unwrap_err();
@@ -614,7 +677,18 @@ mod pipeline_tests {
 
     #[test]
     fn every_head_encodes_to_a_valid_message() {
-        use shapecast::app::demo::decode_result;
+        use shapecast_host::convert::message_to_ply;
+        use shapecast_wire::message::decode_message;
+        // decoded by the host library, as the receiver does
+        let decode_result = |b: &[u8]| -> Result<Option<(u32, Vec<[f32; 3]>)>, String> {
+            let m = decode_message(b).map_err(|e| e.to_string())?;
+            let g = message_to_ply(&m).map_err(|e| e.to_string())?;
+            Ok(m.frame_id().map(|id| (id, g[0].vertices.clone())))
+        };
+        struct R {
+            frame_id: u32,
+            points: Vec<[f32; 3]>,
+        }
         for (case, send_points) in [("voxels", 100), ("mesh", 12), ("points", 32)] {
             let model = Model::load(&fixture(&format!("{case}/model.onnx"))).unwrap();
             let meta = model.meta.clone();
@@ -623,7 +697,8 @@ mod pipeline_tests {
             let (rec, _) = engine.infer_tensor(&x, Instant::now()).unwrap();
             let mut enc = Encoder::new(3, 12, meta.bounds, default_send(meta.head)).unwrap();
             let bytes = enc.frame(&rec, 5, 99).unwrap().to_vec();
-            let r = decode_result(&bytes).unwrap().unwrap();
+            let (frame_id, points) = decode_result(&bytes).unwrap().unwrap();
+            let r = R { frame_id, points };
             assert_eq!(r.frame_id, 5);
             assert!(
                 r.points.len() >= send_points.min(rec.points().len()),
@@ -667,7 +742,9 @@ fn demo_runs_end_to_end_on_fixture_model_and_pictures() {
     let sheet = image::open(out.join("contact_sheet.png")).unwrap();
     assert_eq!(sheet.height(), 3 * (224 + 4) + 4);
     for i in 0..3 {
-        let d = shapecast_geom::ply::load(out.join(format!("frame_{i:03}.ply"))).unwrap();
+        // written by the host library's PlyDirSink
+        let ply = shapecast_host::PlyDirSink::path(&out, shapecast::app::demo::DEMO_DEVICE, i, 0);
+        let d = shapecast_geom::ply::load(ply).unwrap();
         assert!(!d.vertices.is_empty() && d.labels.is_some());
     }
     // a missing model is a clear error with the model exit code

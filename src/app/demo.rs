@@ -1,19 +1,23 @@
 //! `shapecast demo`: the shipped model on the shipped sample pictures, streamed over
-//! loopback UDP to an in-process receiver that decodes the wire messages and writes one PLY
-//! per picture, plus a PNG contact sheet (picture | reconstruction from two viewpoints).
+//! loopback UDP to the real host receiver (`shapecast_host::Receiver`) running in-process.
+//! The host's `PlyDirSink` writes one PLY per picture (`<out>/<device>/<frame>.ply`) and a
+//! `FnSink` keeps what the host decoded, from which the PNG contact sheet is drawn
+//! (picture | reconstruction from two viewpoints | ground truth when the sample has one).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use shapecast_geom::ply::PlyData;
 use shapecast_geom::render::{render_points, Canvas, View};
-use shapecast_link::udp::{UdpReceiver, UdpSender};
+use shapecast_host::sink::Tee;
+use shapecast_host::{Event, FnSink, HostError, PlyDirSink, Receiver, ReceiverConfig};
+use shapecast_link::udp::UdpSender;
 use shapecast_link::LinkSender;
-use shapecast_wire::message::{decode_message, mesh_face, mesh_vertex, voxel_occupied, Message};
-use shapecast_wire::pointcode;
+use shapecast_wire::message::Message;
 
 use super::{exit, DemoArgs, ExitCode, Failure};
 use crate::encode::{default_send, Encoder};
@@ -24,94 +28,45 @@ use crate::source::{FrameSource, ImageFiles, Repeat};
 
 /// Side of one contact-sheet tile, pixels.
 const TILE: u32 = 224;
+/// Device id the demo's encoder uses (the host's PLY sub-folder).
+pub const DEMO_DEVICE: u32 = 1;
 
-/// A result as the host received it (decoded from the wire).
+/// A result as the host received it: the first hypothesis's geometry, as the host decoded it.
 #[derive(Debug, Clone, Default)]
 pub struct Received {
     pub frame_id: u32,
-    pub points: Vec<[f32; 3]>,
-    pub labels: Option<Vec<u8>>,
-    pub confidence: Option<Vec<f32>>,
-    pub faces: Vec<[u32; 3]>,
+    pub geometry: PlyData,
     pub hypotheses: usize,
     pub bytes: usize,
     pub bounds: ([f32; 3], [f32; 3]),
 }
 
-/// Decodes one frame message into points (first hypothesis), mesh or voxel centres.
-/// Hello and Stats give None.
-pub fn decode_result(payload: &[u8]) -> anyhow::Result<Option<Received>> {
-    let msg = decode_message(payload).map_err(|e| anyhow!("undecodable message: {e}"))?;
-    let mut r = Received {
-        bytes: payload.len(),
-        ..Received::default()
-    };
-    match msg {
-        Message::PointCloud(pc) => {
-            r.frame_id = pc.frame_id;
-            r.bounds = (pc.bounds.min, pc.bounds.max);
-            r.hypotheses = pc.hypotheses.len();
-            let h = pc
-                .hypotheses
-                .first()
-                .ok_or_else(|| anyhow!("no hypothesis"))?;
-            // points fit in 6 bytes each at most after decoding; bound the buffer by the
-            // message size so a hostile message cannot ask for a huge one
-            let cap = (h.points.len() * 8 + 1024).min(1 << 22);
-            let mut q = vec![[0u16; 3]; cap];
-            let (n, bits) =
-                pointcode::decode(h.points, &mut q).map_err(|e| anyhow!("point code: {e}"))?;
-            r.points = q[..n]
-                .iter()
-                .map(|p| pointcode::dequantize(*p, &pc.bounds, bits))
-                .collect();
-            r.labels = h.labels.filter(|l| l.len() == n).map(<[u8]>::to_vec);
-            r.confidence = h
-                .confidence
-                .filter(|c| c.len() == n)
-                .map(|c| c.iter().map(|b| *b as f32 / 255.0).collect());
-        }
-        Message::Mesh(m) => {
-            r.frame_id = m.frame_id;
-            r.bounds = (m.bounds.min, m.bounds.max);
-            r.hypotheses = 1;
-            let nv = m.vertices.len() / 6;
-            r.points = (0..nv)
-                .filter_map(|i| mesh_vertex(m.vertices, i))
-                .map(|q| pointcode::dequantize(q, &m.bounds, m.bits))
-                .collect();
-            let nf = m.faces.len() / (3 * m.index_width.bytes());
-            r.faces = (0..nf)
-                .filter_map(|i| mesh_face(m.faces, m.index_width, i))
-                .collect();
-            r.labels = m.labels.map(<[u8]>::to_vec);
-        }
-        Message::Voxels(v) => {
-            r.frame_id = v.frame_id;
-            r.bounds = (v.bounds.min, v.bounds.max);
-            r.hypotheses = 1;
-            let res = v.resolution;
-            let e = [
-                v.bounds.max[0] - v.bounds.min[0],
-                v.bounds.max[1] - v.bounds.min[1],
-                v.bounds.max[2] - v.bounds.min[2],
-            ];
-            for z in 0..res {
-                for y in 0..res {
-                    for x in 0..res {
-                        if voxel_occupied(v.occupancy, res, x, y, z) {
-                            let c = |i: u16, a: usize| {
-                                v.bounds.min[a] + (i as f32 + 0.5) / res as f32 * e[a]
-                            };
-                            r.points.push([c(x, 0), c(y, 1), c(z, 2)]);
-                        }
-                    }
-                }
-            }
-        }
-        Message::Hello(_) | Message::Stats(_) => return Ok(None),
+impl Received {
+    /// From a host event; None for Hello/Stats.
+    pub fn from_event(ev: &Event<'_>) -> Option<Self> {
+        let frame_id = ev.message.frame_id()?;
+        let bounds = match ev.message {
+            Message::PointCloud(p) => p.bounds,
+            Message::Mesh(m) => m.bounds,
+            Message::Voxels(v) => v.bounds,
+            Message::Hello(_) | Message::Stats(_) => return None,
+        };
+        Some(Self {
+            frame_id,
+            geometry: ev.geometry.first().cloned().unwrap_or_default(),
+            hypotheses: ev.geometry.len(),
+            bytes: ev.payload.len(),
+            bounds: (bounds.min, bounds.max),
+        })
     }
-    Ok(Some(r))
+}
+
+/// What the demo's sink collected.
+#[derive(Debug, Default)]
+struct Collected {
+    frames: BTreeMap<u32, Received>,
+    hello: u64,
+    stats: u64,
 }
 
 fn missing_model(path: &Path) -> anyhow::Error {
@@ -123,16 +78,38 @@ fn missing_model(path: &Path) -> anyhow::Error {
     )
 }
 
-/// Writes the contact sheet: one row per picture.
-fn contact_sheet(rows: &[(image::RgbImage, Option<Received>)], path: &Path) -> anyhow::Result<()> {
-    let cols = 3u32;
+/// One contact-sheet row: the input picture, what the host received, the ground truth.
+type Row = (image::RgbImage, Option<Received>, Option<PlyData>);
+
+/// Draws `points` in a tile; bigger discs for sparse clouds so the shape reads.
+fn render_tile(
+    points: &[[f32; 3]],
+    labels: Option<&[u8]>,
+    bounds: ([f32; 3], [f32; 3]),
+    yaw: f32,
+) -> Canvas {
+    let n = points.len().max(1);
+    let view = View {
+        yaw_deg: yaw,
+        pitch_deg: 20.0,
+        radius: (0.5 * TILE as f32 / (n as f32).sqrt()).clamp(1.2, 4.0),
+        ..View::default()
+    };
+    render_points(points, labels, TILE, TILE, &view, Some(bounds))
+}
+
+/// Writes the contact sheet: one row per picture; columns: picture, received reconstruction
+/// from two viewpoints, ground truth (first viewpoint) when the sample has a `.ply` beside it.
+fn contact_sheet(rows: &[Row], path: &Path) -> anyhow::Result<()> {
+    let cols = 4u32;
     let mut sheet = Canvas::new(
-        cols * TILE + 4 * 4,
+        cols * TILE + (cols + 1) * 4,
         rows.len() as u32 * (TILE + 4) + 4,
         [60, 60, 66],
     );
-    for (i, (img, rec)) in rows.iter().enumerate() {
-        let y = 4 + i as i64 * (TILE as i64 + 4);
+    let x_of = |k: u32| 4 + i64::from(k) * (i64::from(TILE) + 4);
+    for (i, (img, rec, truth)) in rows.iter().enumerate() {
+        let y = 4 + i as i64 * (i64::from(TILE) + 4);
         // the input picture, fitted into the tile
         let (w, h) = img.dimensions();
         let s = TILE as f32 / w.max(h).max(1) as f32;
@@ -147,36 +124,53 @@ fn contact_sheet(rows: &[(image::RgbImage, Option<Received>)], path: &Path) -> a
             rgb: small.into_raw(),
         };
         let mut bg = Canvas::new(TILE, TILE, [0, 0, 0]);
-        bg.blit(&tile, ((TILE - tw) / 2) as i64, ((TILE - th) / 2) as i64);
-        sheet.blit(&bg, 4, y);
+        bg.blit(
+            &tile,
+            i64::from((TILE - tw) / 2),
+            i64::from((TILE - th) / 2),
+        );
+        sheet.blit(&bg, x_of(0), y);
         for (k, yaw) in [35.0f32, -55.0].iter().enumerate() {
-            // bigger discs for sparse clouds so the shape reads
-            let n = rec.as_ref().map_or(1, |r| r.points.len().max(1));
-            let view = View {
-                yaw_deg: *yaw,
-                pitch_deg: 20.0,
-                radius: (0.5 * TILE as f32 / (n as f32).sqrt()).clamp(1.2, 4.0),
-                ..View::default()
-            };
             let c = match rec {
-                Some(r) => render_points(
-                    &r.points,
-                    r.labels.as_deref(),
-                    TILE,
-                    TILE,
-                    &view,
-                    Some(r.bounds),
+                Some(r) => render_tile(
+                    &r.geometry.vertices,
+                    r.geometry.labels.as_deref(),
+                    r.bounds,
+                    *yaw,
                 ),
+                // nothing arrived: a red tile
                 None => Canvas::new(TILE, TILE, [90, 20, 20]),
             };
-            sheet.blit(&c, 4 + (k as i64 + 1) * (TILE as i64 + 4), y);
+            sheet.blit(&c, x_of(k as u32 + 1), y);
         }
+        let bounds = rec.as_ref().map_or(([-0.5; 3], [0.5; 3]), |r| r.bounds);
+        let c = match truth {
+            Some(t) => render_tile(&t.vertices, t.labels.as_deref(), bounds, 35.0),
+            // no ground truth for this picture: a plain tile
+            None => Canvas::new(TILE, TILE, [40, 40, 44]),
+        };
+        sheet.blit(&c, x_of(3), y);
     }
     let img = image::RgbImage::from_raw(sheet.width, sheet.height, sheet.rgb)
         .ok_or_else(|| anyhow!("contact sheet buffer size"))?;
     img.save(path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// The ground truth of a sample picture: `NAME.ply` beside `NAME.png`, if readable.
+fn ground_truth(picture: &Path) -> Option<PlyData> {
+    let ply = picture.with_extension("ply");
+    if !ply.is_file() {
+        return None;
+    }
+    match shapecast_geom::ply::load(&ply) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            log::warn!("ground truth {}: {e}", ply.display());
+            None
+        }
+    }
 }
 
 pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
@@ -203,6 +197,7 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
         .with_context(|| format!("reading samples from {}", a.samples.display()))
         .code(exit::SOURCE)?;
     let n_files = src.files().len().min(a.max_samples.max(1));
+    let src_files: Vec<PathBuf> = src.files().to_vec();
     println!(
         "demo: model {} ({} head, {}), {} sample pictures from {}",
         a.model.display(),
@@ -212,70 +207,43 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
         a.samples.display()
     );
 
-    // the in-process host: a UDP receiver on loopback decoding every message
-    let received: Arc<Mutex<BTreeMap<u32, Received>>> = Arc::new(Mutex::new(BTreeMap::new()));
-    let counts = Arc::new(Mutex::new((0u64, 0u64))); // (hello, stats)
-    let stop = Arc::new(AtomicBool::new(false));
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let host = {
-        let received = Arc::clone(&received);
-        let counts = Arc::clone(&counts);
-        let stop = Arc::clone(&stop);
-        let out = a.out.clone();
-        std::thread::Builder::new()
-            .name("demo-host".into())
-            .stack_size(32 << 20)
-            .spawn(move || -> anyhow::Result<()> {
-                let mut rx: UdpReceiver = UdpReceiver::bind("127.0.0.1:0", None, 2000)
-                    .context("binding the loopback receiver")?;
-                rx.set_timeout(Duration::from_millis(20))?;
-                let _ = addr_tx.send(rx.local_addr()?);
-                while !stop.load(Ordering::SeqCst) {
-                    rx.poll(64, |f, _| match decode_result(f.payload) {
-                        Ok(Some(r)) => {
-                            let ply = out.join(format!("frame_{:03}.ply", r.frame_id));
-                            let data = shapecast_geom::ply::PlyData {
-                                vertices: r.points.clone(),
-                                faces: r.faces.clone(),
-                                labels: r.labels.clone(),
-                                confidence: r.confidence.clone(),
-                            };
-                            if let Err(e) = shapecast_geom::ply::save_ply(&ply, &data) {
-                                log::warn!("host: cannot write {}: {e}", ply.display());
-                            }
-                            if let Ok(mut m) = received.lock() {
-                                m.insert(r.frame_id, r);
-                            }
-                        }
-                        Ok(None) => {
-                            if let Ok(mut c) = counts.lock() {
-                                match decode_message(f.payload) {
-                                    Ok(Message::Hello(_)) => c.0 += 1,
-                                    _ => c.1 += 1,
-                                }
-                            }
-                        }
-                        Err(e) => log::warn!("host: {e:#}"),
-                    })?;
+    // the in-process host: the host library's receiver on loopback UDP; its PLY sink writes
+    // the files, the FnSink keeps the decoded geometry for the contact sheet
+    let collected = Arc::new(Mutex::new(Collected::default()));
+    let ply_sink = PlyDirSink::new(&a.out)
+        .with_context(|| format!("creating {}", a.out.display()))
+        .code(exit::FAILURE)?;
+    let keep = {
+        let collected = Arc::clone(&collected);
+        FnSink(move |ev: &Event<'_>| -> Result<usize, HostError> {
+            let mut c = collected.lock().unwrap_or_else(|e| e.into_inner());
+            match ev.message {
+                Message::Hello(_) => c.hello += 1,
+                Message::Stats(_) => c.stats += 1,
+                _ => {
+                    if let Some(r) = Received::from_event(ev) {
+                        c.frames.insert(r.frame_id, r);
+                    }
                 }
-                let s = rx.stats();
-                log::info!(
-                    "host: {} datagrams, {} frames reassembled, {} rejected",
-                    s.datagrams,
-                    s.reassembler.complete,
-                    s.rejected
-                );
-                Ok(())
-            })
-            .context("starting the receiver thread")
-            .code(exit::FAILURE)?
+            }
+            Ok(0)
+        })
     };
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(5))
-        .map_err(|_| anyhow!("the loopback receiver did not start"))
+    let host = Receiver::start(
+        ReceiverConfig {
+            udp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..ReceiverConfig::default()
+        },
+        Tee(ply_sink, keep),
+    )
+    .context("starting the loopback host receiver")
+    .code(exit::LINK)?;
+    let addr = host
+        .udp_addr()
+        .ok_or_else(|| anyhow!("the host receiver has no UDP address"))
         .code(exit::LINK)?;
     let link = LinkSender::new(
-        UdpSender::new(addr, 1, None)
+        UdpSender::new(addr, DEMO_DEVICE, None)
             .context("opening UDP")
             .code(exit::LINK)?,
         super::link::MAX_PAYLOAD,
@@ -288,7 +256,7 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
     );
 
     let meta = model.meta.clone();
-    let mut encoder = Encoder::new(1, a.bits, meta.bounds, default_send(meta.head))
+    let mut encoder = Encoder::new(DEMO_DEVICE, a.bits, meta.bounds, default_send(meta.head))
         .context("--bits")
         .code(exit::CONFIG)?;
     let mut engine = Engine::new(
@@ -331,41 +299,43 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
     };
     link.flush(Duration::from_secs(2));
     let lc = link.close();
-    // let the receiver drain
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    match host.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Failure::new(exit::LINK, e.context("the receiver failed"))),
-        Err(_) => {
-            return Err(Failure::new(
-                exit::FAILURE,
-                anyhow!("the receiver thread panicked"),
-            ))
-        }
-    }
-    let received = received.lock().map(|m| m.clone()).unwrap_or_default();
+    // let the receiver drain: every inferred frame, or give up after a while
+    host.wait_frames(summary.inferred, Duration::from_secs(3));
+    let hs = host.stop();
+    log::info!(
+        "host: {} datagrams, {} frames reassembled, {} rejected, {} undecodable, {} files",
+        hs.udp_datagrams,
+        hs.udp_frames,
+        hs.udp_rejected,
+        hs.undecodable,
+        hs.devices.iter().map(|d| d.files).sum::<u64>()
+    );
+    let (received, hello, stats) = {
+        let mut c = collected.lock().unwrap_or_else(|e| e.into_inner());
+        (std::mem::take(&mut c.frames), c.hello, c.stats)
+    };
     let inputs = inputs.lock().map(|m| m.clone()).unwrap_or_default();
-    let (hello, stats) = counts.lock().map(|c| *c).unwrap_or_default();
+    let files = src_files;
     let mut rows = Vec::new();
     for (id, img) in &inputs {
         let r = received.get(id).cloned();
         match &r {
             Some(r) => println!(
                 "  frame {id}: {} points{} ({} hypotheses, {} bytes on the wire) -> {}",
-                r.points.len(),
-                if r.faces.is_empty() {
+                r.geometry.vertices.len(),
+                if r.geometry.faces.is_empty() {
                     String::new()
                 } else {
-                    format!(", {} faces", r.faces.len())
+                    format!(", {} faces", r.geometry.faces.len())
                 },
                 r.hypotheses,
                 r.bytes,
-                a.out.join(format!("frame_{id:03}.ply")).display()
+                PlyDirSink::path(&a.out, DEMO_DEVICE, *id, 0).display()
             ),
             None => println!("  frame {id}: nothing received"),
         }
-        rows.push((img.clone(), r));
+        let truth = files.get(*id as usize).and_then(|p| ground_truth(p));
+        rows.push((img.clone(), r, truth));
     }
     let sheet: PathBuf = a.out.join("contact_sheet.png");
     contact_sheet(&rows, &sheet).code(exit::FAILURE)?;

@@ -114,6 +114,7 @@ impl TrainConfig {
                         classes: 0,
                         extent: 0.5,
                         batch_norm: true,
+                        hidden_relu: true,
                     },
                     DataConfig {
                         kind: "synthetic".into(),
@@ -144,6 +145,7 @@ impl TrainConfig {
                         classes: 0,
                         extent: 0.5,
                         batch_norm: true,
+                        hidden_relu: false,
                     },
                     DataConfig {
                         kind: "synthetic".into(),
@@ -176,6 +178,7 @@ impl TrainConfig {
                         classes: 0,
                         extent: 0.5,
                         batch_norm: true,
+                        hidden_relu: false,
                     },
                     DataConfig {
                         kind: "synthetic".into(),

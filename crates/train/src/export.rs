@@ -149,7 +149,7 @@ pub fn point_graph<B: Backend>(
     }
     let flat = g.flatten(&x, 1);
     let z = linear(&mut g, &flat, "fc", &model.fc)?;
-    let z = g.relu(&z);
+    let z = if model.hidden_relu { g.relu(&z) } else { z };
     let raw = linear(&mut g, &z, "head", &model.head)?;
     let t = g.tanh(&raw);
     let ext = g.init_f32("extent", &[], &[m.extent]).map_err(onnx_err)?;

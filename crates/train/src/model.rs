@@ -45,6 +45,15 @@ pub struct PointNetConfig {
     /// Batch normalisation after every convolution (folded into the convolution at export).
     #[serde(default)]
     pub batch_norm: bool,
+    /// ReLU after the hidden fully connected layer. With it, most hidden units of the
+    /// shipped 2026-11 run died (98 % never active on test pictures), leaving a ~7-wide
+    /// latent and near-constant predictions; `false` makes the latent linear.
+    #[serde(default = "default_true")]
+    pub hidden_relu: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl PointNetConfig {
@@ -103,6 +112,7 @@ impl PointNetConfig {
             points: self.points,
             classes: self.classes,
             extent: self.extent,
+            hidden_relu: self.hidden_relu,
         }
     }
 
@@ -154,6 +164,8 @@ pub struct PointNet<B: Backend> {
     pub classes: usize,
     /// Output half-extent.
     pub extent: f32,
+    /// ReLU on the hidden layer.
+    pub hidden_relu: bool,
 }
 
 impl<B: Backend> PointNet<B> {
@@ -169,7 +181,12 @@ impl<B: Backend> PointNet<B> {
         }
         let [b, c, h, w] = x.dims();
         let x = x.reshape([b, c * h * w]);
-        relu(self.fc.forward(x))
+        let z = self.fc.forward(x);
+        if self.hidden_relu {
+            relu(z)
+        } else {
+            z
+        }
     }
 
     /// Full forward pass.

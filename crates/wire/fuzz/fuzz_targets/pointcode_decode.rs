@@ -6,8 +6,17 @@
 use libfuzzer_sys::fuzz_target;
 use shapecast_wire::pointcode;
 
+/// Largest output buffer the target allocates (a header may announce up to
+/// 2^32 - 1 points).
+const OUT_BOUND: usize = 1 << 16;
+
 fuzz_target!(|data: &[u8]| {
-    let mut out = vec![[0u16; 3]; 4096];
+    // Size the output from the header like a receiver does, within a bound.
+    let cap = match pointcode::peek_count(data) {
+        Ok((n, _)) => n.min(OUT_BOUND),
+        Err(_) => 16,
+    };
+    let mut out = vec![[0u16; 3]; cap];
     if let Ok((n, bits)) = pointcode::decode(data, &mut out) {
         assert!(n <= out.len());
         assert!((8..=16).contains(&bits));

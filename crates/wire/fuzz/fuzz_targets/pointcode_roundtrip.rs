@@ -1,0 +1,33 @@
+//! Arbitrary points (and bit depth): sort_canonical -> encode (into a buffer
+//! of exactly `max_encoded_len` bytes) -> decode must give back the sorted
+//! input, and the stream must be rejected when truncated by one byte.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shapecast_wire::pointcode;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&b, rest)) = data.split_first() else {
+        return;
+    };
+    let bits = pointcode::MIN_BITS + b % (pointcode::MAX_BITS - pointcode::MIN_BITS + 1);
+    let mask = ((1u32 << bits) - 1) as u16;
+    let mut pts: Vec<[u16; 3]> = rest
+        .chunks_exact(6)
+        .map(|c| {
+            let v = |i: usize| u16::from_le_bytes([c[i], c[i + 1]]) & mask;
+            [v(0), v(2), v(4)]
+        })
+        .collect();
+    pointcode::sort_canonical(&mut pts, &mut [] as &mut [u8]);
+    let mut enc = vec![0u8; pointcode::max_encoded_len(pts.len(), bits)];
+    let m = pointcode::encode(&pts, bits, &mut enc).expect("encode within max_encoded_len");
+    assert_eq!(pointcode::peek_count(&enc[..m]), Ok((pts.len(), bits)));
+    let mut back = vec![[0u16; 3]; pts.len()];
+    let got = pointcode::decode(&enc[..m], &mut back);
+    assert_eq!(got, Ok((pts.len(), bits)));
+    assert_eq!(back, pts);
+    if !pts.is_empty() {
+        assert!(pointcode::decode(&enc[..m - 1], &mut back).is_err());
+    }
+});
