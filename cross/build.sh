@@ -54,7 +54,7 @@ dir=$profile; [ "$profile" = dev ] && dir=debug
 bin="${CARGO_TARGET_DIR:-target}/$triple/$dir/shapecast"
 newest=$(aarch64-linux-gnu-objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)
 echo "binary: $bin"
-echo "size: $(stat -c %s "$bin") bytes (stripped by the $profile profile)"
+echo "size: $(stat -c %s "$bin") bytes ($profile profile; only the board profile strips symbols)"
 echo "newest glibc symbol: $newest (board has $glibc)"
 if [ "$(printf '%s\n' "${newest#GLIBC_}" "$glibc" | sort -V | tail -n 1)" != "$glibc" ]; then
   echo "cross/build.sh: $bin needs $newest, newer than the board's glibc $glibc" >&2

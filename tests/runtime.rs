@@ -679,16 +679,19 @@ mod pipeline_tests {
     fn every_head_encodes_to_a_valid_message() {
         use shapecast_host::convert::message_to_ply;
         use shapecast_wire::message::decode_message;
-        // decoded by the host library, as the receiver does
-        let decode_result = |b: &[u8]| -> Result<Option<(u32, Vec<[f32; 3]>)>, String> {
-            let m = decode_message(b).map_err(|e| e.to_string())?;
-            let g = message_to_ply(&m).map_err(|e| e.to_string())?;
-            Ok(m.frame_id().map(|id| (id, g[0].vertices.clone())))
-        };
         struct R {
             frame_id: u32,
             points: Vec<[f32; 3]>,
         }
+        // decoded by the host library, as the receiver does
+        let decode_result = |b: &[u8]| -> Result<Option<R>, String> {
+            let m = decode_message(b).map_err(|e| e.to_string())?;
+            let g = message_to_ply(&m).map_err(|e| e.to_string())?;
+            Ok(m.frame_id().map(|frame_id| R {
+                frame_id,
+                points: g[0].vertices.clone(),
+            }))
+        };
         for (case, send_points) in [("voxels", 100), ("mesh", 12), ("points", 32)] {
             let model = Model::load(&fixture(&format!("{case}/model.onnx"))).unwrap();
             let meta = model.meta.clone();
@@ -697,8 +700,7 @@ mod pipeline_tests {
             let (rec, _) = engine.infer_tensor(&x, Instant::now()).unwrap();
             let mut enc = Encoder::new(3, 12, meta.bounds, default_send(meta.head)).unwrap();
             let bytes = enc.frame(&rec, 5, 99).unwrap().to_vec();
-            let (frame_id, points) = decode_result(&bytes).unwrap().unwrap();
-            let r = R { frame_id, points };
+            let r = decode_result(&bytes).unwrap().unwrap();
             assert_eq!(r.frame_id, 5);
             assert!(
                 r.points.len() >= send_points.min(rec.points().len()),

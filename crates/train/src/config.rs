@@ -145,7 +145,7 @@ impl TrainConfig {
                         classes: 0,
                         extent: 0.5,
                         batch_norm: true,
-                        hidden_relu: false,
+                        hidden_relu: true,
                     },
                     DataConfig {
                         kind: "synthetic".into(),
@@ -178,7 +178,7 @@ impl TrainConfig {
                         classes: 0,
                         extent: 0.5,
                         batch_norm: true,
-                        hidden_relu: false,
+                        hidden_relu: true,
                     },
                     DataConfig {
                         kind: "synthetic".into(),

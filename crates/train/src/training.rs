@@ -163,11 +163,7 @@ pub fn train_points<B: AutodiffBackend>(
     B::seed(device, cfg.seed);
 
     let mut model: PointNet<B> = cfg.model.init(device);
-    // epsilon 1e-8 (the usual Adam value): burn's default 1e-5 is larger than the gradient
-    // scale of a Chamfer loss (~1e-2) in the encoder, which then hardly trains.
-    let mut optim = AdamConfig::new()
-        .with_epsilon(1e-8)
-        .init::<B, PointNet<B>>();
+    let mut optim = AdamConfig::new().init::<B, PointNet<B>>();
     let mut state = TrainState::default();
     let state_path = out.join(files::STATE);
     let metrics_path = out.join(files::METRICS);
@@ -375,11 +371,7 @@ pub fn bench_steps<B: AutodiffBackend>(
 ) -> Result<f64, TrainError> {
     B::seed(device, cfg.seed);
     let mut model: PointNet<B> = cfg.model.init(device);
-    // epsilon 1e-8 (the usual Adam value): burn's default 1e-5 is larger than the gradient
-    // scale of a Chamfer loss (~1e-2) in the encoder, which then hardly trains.
-    let mut optim = AdamConfig::new()
-        .with_epsilon(1e-8)
-        .init::<B, PointNet<B>>();
+    let mut optim = AdamConfig::new().init::<B, PointNet<B>>();
     let refs: Vec<&Sample> = train.iter().cycle().take(cfg.batch).collect();
     let mut t = Instant::now();
     for i in 0..steps + 2 {

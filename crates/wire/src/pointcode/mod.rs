@@ -7,7 +7,7 @@
 //! that point directly, predicting its coordinate along the local surface
 //! normal from a plane fitted to already-coded neighbours. All decisions go
 //! through an adaptive binary range coder. The bitstream is specified in
-//! `SPEC-pointcode.md` beside this file.
+//! section 5 of `crates/wire/SPEC.md`.
 //!
 //! No heap is used anywhere: working memory is on the stack (the recursion is
 //! at most `3 * 16 + 1` frames deep, the context tables hold 536 models, about
