@@ -272,7 +272,7 @@ proptest! {
         let mut buf = vec![0u8; max_encoded_len(pts.len(), bits) + 1];
         let n = encode(&pts, bits, &mut buf).unwrap();
         let mut out = vec![[0u16; 3]; pts.len()];
-        if pts.len() > 0 && n > 3 + cut {
+        if !pts.is_empty() && n > 3 + cut {
             prop_assert!(decode(&buf[..n - cut], &mut out).is_err());
             buf[n] = extra;
             prop_assert!(decode(&buf[..n + 1], &mut out).is_err());
