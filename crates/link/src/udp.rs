@@ -226,9 +226,12 @@ impl<const SLOTS: usize, const MAX_FRAME: usize> UdpReceiver<SLOTS, MAX_FRAME> {
         Ok(())
     }
 
-    /// Reads up to `max_batch` datagrams, each read waiting at most the
-    /// socket timeout (a timeout ends the batch), and calls `on_frame` for
-    /// every frame they complete. Returns the number of datagrams read.
+    /// Reads up to `max_batch` datagrams and calls `on_frame` for every frame
+    /// they complete. Waits at most the socket timeout for the first
+    /// datagram, then takes only what is already queued: a read that drains
+    /// the socket ends the batch, so a slow trickle of datagrams never keeps
+    /// the caller in here (its stop flag and statistics stay live). Returns
+    /// the number of datagrams read.
     pub fn poll(
         &mut self,
         max_batch: usize,
@@ -237,10 +240,8 @@ impl<const SLOTS: usize, const MAX_FRAME: usize> UdpReceiver<SLOTS, MAX_FRAME> {
         let mut n_read = 0;
         let max_batch = max_batch.max(1);
         while n_read < max_batch {
-            let got = self.read_batch((max_batch - n_read).min(BATCH))?;
-            if got == 0 {
-                break;
-            }
+            let want = (max_batch - n_read).min(BATCH);
+            let got = self.read_batch(want)?;
             for i in 0..got {
                 let (n, from) = self.lens[i];
                 n_read += 1;
@@ -257,6 +258,10 @@ impl<const SLOTS: usize, const MAX_FRAME: usize> UdpReceiver<SLOTS, MAX_FRAME> {
                     Ok(None) => {}
                     Err(_) => self.stats.rejected += 1,
                 }
+            }
+            if got < want {
+                // The socket is drained (or timed out): return to the caller.
+                break;
             }
         }
         Ok(n_read)

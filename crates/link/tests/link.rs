@@ -247,6 +247,34 @@ fn link_sender_over_udp_never_blocks_and_counts() {
     assert_eq!(got.last().unwrap().0, 49);
 }
 
+#[test]
+fn poll_returns_while_datagrams_still_trickle_in() {
+    // Regression: poll(4096) used to keep reading until 4096 datagrams or
+    // one socket timeout without data, so a sender slower than the timeout
+    // held the caller (and its stop flag) for as long as it kept sending.
+    let mut rx = UdpReceiver::<8, 65536>::bind("127.0.0.1:0", None, 500).unwrap();
+    rx.set_timeout(Duration::from_millis(200)).unwrap();
+    let addr = rx.local_addr().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = Arc::clone(&done);
+    let sender = std::thread::spawn(move || {
+        let mut tx = UdpSender::new(addr, 1, None).unwrap();
+        for id in 0..100 {
+            tx.send_frame(id, b"tick").unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d.store(true, Ordering::SeqCst);
+    });
+    let mut frames = 0;
+    while frames == 0 {
+        rx.poll(4096, |_, _| frames += 1).unwrap();
+    }
+    // The sender runs for 2 s; a poll that waited for 4096 datagrams (or a
+    // quiet socket) would only come back after it finished.
+    assert!(!done.load(Ordering::SeqCst), "poll waited for the sender to stop");
+    sender.join().unwrap();
+}
+
 struct Socat {
     child: Child,
     a: PathBuf,
