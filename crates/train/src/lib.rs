@@ -12,11 +12,15 @@ pub mod data;
 pub mod datasets;
 pub mod eval;
 pub mod export;
+pub mod implicit;
 pub mod inference;
+pub mod lmnet;
 pub mod loss;
+pub mod mesh;
 pub mod model;
 pub mod plot;
 pub mod training;
+pub mod voxels;
 
 use std::path::{Path, PathBuf};
 

@@ -22,6 +22,8 @@ use shapecast_train::inference::TractRunner;
 use shapecast_train::training::{load_model, train_points};
 use shapecast_train::{datasets, with_autodiff_backend};
 
+mod cli;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "shapecast-train",
@@ -151,6 +153,14 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Voxel models (3D-R2N2): 32^3 occupancy, single view or recurrent multi-view fusion.
+    Voxels(cli::voxels::Args),
+    /// Implicit surfaces: DeepSDF (clamped L1) or occupancy network, encoder + decoder.
+    Implicit(cli::implicit::Args),
+    /// 3D-LMNet: point autoencoder, latent matching, several hypotheses.
+    Lmnet(cli::lmnet::Args),
+    /// Mesh: template sphere deformation with a Laplacian smoothness loss.
+    Mesh(cli::mesh::Args),
 }
 
 fn main() -> ExitCode {
@@ -167,6 +177,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
+        Cmd::Voxels(a) => cli::voxels::run(a),
+        Cmd::Implicit(a) => cli::implicit::run(a),
+        Cmd::Lmnet(a) => cli::lmnet::run(a),
+        Cmd::Mesh(a) => cli::mesh::run(a),
         Cmd::Train {
             preset,
             config,

@@ -11,6 +11,15 @@ use shapecast_train::datasets::load_split;
 use shapecast_train::export::{export_points, ExportInfo};
 use shapecast_train::training::{load_model, train_points};
 
+#[path = "train/implicit.rs"]
+mod implicit;
+#[path = "train/lmnet.rs"]
+mod lmnet;
+#[path = "train/mesh.rs"]
+mod mesh;
+#[path = "train/voxels.rs"]
+mod voxels;
+
 type Ad = burn::backend::Autodiff<CandleCpu>;
 
 fn tmp(name: &str) -> PathBuf {
