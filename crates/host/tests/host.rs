@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -27,6 +27,10 @@ use shapecast_wire::message::{
     IndexWidth, MeshFrame, Message, PointCloudFrame, Stats, Units, VoxelFrame,
 };
 use shapecast_wire::pointcode::{self, Bounds};
+
+#[path = "../../link/tests/support/socat.rs"]
+mod socat;
+use socat::socat;
 
 const B: Bounds = Bounds {
     min: [-0.5, -0.5, 0.0],
@@ -424,53 +428,6 @@ fn config_errors_are_typed() {
         rec,
     );
     assert!(matches!(r, Err(shapecast_host::HostError::Link(_))));
-}
-
-struct Socat {
-    child: Child,
-    a: PathBuf,
-    b: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for Socat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn socat(tag: &str) -> Option<Socat> {
-    if Command::new("socat")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        eprintln!("SKIPPED: socat not installed (apt-get install socat); serial test not run");
-        return None;
-    }
-    let dir = tmpdir(&format!("pty-{tag}"));
-    let (a, b) = (dir.join("A"), dir.join("B"));
-    let child = Command::new("socat")
-        .args(["-d", "-d"])
-        .arg(format!("pty,raw,echo=0,link={}", a.display()))
-        .arg(format!("pty,raw,echo=0,link={}", b.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting socat");
-    let t0 = Instant::now();
-    while !(a.exists() && b.exists()) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "socat did not create the ptys"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(Socat { child, a, b, dir })
 }
 
 #[test]

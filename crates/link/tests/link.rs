@@ -5,8 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,6 +16,10 @@ use shapecast_link::serial::{open_port, SerialReceiver, SerialSender};
 use shapecast_link::udp::{UdpReceiver, UdpSender};
 use shapecast_link::{LinkError, LinkSender, Transport};
 use shapecast_wire::auth::Key;
+
+#[path = "support/socat.rs"]
+mod socat;
+use socat::socat;
 
 /// A UDP proxy that drops, duplicates, delays (reorders) datagrams and
 /// injects garbage, driven by a seeded RNG.
@@ -271,57 +273,11 @@ fn poll_returns_while_datagrams_still_trickle_in() {
     }
     // The sender runs for 2 s; a poll that waited for 4096 datagrams (or a
     // quiet socket) would only come back after it finished.
-    assert!(!done.load(Ordering::SeqCst), "poll waited for the sender to stop");
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "poll waited for the sender to stop"
+    );
     sender.join().unwrap();
-}
-
-struct Socat {
-    child: Child,
-    a: PathBuf,
-    b: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for Socat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn socat(tag: &str) -> Option<Socat> {
-    if Command::new("socat")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        eprintln!("SKIPPED: socat not installed (apt-get install socat); serial test not run");
-        return None;
-    }
-    let dir = std::env::temp_dir().join(format!("shapecast-link-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (a, b) = (dir.join("A"), dir.join("B"));
-    let child = Command::new("socat")
-        .arg("-d")
-        .arg("-d")
-        .arg(format!("pty,raw,echo=0,link={}", a.display()))
-        .arg(format!("pty,raw,echo=0,link={}", b.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting socat");
-    let t0 = Instant::now();
-    while !(a.exists() && b.exists()) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "socat did not create the ptys"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(Socat { child, a, b, dir })
 }
 
 fn serial_roundtrip(key: Option<Key>, tag: &str) {
