@@ -40,3 +40,15 @@ pub enum LinkError {
     #[error("link closed")]
     Closed,
 }
+
+/// Whether an I/O error only means "nothing arrived in time" (a read
+/// timeout, a non-blocking read with no data, or a signal): the caller polls
+/// again instead of failing.
+pub(crate) fn is_idle(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::Interrupted
+    )
+}

@@ -119,14 +119,7 @@ impl<R: Read, const N: usize> SerialReceiver<R, N> {
         let n = match self.port.read(&mut self.buf) {
             Ok(0) => return Err(LinkError::Io(ErrorKind::UnexpectedEof.into())),
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(0)
-            }
+            Err(e) if crate::is_idle(&e) => return Ok(0),
             Err(e) => return Err(e.into()),
         };
         self.bytes += n as u64;

@@ -327,14 +327,7 @@ impl<const SLOTS: usize, const MAX_FRAME: usize> UdpReceiver<SLOTS, MAX_FRAME> {
                     self.lens[0] = (n, from);
                     return Ok(1);
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted
-                    ) =>
-                {
-                    return Ok(0)
-                }
+                Err(e) if crate::is_idle(&e) => return Ok(0),
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
                 Err(e) => return Err(e.into()),
             }
