@@ -1,12 +1,270 @@
 //! `shapecast-train implicit ...`: thin command over [`shapecast_train::implicit`].
+//!
+//! * `train --kind sdf|occupancy --preset test|cpu --out RUN [--export]`
+//! * `export --run RUN --out models/implicit.onnx` (writes `implicit.decoder.onnx` beside)
+//! * `eval --run RUN --model models/implicit.onnx [--split test] [--res 64]`
 
-use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+
+use shapecast_train::backend::{DeviceKind, NdArrayCpu};
+use shapecast_train::data::Split;
+use shapecast_train::implicit::eval::eval_onnx;
+use shapecast_train::implicit::export::{decoder_path, export_implicit, ImplicitExportInfo};
+use shapecast_train::implicit::train::{load_run, train_implicit, ImplicitSummary};
+use shapecast_train::implicit::{load_set, ImplicitConfig, Kind};
+use shapecast_train::with_autodiff_backend;
 
 /// Arguments of `shapecast-train implicit`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Train a DeepSDF (auto-decoder + image encoder) or occupancy network.
+    Train {
+        /// sdf (DeepSDF, clamped L1) or occupancy (BCE).
+        #[arg(long, default_value = "sdf")]
+        kind: String,
+        /// Preset: test or cpu.
+        #[arg(long, default_value = "cpu")]
+        preset: String,
+        /// A config.json to use instead of a preset.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Run folder (config.json, metrics.csv, loss.png, weights, summary.json).
+        #[arg(long)]
+        out: PathBuf,
+        /// cpu (burn candle), cpu-ndarray, cuda, cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Override stage 1 steps (auto-decoder or occupancy).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Override stage 2 steps (sdf image encoder).
+        #[arg(long)]
+        encoder_steps: Option<usize>,
+        /// Override the training pictures held in memory (0 = all).
+        #[arg(long)]
+        train_samples: Option<usize>,
+        /// Less logging.
+        #[arg(long)]
+        quiet: bool,
+        /// After training, export RUN/implicit.onnx + RUN/implicit.decoder.onnx.
+        #[arg(long)]
+        export: bool,
+    },
+    /// Export a run to NAME.onnx (encoder) + NAME.decoder.onnx, checked against tract.
+    Export {
+        /// Run folder written by `train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// Encoder file to write; the decoder goes beside it as NAME.decoder.onnx.
+        #[arg(long)]
+        out: PathBuf,
+        /// `shapecast.metrics` value to embed (e.g. from `eval`).
+        #[arg(long)]
+        metrics: Option<String>,
+        /// Model id override.
+        #[arg(long)]
+        model_id: Option<String>,
+        /// Multiply the decoder output by this factor (scale a too-steep SDF below 1).
+        #[arg(long)]
+        value_scale: Option<f32>,
+    },
+    /// Evaluate an export with tract: dense lattice, marching cubes, Chamfer / F-score.
+    Eval {
+        /// Run folder (dataset configuration).
+        #[arg(long)]
+        run: PathBuf,
+        /// Encoder file (its decoder beside it).
+        #[arg(long)]
+        model: PathBuf,
+        /// train, val or test.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Pictures (0 = the whole split).
+        #[arg(long, default_value_t = 64)]
+        samples: usize,
+        /// Lattice cells per axis.
+        #[arg(long, default_value_t = 64)]
+        res: usize,
+        /// Write the report here (JSON).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
 
 /// Runs the subcommand.
-pub fn run(_args: Args) -> Result<()> {
-    bail!("`implicit` is not available in this build")
+pub fn run(args: Args) -> Result<()> {
+    match args.cmd {
+        Cmd::Train {
+            kind,
+            preset,
+            config,
+            out,
+            device,
+            steps,
+            encoder_steps,
+            train_samples,
+            quiet,
+            export,
+        } => {
+            let kind: Kind = kind.parse().context("--kind")?;
+            let mut cfg = match config {
+                Some(c) => ImplicitConfig::load(&c).context("reading --config")?,
+                None => ImplicitConfig::preset(&preset, kind).context("choosing the preset")?,
+            };
+            if let Some(s) = steps {
+                cfg.steps = s;
+            }
+            if let Some(s) = encoder_steps {
+                cfg.encoder_steps = s;
+            }
+            if let Some(s) = train_samples {
+                cfg.data.train_samples = s;
+            }
+            cfg.validate().context("checking the configuration")?;
+            let dev: DeviceKind = device.parse().context("--device")?;
+            dev.available().context("--device")?;
+            let t = Instant::now();
+            let train = load_set(&cfg, Split::Train, cfg.data.train_samples)
+                .context("loading the training split")?;
+            let val = load_set(&cfg, Split::Val, cfg.data.val_samples)
+                .context("loading the validation split")?;
+            log::info!(
+                "data: {} train objects / {} pictures, {} val pictures in {:.1} s; {} parameters",
+                train.objects.len(),
+                train.views.len(),
+                val.views.len(),
+                t.elapsed().as_secs_f64(),
+                cfg.param_count()
+            );
+            let summary: ImplicitSummary = with_autodiff_backend!(dev, |d: B| {
+                train_implicit::<B>(&cfg, &train, &val, &out, &d, quiet).context("training")?
+            });
+            for s in &summary.stages {
+                println!(
+                    "{}: {} steps in {:.1} s, loss {:.5} -> {:.5}, {:.0} queries/s",
+                    s.stage, s.steps, s.seconds, s.first_loss, s.last_loss, s.queries_per_s
+                );
+            }
+            if let Some(m) = &summary.last_val {
+                println!(
+                    "val ({} pictures, {}^3 lattice): Chamfer-L2 {:.5}, F@1% {:.2}, F@2% {:.2}, empty {}",
+                    m.samples, cfg.val_res, m.chamfer_l2, m.fscore_1pct, m.fscore_2pct, m.empty
+                );
+            }
+            println!(
+                "total {:.1} s (+ data {:.1} s); run folder {}",
+                summary.elapsed_s,
+                t.elapsed().as_secs_f64() - summary.elapsed_s,
+                out.display()
+            );
+            if export {
+                export_run(&out, &out.join("implicit.onnx"), None, None, None)?;
+            }
+            Ok(())
+        }
+        Cmd::Export {
+            run,
+            out,
+            metrics,
+            model_id,
+            value_scale,
+        } => export_run(&run, &out, metrics, model_id, value_scale),
+        Cmd::Eval {
+            run,
+            model,
+            split,
+            samples,
+            res,
+            json,
+        } => {
+            let cfg = ImplicitConfig::load(&run.join("config.json"))
+                .context("reading the run's config")?;
+            let sp: Split = split.parse().context("--split")?;
+            let set = load_set(&cfg, sp, samples).context("loading the split")?;
+            let t = Instant::now();
+            let rep =
+                eval_onnx(&model, &cfg, &set, sp.name(), res, samples).context("evaluating")?;
+            let m = &rep.mean;
+            println!(
+                "{} ({} {}, {} pictures of {} objects, {res}^3 lattice): Chamfer-L2 {:.5}, Chamfer-L1 {:.5}, F@1% {:.2}, F@2% {:.2}, F@5% {:.2}, empty {}, {:.0} faces/mesh; tract encoder {:.2} ms, dense decode {:.1} ms p50 ({:.1} s total)",
+                model.display(),
+                cfg.kind.name(),
+                sp.name(),
+                m.samples,
+                set.objects.len(),
+                m.chamfer_l2,
+                m.chamfer_l1,
+                m.fscore_1pct,
+                m.fscore_2pct,
+                m.fscore_5pct,
+                m.empty,
+                rep.mean_faces,
+                rep.encoder_ms_p50,
+                rep.decode_ms_p50,
+                t.elapsed().as_secs_f64()
+            );
+            if let Some(g) = &rep.gradient {
+                println!(
+                    "SDF |grad| near the surface (finite differences, {} corners): p50 {:.3}, p99 {:.3}, max {:.3}",
+                    g.n, g.p50, g.p99, g.max
+                );
+            }
+            if let Some(j) = json {
+                let text = serde_json::to_string_pretty(&rep).context("serialising the report")?;
+                std::fs::write(&j, text).with_context(|| format!("writing {}", j.display()))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn export_run(
+    run: &Path,
+    out: &Path,
+    metrics: Option<String>,
+    model_id: Option<String>,
+    value_scale: Option<f32>,
+) -> Result<()> {
+    let dev = Default::default();
+    let (mut cfg, enc, dec) =
+        load_run::<NdArrayCpu>(run, &dev).context("loading the trained weights")?;
+    if let Some(id) = model_id {
+        cfg.model_id = id;
+    }
+    cfg.validate().context("checking the configuration")?;
+    let probe = load_set(&cfg, Split::Val, 3).context("loading probe pictures")?;
+    let probes: Vec<Vec<f32>> = (0..probe.views.len())
+        .map(|v| probe.image_chw(v, cfg.mean, cfg.std))
+        .collect();
+    log::info!(
+        "exporting {} + {} parameters",
+        enc.num_params(),
+        dec.num_params()
+    );
+    let info = ImplicitExportInfo {
+        metrics,
+        value_scale,
+    };
+    let c =
+        export_implicit(&enc, &dec, &cfg, &info, out, &probes, 1e-4, &dev).context("exporting")?;
+    println!(
+        "exported {} ({} B) + {} ({} B); tract vs burn max |diff|: latent {:e}, value {:e} (32768 queries)",
+        out.display(),
+        c.encoder_bytes,
+        decoder_path(out).display(),
+        c.decoder_bytes,
+        c.encoder_diff,
+        c.decoder_diff
+    );
+    Ok(())
 }

@@ -1,0 +1,497 @@
+//! Export of an implicit model as the contract's two parts (docs/model-contract.md):
+//! `NAME.onnx` (image encoder, output `latent` [1, Z]) and `NAME.decoder.onnx` (inputs
+//! `latent` [1, Z] and `xyz` [Q, 3] with Q dynamic, output `value` [Q]), both carrying the
+//! full metadata; then tract loads both parts and must reproduce burn within a tolerance.
+//!
+//! The decoder's first layer is written as `MatMul(xyz, Wx) + MatMul(latent, Wz) + b` (the
+//! latent product is [1, H] and broadcasts over the Q rows): tract 0.23.9 cannot optimise a
+//! concatenation of a broadcast latent with 32768 query points.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use shapecast_onnx::{Dim, GraphBuilder};
+use tract_onnx::prelude::{
+    tvec, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TypedRunnableModel,
+};
+
+use super::net::{ImageEncoder, ImplicitDecoder};
+use super::ImplicitConfig;
+use crate::data::BOUNDS;
+use crate::export::CONTRACT;
+use crate::TrainError;
+
+/// Name of the decoder's dynamic query dimension.
+pub const Q_DIM: &str = "Q";
+/// Query points of the export check (the tract regression size: a 32^3 grid).
+pub const CHECK_QUERIES: usize = 32768;
+
+fn onnx_err(e: shapecast_onnx::OnnxError) -> TrainError {
+    TrainError::Onnx(format!("{e:#}"))
+}
+
+fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, TrainError> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| TrainError::Onnx(format!("weight readout: {e:?}")))
+}
+
+fn fmt_list(v: &[f32]) -> String {
+    v.iter()
+        .map(|x| format!("{x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The decoder file that goes with encoder file `encoder` (`NAME.onnx` ->
+/// `NAME.decoder.onnx`, same folder).
+pub fn decoder_path(encoder: &Path) -> PathBuf {
+    let stem = encoder
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.strip_suffix(".onnx").unwrap_or(n).to_string())
+        .unwrap_or_else(|| "model".into());
+    encoder.with_file_name(format!("{stem}.decoder.onnx"))
+}
+
+/// Extra metadata and options of an export.
+#[derive(Debug, Clone, Default)]
+pub struct ImplicitExportInfo {
+    /// `shapecast.metrics` (`name=value,...`), when known.
+    pub metrics: Option<String>,
+    /// Factor applied to the decoder output (an SDF steeper than 1 is scaled below 1;
+    /// `None` = 1).
+    pub value_scale: Option<f32>,
+}
+
+/// Contract metadata of one part. `decoder_file` is the encoder's
+/// `shapecast.parts.decoder` (None for the decoder part).
+pub fn metadata(
+    cfg: &ImplicitConfig,
+    info: &ImplicitExportInfo,
+    decoder_file: Option<&str>,
+) -> Vec<(String, String)> {
+    let side = cfg.encoder.image.to_string();
+    let mut kv: Vec<(String, String)> = vec![
+        ("shapecast.contract".into(), CONTRACT.into()),
+        ("shapecast.head".into(), "implicit".into()),
+        ("shapecast.model_id".into(), cfg.model_id.clone()),
+        ("shapecast.input.width".into(), side.clone()),
+        ("shapecast.input.height".into(), side),
+        ("shapecast.input.color".into(), "rgb".into()),
+        ("shapecast.input.mean".into(), fmt_list(&cfg.mean)),
+        ("shapecast.input.std".into(), fmt_list(&cfg.std)),
+        ("shapecast.input.crop".into(), "center".into()),
+        ("shapecast.frame".into(), "object".into()),
+        ("shapecast.units".into(), "normalized".into()),
+        ("shapecast.bounds".into(), fmt_list(&BOUNDS)),
+        ("shapecast.precision".into(), "f32".into()),
+        ("shapecast.implicit.kind".into(), cfg.kind.name().into()),
+        ("shapecast.implicit.level".into(), "0".into()),
+        ("shapecast.implicit.latent".into(), cfg.latent.to_string()),
+        (
+            "shapecast.part".into(),
+            if decoder_file.is_some() {
+                "encoder"
+            } else {
+                "decoder"
+            }
+            .into(),
+        ),
+        (
+            "shapecast.trained_by".into(),
+            format!(
+                "shapecast-train {} (burn 0.20.1)",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ),
+        ("shapecast.dataset".into(), cfg.dataset_note()),
+    ];
+    if let Some(d) = decoder_file {
+        kv.push(("shapecast.parts.decoder".into(), d.to_string()));
+    }
+    if let Some(m) = &info.metrics {
+        kv.push(("shapecast.metrics".into(), m.clone()));
+    }
+    kv
+}
+
+fn linear<B: Backend>(
+    g: &mut GraphBuilder,
+    x: &str,
+    name: &str,
+    l: &burn::nn::Linear<B>,
+) -> Result<String, TrainError> {
+    let [d_in, d_out] = l.weight.dims();
+    let w = floats(l.weight.val())?;
+    let b = match &l.bias {
+        Some(b) => Some(floats(b.val())?),
+        None => None,
+    };
+    g.linear(x, name, &w, b.as_deref(), d_in, d_out)
+        .map_err(onnx_err)
+}
+
+/// The encoder graph: `image` [1, 3, H, W] -> `latent` [1, Z].
+pub fn encoder_graph<B: Backend>(
+    enc: &ImageEncoder<B>,
+    cfg: &ImplicitConfig,
+    meta: &[(String, String)],
+) -> Result<GraphBuilder, TrainError> {
+    let side = cfg.encoder.image;
+    let mut g = GraphBuilder::new(&format!("{}_encoder", cfg.model_id));
+    let mut x = g.input(
+        "image",
+        &[Dim::Fixed(1), 3.into(), side.into(), side.into()],
+    );
+    let mut cin = 3;
+    for (i, conv) in enc.convs.iter().enumerate() {
+        let [cout, _, k, _] = conv.weight.dims();
+        let w = floats(conv.weight.val())?;
+        let b = match &conv.bias {
+            Some(b) => floats(b.val())?,
+            None => vec![0.0; cout],
+        };
+        let y = g
+            .conv2d(
+                &x,
+                &format!("conv{i}"),
+                &w,
+                Some(&b),
+                cout,
+                cin,
+                k,
+                conv.stride[0],
+                1,
+            )
+            .map_err(onnx_err)?;
+        x = g.relu(&y);
+        cin = cout;
+    }
+    let flat = g.flatten(&x, 1);
+    let h = linear(&mut g, &flat, "fc", &enc.fc)?;
+    let h = g.relu(&h);
+    let z = linear(&mut g, &h, "latent_fc", &enc.out)?;
+    g.output_with_dims(&z, "latent", &[1.into(), cfg.latent.into()])
+        .map_err(onnx_err)?;
+    g.metadata_list(meta);
+    Ok(g)
+}
+
+/// The decoder graph: `latent` [1, Z], `xyz` [Q, 3] -> `value` [Q], first layer split.
+pub fn decoder_graph<B: Backend>(
+    dec: &ImplicitDecoder<B>,
+    cfg: &ImplicitConfig,
+    meta: &[(String, String)],
+    value_scale: f32,
+) -> Result<GraphBuilder, TrainError> {
+    let h = cfg.decoder.hidden;
+    let z = cfg.latent;
+    let mut g = GraphBuilder::new(&format!("{}_decoder", cfg.model_id));
+    let latent = g.input("latent", &[Dim::Fixed(1), z.into()]);
+    let xyz = g.input("xyz", &[Dim::Symbol(Q_DIM.into()), 3.into()]);
+    let wx = g
+        .init_f32("dec.wx.weight", &[3, h], &floats(dec.wx.weight.val())?)
+        .map_err(onnx_err)?;
+    let bx = match &dec.wx.bias {
+        Some(b) => floats(b.val())?,
+        None => vec![0.0; h],
+    };
+    let bx = g.init_f32("dec.wx.bias", &[h], &bx).map_err(onnx_err)?;
+    let wz = g
+        .init_f32("dec.wz.weight", &[z, h], &floats(dec.wz.weight.val())?)
+        .map_err(onnx_err)?;
+    let hp = g.matmul(&xyz, &wx); // [Q, H]
+    let hz = g.matmul(&latent, &wz); // [1, H], broadcast over Q
+    let s = g.add(&hp, &hz);
+    let s = g.add(&s, &bx);
+    let mut x = g.relu(&s);
+    for (i, l) in dec.hidden.iter().enumerate() {
+        let [d_in, d_out] = l.weight.dims();
+        let w = g
+            .init_f32(
+                &format!("dec.hidden{i}.weight"),
+                &[d_in, d_out],
+                &floats(l.weight.val())?,
+            )
+            .map_err(onnx_err)?;
+        let y = g.matmul(&x, &w);
+        let y = match &l.bias {
+            Some(b) => {
+                let b = g
+                    .init_f32(&format!("dec.hidden{i}.bias"), &[d_out], &floats(b.val())?)
+                    .map_err(onnx_err)?;
+                g.add(&y, &b)
+            }
+            None => y,
+        };
+        x = g.relu(&y);
+    }
+    let wo: Vec<f32> = floats(dec.out.weight.val())?
+        .into_iter()
+        .map(|v| v * value_scale)
+        .collect();
+    let wo = g
+        .init_f32("dec.out.weight", &[h, 1], &wo)
+        .map_err(onnx_err)?;
+    let mut v = g.matmul(&x, &wo); // [Q, 1]
+    if let Some(b) = &dec.out.bias {
+        let b: Vec<f32> = floats(b.val())?
+            .into_iter()
+            .map(|v| v * value_scale)
+            .collect();
+        let b = g.init_f32("dec.out.bias", &[1], &b).map_err(onnx_err)?;
+        v = g.add(&v, &b);
+    }
+    let v = g.reshape(&v, &[-1]);
+    g.output_with_dims(&v, "value", &[Dim::Symbol(Q_DIM.into())])
+        .map_err(onnx_err)?;
+    g.metadata_list(meta);
+    Ok(g)
+}
+
+fn tract_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Onnx(format!("{}: {e:#}", path.display()))
+}
+
+/// Both parts of an exported model, loaded and optimised by tract (decoder query batch
+/// fixed to `chunk`).
+#[derive(Debug, Clone)]
+pub struct TractImplicit {
+    encoder: Arc<TypedRunnableModel>,
+    decoder: Arc<TypedRunnableModel>,
+    side: usize,
+    latent: usize,
+    chunk: usize,
+}
+
+impl TractImplicit {
+    /// Loads `encoder` and the decoder named by [`decoder_path`].
+    pub fn load(
+        encoder: &Path,
+        side: usize,
+        latent: usize,
+        chunk: usize,
+    ) -> Result<Self, TrainError> {
+        let enc = tract_onnx::onnx()
+            .model_for_path(encoder)
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, side, side]).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| tract_err(encoder, e))?;
+        let dpath = decoder_path(encoder);
+        let dec = tract_onnx::onnx()
+            .model_for_path(&dpath)
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, latent]).into()))
+            .and_then(|m| m.with_input_fact(1, f32::fact([chunk, 3]).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| tract_err(&dpath, e))?;
+        Ok(TractImplicit {
+            encoder: enc,
+            decoder: dec,
+            side,
+            latent,
+            chunk,
+        })
+    }
+
+    /// The latent of one normalised `[1, 3, H, W]` picture.
+    pub fn latent(&self, image: &[f32]) -> Result<Vec<f32>, TrainError> {
+        let s = self.side;
+        let t = tract_onnx::prelude::Tensor::from_shape(&[1, 3, s, s], image)
+            .map_err(|e| TrainError::Onnx(format!("image shape: {e}")))?;
+        let out = self
+            .encoder
+            .run(tvec!(t.into_tvalue()))
+            .map_err(|e| TrainError::Onnx(format!("encoder: {e:#}")))?;
+        let v = out
+            .first()
+            .ok_or_else(|| TrainError::Onnx("encoder has no output".into()))?
+            .to_plain_array_view::<f32>()
+            .map_err(|e| TrainError::Onnx(format!("latent: {e:#}")))?
+            .iter()
+            .copied()
+            .collect::<Vec<f32>>();
+        if v.len() != self.latent {
+            return Err(TrainError::Onnx(format!(
+                "latent has {} values, expected {}",
+                v.len(),
+                self.latent
+            )));
+        }
+        Ok(v)
+    }
+
+    /// Decoder values at `xyz` (in chunks, the last one padded).
+    pub fn values(&self, latent: &[f32], xyz: &[[f32; 3]]) -> Result<Vec<f32>, TrainError> {
+        let z = tract_onnx::prelude::Tensor::from_shape(&[1, self.latent], latent)
+            .map_err(|e| TrainError::Onnx(format!("latent shape: {e}")))?
+            .into_tvalue();
+        let mut out = Vec::with_capacity(xyz.len());
+        let mut buf = Vec::with_capacity(self.chunk * 3);
+        for part in xyz.chunks(self.chunk) {
+            buf.clear();
+            buf.extend(part.iter().flatten());
+            let last = part.last().copied().unwrap_or([0.0; 3]);
+            while buf.len() < self.chunk * 3 {
+                buf.extend_from_slice(&last);
+            }
+            let t = tract_onnx::prelude::Tensor::from_shape(&[self.chunk, 3], &buf)
+                .map_err(|e| TrainError::Onnx(format!("xyz shape: {e}")))?;
+            let res = self
+                .decoder
+                .run(tvec!(z.clone(), t.into_tvalue()))
+                .map_err(|e| TrainError::Onnx(format!("decoder: {e:#}")))?;
+            let v = res
+                .first()
+                .ok_or_else(|| TrainError::Onnx("decoder has no output".into()))?
+                .to_plain_array_view::<f32>()
+                .map_err(|e| TrainError::Onnx(format!("value: {e:#}")))?;
+            if v.len() != self.chunk {
+                return Err(TrainError::Onnx(format!(
+                    "decoder gave {} values for {} queries",
+                    v.len(),
+                    self.chunk
+                )));
+            }
+            out.extend(v.iter().take(part.len()).copied());
+        }
+        Ok(out)
+    }
+}
+
+/// How closely tract reproduced burn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExportCheck {
+    /// Largest |burn - tract| of the latent over the probes.
+    pub encoder_diff: f32,
+    /// Largest |burn - tract| of the decoder value over the probes' latents at
+    /// [`CHECK_QUERIES`] points.
+    pub decoder_diff: f32,
+    /// Encoder file size, bytes.
+    pub encoder_bytes: u64,
+    /// Decoder file size, bytes.
+    pub decoder_bytes: u64,
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32, TrainError> {
+    if a.len() != b.len() {
+        return Err(TrainError::Check(format!(
+            "output sizes differ: burn {} vs tract {}",
+            a.len(),
+            b.len()
+        )));
+    }
+    Ok(a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max))
+}
+
+/// The 32^3 cell centres of the bounds (the check's query points).
+pub fn check_points() -> Vec<[f32; 3]> {
+    let n = 32;
+    let c =
+        |a: usize, i: usize| BOUNDS[a] + (BOUNDS[a + 3] - BOUNDS[a]) * (i as f32 + 0.5) / n as f32;
+    let mut v = Vec::with_capacity(n * n * n);
+    for i in 0..n {
+        for j in 0..n {
+            for k in 0..n {
+                v.push([c(0, i), c(1, j), c(2, k)]);
+            }
+        }
+    }
+    v
+}
+
+/// Writes `path` (encoder) and [`decoder_path`]`(path)`, loads both with tract (decoder at
+/// [`CHECK_QUERIES`] query points) and checks that they reproduce burn on the `probes`
+/// (normalised `[1, 3, H, W]` pictures) within `tol`.
+#[allow(clippy::too_many_arguments)]
+pub fn export_implicit<B: Backend>(
+    enc: &ImageEncoder<B>,
+    dec: &ImplicitDecoder<B>,
+    cfg: &ImplicitConfig,
+    info: &ImplicitExportInfo,
+    path: &Path,
+    probes: &[Vec<f32>],
+    tol: f32,
+    device: &B::Device,
+) -> Result<ExportCheck, TrainError> {
+    cfg.validate()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    }
+    let dpath = decoder_path(path);
+    let dfile = dpath
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| TrainError::Config(format!("bad model path {}", path.display())))?
+        .to_string();
+    let scale = info.value_scale.unwrap_or(1.0);
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(TrainError::Config(format!(
+            "value scale must be > 0, got {scale}"
+        )));
+    }
+    encoder_graph(enc, cfg, &metadata(cfg, info, Some(&dfile)))?
+        .write(path)
+        .map_err(onnx_err)?;
+    decoder_graph(dec, cfg, &metadata(cfg, info, None), scale)?
+        .write(&dpath)
+        .map_err(onnx_err)?;
+    let tr = TractImplicit::load(path, cfg.encoder.image, cfg.latent, CHECK_QUERIES)?;
+    let pts = check_points();
+    let flat: Vec<f32> = pts.iter().flatten().copied().collect();
+    let xyz = Tensor::<B, 3>::from_data(TensorData::new(flat, [1, pts.len(), 3]), device);
+    let side = cfg.encoder.image;
+    let mut check = ExportCheck::default();
+    for probe in probes {
+        let img =
+            Tensor::<B, 4>::from_data(TensorData::new(probe.clone(), [1, 3, side, side]), device);
+        let z = enc.forward(img);
+        let want_z = floats(z.clone())?;
+        let got_z = tr.latent(probe)?;
+        check.encoder_diff = check.encoder_diff.max(max_abs_diff(&want_z, &got_z)?);
+        // the decoder on burn's latent, so that the two parts are checked separately
+        let want_v: Vec<f32> = floats(dec.forward(z, xyz.clone()))?
+            .into_iter()
+            .map(|v| v * scale)
+            .collect();
+        let got_v = tr.values(&want_z, &pts)?;
+        check.decoder_diff = check.decoder_diff.max(max_abs_diff(&want_v, &got_v)?);
+    }
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    check.encoder_bytes = size(path);
+    check.decoder_bytes = size(&dpath);
+    if check.encoder_diff > tol || check.decoder_diff > tol {
+        return Err(TrainError::Check(format!(
+            "{}: tract differs from burn by {:e} (encoder) / {:e} (decoder) (> {tol:e})",
+            path.display(),
+            check.encoder_diff,
+            check.decoder_diff
+        )));
+    }
+    Ok(check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoder_file_name_follows_the_convention() {
+        assert_eq!(
+            decoder_path(Path::new("models/implicit.onnx")),
+            PathBuf::from("models/implicit.decoder.onnx")
+        );
+        assert_eq!(
+            decoder_path(Path::new("x/m")),
+            PathBuf::from("x/m.decoder.onnx")
+        );
+    }
+}

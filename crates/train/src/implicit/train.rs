@@ -1,0 +1,666 @@
+//! Training of the two implicit pipelines: Adam, cosine learning rate, metrics CSV,
+//! loss-curve PNG, weights saved in the run folder.
+//!
+//! * [`train_sdf`]: stage 1 auto-decoder (codes + decoder, clamped L1 + latent-norm
+//!   regulariser), stage 2 image encoder -> code.
+//! * [`train_occupancy`]: encoder + decoder jointly, BCE.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::AutodiffBackend;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::eval::{decode_surface, SurfaceMetrics};
+use super::net::{bce_logits, clamped_l1, ImageEncoder, ImplicitDecoder};
+use super::{ImplicitConfig, ImplicitSet, Kind};
+use crate::TrainError;
+
+/// File names inside an implicit run folder.
+pub mod files {
+    /// Saved configuration.
+    pub const CONFIG: &str = "config.json";
+    /// Metrics, one row per logged step.
+    pub const METRICS: &str = "metrics.csv";
+    /// Loss curve picture (train loss blue, validation Chamfer-L2 orange).
+    pub const CURVE: &str = "loss.png";
+    /// Image encoder weights (burn named MessagePack; burn adds the extension).
+    pub const ENCODER: &str = "encoder";
+    /// Decoder weights.
+    pub const DECODER: &str = "decoder";
+    /// Auto-decoder (decoder + per-object codes) of an SDF run.
+    pub const AUTODECODER: &str = "autodecoder";
+    /// Summary of the finished run.
+    pub const SUMMARY: &str = "summary.json";
+}
+
+/// What one training stage did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageSummary {
+    /// `autodecoder`, `encoder` or `occupancy`.
+    pub stage: String,
+    /// Steps run.
+    pub steps: usize,
+    /// Mean loss of the first logging window.
+    pub first_loss: f32,
+    /// Mean loss of the last logging window.
+    pub last_loss: f32,
+    /// Wall time of the stage, seconds.
+    pub seconds: f64,
+    /// Decoder query points per second (training forward + backward).
+    pub queries_per_s: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImplicitSummary {
+    /// The stages, in order.
+    pub stages: Vec<StageSummary>,
+    /// Last validation figures (pictures of the validation split, burn, dense grid).
+    pub last_val: Option<SurfaceMetrics>,
+    /// Total wall time, seconds.
+    pub elapsed_s: f64,
+}
+
+fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+pub(crate) fn record_err(path: PathBuf, e: burn::record::RecorderError) -> TrainError {
+    TrainError::Record {
+        path,
+        msg: e.to_string(),
+    }
+}
+
+/// Saves a module under `name` in `out`.
+fn save<B: Backend, M: Module<B>>(m: &M, out: &Path, name: &str) -> Result<(), TrainError> {
+    m.clone()
+        .save_file(out.join(name), &recorder())
+        .map_err(|e| record_err(out.join(name), e))
+}
+
+/// Loads the encoder and decoder saved in a run folder (any backend).
+#[allow(clippy::type_complexity)]
+pub fn load_run<B: Backend>(
+    run: &Path,
+    device: &B::Device,
+) -> Result<(ImplicitConfig, ImageEncoder<B>, ImplicitDecoder<B>), TrainError> {
+    let cfg = ImplicitConfig::load(&run.join(files::CONFIG))?;
+    let enc = cfg
+        .init_encoder::<B>(device)
+        .load_file(run.join(files::ENCODER), &recorder(), device)
+        .map_err(|e| record_err(run.join(files::ENCODER), e))?;
+    let dec = cfg
+        .init_decoder::<B>(device)
+        .load_file(run.join(files::DECODER), &recorder(), device)
+        .map_err(|e| record_err(run.join(files::DECODER), e))?;
+    Ok((cfg, enc, dec))
+}
+
+/// Query points of a batch: `[B, Q, 3]` positions, `[B, Q]` signed distances, near-band
+/// mask, sign and occupancy, as flat vectors.
+struct Queries {
+    xyz: Vec<f32>,
+    sdf: Vec<f32>,
+    near: Vec<f32>,
+    sign: Vec<f32>,
+    occ: Vec<f32>,
+}
+
+fn sample_queries(
+    set: &ImplicitSet,
+    objs: &[usize],
+    q: usize,
+    delta: f32,
+    rng: &mut ChaCha8Rng,
+) -> Queries {
+    let n = objs.len() * q;
+    let mut s = Queries {
+        xyz: Vec::with_capacity(n * 3),
+        sdf: Vec::with_capacity(n),
+        near: Vec::with_capacity(n),
+        sign: Vec::with_capacity(n),
+        occ: Vec::with_capacity(n),
+    };
+    for &o in objs {
+        let samples = &set.objects[o].sdf;
+        for _ in 0..q {
+            let (p, d) = samples[rng.gen_range(0..samples.len())];
+            s.xyz.extend_from_slice(&p);
+            s.sdf.push(d);
+            s.near.push(if d.abs() < delta { 1.0 } else { 0.0 });
+            s.sign.push(if d < 0.0 { -1.0 } else { 1.0 });
+            s.occ.push(if d < 0.0 { 1.0 } else { 0.0 });
+        }
+    }
+    s
+}
+
+fn t2<B: Backend>(v: Vec<f32>, b: usize, q: usize, dev: &B::Device) -> Tensor<B, 2> {
+    Tensor::from_data(TensorData::new(v, [b, q]), dev)
+}
+
+fn images<B: Backend>(
+    set: &ImplicitSet,
+    views: &[usize],
+    cfg: &ImplicitConfig,
+    dev: &B::Device,
+) -> Tensor<B, 4> {
+    let s = set.side;
+    let mut v = Vec::with_capacity(views.len() * 3 * s * s);
+    for &i in views {
+        v.extend(set.image_chw(i, cfg.mean, cfg.std));
+    }
+    Tensor::from_data(TensorData::new(v, [views.len(), 3, s, s]), dev)
+}
+
+/// Deterministic epoch-permutation batches over `0..n`.
+struct Batcher {
+    n: usize,
+    batch: usize,
+    seed: u64,
+    order: Vec<usize>,
+}
+
+impl Batcher {
+    fn new(n: usize, batch: usize, seed: u64) -> Self {
+        Batcher {
+            n,
+            batch: batch.min(n).max(1),
+            seed,
+            order: Vec::new(),
+        }
+    }
+
+    fn at(&mut self, step: usize) -> Vec<usize> {
+        let per_epoch = (self.n / self.batch).max(1);
+        if step % per_epoch == 0 || self.order.is_empty() {
+            let epoch = (step / per_epoch) as u64;
+            let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9e37_79b9));
+            self.order = (0..self.n).collect();
+            self.order.shuffle(&mut rng);
+        }
+        let pos = (step % per_epoch) * self.batch;
+        (0..self.batch)
+            .map(|i| self.order[(pos + i) % self.n])
+            .collect()
+    }
+}
+
+/// Loss bookkeeping of one stage: logging windows, CSV rows, progress line.
+struct Log {
+    stage: &'static str,
+    csv: PathBuf,
+    offset: usize,
+    window: (f64, usize),
+    first: Option<f32>,
+    last: f32,
+    t0: Instant,
+    run_t0: Instant,
+    queries: usize,
+    compute_s: f64,
+    quiet: bool,
+}
+
+impl Log {
+    fn push(&mut self, loss: f32) {
+        self.window.0 += f64::from(loss);
+        self.window.1 += 1;
+    }
+
+    fn flush(
+        &mut self,
+        step: usize,
+        lr: f64,
+        val: Option<&SurfaceMetrics>,
+    ) -> Result<(), TrainError> {
+        if self.window.1 == 0 {
+            return Ok(());
+        }
+        let l = (self.window.0 / self.window.1 as f64) as f32;
+        self.window = (0.0, 0);
+        self.first.get_or_insert(l);
+        self.last = l;
+        let (vc, vf) = val
+            .map(|m| {
+                (
+                    format!("{:.6}", m.chamfer_l2),
+                    format!("{:.3}", m.fscore_1pct),
+                )
+            })
+            .unwrap_or_default();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.csv)
+            .map_err(|e| TrainError::io(&self.csv, e))?;
+        writeln!(
+            f,
+            "{},{},{l:.6},{lr:.4e},{vc},{vf},{:.1}",
+            self.offset + step,
+            self.stage,
+            self.run_t0.elapsed().as_secs_f64()
+        )
+        .map_err(|e| TrainError::io(&self.csv, e))?;
+        let line = format!(
+            "{} step {:>6}  loss {l:.5}{}",
+            self.stage,
+            step,
+            val.map(|m| format!(
+                "  val Chamfer-L2 {:.5} F@1% {:.2} (empty {})",
+                m.chamfer_l2, m.fscore_1pct, m.empty
+            ))
+            .unwrap_or_default()
+        );
+        if self.quiet {
+            log::debug!("{line}");
+        } else {
+            log::info!("{line}");
+        }
+        Ok(())
+    }
+
+    fn summary(&self, steps: usize) -> StageSummary {
+        StageSummary {
+            stage: self.stage.into(),
+            steps,
+            first_loss: self.first.unwrap_or(f32::NAN),
+            last_loss: self.last,
+            seconds: self.t0.elapsed().as_secs_f64(),
+            queries_per_s: self.queries as f64 / self.compute_s.max(1e-9),
+        }
+    }
+}
+
+fn check_finite(loss: f32, stage: &str, step: usize) -> Result<(), TrainError> {
+    if loss.is_finite() {
+        Ok(())
+    } else {
+        Err(TrainError::Check(format!(
+            "{stage}: loss is not finite at step {step}"
+        )))
+    }
+}
+
+/// Validation on pictures: encoder -> latent, dense decoder grid, marching cubes, metrics.
+pub fn validate<B: Backend>(
+    enc: &ImageEncoder<B>,
+    dec: &ImplicitDecoder<B>,
+    set: &ImplicitSet,
+    cfg: &ImplicitConfig,
+    limit: usize,
+    device: &B::Device,
+) -> Result<SurfaceMetrics, TrainError> {
+    let n = if limit == 0 {
+        set.views.len()
+    } else {
+        limit.min(set.views.len())
+    };
+    let views: Vec<usize> = (0..n).map(|i| i * set.views.len() / n.max(1)).collect();
+    let mut all = Vec::new();
+    for chunk in views.chunks(16) {
+        let z = enc.forward(images::<B>(set, chunk, cfg, device));
+        for (k, &v) in chunk.iter().enumerate() {
+            let zk = z.clone().slice(k..k + 1);
+            let m = decode_surface(
+                |xyz| decoder_values(dec, zk.clone(), xyz, device),
+                cfg.kind,
+                cfg.val_res,
+                &set.objects[set.views[v].obj].points,
+                v as u64,
+            )?;
+            all.push(m.metrics);
+        }
+    }
+    Ok(SurfaceMetrics::mean(&all))
+}
+
+/// Decoder values at `xyz` for one latent `[1, Z]` (burn, in chunks).
+pub fn decoder_values<B: Backend>(
+    dec: &ImplicitDecoder<B>,
+    latent: Tensor<B, 2>,
+    xyz: &[[f32; 3]],
+    device: &B::Device,
+) -> Result<Vec<f32>, TrainError> {
+    let mut out = Vec::with_capacity(xyz.len());
+    for part in xyz.chunks(32768) {
+        let flat: Vec<f32> = part.iter().flatten().copied().collect();
+        let t = Tensor::<B, 3>::from_data(TensorData::new(flat, [1, part.len(), 3]), device);
+        let v = dec.forward(latent.clone(), t);
+        out.extend(
+            v.into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| TrainError::Onnx(format!("decoder readout: {e:?}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Surfaces decoded from the learned codes of (up to 8) training objects.
+fn fit_training_objects<B: Backend>(
+    ad: &super::net::AutoDecoder<B>,
+    train: &ImplicitSet,
+    cfg: &ImplicitConfig,
+    device: &B::Device,
+) -> Result<SurfaceMetrics, TrainError> {
+    let n = train.objects.len();
+    let codes = ad.all_codes();
+    let mut ms = Vec::new();
+    for o in (0..n).step_by((n / 8).max(1)).take(8) {
+        let z = codes.clone().slice(o..o + 1);
+        let m = decode_surface(
+            |xyz| decoder_values(&ad.decoder, z.clone(), xyz, device),
+            Kind::Sdf,
+            cfg.val_res,
+            &train.objects[o].points,
+            o as u64,
+        )?;
+        ms.push(m.metrics);
+    }
+    Ok(SurfaceMetrics::mean(&ms))
+}
+
+fn start_run(cfg: &ImplicitConfig, out: &Path) -> Result<PathBuf, TrainError> {
+    cfg.validate()?;
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    cfg.save(&out.join(files::CONFIG))?;
+    let csv = out.join(files::METRICS);
+    std::fs::write(
+        &csv,
+        "step,stage,loss,lr,val_chamfer_l2,val_fscore_1pct,elapsed_s\n",
+    )
+    .map_err(|e| TrainError::io(&csv, e))?;
+    Ok(csv)
+}
+
+/// Trains the configured kind; writes config, metrics, curve and weights into `out`.
+pub fn train_implicit<B: AutodiffBackend>(
+    cfg: &ImplicitConfig,
+    train: &ImplicitSet,
+    val: &ImplicitSet,
+    out: &Path,
+    device: &B::Device,
+    quiet: bool,
+) -> Result<ImplicitSummary, TrainError> {
+    match cfg.kind {
+        Kind::Sdf => train_sdf::<B>(cfg, train, val, out, device, quiet),
+        Kind::Occupancy => train_occupancy::<B>(cfg, train, val, out, device, quiet),
+    }
+}
+
+/// DeepSDF: auto-decoder, then the image encoder.
+pub fn train_sdf<B: AutodiffBackend>(
+    cfg: &ImplicitConfig,
+    train: &ImplicitSet,
+    val: &ImplicitSet,
+    out: &Path,
+    device: &B::Device,
+    quiet: bool,
+) -> Result<ImplicitSummary, TrainError> {
+    let csv = start_run(cfg, out)?;
+    B::seed(device, cfg.seed);
+    let run_t0 = Instant::now();
+    let n_obj = train.objects.len();
+    if n_obj == 0 || train.views.is_empty() {
+        return Err(TrainError::Config("no training objects".into()));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x1a7e);
+
+    // ---- stage 1: auto-decoder
+    let mut ad = cfg.init_auto_decoder::<B>(n_obj, device);
+    let mut optim = AdamConfig::new().init();
+    let mut batcher = Batcher::new(n_obj, cfg.batch, cfg.seed);
+    let log_every = cfg.eval_every.clamp(1, 25);
+    let mut log = Log {
+        stage: "autodecoder",
+        csv: csv.clone(),
+        offset: 0,
+        window: (0.0, 0),
+        first: None,
+        last: f32::NAN,
+        t0: Instant::now(),
+        run_t0,
+        queries: 0,
+        compute_s: 0.0,
+        quiet,
+    };
+    for step in 0..cfg.steps {
+        let objs = batcher.at(step);
+        let b = objs.len();
+        let q = sample_queries(train, &objs, cfg.queries, cfg.clamp, &mut rng);
+        let t0 = Instant::now();
+        let idx: Vec<i64> = objs.iter().map(|&o| o as i64).collect();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [b]), device);
+        let codes = ad.codes_of(idx);
+        let xyz = Tensor::<B, 3>::from_data(TensorData::new(q.xyz, [b, cfg.queries, 3]), device);
+        let pred = ad.decoder.forward(codes.clone(), xyz);
+        let data = clamped_l1(
+            pred,
+            t2::<B>(q.sdf, b, cfg.queries, device),
+            t2::<B>(q.near, b, cfg.queries, device),
+            t2::<B>(q.sign, b, cfg.queries, device),
+            cfg.clamp,
+        );
+        let reg = codes
+            .powi_scalar(2)
+            .sum_dim(1)
+            .mean()
+            .mul_scalar(cfg.latent_reg);
+        let loss = data.clone() + reg;
+        let grads = GradientsParams::from_grads(loss.backward(), &ad);
+        let lr = cfg.lr_at(step, cfg.steps);
+        ad = optim.step(lr, ad, grads);
+        let l: f32 = data.into_scalar().elem();
+        log.compute_s += t0.elapsed().as_secs_f64();
+        log.queries += b * cfg.queries;
+        check_finite(l, "autodecoder", step)?;
+        log.push(l);
+        let done = step + 1;
+        let at_eval = done % cfg.eval_every == 0 || done == cfg.steps;
+        if done % log_every == 0 || at_eval {
+            if at_eval {
+                // how well codes + decoder fit training objects (no pictures in this stage)
+                let m = fit_training_objects(&ad.valid(), train, cfg, device)?;
+                log::info!(
+                    "autodecoder step {done}: fit of {} training objects Chamfer-L2 {:.5} F@1% {:.2}",
+                    m.samples,
+                    m.chamfer_l2,
+                    m.fscore_1pct
+                );
+            }
+            log.flush(done, lr, None)?;
+        }
+    }
+    let s1 = log.summary(cfg.steps);
+    save::<B, _>(&ad, out, files::AUTODECODER)?;
+    save::<B, _>(&ad.decoder, out, files::DECODER)?;
+
+    // ---- stage 2: image encoder -> code (decoder frozen)
+    let codes = ad.all_codes().detach();
+    let dec = ad.decoder.clone().no_grad();
+    let mut enc = cfg.init_encoder::<B>(device);
+    let mut optim = AdamConfig::new().init();
+    let mut batcher = Batcher::new(train.views.len(), cfg.batch, cfg.seed ^ 2);
+    let mut log = Log {
+        stage: "encoder",
+        offset: cfg.steps,
+        window: (0.0, 0),
+        first: None,
+        last: f32::NAN,
+        t0: Instant::now(),
+        queries: 0,
+        compute_s: 0.0,
+        ..log
+    };
+    let mut last_val = None;
+    for step in 0..cfg.encoder_steps {
+        let views = batcher.at(step);
+        let b = views.len();
+        let objs: Vec<usize> = views.iter().map(|&v| train.views[v].obj).collect();
+        let q = (cfg.encoder_sdf_weight > 0.0)
+            .then(|| sample_queries(train, &objs, cfg.queries, cfg.clamp, &mut rng));
+        let t0 = Instant::now();
+        let img = images::<B>(train, &views, cfg, device);
+        let idx: Vec<i64> = objs.iter().map(|&o| o as i64).collect();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [b]), device);
+        let target = codes.clone().select(0, idx);
+        let z = enc.forward(img);
+        let mse = (z.clone() - target).powi_scalar(2).mean();
+        let mut loss = mse.clone();
+        if let Some(q) = q {
+            let xyz =
+                Tensor::<B, 3>::from_data(TensorData::new(q.xyz, [b, cfg.queries, 3]), device);
+            let pred = dec.forward(z, xyz);
+            let l = clamped_l1(
+                pred,
+                t2::<B>(q.sdf, b, cfg.queries, device),
+                t2::<B>(q.near, b, cfg.queries, device),
+                t2::<B>(q.sign, b, cfg.queries, device),
+                cfg.clamp,
+            );
+            loss = loss + l.mul_scalar(cfg.encoder_sdf_weight);
+            log.queries += b * cfg.queries;
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &enc);
+        let lr = cfg.lr_at(step, cfg.encoder_steps);
+        enc = optim.step(lr, enc, grads);
+        let l: f32 = mse.into_scalar().elem();
+        log.compute_s += t0.elapsed().as_secs_f64();
+        check_finite(l, "encoder", step)?;
+        log.push(l);
+        let done = step + 1;
+        let at_eval = done % cfg.eval_every == 0 || done == cfg.encoder_steps;
+        if done % log_every == 0 || at_eval {
+            let m = if at_eval && !val.views.is_empty() {
+                Some(validate(
+                    &enc.valid(),
+                    &dec.valid(),
+                    val,
+                    cfg,
+                    cfg.data.val_samples,
+                    device,
+                )?)
+            } else {
+                None
+            };
+            log.flush(done, lr, m.as_ref())?;
+            if m.is_some() {
+                last_val = m;
+            }
+        }
+    }
+    let s2 = log.summary(cfg.encoder_steps);
+    save::<B, _>(&enc, out, files::ENCODER)?;
+    finish(out, vec![s1, s2], last_val, run_t0)
+}
+
+/// Occupancy network: encoder + decoder jointly with BCE.
+pub fn train_occupancy<B: AutodiffBackend>(
+    cfg: &ImplicitConfig,
+    train: &ImplicitSet,
+    val: &ImplicitSet,
+    out: &Path,
+    device: &B::Device,
+    quiet: bool,
+) -> Result<ImplicitSummary, TrainError> {
+    let csv = start_run(cfg, out)?;
+    B::seed(device, cfg.seed);
+    let run_t0 = Instant::now();
+    if train.views.is_empty() {
+        return Err(TrainError::Config("no training pictures".into()));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0cc);
+    let mut net = cfg.init_occupancy::<B>(device);
+    let mut optim = AdamConfig::new().init();
+    let mut batcher = Batcher::new(train.views.len(), cfg.batch, cfg.seed);
+    let log_every = cfg.eval_every.clamp(1, 25);
+    let mut log = Log {
+        stage: "occupancy",
+        csv,
+        offset: 0,
+        window: (0.0, 0),
+        first: None,
+        last: f32::NAN,
+        t0: Instant::now(),
+        run_t0,
+        queries: 0,
+        compute_s: 0.0,
+        quiet,
+    };
+    let mut last_val = None;
+    for step in 0..cfg.steps {
+        let views = batcher.at(step);
+        let b = views.len();
+        let objs: Vec<usize> = views.iter().map(|&v| train.views[v].obj).collect();
+        let q = sample_queries(train, &objs, cfg.queries, cfg.clamp, &mut rng);
+        let t0 = Instant::now();
+        let z = net.encoder.forward(images::<B>(train, &views, cfg, device));
+        let xyz = Tensor::<B, 3>::from_data(TensorData::new(q.xyz, [b, cfg.queries, 3]), device);
+        let logits = net.decoder.forward(z, xyz);
+        let loss = bce_logits(logits, t2::<B>(q.occ, b, cfg.queries, device));
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        let lr = cfg.lr_at(step, cfg.steps);
+        net = optim.step(lr, net, grads);
+        let l: f32 = loss.into_scalar().elem();
+        log.compute_s += t0.elapsed().as_secs_f64();
+        log.queries += b * cfg.queries;
+        check_finite(l, "occupancy", step)?;
+        log.push(l);
+        let done = step + 1;
+        let at_eval = done % cfg.eval_every == 0 || done == cfg.steps;
+        if done % log_every == 0 || at_eval {
+            let m = if at_eval && !val.views.is_empty() {
+                let v = net.valid();
+                Some(validate(
+                    &v.encoder,
+                    &v.decoder,
+                    val,
+                    cfg,
+                    cfg.data.val_samples,
+                    device,
+                )?)
+            } else {
+                None
+            };
+            log.flush(done, lr, m.as_ref())?;
+            if m.is_some() {
+                last_val = m;
+            }
+        }
+    }
+    let s = log.summary(cfg.steps);
+    save::<B, _>(&net.encoder, out, files::ENCODER)?;
+    save::<B, _>(&net.decoder, out, files::DECODER)?;
+    finish(out, vec![s], last_val, run_t0)
+}
+
+fn finish(
+    out: &Path,
+    stages: Vec<StageSummary>,
+    last_val: Option<SurfaceMetrics>,
+    t0: Instant,
+) -> Result<ImplicitSummary, TrainError> {
+    let summary = ImplicitSummary {
+        stages,
+        last_val,
+        elapsed_s: t0.elapsed().as_secs_f64(),
+    };
+    let p = out.join(files::SUMMARY);
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| TrainError::Parse {
+        path: p.clone(),
+        msg: e.to_string(),
+    })?;
+    std::fs::write(&p, text).map_err(|e| TrainError::io(&p, e))?;
+    crate::plot::loss_curve_png(&out.join(files::METRICS), &out.join(files::CURVE))?;
+    Ok(summary)
+}
