@@ -5,7 +5,8 @@
 //! times our encoder and decoder and prints one TSV line per cloud.
 //!
 //! Usage: `cargo run --release -p shapecast-wire --example pointcode_bench -- [DIR]`
-//! (default DIR: /tmp/pointcode_bench). Exit code 1 on any failure. (That the
+//! (default DIR: /tmp/pointcode_bench; `-- DIR enc|dec REPS` only runs the
+//! coder REPS times per cloud, untimed, for `perf`). Exit code 1 on any failure. (That the
 //! coder does not allocate is checked by a test in `tests/wire.rs`.)
 use shapecast_wire::pointcode::{self, Bounds};
 use std::fmt::Write as _;
@@ -253,7 +254,16 @@ fn blob_mesh() -> Mesh {
     m
 }
 
-fn run(dir: &Path) -> Result<(), String> {
+/// Profiling mode (`-- DIR enc|dec REPS`): no timing, only `REPS` encodes
+/// (sort included) or decodes of every cloud, for `perf stat` / `perf record`.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Bench,
+    Enc(usize),
+    Dec(usize),
+}
+
+fn run(dir: &Path, mode: Mode) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let mut rng = Rng(0x5EED_0001);
     let mut shapes: Vec<(&str, Vec<V>)> = Vec::new();
@@ -299,6 +309,23 @@ fn run(dir: &Path) -> Result<(), String> {
             let path: PathBuf = dir.join(format!("{name}_{bits}.xyz"));
             std::fs::write(&path, xyz).map_err(|e| format!("write {}: {e}", path.display()))?;
             let mut buf = vec![0u8; pointcode::max_encoded_len(q.len(), bits)];
+            if let Mode::Enc(reps) | Mode::Dec(reps) = mode {
+                let mut work = q.clone();
+                pointcode::sort_canonical(&mut work, &mut [] as &mut [u8]);
+                let len = pointcode::encode(&work, bits, &mut buf).unwrap_or(0);
+                let mut out = vec![[0u16; 3]; q.len()];
+                for _ in 0..reps {
+                    if mode == Mode::Dec(reps) {
+                        let _ = std::hint::black_box(pointcode::decode(&buf[..len], &mut out));
+                    } else {
+                        work.copy_from_slice(&q);
+                        pointcode::sort_canonical(&mut work, &mut [] as &mut [u8]);
+                        let _ = std::hint::black_box(pointcode::encode(&work, bits, &mut buf));
+                    }
+                }
+                let _ = writeln!(o, "{name}\t{bits}\t{}\t{len}", q.len());
+                continue;
+            }
             let mut work = q.clone();
             let mut len = 0;
             // Encode time includes putting the points into canonical order.
@@ -356,7 +383,16 @@ fn main() -> ExitCode {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp/pointcode_bench"));
-    match run(&dir) {
+    let reps = std::env::args()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let mode = match std::env::args().nth(2).as_deref() {
+        Some("enc") => Mode::Enc(reps),
+        Some("dec") => Mode::Dec(reps),
+        _ => Mode::Bench,
+    };
+    match run(&dir, mode) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pointcode_bench: {e}");

@@ -9,7 +9,7 @@ use crate::Error;
 pub const MAX_NEIGHBOURS: usize = 6;
 /// How many already-coded points (backwards in canonical order) are scanned
 /// for neighbours of an isolated point.
-const SCAN: usize = 32;
+const SCAN: usize = 16;
 /// Neighbour radius in units of the isolated cell's longest side.
 const RADIUS_CELLS: i32 = 3;
 
@@ -116,98 +116,103 @@ fn tangents(axis: usize) -> (usize, usize) {
 }
 
 /// Gathers neighbours among `past` and fits a plane; `None` when fewer than 3
-/// usable neighbours or a degenerate configuration. Floating point is only
-/// `+ - * /` on `f64` (IEEE 754 correctly rounded, hence identical on every
-/// conforming target), with a fixed operation order.
+/// usable neighbours or a degenerate configuration. A backward scan over the
+/// last [`SCAN`] coded points keeps the [`MAX_NEIGHBOURS`] nearest (squared
+/// distance; ties keep the earlier scanned) inside the radius; when that
+/// gives no fit, the scan is repeated with twice the radius.
 fn fit_plane(past: &[[u16; 3]], cd: [i32; 3], r: [u8; 3]) -> Option<Fit> {
     let rmax = r[0].max(r[1]).max(r[2]);
     let radius = RADIUS_CELLS << (rmax as i32 + 1); // doubled units
-    fit_in(past, cd, radius).or_else(|| fit_in(past, cd, 2 * radius))
+    let start = past.len().saturating_sub(SCAN);
+    let recent = &past[start..];
+    fit_in(recent, cd, radius).or_else(|| fit_in(recent, cd, 2 * radius))
 }
 
-/// [`fit_plane`] with neighbours inside `radius` (doubled units).
-fn fit_in(past: &[[u16; 3]], cd: [i32; 3], radius: i32) -> Option<Fit> {
-    // The MAX_NEIGHBOURS nearest (squared distance, then coordinates) among
-    // the last SCAN coded points inside the radius, kept sorted by insertion.
-    let mut near = [(0i64, [0i32; 3]); MAX_NEIGHBOURS];
+/// The nearest neighbours inside `radius` among `recent` (scanned backwards),
+/// then [`fit_points`].
+fn fit_in(recent: &[[u16; 3]], cd: [i32; 3], radius: i32) -> Option<Fit> {
+    let mut d2 = [i64::MAX; MAX_NEIGHBOURS];
+    let mut pts = [[0i32; 3]; MAX_NEIGHBOURS];
     let mut cnt = 0usize;
-    for q in past.iter().rev().take(SCAN) {
+    for q in recent.iter().rev() {
         let rel = [
             2 * q[0] as i32 + 1 - cd[0],
             2 * q[1] as i32 + 1 - cd[1],
             2 * q[2] as i32 + 1 - cd[2],
         ];
-        if rel[0].abs() > radius || rel[1].abs() > radius || rel[2].abs() > radius {
+        if rel[0].abs().max(rel[1].abs()).max(rel[2].abs()) > radius {
             continue;
         }
-        let key = (
-            rel[0] as i64 * rel[0] as i64
-                + rel[1] as i64 * rel[1] as i64
-                + rel[2] as i64 * rel[2] as i64,
-            rel,
-        );
-        if cnt == MAX_NEIGHBOURS && key >= near[cnt - 1] {
+        let key = rel[0] as i64 * rel[0] as i64
+            + rel[1] as i64 * rel[1] as i64
+            + rel[2] as i64 * rel[2] as i64;
+        if key >= d2[MAX_NEIGHBOURS - 1] {
             continue;
         }
-        let mut at = cnt.min(MAX_NEIGHBOURS - 1);
-        while at > 0 && near[at - 1] > key {
-            near[at] = near[at - 1];
+        let mut at = MAX_NEIGHBOURS - 1;
+        while at > 0 && d2[at - 1] > key {
+            d2[at] = d2[at - 1];
+            pts[at] = pts[at - 1];
             at -= 1;
         }
-        near[at] = key;
+        d2[at] = key;
+        pts[at] = rel;
         cnt = (cnt + 1).min(MAX_NEIGHBOURS);
     }
+    fit_points(&pts[..cnt])
+}
+
+/// Least-squares plane through `nb` (relative, doubled units). The scatter
+/// matrix `S_ij = n·Σ a_i·a_j - Σ a_i·Σ a_j` (n² times the covariance) is
+/// exact in `i64`; the 2×2 solves run on `f64` in a fixed operation order.
+fn fit_points(nb: &[[i32; 3]]) -> Option<Fit> {
+    let cnt = nb.len();
     if cnt < 3 {
         return None;
     }
-    let nb = &near[..cnt];
     let mut s = [0i64; 3];
-    let mut ss = [[0i64; 3]; 3];
-    for (_, v) in nb {
-        for i in 0..3 {
-            s[i] += v[i] as i64;
-            for j in i..3 {
-                ss[i][j] += v[i] as i64 * v[j] as i64;
-            }
-        }
+    let mut ss = [0i64; 6]; // xx, yy, zz, xy, xz, yz
+    for v in nb {
+        let (x, y, z) = (v[0] as i64, v[1] as i64, v[2] as i64);
+        s[0] += x;
+        s[1] += y;
+        s[2] += z;
+        ss[0] += x * x;
+        ss[1] += y * y;
+        ss[2] += z * z;
+        ss[3] += x * y;
+        ss[4] += x * z;
+        ss[5] += y * z;
     }
-    let n = cnt as f64;
-    let mean = [s[0] as f64 / n, s[1] as f64 / n, s[2] as f64 / n];
-    let c = |i: usize, j: usize| -> f64 {
-        let (i, j) = if i <= j { (i, j) } else { (j, i) };
-        ss[i][j] as f64 / n - mean[i] * mean[j]
-    };
-    let mut best: Option<(f64, Fit)> = None;
-    for axis in 0..3 {
-        let (u, v) = tangents(axis);
-        let (cuu, cvv, cuv) = (c(u, u), c(v, v), c(u, v));
-        let (cuw, cvw, cww) = (c(u, axis), c(v, axis), c(axis, axis));
-        let det = cuu * cvv - cuv * cuv;
-        if det <= 1e-9 * (cuu * cvv + 1.0) {
+    let n = cnt as i64;
+    let sc = |k: usize, i: usize, j: usize| (n * ss[k] - s[i] * s[j]) as f64;
+    let (sxx, syy, szz) = (sc(0, 0, 0), sc(1, 1, 1), sc(2, 2, 2));
+    let (sxy, sxz, syz) = (sc(3, 0, 1), sc(4, 0, 2), sc(5, 1, 2));
+    // Per normal axis w: (S_uu, S_vv, S_uv, S_uw, S_vw, S_ww).
+    let cand = [
+        (syy, szz, syz, sxy, sxz, sxx),
+        (sxx, szz, sxz, sxy, syz, syy),
+        (sxx, syy, sxy, sxz, syz, szz),
+    ];
+    let mut best: Option<(f64, usize, f64, f64)> = None;
+    for (axis, &(suu, svv, suv, suw, svw, sww)) in cand.iter().enumerate() {
+        let det = suu * svv - suv * suv;
+        if det <= 1e-9 * (suu * svv + 1.0) {
             continue;
         }
-        let bu = (cuw * cvv - cvw * cuv) / det;
-        let bv = (cvw * cuu - cuw * cuv) / det;
-        let msr = cww - bu * cuw - bv * cvw;
-        if best.as_ref().is_none_or(|(b, _)| msr < *b) {
-            best = Some((
-                msr,
-                Fit {
-                    axis,
-                    w0: mean[axis],
-                    uc: mean[u],
-                    vc: mean[v],
-                    bu,
-                    bv,
-                    sb: 0,
-                },
-            ));
+        let bu = (suw * svv - svw * suv) / det;
+        let bv = (svw * suu - suw * suv) / det;
+        let msr = sww - bu * suw - bv * svw;
+        if best.is_none_or(|(b, ..)| msr < b) {
+            best = Some((msr, axis, bu, bv));
         }
     }
-    let (msr, mut fit) = best?;
-    // Real units squared: doubled -> / 4.
-    let var = msr / 4.0;
-    fit.sb = if cnt < 5 {
+    let (msr, axis, bu, bv) = best?;
+    let (u, v) = tangents(axis);
+    let nf = cnt as f64;
+    // Mean squared residual in real units: msr / n² / 4 (doubled units).
+    let var = msr / (4.0 * nf * nf);
+    let sb = if cnt < 5 {
         5
     } else if var < 0.25 {
         0
@@ -220,7 +225,15 @@ fn fit_in(past: &[[u16; 3]], cd: [i32; 3], radius: i32) -> Option<Fit> {
     } else {
         4
     };
-    Some(fit)
+    Some(Fit {
+        axis,
+        w0: s[axis] as f64 / nf,
+        uc: s[u] as f64 / nf,
+        vc: s[v] as f64 / nf,
+        bu,
+        bv,
+        sb,
+    })
 }
 
 /// Margin (doubled units) added to a cell's normal range when testing whether
@@ -312,6 +325,12 @@ fn code_point<C: BitCoder>(
             let state = usize::from(crosses(lo_c)) | (usize::from(crosses(lo_c + 2.0 * hu)) << 1);
             if c.bit(&mut m.tangent[ti][fit.sb][state], (p[a] >> i) & 1 == 1) {
                 q[a] |= 1 << i;
+            }
+            if state == 3 {
+                // The plane crosses both halves: the lower bits are close to
+                // uniform and go to the raw section in one call.
+                q[a] |= c.raw(p[a] as u32, i as u32) as u16;
+                break;
             }
         }
     }
@@ -439,7 +458,7 @@ impl TreeDec<'_, '_> {
 pub(crate) fn decode_tree(body: &[u8], bits: u8, out: &mut [[u16; 3]]) -> Result<(), Error> {
     let n = out.len();
     let mut d = TreeDec {
-        c: Decoder::new(body),
+        c: Decoder::new(body)?,
         m: Models::new(),
         out,
         bits,

@@ -5,14 +5,17 @@
 //! codes how many points fall in the lower half of each cell (count
 //! splitting, so duplicates survive), and a cell holding a single point codes
 //! that point directly, predicting its coordinate along the local surface
-//! normal from a plane fitted to already-coded neighbours. All decisions go
-//! through an adaptive binary range coder. The bitstream is specified in
+//! normal from a plane fitted to already-coded neighbours. Modelled decisions
+//! go through an adaptive binary range coder; tangent bits below the level
+//! where the plane crosses both halves of the cell are stored as raw bits in
+//! a separate section at the end of the stream (cheap to write and read). The bitstream is specified in
 //! section 5 of `crates/wire/SPEC.md`.
 //!
 //! No heap is used anywhere: working memory is on the stack (the recursion is
 //! at most `3 * 16 + 1` frames deep, the context tables hold 536 models, about
-//! 2.1 KiB, and a neighbour buffer of [`MAX_NEIGHBOURS`] points; estimated
-//! below 8 KiB in all, not measured on the target).
+//! 2.1 KiB, and a neighbour buffer of [`MAX_NEIGHBOURS`] points;
+//! [`sort_canonical`] recurses at most 8 levels with 768 bytes of counters
+//! each; estimated below 16 KiB in all, not measured on the target).
 
 mod code;
 mod rc;
@@ -28,8 +31,9 @@ pub const MAX_BITS: u8 = 16;
 /// Most points one stream may hold (the count field is a LEB128 `u32`).
 pub const MAX_POINTS: usize = u32::MAX as usize;
 
-/// First header byte of an arithmetic-coded stream (format version 1).
-pub const TAG_ARITH: u8 = 0xA1;
+/// First header byte of an arithmetic-coded stream (format version 2; version
+/// 1, tag `0xA1`, is no longer read).
+pub const TAG_ARITH: u8 = 0xA2;
 /// First header byte of a bit-packed (raw) stream, used when the arithmetic
 /// stream would be larger.
 pub const TAG_RAW: u8 = 0xA0;
@@ -112,43 +116,99 @@ fn spread(v: u16) -> u64 {
 }
 
 /// Puts points (and a parallel attribute slice, e.g. labels) into the canonical
-/// order that [`decode`] returns (ascending [`morton_key`]). In-place heapsort:
-/// no allocation, O(n log n), no recursion. `attrs` must be empty or as long as
-/// `points`; any other length leaves `attrs` untouched and sorts only `points`.
-/// Attributes of identical points keep an unspecified relative order.
+/// order that [`decode`] returns (ascending [`morton_key`]). In-place MSD radix
+/// sort on 6-bit Morton digits (two tree levels per pass, American-flag
+/// permutation) with insertion sort for small buckets: no allocation, recursion
+/// at most 8 levels deep (256 bytes of counters per level). `attrs` must be
+/// empty or as long as `points`; any other length leaves `attrs` untouched and
+/// sorts only `points`. Attributes of identical points keep an unspecified
+/// relative order.
 pub fn sort_canonical<A>(points: &mut [[u16; 3]], attrs: &mut [A]) {
-    if attrs.len() != points.len() || attrs.is_empty() {
-        points.sort_unstable_by(cmp_canonical);
+    let with = attrs.len() == points.len();
+    let mut all = 0u16;
+    for p in points.iter() {
+        all |= p[0] | p[1] | p[2];
+    }
+    // Highest set bit, rounded down to even: the first digit covers bits
+    // (s + 1, s) of every axis.
+    let hb = 15 - all.leading_zeros().min(15);
+    radix(points, attrs, with, hb & !1);
+}
+
+/// Points per bucket at or below which insertion sort takes over.
+const RADIX_CUTOFF: usize = 24;
+
+#[inline(always)]
+fn digit(p: &[u16; 3], s: u32) -> usize {
+    let (x, y, z) = (
+        (p[0] >> s) as usize,
+        (p[1] >> s) as usize,
+        (p[2] >> s) as usize,
+    );
+    ((x & 2) << 4) | ((y & 2) << 3) | ((z & 2) << 2) | ((x & 1) << 2) | ((y & 1) << 1) | (z & 1)
+}
+
+fn radix<A>(pts: &mut [[u16; 3]], at: &mut [A], with: bool, s: u32) {
+    let n = pts.len();
+    if n <= RADIX_CUTOFF {
+        insertion_sort(pts, at, with);
         return;
     }
-    let with_attrs = true;
-    let n = points.len();
-    let swap = |pts: &mut [[u16; 3]], at: &mut [A], i: usize, j: usize| {
-        pts.swap(i, j);
-        if with_attrs {
-            at.swap(i, j);
-        }
-    };
-    let sift = |pts: &mut [[u16; 3]], at: &mut [A], mut root: usize, end: usize| loop {
-        let mut child = 2 * root + 1;
-        if child >= end {
-            break;
-        }
-        if child + 1 < end && cmp_canonical(&pts[child + 1], &pts[child]).is_gt() {
-            child += 1;
-        }
-        if cmp_canonical(&pts[child], &pts[root]).is_le() {
-            break;
-        }
-        swap(pts, at, root, child);
-        root = child;
-    };
-    for i in (0..n / 2).rev() {
-        sift(points, attrs, i, n);
+    let mut count = [0u32; 64];
+    for p in pts.iter() {
+        count[digit(p, s)] += 1;
     }
-    for end in (1..n).rev() {
-        swap(points, attrs, 0, end);
-        sift(points, attrs, 0, end);
+    let mut next = [0u32; 64];
+    let mut end = [0u32; 64];
+    let mut acc = 0u32;
+    for d in 0..64 {
+        next[d] = acc;
+        acc += count[d];
+        end[d] = acc;
+    }
+    for b in 0..64 {
+        while next[b] < end[b] {
+            let i = next[b] as usize;
+            let d = digit(&pts[i], s);
+            if d == b {
+                next[b] += 1;
+            } else {
+                let j = next[d] as usize;
+                pts.swap(i, j);
+                if with {
+                    at.swap(i, j);
+                }
+                next[d] += 1;
+            }
+        }
+    }
+    if s == 0 {
+        return; // every bucket holds identical points
+    }
+    let mut lo = 0usize;
+    for &c in &count {
+        let hi = lo + c as usize;
+        if c > 1 {
+            let (p, a) = (
+                &mut pts[lo..hi],
+                if with { &mut at[lo..hi] } else { &mut at[..0] },
+            );
+            radix(p, a, with, s - 2);
+        }
+        lo = hi;
+    }
+}
+
+fn insertion_sort<A>(pts: &mut [[u16; 3]], at: &mut [A], with: bool) {
+    for i in 1..pts.len() {
+        let mut j = i;
+        while j > 0 && cmp_canonical(&pts[j - 1], &pts[j]).is_gt() {
+            pts.swap(j - 1, j);
+            if with {
+                at.swap(j - 1, j);
+            }
+            j -= 1;
+        }
     }
 }
 

@@ -38,17 +38,13 @@ impl Prob {
 
     #[inline(always)]
     fn update(&mut self, bit: bool) {
-        let rate = RATES[self.n as usize];
-        if (self.n as usize) < RATES.len() - 1 {
-            self.n += 1;
-        }
+        let rate = RATES[self.n as usize] as u32;
+        self.n += u8::from((self.n as usize) < RATES.len() - 1);
         let p = self.p0 as u32;
-        let p = if bit {
-            p - (p >> rate)
-        } else {
-            p + ((65535 - p) >> rate)
-        };
-        self.p0 = p as u16;
+        // Branch-free: a 1 moves p toward 0, a 0 toward 65535.
+        let up = p + ((65535 - p) >> rate);
+        let down = p - (p >> rate);
+        self.p0 = if bit { down } else { up } as u16;
     }
 }
 
@@ -56,6 +52,9 @@ impl Prob {
 /// returns it, the decoder ignores the argument and returns the decoded bit.
 pub(crate) trait BitCoder {
     fn bit(&mut self, m: &mut Prob, bit: bool) -> bool;
+    /// Codes the low `k` (0..=16) bits of `v` as raw (equiprobable) bits in
+    /// the separate raw section; returns them.
+    fn raw(&mut self, v: u32, k: u32) -> u32;
 }
 
 /// Range encoder writing into a borrowed slice.
@@ -70,6 +69,11 @@ pub(crate) struct Encoder<'a> {
     /// First byte of the LZMA scheme is always 0 and is not written.
     first: bool,
     pub(crate) overflow: bool,
+    /// Raw-bit accumulator (LSB first) and its number of pending bits.
+    acc: u64,
+    nacc: u32,
+    /// Raw bytes written so far, stored backwards from the end of `out`.
+    nraw: usize,
 }
 
 impl<'a> Encoder<'a> {
@@ -83,6 +87,20 @@ impl<'a> Encoder<'a> {
             pos: 0,
             first: true,
             overflow: false,
+            acc: 0,
+            nacc: 0,
+            nraw: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn put_raw(&mut self, b: u8) {
+        if self.pos + self.nraw < self.out.len() {
+            let at = self.out.len() - 1 - self.nraw;
+            self.out[at] = b;
+            self.nraw += 1;
+        } else {
+            self.overflow = true;
         }
     }
 
@@ -92,7 +110,7 @@ impl<'a> Encoder<'a> {
             self.first = false;
             return;
         }
-        if self.pos < self.out.len() {
+        if self.pos + self.nraw < self.out.len() {
             self.out[self.pos] = b;
             self.pos += 1;
         } else {
@@ -131,14 +149,46 @@ impl<'a> Encoder<'a> {
     /// shift, the same shifts as the encoder's), so a valid stream is consumed
     /// exactly: nothing is trimmed, which lets the decoder reject truncated
     /// and over-long streams.
+    ///
+    /// The raw bytes, buffered backwards from the end of `out`, are moved in
+    /// production order right after the range-coder bytes.
     pub(crate) fn finish(mut self) -> Result<usize, Error> {
         for _ in 0..5 {
             self.shift_low();
         }
+        if self.nacc > 0 {
+            let b = self.acc as u8;
+            self.put_raw(b);
+        }
         if self.overflow {
             return Err(Error::BufferTooSmall);
         }
-        Ok(self.pos)
+        // Body: LEB128 length of the range-coder section, that section, then
+        // the raw bytes in the order they were produced.
+        let mut leb = [0u8; 5];
+        let mut l = 0;
+        let mut v = self.pos as u32;
+        loop {
+            let b = (v & 0x7F) as u8;
+            v >>= 7;
+            if v == 0 {
+                leb[l] = b;
+                l += 1;
+                break;
+            }
+            leb[l] = b | 0x80;
+            l += 1;
+        }
+        let len = self.out.len();
+        let (pos, nraw) = (self.pos, self.nraw);
+        if l + pos + nraw > len {
+            return Err(Error::BufferTooSmall);
+        }
+        self.out.copy_within(0..pos, l);
+        self.out[..l].copy_from_slice(&leb[..l]);
+        self.out[len - nraw..].reverse();
+        self.out.copy_within(len - nraw..len, l + pos);
+        Ok(l + pos + nraw)
     }
 }
 
@@ -146,15 +196,26 @@ impl BitCoder for Encoder<'_> {
     #[inline(always)]
     fn bit(&mut self, m: &mut Prob, bit: bool) -> bool {
         let bound = (self.range >> PROB_BITS) * m.p12();
-        if bit {
-            self.low += bound as u64;
-            self.range -= bound;
-        } else {
-            self.range = bound;
-        }
+        let mask = 0u32.wrapping_sub(u32::from(bit));
+        self.low += (bound & mask) as u64;
+        self.range = (bound & !mask) | ((self.range - bound) & mask);
         m.update(bit);
         self.normalize();
         bit
+    }
+
+    #[inline(always)]
+    fn raw(&mut self, v: u32, k: u32) -> u32 {
+        let v = v & ((1u32 << k) - 1);
+        self.acc |= (v as u64) << self.nacc;
+        self.nacc += k;
+        while self.nacc >= 8 {
+            let b = self.acc as u8;
+            self.put_raw(b);
+            self.acc >>= 8;
+            self.nacc -= 8;
+        }
+        v
     }
 }
 
@@ -166,27 +227,62 @@ pub(crate) struct Decoder<'a> {
     input: &'a [u8],
     pos: usize,
     pub(crate) over: usize,
+    /// Raw section, read forwards.
+    raw: &'a [u8],
+    acc: u64,
+    nacc: u32,
+    nraw: usize,
 }
 
 impl<'a> Decoder<'a> {
-    pub(crate) fn new(input: &'a [u8]) -> Self {
+    /// Splits the body into its range-coder and raw sections (LEB128 length
+    /// of the former first) and primes the range decoder.
+    pub(crate) fn new(body: &'a [u8]) -> Result<Self, Error> {
+        let mut n: u64 = 0;
+        let mut l = 0usize;
+        loop {
+            let byte = *body.get(l).ok_or(Error::Truncated)?;
+            n |= ((byte & 0x7F) as u64) << (7 * l);
+            l += 1;
+            if byte & 0x80 == 0 {
+                if l > 1 && byte == 0 {
+                    return Err(Error::Malformed);
+                }
+                break;
+            }
+            if l == 5 {
+                return Err(Error::Malformed);
+            }
+        }
+        let rest = &body[l..];
+        if n > rest.len() as u64 {
+            return Err(Error::Truncated);
+        }
+        let (input, raw) = rest.split_at(n as usize);
         let mut d = Decoder {
             code: 0,
             range: u32::MAX,
             input,
             pos: 0,
             over: 0,
+            raw,
+            acc: 0,
+            nacc: 0,
+            nraw: 0,
         };
         for _ in 0..4 {
             d.code = (d.code << 8) | d.next() as u32;
         }
-        d
+        Ok(d)
     }
 
-    /// Whether the whole input was consumed exactly (no byte left, none read
-    /// past the end).
+    /// Whether both sections were consumed exactly (no byte left, none read
+    /// past the end) and the padding bits of the last raw byte are 0.
     pub(crate) fn exact(&self) -> bool {
-        self.over == 0 && self.pos == self.input.len()
+        self.over == 0
+            && self.pos == self.input.len()
+            && self.nraw == self.raw.len()
+            && self.acc == 0
     }
 
     #[inline(always)]
@@ -214,14 +310,31 @@ impl BitCoder for Decoder<'_> {
     fn bit(&mut self, m: &mut Prob, _bit: bool) -> bool {
         let bound = (self.range >> PROB_BITS) * m.p12();
         let bit = self.code >= bound;
-        if bit {
-            self.code -= bound;
-            self.range -= bound;
-        } else {
-            self.range = bound;
-        }
+        // Branch-free selection (the decoded bit is unpredictable).
+        let mask = 0u32.wrapping_sub(u32::from(bit));
+        self.code -= bound & mask;
+        self.range = (bound & !mask) | ((self.range - bound) & mask);
         m.update(bit);
         self.normalize();
         bit
+    }
+
+    #[inline(always)]
+    fn raw(&mut self, _v: u32, k: u32) -> u32 {
+        while self.nacc < k {
+            let b = if let Some(&b) = self.raw.get(self.nraw) {
+                b
+            } else {
+                self.over += 1;
+                0
+            };
+            self.nraw += 1;
+            self.acc |= (b as u64) << self.nacc;
+            self.nacc += 8;
+        }
+        let v = (self.acc as u32) & ((1u32 << k) - 1);
+        self.acc >>= k;
+        self.nacc -= k;
+        v
     }
 }

@@ -73,7 +73,11 @@ fn golden_bytes() {
     assert_eq!(out, pts);
 }
 
-const GOLDEN_HEX: &str = "a10a4041665f2bc121376fcf5454a9ec3801aa28b80c3ad1d0e71d2bb02021b97bd800b283c141a8bc78bd9b795b6918d075f48ca7d6f0856f6097c6ca2feccf1943cad46717b5f1cb5a3b9dcad1b9c397449c9ccaf8b98f837ea58c26af9a68bd643bc4a7f2b6805a0afca04bf07628b42c533949bcf719338266979ff457";
+/// Refrozen 2026-11-21 for format version 2 (tag 0xA2: raw section for the
+/// tangent bits below the level where the plane crosses both halves, after
+/// the range-coder section whose length leads the body; scatter fit;
+/// single-pass neighbour lists). Version 1 was tag 0xA1.
+const GOLDEN_HEX: &str = "a20a405b41665f2bc121376fcf5454b13c75f0abc632bb009d9d8b952a7dfa36141f6de1f5b2d4de78482064ef7b8ab15ba16260aaab8f841ff461db2fd8f882448069a4a7be46a8d4e89ce39eccf2f4e5db1b537ea1957555ff9886cd58d82514020a1a1c02818280e36078028f000305808062110008080e0e1e068d82820200878680010682c0824108020fc0c22068187898";
 
 #[test]
 fn canonical_order_is_morton() {
@@ -210,6 +214,30 @@ fn extreme_corners_roundtrip_all_depths() {
 fn fuzz_regression_two_points_15_bits() {
     let mut pts = [[0u16, 0, 0], [16384, 0, 0]];
     roundtrip(&mut pts, 15);
+}
+
+/// Found by the `pointcode_roundtrip` fuzz target on a draft of format
+/// version 2 that read the raw section backwards from the end of the body
+/// without storing section lengths: dropping the last byte still decoded.
+/// With the range-coder length leading the body it must be rejected.
+#[test]
+fn fuzz_regression_truncated_raw_section() {
+    let mut pts = [
+        [0u16, 38, 0],
+        [3584, 32512, 0],
+        [3840, 0, 0],
+        [0, 32512, 16383],
+        [32767, 32767, 32530],
+        [14, 255, 0],
+        [15, 22528, 10752],
+    ];
+    let n = roundtrip(&mut pts, 15);
+    let mut buf = vec![0u8; max_encoded_len(pts.len(), 15)];
+    assert_eq!(encode(&pts, 15, &mut buf), Ok(n));
+    let mut out = [[0u16; 3]; 7];
+    for cut in 1..4 {
+        assert!(decode(&buf[..n - cut], &mut out).is_err(), "cut {cut}");
+    }
 }
 
 /// Coordinates drawn from the extremes and their neighbours (0, 1, the top
