@@ -1,3 +1,1458 @@
-//! 3D-LMNet: point-cloud autoencoder, image encoder trained to match its latent, several hypotheses from a probabilistic latent with a diversity loss.
+//! 3D-LMNet (Mandikal et al., BMVC 2018): latent embedding matching with a probabilistic
+//! latent for several plausible reconstructions.
 //!
-//! (Being built; see the `lmnet` subcommand.)
+//! 1. A point-cloud autoencoder ([`PointAe`]): a PointNet-style shared per-point MLP with a
+//!    max pool gives the latent `z`; an MLP decodes `z` to `N x 3` points; loss Chamfer.
+//! 2. An image encoder ([`LmImage`]) is trained against the frozen autoencoder: it predicts
+//!    the mean `mu` and the log standard deviation `log_sigma` of the latent. Its loss is the
+//!    paper's probabilistic variant: the mean hypothesis matches the ground-truth latent
+//!    (L1), the best of `K` drawn latents `mu + sigma * eps_k` matches it too (L1), and the
+//!    view-specific *diversity loss* `|sigma - sigma_view|^2` keeps `sigma` from collapsing
+//!    to 0: `sigma_view` grows with the ambiguity of the view (see [`view_ambiguity`])
+//!    times the per-dimension spread of the training latents.
+//! 3. The export decodes `K` latents `mu + sigma * eps_k` with `K` unit-normal samples
+//!    `eps_k` baked into the graph as constants (deterministic; `eps_0 = 0`, so hypothesis 0
+//!    is the mean, the most likely one, first as the contract asks): `points` `[1, K, N, 3]`.
+//!
+//! The image encoder ([`ImageEncoder`]) and the ONNX helpers here are shared with the mesh
+//! method ([`crate::mesh`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Initializer, Module};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::activation::{relu, tanh};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Distribution;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use shapecast_onnx::{Dim, GraphBuilder};
+
+use crate::data::{Dataset, Sample, Split, SynthConfig, SyntheticDataset, BOUNDS};
+use crate::eval::{point_metrics, PointMetrics};
+use crate::inference::TractRunner;
+use crate::loss::point_loss_indexed;
+use crate::TrainError;
+
+/// Contract version written into every export.
+pub const CONTRACT: &str = "1";
+
+// ------------------------------------------------------------------ shared: data
+
+/// The synthetic dataset of a run (pictures of `image` pixels, `gt_points` surface points).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SynthData {
+    /// Dataset seed (objects, views, split).
+    pub seed: u64,
+    /// Procedural objects per class (all splits together; about 80/10/10).
+    pub objects_per_class: usize,
+    /// Views rendered per object.
+    pub views: usize,
+    /// Ground-truth surface points per sample.
+    pub gt_points: usize,
+    /// Training samples held in memory (0 = the whole train split).
+    pub train_samples: usize,
+    /// Validation samples used during training.
+    pub val_samples: usize,
+    /// Test samples of `eval` (0 = the whole test split).
+    pub test_samples: usize,
+}
+
+impl SynthData {
+    /// The generator settings for pictures of `image` pixels.
+    pub fn synth(&self, image: usize) -> SynthConfig {
+        SynthConfig {
+            seed: self.seed,
+            objects_per_class: self.objects_per_class,
+            views: self.views,
+            image_size: image as u32,
+            n_points: self.gt_points,
+            voxel_res: 0,
+            n_sdf: 0,
+            ..SynthConfig::default()
+        }
+    }
+
+    /// `shapecast.dataset` text.
+    pub fn describe(&self) -> String {
+        format!(
+            "synthetic seed={} objects_per_class={} views={}",
+            self.seed, self.objects_per_class, self.views
+        )
+    }
+
+    /// Loads up to `limit` samples (0 = all) of `split`, spread evenly, on all cores.
+    pub fn load(
+        &self,
+        image: usize,
+        split: Split,
+        limit: usize,
+    ) -> Result<Vec<Sample>, TrainError> {
+        let ds = SyntheticDataset::new(self.synth(image), split)?;
+        let n = ds.len();
+        let take = if limit == 0 { n } else { limit.min(n) };
+        let idx: Vec<usize> = (0..take).map(|i| i * n / take.max(1)).collect();
+        let threads = std::thread::available_parallelism()
+            .map(|p| p.get())
+            .unwrap_or(1)
+            .clamp(1, 16);
+        let chunk = idx.len().div_ceil(threads).max(1);
+        let ds_ref = &ds;
+        let parts: Vec<Result<Vec<Sample>, TrainError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = idx
+                .chunks(chunk)
+                .map(|c| {
+                    s.spawn(move || {
+                        c.iter()
+                            .map(|&i| ds_ref.get(i).map_err(TrainError::from))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(TrainError::Config("a loader thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(idx.len());
+        for p in parts {
+            out.extend(p?);
+        }
+        if out.is_empty() {
+            return Err(TrainError::Config(format!(
+                "split {} of the dataset is empty",
+                split.name()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// Pictures `[B, 3, H, W]` and ground-truth points `[B, M, 3]` of a batch.
+pub fn batch_tensors<B: Backend>(
+    samples: &[&Sample],
+    mean: [f32; 3],
+    std: [f32; 3],
+    device: &B::Device,
+) -> Result<(Tensor<B, 4>, Tensor<B, 3>), TrainError> {
+    let first = samples
+        .first()
+        .ok_or_else(|| TrainError::Config("empty batch".into()))?;
+    let (w, h, m) = (
+        first.width as usize,
+        first.height as usize,
+        first.points.len(),
+    );
+    let mut img: Vec<f32> = Vec::with_capacity(samples.len() * 3 * w * h);
+    let mut pts: Vec<f32> = Vec::with_capacity(samples.len() * m * 3);
+    for s in samples {
+        if s.width as usize != w || s.height as usize != h || s.points.len() != m || m == 0 {
+            return Err(TrainError::Config(format!(
+                "samples differ in size or have no points: {}x{} with {} points vs {w}x{h} with {m}",
+                s.width,
+                s.height,
+                s.points.len()
+            )));
+        }
+        img.extend(s.image_chw(mean, std));
+        pts.extend(s.points.iter().flatten());
+    }
+    let b = samples.len();
+    Ok((
+        Tensor::from_data(TensorData::new(img, [b, 3, h, w]), device),
+        Tensor::from_data(TensorData::new(pts, [b, m, 3]), device),
+    ))
+}
+
+/// Deterministic epoch-shuffled batch order over `n` samples.
+#[derive(Debug)]
+pub struct BatchOrder {
+    seed: u64,
+    n: usize,
+    batch: usize,
+    order: Vec<usize>,
+    epoch: usize,
+}
+
+impl BatchOrder {
+    /// Batches of `batch` indices out of `0..n`.
+    pub fn new(seed: u64, n: usize, batch: usize) -> Self {
+        Self {
+            seed,
+            n,
+            batch: batch.max(1),
+            order: Vec::new(),
+            epoch: usize::MAX,
+        }
+    }
+
+    /// Indices of the batch of `step`.
+    pub fn at(&mut self, step: usize) -> Vec<usize> {
+        let per_epoch = (self.n / self.batch).max(1);
+        let epoch = step / per_epoch;
+        if epoch != self.epoch {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+                self.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9),
+            );
+            self.order = (0..self.n).collect();
+            self.order.shuffle(&mut rng);
+            self.epoch = epoch;
+        }
+        let pos = (step % per_epoch) * self.batch;
+        (0..self.batch)
+            .map(|i| self.order[(pos + i) % self.order.len()])
+            .collect()
+    }
+}
+
+/// Learning rate at `step`: linear warm-up, cosine decay to `lr * final_ratio`.
+pub fn lr_at(lr: f64, final_ratio: f64, warmup: usize, steps: usize, step: usize) -> f64 {
+    if step < warmup {
+        return lr * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64 / (steps.saturating_sub(warmup).max(1)) as f64;
+    let lo = lr * final_ratio;
+    lo + 0.5 * (lr - lo) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+}
+
+/// A metrics CSV (`step,lr,train_loss,train_aux,val_chamfer_l2,val_chamfer_l1,val_fscore_1pct,elapsed_s`),
+/// the column layout [`crate::plot::loss_curve_png`] reads.
+#[derive(Debug)]
+pub struct MetricsCsv {
+    path: PathBuf,
+}
+
+impl MetricsCsv {
+    /// Creates (truncates) the file and writes the header.
+    pub fn create(path: &Path) -> Result<Self, TrainError> {
+        let mut f = std::fs::File::create(path).map_err(|e| TrainError::io(path, e))?;
+        writeln!(
+            f,
+            "step,lr,train_loss,train_aux,val_chamfer_l2,val_chamfer_l1,val_fscore_1pct,elapsed_s"
+        )
+        .map_err(|e| TrainError::io(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Appends a row.
+    pub fn row(
+        &self,
+        step: usize,
+        lr: f64,
+        loss: f32,
+        aux: f32,
+        val: Option<&PointMetrics>,
+        elapsed: f64,
+    ) -> Result<(), TrainError> {
+        let v = val
+            .map(|m| {
+                format!(
+                    "{:.6},{:.6},{:.3}",
+                    m.chamfer_l2, m.chamfer_l1, m.fscore_1pct
+                )
+            })
+            .unwrap_or_else(|| ",,".into());
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| TrainError::io(&self.path, e))?;
+        writeln!(f, "{step},{lr:.6e},{loss:.6},{aux:.6},{v},{elapsed:.1}")
+            .map_err(|e| TrainError::io(&self.path, e))
+    }
+
+    /// Draws the loss curve PNG beside the CSV.
+    pub fn plot(&self, out: &Path) -> Result<(), TrainError> {
+        crate::plot::loss_curve_png(&self.path, out)
+    }
+}
+
+pub(crate) fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+pub(crate) fn record_err(path: &Path, e: burn::record::RecorderError) -> TrainError {
+    TrainError::Record {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+pub(crate) fn save_json<T: Serialize>(v: &T, path: &Path) -> Result<(), TrainError> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| TrainError::Parse {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+}
+
+pub(crate) fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Parse {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
+}
+
+// ------------------------------------------------------------------ shared: image encoder
+
+/// He (Kaiming) uniform initialisation for ReLU layers.
+pub(crate) fn he() -> Initializer {
+    Initializer::KaimingUniform {
+        gain: std::f64::consts::SQRT_2,
+        fan_out_only: false,
+    }
+}
+
+/// Shape of an [`ImageEncoder`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderConfig {
+    /// Input picture side in pixels (square RGB).
+    pub image: usize,
+    /// Output channels of each 3x3 convolution (batch norm + ReLU after each).
+    pub channels: Vec<usize>,
+    /// Stride of each convolution (1 or 2).
+    pub strides: Vec<usize>,
+    /// Width of the fully connected layer after the convolutions.
+    pub hidden: usize,
+    /// ReLU after the fully connected layer. With it, most hidden units of the first
+    /// cpu-small runs died (77-87 % never active on test pictures); `false` keeps that layer
+    /// linear.
+    #[serde(default = "default_true")]
+    pub hidden_relu: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl EncoderConfig {
+    /// Length of the flattened convolution output.
+    pub fn feature_len(&self) -> usize {
+        let mut s = self.image;
+        for &st in &self.strides {
+            s = (s - 1) / st + 1;
+        }
+        self.channels.last().copied().unwrap_or(3) * s * s
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if self.channels.is_empty() || self.channels.len() != self.strides.len() {
+            return Err(TrainError::Config(
+                "encoder.channels and encoder.strides must have the same, non-zero length".into(),
+            ));
+        }
+        if self.strides.iter().any(|&s| s != 1 && s != 2) || self.image < 8 || self.hidden == 0 {
+            return Err(TrainError::Config(
+                "encoder strides must be 1 or 2, image >= 8, hidden > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds the encoder with fresh weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ImageEncoder<B> {
+        let mut convs = Vec::new();
+        let mut norms = Vec::new();
+        let mut cin = 3;
+        for (&cout, &st) in self.channels.iter().zip(&self.strides) {
+            convs.push(
+                Conv2dConfig::new([cin, cout], [3, 3])
+                    .with_stride([st, st])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1))
+                    .with_initializer(he())
+                    .init(device),
+            );
+            norms.push(BatchNormConfig::new(cout).init(device));
+            cin = cout;
+        }
+        let fc = LinearConfig::new(self.feature_len(), self.hidden)
+            .with_initializer(he())
+            .init(device);
+        ImageEncoder {
+            convs,
+            norms,
+            fc,
+            hidden_relu: self.hidden_relu,
+        }
+    }
+}
+
+/// A strided CNN (3x3 convolutions, batch norm, ReLU) and a fully connected layer (ReLU).
+#[derive(Module, Debug)]
+pub struct ImageEncoder<B: Backend> {
+    /// Convolutions.
+    pub convs: Vec<Conv2d<B>>,
+    /// Batch norms after the convolutions (folded into them at export).
+    pub norms: Vec<BatchNorm<B>>,
+    /// Fully connected layer.
+    pub fc: Linear<B>,
+    /// ReLU after `fc`.
+    pub hidden_relu: bool,
+}
+
+impl<B: Backend> ImageEncoder<B> {
+    /// Features `[B, hidden]` of pictures `[B, 3, H, W]`.
+    pub fn forward(&self, image: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = image;
+        for (conv, bn) in self.convs.iter().zip(&self.norms) {
+            x = relu(bn.forward(conv.forward(x)));
+        }
+        let [b, c, h, w] = x.dims();
+        let y = self.fc.forward(x.reshape([b, c * h * w]));
+        if self.hidden_relu {
+            relu(y)
+        } else {
+            y
+        }
+    }
+}
+
+pub(crate) fn onnx_err(e: shapecast_onnx::OnnxError) -> TrainError {
+    TrainError::Onnx(format!("{e:#}"))
+}
+
+pub(crate) fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, TrainError> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| TrainError::Onnx(format!("tensor readout: {e:?}")))
+}
+
+pub(crate) fn fmt_list(v: &[f32]) -> String {
+    v.iter()
+        .map(|x| format!("{x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Writes a burn `Linear` (`[in, out]` weights) as a `Gemm`.
+pub(crate) fn export_linear<B: Backend>(
+    g: &mut GraphBuilder,
+    x: &str,
+    name: &str,
+    l: &Linear<B>,
+) -> Result<String, TrainError> {
+    let [d_in, d_out] = l.weight.dims();
+    let w = floats(l.weight.val())?;
+    let b = match &l.bias {
+        Some(b) => Some(floats(b.val())?),
+        None => None,
+    };
+    g.linear(x, name, &w, b.as_deref(), d_in, d_out)
+        .map_err(onnx_err)
+}
+
+/// Writes the encoder (batch norms folded into the convolutions) on input `x`
+/// `[1, 3, H, W]`; returns the features tensor `[1, hidden]`.
+pub(crate) fn export_encoder<B: Backend>(
+    g: &mut GraphBuilder,
+    enc: &ImageEncoder<B>,
+    x: &str,
+) -> Result<String, TrainError> {
+    let mut x = x.to_string();
+    let mut cin = 3;
+    for (i, (conv, bn)) in enc.convs.iter().zip(&enc.norms).enumerate() {
+        let [cout, _, k, _] = conv.weight.dims();
+        let mut w = floats(conv.weight.val())?;
+        let mut b = match &conv.bias {
+            Some(b) => floats(b.val())?,
+            None => vec![0.0; cout],
+        };
+        let gamma = floats(bn.gamma.val())?;
+        let beta = floats(bn.beta.val())?;
+        let mean = floats(bn.running_mean.value())?;
+        let var = floats(bn.running_var.value())?;
+        let per = w.len() / cout;
+        for o in 0..cout {
+            let s = gamma[o] / (var[o] + bn.epsilon as f32).sqrt();
+            for v in &mut w[o * per..(o + 1) * per] {
+                *v *= s;
+            }
+            b[o] = (b[o] - mean[o]) * s + beta[o];
+        }
+        let y = g
+            .conv2d(
+                &x,
+                &format!("conv{i}"),
+                &w,
+                Some(&b),
+                cout,
+                cin,
+                k,
+                conv.stride[0],
+                1,
+            )
+            .map_err(onnx_err)?;
+        x = g.relu(&y);
+        cin = cout;
+    }
+    let flat = g.flatten(&x, 1);
+    let h = export_linear(g, &flat, "fc", &enc.fc)?;
+    Ok(if enc.hidden_relu { g.relu(&h) } else { h })
+}
+
+/// The contract metadata every head shares (f32, object frame, normalised units).
+pub fn base_metadata(
+    head: &str,
+    model_id: &str,
+    image: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+    dataset: &str,
+) -> Vec<(String, String)> {
+    vec![
+        ("shapecast.contract".into(), CONTRACT.into()),
+        ("shapecast.head".into(), head.into()),
+        ("shapecast.model_id".into(), model_id.into()),
+        ("shapecast.input.width".into(), image.to_string()),
+        ("shapecast.input.height".into(), image.to_string()),
+        ("shapecast.input.color".into(), "rgb".into()),
+        ("shapecast.input.mean".into(), fmt_list(&mean)),
+        ("shapecast.input.std".into(), fmt_list(&std)),
+        ("shapecast.input.crop".into(), "center".into()),
+        ("shapecast.frame".into(), "object".into()),
+        ("shapecast.units".into(), "normalized".into()),
+        ("shapecast.bounds".into(), fmt_list(&BOUNDS)),
+        ("shapecast.precision".into(), "f32".into()),
+        (
+            "shapecast.trained_by".into(),
+            format!(
+                "shapecast-train {} (burn 0.20.1)",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ),
+        ("shapecast.dataset".into(), dataset.into()),
+    ]
+}
+
+/// Largest absolute difference of two equally long slices.
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32, TrainError> {
+    if a.len() != b.len() {
+        return Err(TrainError::Check(format!(
+            "output sizes differ: burn {} vs tract {}",
+            a.len(),
+            b.len()
+        )));
+    }
+    Ok(a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max))
+}
+
+// ------------------------------------------------------------------ configuration
+
+/// Everything an LMNet run needs; saved as `config.json` in the run folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmnetConfig {
+    /// Preset the run started from.
+    pub preset: String,
+    /// `shapecast.model_id` of the export.
+    pub model_id: String,
+    /// The data.
+    pub data: SynthData,
+    /// Image encoder.
+    pub encoder: EncoderConfig,
+    /// Latent size `Z`.
+    pub latent: usize,
+    /// Widths of the shared per-point MLP of the autoencoder's encoder (the last is `Z`
+    /// implicitly: the MLP ends with a layer to `latent`).
+    pub ae_mlp: Vec<usize>,
+    /// Hidden widths of the decoder MLP.
+    pub ae_decoder: Vec<usize>,
+    /// Points per hypothesis `N` (the autoencoder's output; equals `data.gt_points`).
+    pub points: usize,
+    /// Hypotheses `K` in the export.
+    pub hypotheses: usize,
+    /// Latent samples drawn per picture during training of the probabilistic encoder.
+    pub train_samples_k: usize,
+    /// Half-extent of the decoder's output box (`extent * tanh`).
+    pub extent: f32,
+    /// Images (or clouds) per step.
+    pub batch: usize,
+    /// Autoencoder steps.
+    pub ae_steps: usize,
+    /// Image-encoder steps.
+    pub image_steps: usize,
+    /// Peak learning rate (Adam).
+    pub lr: f64,
+    /// Final learning rate as a fraction of `lr` (cosine decay).
+    pub lr_final_ratio: f64,
+    /// Warm-up steps of each stage.
+    pub warmup: usize,
+    /// Weight of the diversity loss.
+    pub diversity_weight: f32,
+    /// Target `sigma` of the most ambiguous view, as a fraction of the per-dimension
+    /// standard deviation of the training latents.
+    pub sigma_scale: f32,
+    /// Seed of initialisation, batch order and the baked samples.
+    pub seed: u64,
+    /// Steps between validations.
+    pub eval_every: usize,
+    /// Input normalisation mean.
+    pub mean: [f32; 3],
+    /// Input normalisation std.
+    pub std: [f32; 3],
+}
+
+/// Names of the LMNet presets.
+pub const PRESETS: &[&str] = &["test", "cpu-small"];
+
+impl LmnetConfig {
+    /// A preset: `test` (CI, seconds) or `cpu-small` (the shipped model, ~12 min on 2 cores).
+    pub fn preset(name: &str) -> Result<Self, TrainError> {
+        match name {
+            "test" => Ok(Self {
+                preset: name.into(),
+                model_id: "lmnet-test".into(),
+                data: SynthData {
+                    seed: 7,
+                    objects_per_class: 10,
+                    views: 2,
+                    gt_points: 128,
+                    train_samples: 0,
+                    val_samples: 8,
+                    test_samples: 8,
+                },
+                encoder: EncoderConfig {
+                    image: 32,
+                    channels: vec![8, 16, 32],
+                    strides: vec![2, 2, 2],
+                    hidden: 64,
+                    hidden_relu: true,
+                },
+                latent: 32,
+                ae_mlp: vec![32, 64],
+                ae_decoder: vec![64],
+                points: 128,
+                hypotheses: 3,
+                train_samples_k: 4,
+                extent: 0.5,
+                batch: 8,
+                ae_steps: 120,
+                image_steps: 120,
+                lr: 2e-3,
+                lr_final_ratio: 0.1,
+                warmup: 5,
+                diversity_weight: 1.0,
+                sigma_scale: 0.5,
+                seed: 1,
+                eval_every: 40,
+                mean: [0.5; 3],
+                std: [0.5; 3],
+            }),
+            "cpu-small" => Ok(Self {
+                preset: name.into(),
+                model_id: "lmnet-cpu-small".into(),
+                data: SynthData {
+                    seed: 2026,
+                    objects_per_class: 160,
+                    views: 4,
+                    gt_points: 1024,
+                    train_samples: 0,
+                    val_samples: 64,
+                    test_samples: 0,
+                },
+                encoder: EncoderConfig {
+                    image: 64,
+                    channels: vec![16, 32, 64, 64, 128],
+                    strides: vec![2, 2, 2, 1, 2],
+                    hidden: 256,
+                    hidden_relu: true,
+                },
+                latent: 128,
+                ae_mlp: vec![64, 128],
+                ae_decoder: vec![256, 256],
+                points: 1024,
+                hypotheses: 4,
+                train_samples_k: 4,
+                extent: 0.5,
+                batch: 16,
+                ae_steps: 350,
+                image_steps: 700,
+                lr: 1e-3,
+                lr_final_ratio: 0.05,
+                warmup: 20,
+                diversity_weight: 1.0,
+                sigma_scale: 0.5,
+                seed: 1,
+                eval_every: 250,
+                mean: [0.5; 3],
+                std: [0.5; 3],
+            }),
+            other => Err(TrainError::Config(format!(
+                "unknown lmnet preset `{other}` (one of {})",
+                PRESETS.join(", ")
+            ))),
+        }
+    }
+
+    /// Checks the values that would otherwise fail deep inside training.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        self.encoder.validate()?;
+        let bad = |s: &str| Err(TrainError::Config(s.to_string()));
+        if self.latent == 0 || self.points == 0 || self.hypotheses == 0 || self.batch == 0 {
+            return bad("latent, points, hypotheses and batch must be > 0");
+        }
+        if self.points != self.data.gt_points {
+            return bad("points must equal data.gt_points (the autoencoder reproduces the clouds)");
+        }
+        if self.train_samples_k == 0 || self.lr <= 0.0 || self.eval_every == 0 {
+            return bad("train_samples_k, eval_every must be > 0 and lr > 0");
+        }
+        if self.model_id.is_empty() || self.model_id.len() > 32 || !self.model_id.is_ascii() {
+            return bad("model_id must be 1..=32 ASCII characters");
+        }
+        Ok(())
+    }
+
+    /// The `K` baked unit-normal samples `[K, Z]` (row-major); row 0 is zero (the mean).
+    pub fn baked_eps(&self) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ 0x1e5_b4ed);
+        let mut v = vec![0.0f32; self.hypotheses * self.latent];
+        for x in v.iter_mut().skip(self.latent) {
+            *x = normal(&mut rng);
+        }
+        v
+    }
+}
+
+/// A standard normal sample (Box-Muller).
+pub(crate) fn normal<R: Rng>(rng: &mut R) -> f32 {
+    let u1: f32 = rng.gen_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.gen();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+/// Ambiguity of a view in `[0, 1]`: highest when the camera looks horizontally along the
+/// object's z axis (front or back: the depth extent is hidden), lowest from the side or from
+/// above. Scales the target `sigma` of the diversity loss.
+pub fn view_ambiguity(s: &Sample) -> f32 {
+    let az = s.camera.azimuth_deg.to_radians();
+    let el = s.camera.elevation_deg.to_radians();
+    (az.cos().abs() * el.cos().abs()).clamp(0.0, 1.0)
+}
+
+// ------------------------------------------------------------------ networks
+
+/// Point-cloud autoencoder: shared per-point MLP + max pool -> latent; MLP -> `N x 3`.
+#[derive(Module, Debug)]
+pub struct PointAe<B: Backend> {
+    /// Per-point layers (ReLU after each, the last maps to the latent).
+    pub enc: Vec<Linear<B>>,
+    /// Decoder layers (ReLU between, `extent * tanh` after the last).
+    pub dec: Vec<Linear<B>>,
+    /// `N`.
+    pub points: usize,
+    /// Output half-extent.
+    pub extent: f32,
+}
+
+impl<B: Backend> PointAe<B> {
+    /// Builds the autoencoder of `cfg`.
+    pub fn new(cfg: &LmnetConfig, device: &B::Device) -> Self {
+        let mut enc = Vec::new();
+        let mut d = 3;
+        for &w in cfg.ae_mlp.iter().chain(std::iter::once(&cfg.latent)) {
+            enc.push(LinearConfig::new(d, w).with_initializer(he()).init(device));
+            d = w;
+        }
+        let mut dec = Vec::new();
+        let mut d = cfg.latent;
+        for &w in &cfg.ae_decoder {
+            dec.push(LinearConfig::new(d, w).with_initializer(he()).init(device));
+            d = w;
+        }
+        dec.push(LinearConfig::new(d, cfg.points * 3).init(device));
+        Self {
+            enc,
+            dec,
+            points: cfg.points,
+            extent: cfg.extent,
+        }
+    }
+
+    /// Latent `[B, Z]` of clouds `[B, N, 3]`.
+    pub fn encode(&self, points: Tensor<B, 3>) -> Tensor<B, 2> {
+        let mut x = points;
+        for l in &self.enc {
+            x = relu(l.forward(x));
+        }
+        let [b, _, z] = x.dims();
+        x.max_dim(1).reshape([b, z])
+    }
+
+    /// Clouds `[R, N, 3]` of latents `[R, Z]`.
+    pub fn decode(&self, z: Tensor<B, 2>) -> Tensor<B, 3> {
+        let r = z.dims()[0];
+        let mut x = z;
+        let last = self.dec.len() - 1;
+        for (i, l) in self.dec.iter().enumerate() {
+            x = l.forward(x);
+            if i < last {
+                x = relu(x);
+            }
+        }
+        tanh(x).mul_scalar(self.extent).reshape([r, self.points, 3])
+    }
+}
+
+/// Image encoder predicting the latent distribution (`mu`, `log_sigma`).
+#[derive(Module, Debug)]
+pub struct LmImage<B: Backend> {
+    /// CNN + fully connected layer.
+    pub encoder: ImageEncoder<B>,
+    /// Mean head.
+    pub mu: Linear<B>,
+    /// Log standard deviation head.
+    pub log_sigma: Linear<B>,
+}
+
+impl<B: Backend> LmImage<B> {
+    /// Builds the image network of `cfg`.
+    pub fn new(cfg: &LmnetConfig, device: &B::Device) -> Self {
+        Self {
+            encoder: cfg.encoder.init(device),
+            mu: LinearConfig::new(cfg.encoder.hidden, cfg.latent).init(device),
+            log_sigma: LinearConfig::new(cfg.encoder.hidden, cfg.latent)
+                .with_initializer(Initializer::Uniform {
+                    min: -1e-3,
+                    max: 1e-3,
+                })
+                .init(device),
+        }
+    }
+
+    /// `(mu, log_sigma)`, each `[B, Z]`.
+    pub fn forward(&self, image: Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let h = self.encoder.forward(image);
+        (self.mu.forward(h.clone()), self.log_sigma.forward(h))
+    }
+}
+
+/// The whole inference model: image -> `K` hypotheses.
+#[derive(Debug)]
+pub struct Lmnet<B: Backend> {
+    /// Image network.
+    pub image: LmImage<B>,
+    /// Autoencoder (its decoder is used).
+    pub ae: PointAe<B>,
+}
+
+impl<B: Backend> Lmnet<B> {
+    /// Points `[B, K, N, 3]` of pictures `[B, 3, H, W]` for unit-normal samples `eps`
+    /// `[K, Z]`: hypothesis k decodes `mu + exp(log_sigma) * eps_k`.
+    pub fn forward(&self, image: Tensor<B, 4>, eps: Tensor<B, 2>) -> Tensor<B, 4> {
+        let (mu, ls) = self.image.forward(image);
+        let [b, z] = mu.dims();
+        let k = eps.dims()[0];
+        let zk = mu.reshape([b, 1, z]) + ls.exp().reshape([b, 1, z]) * eps.reshape([1, k, z]);
+        let n = self.ae.points;
+        self.ae.decode(zk.reshape([b * k, z])).reshape([b, k, n, 3])
+    }
+}
+
+// ------------------------------------------------------------------ files
+
+/// File names inside a run folder.
+pub mod files {
+    /// Configuration.
+    pub const CONFIG: &str = "config.json";
+    /// Autoencoder weights (burn adds `.mpk`).
+    pub const AE: &str = "ae";
+    /// Image-network weights.
+    pub const IMAGE: &str = "image";
+    /// Per-dimension standard deviation of the training latents (JSON list).
+    pub const LATENT_STD: &str = "latent_std.json";
+    /// Autoencoder metrics.
+    pub const AE_CSV: &str = "metrics_ae.csv";
+    /// Image-stage metrics.
+    pub const IMAGE_CSV: &str = "metrics_image.csv";
+    /// Summary of the stages (JSON).
+    pub const SUMMARY: &str = "summary.json";
+}
+
+/// Figures of a finished stage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageSummary {
+    /// Steps run.
+    pub steps: usize,
+    /// Wall seconds.
+    pub seconds: f64,
+    /// Mean loss of the first logging window.
+    pub first_loss: f32,
+    /// Mean loss of the last logging window.
+    pub last_loss: f32,
+    /// Last validation figures (autoencoder: reconstruction of the val clouds; image stage:
+    /// the mean hypothesis).
+    pub val: Option<PointMetrics>,
+}
+
+fn log_window() -> usize {
+    10
+}
+
+// ------------------------------------------------------------------ stage 1: autoencoder
+
+/// Validation of the autoencoder: Chamfer/F-score of reconstructed val clouds.
+pub fn validate_ae<B: Backend>(
+    ae: &PointAe<B>,
+    val: &[Sample],
+    cfg: &LmnetConfig,
+    device: &B::Device,
+) -> Result<PointMetrics, TrainError> {
+    let mut all = Vec::new();
+    for chunk in val.chunks(cfg.batch) {
+        let refs: Vec<&Sample> = chunk.iter().collect();
+        let (_, pts) = batch_tensors::<B>(&refs, cfg.mean, cfg.std, device)?;
+        let rec = floats(ae.decode(ae.encode(pts)))?;
+        for (i, s) in chunk.iter().enumerate() {
+            let p: Vec<[f32; 3]> = rec[i * cfg.points * 3..(i + 1) * cfg.points * 3]
+                .chunks_exact(3)
+                .map(|c| [c[0], c[1], c[2]])
+                .collect();
+            all.push(point_metrics(&p, &s.points));
+        }
+    }
+    Ok(PointMetrics::mean(&all))
+}
+
+/// Trains the autoencoder on the ground-truth clouds of `train`; saves `ae.mpk`,
+/// `metrics_ae.csv`, `loss_ae.png` and `latent_std.json` into `out`.
+pub fn train_ae<B: AutodiffBackend>(
+    cfg: &LmnetConfig,
+    train: &[Sample],
+    val: &[Sample],
+    out: &Path,
+    device: &B::Device,
+) -> Result<(PointAe<B::InnerBackend>, StageSummary), TrainError> {
+    cfg.validate()?;
+    if train.is_empty() {
+        return Err(TrainError::Config("no training samples".into()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    save_json(cfg, &out.join(files::CONFIG))?;
+    B::seed(device, cfg.seed);
+    let mut ae: PointAe<B> = PointAe::new(cfg, device);
+    let mut optim = AdamConfig::new().init::<B, PointAe<B>>();
+    let csv = MetricsCsv::create(&out.join(files::AE_CSV))?;
+    let mut order = BatchOrder::new(cfg.seed, train.len(), cfg.batch);
+    let t = Instant::now();
+    let mut sum = StageSummary::default();
+    let mut window = (0.0f64, 0usize);
+    let mut first = None;
+    for step in 0..cfg.ae_steps {
+        let refs: Vec<&Sample> = order.at(step).into_iter().map(|i| &train[i]).collect();
+        let (_, pts) = batch_tensors::<B>(&refs, cfg.mean, cfg.std, device)?;
+        let rec = ae.decode(ae.encode(pts.clone()));
+        let loss = point_loss_indexed(rec.unsqueeze_dim::<4>(1), pts, None, None, 0.0).total;
+        let lr = lr_at(cfg.lr, cfg.lr_final_ratio, cfg.warmup, cfg.ae_steps, step);
+        let grads = GradientsParams::from_grads(loss.backward(), &ae);
+        let v: f32 = loss.into_scalar().elem();
+        if !v.is_finite() {
+            return Err(TrainError::Check(format!(
+                "autoencoder loss is not finite at step {step}"
+            )));
+        }
+        ae = optim.step(lr, ae, grads);
+        window.0 += f64::from(v);
+        window.1 += 1;
+        let done = step + 1;
+        let at_eval = done % cfg.eval_every == 0 || done == cfg.ae_steps;
+        if done % log_window() == 0 || at_eval {
+            let l = (window.0 / window.1 as f64) as f32;
+            window = (0.0, 0);
+            first.get_or_insert(l);
+            sum.last_loss = l;
+            let m = if at_eval && !val.is_empty() {
+                let m = validate_ae(&ae.valid(), val, cfg, device)?;
+                log::info!(
+                    "ae step {done:>5}  train chamfer {l:.5}  val chamfer-L2 {:.5}  F@1% {:.2}",
+                    m.chamfer_l2,
+                    m.fscore_1pct
+                );
+                Some(m)
+            } else {
+                None
+            };
+            csv.row(done, lr, l, 0.0, m.as_ref(), t.elapsed().as_secs_f64())?;
+            if m.is_some() {
+                sum.val = m;
+            }
+        }
+    }
+    sum.steps = cfg.ae_steps;
+    sum.seconds = t.elapsed().as_secs_f64();
+    sum.first_loss = first.unwrap_or(f32::NAN);
+    let ae = ae.valid();
+    ae.clone()
+        .save_file(out.join(files::AE), &recorder())
+        .map_err(|e| record_err(&out.join(files::AE), e))?;
+    csv.plot(&out.join("loss_ae.png"))?;
+    // spread of the training latents (scale of the diversity targets)
+    let std = latent_std(&ae, train, cfg, device)?;
+    save_json(&std, &out.join(files::LATENT_STD))?;
+    Ok((ae, sum))
+}
+
+/// Per-dimension standard deviation of the latents of `samples`' clouds.
+pub fn latent_std<B: Backend>(
+    ae: &PointAe<B>,
+    samples: &[Sample],
+    cfg: &LmnetConfig,
+    device: &B::Device,
+) -> Result<Vec<f32>, TrainError> {
+    let z = cfg.latent;
+    let mut s1 = vec![0.0f64; z];
+    let mut s2 = vec![0.0f64; z];
+    let mut n = 0usize;
+    for chunk in samples.chunks(64) {
+        let refs: Vec<&Sample> = chunk.iter().collect();
+        let (_, pts) = batch_tensors::<B>(&refs, cfg.mean, cfg.std, device)?;
+        let lat = floats(ae.encode(pts))?;
+        for row in lat.chunks_exact(z) {
+            for (j, &v) in row.iter().enumerate() {
+                s1[j] += f64::from(v);
+                s2[j] += f64::from(v) * f64::from(v);
+            }
+            n += 1;
+        }
+    }
+    let n = n.max(1) as f64;
+    Ok(s1
+        .iter()
+        .zip(&s2)
+        .map(|(a, b)| ((b / n - (a / n).powi(2)).max(0.0).sqrt()) as f32)
+        .collect())
+}
+
+// ------------------------------------------------------------------ stage 2+3: image network
+
+/// Validation of the image stage: mean-hypothesis Chamfer/F-score on `val`.
+pub fn validate_image<B: Backend>(
+    net: &Lmnet<B>,
+    val: &[Sample],
+    cfg: &LmnetConfig,
+    device: &B::Device,
+) -> Result<PointMetrics, TrainError> {
+    let eps = Tensor::<B, 2>::zeros([1, cfg.latent], device);
+    let mut all = Vec::new();
+    for chunk in val.chunks(cfg.batch) {
+        let refs: Vec<&Sample> = chunk.iter().collect();
+        let (img, _) = batch_tensors::<B>(&refs, cfg.mean, cfg.std, device)?;
+        let p = floats(net.forward(img, eps.clone()))?;
+        for (i, s) in chunk.iter().enumerate() {
+            let c: Vec<[f32; 3]> = p[i * cfg.points * 3..(i + 1) * cfg.points * 3]
+                .chunks_exact(3)
+                .map(|c| [c[0], c[1], c[2]])
+                .collect();
+            all.push(point_metrics(&c, &s.points));
+        }
+    }
+    Ok(PointMetrics::mean(&all))
+}
+
+/// Trains the image network against the frozen autoencoder `ae` (probabilistic latent,
+/// best-of-K and mean latent matching, view-specific diversity loss); saves `image.mpk`,
+/// `metrics_image.csv` and `loss_image.png` into `out`.
+pub fn train_image<B: AutodiffBackend>(
+    cfg: &LmnetConfig,
+    ae: &PointAe<B::InnerBackend>,
+    latent_std: &[f32],
+    train: &[Sample],
+    val: &[Sample],
+    out: &Path,
+    device: &B::Device,
+) -> Result<(LmImage<B::InnerBackend>, StageSummary), TrainError> {
+    cfg.validate()?;
+    if latent_std.len() != cfg.latent {
+        return Err(TrainError::Config(format!(
+            "latent_std has {} values, latent is {}",
+            latent_std.len(),
+            cfg.latent
+        )));
+    }
+    B::seed(device, cfg.seed.wrapping_add(1));
+    let mut net: LmImage<B> = LmImage::new(cfg, device);
+    let mut optim = AdamConfig::new().init::<B, LmImage<B>>();
+    let csv = MetricsCsv::create(&out.join(files::IMAGE_CSV))?;
+    let mut order = BatchOrder::new(cfg.seed.wrapping_add(1), train.len(), cfg.batch);
+    let std_t = Tensor::<B, 2>::from_data(
+        TensorData::new(latent_std.to_vec(), [1, cfg.latent]),
+        device,
+    )
+    .mul_scalar(cfg.sigma_scale);
+    let (z, k) = (cfg.latent, cfg.train_samples_k);
+    let t = Instant::now();
+    let mut sum = StageSummary::default();
+    let mut window = (0.0f64, 0.0f64, 0usize);
+    let mut first = None;
+    for step in 0..cfg.image_steps {
+        let refs: Vec<&Sample> = order.at(step).into_iter().map(|i| &train[i]).collect();
+        let b = refs.len();
+        let (img, pts) = batch_tensors::<B>(&refs, cfg.mean, cfg.std, device)?;
+        let z_gt = Tensor::<B, 2>::from_inner(ae.encode(pts.inner()));
+        let amb: Vec<f32> = refs.iter().map(|s| view_ambiguity(s)).collect();
+        let target =
+            Tensor::<B, 2>::from_data(TensorData::new(amb, [b, 1]), device) * std_t.clone();
+        let (mu, ls) = net.forward(img);
+        let sigma = ls.exp();
+        let mean_loss = (mu.clone() - z_gt.clone()).abs().mean();
+        let eps = Tensor::<B, 3>::random([b, k, z], Distribution::Normal(0.0, 1.0), device);
+        let zk = mu.reshape([b, 1, z]) + sigma.clone().reshape([b, 1, z]) * eps;
+        let dk = (zk - z_gt.reshape([b, 1, z])).abs().mean_dim(2); // [b, k, 1]
+        let best_loss = dk.min_dim(1).mean();
+        let div = (sigma - target).powi_scalar(2).mean();
+        let loss = mean_loss.clone() + best_loss + div.clone().mul_scalar(cfg.diversity_weight);
+        let lr = lr_at(
+            cfg.lr,
+            cfg.lr_final_ratio,
+            cfg.warmup,
+            cfg.image_steps,
+            step,
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        let v: f32 = mean_loss.into_scalar().elem();
+        let dv: f32 = div.into_scalar().elem();
+        if !v.is_finite() || !dv.is_finite() {
+            return Err(TrainError::Check(format!(
+                "image-stage loss is not finite at step {step}"
+            )));
+        }
+        net = optim.step(lr, net, grads);
+        window.0 += f64::from(v);
+        window.1 += f64::from(dv);
+        window.2 += 1;
+        let done = step + 1;
+        let at_eval = done % cfg.eval_every == 0 || done == cfg.image_steps;
+        if done % log_window() == 0 || at_eval {
+            let l = (window.0 / window.2 as f64) as f32;
+            let d = (window.1 / window.2 as f64) as f32;
+            window = (0.0, 0.0, 0);
+            first.get_or_insert(l);
+            sum.last_loss = l;
+            let m = if at_eval && !val.is_empty() {
+                let full = Lmnet {
+                    image: net.valid(),
+                    ae: ae.clone(),
+                };
+                let m = validate_image(&full, val, cfg, device)?;
+                log::info!(
+                    "image step {done:>5}  latent L1 {l:.5}  diversity {d:.5}  val chamfer-L2 {:.5}  F@1% {:.2}",
+                    m.chamfer_l2,
+                    m.fscore_1pct
+                );
+                Some(m)
+            } else {
+                None
+            };
+            csv.row(done, lr, l, d, m.as_ref(), t.elapsed().as_secs_f64())?;
+            if m.is_some() {
+                sum.val = m;
+            }
+        }
+    }
+    sum.steps = cfg.image_steps;
+    sum.seconds = t.elapsed().as_secs_f64();
+    sum.first_loss = first.unwrap_or(f32::NAN);
+    let net = net.valid();
+    net.clone()
+        .save_file(out.join(files::IMAGE), &recorder())
+        .map_err(|e| record_err(&out.join(files::IMAGE), e))?;
+    csv.plot(&out.join("loss_image.png"))?;
+    Ok((net, sum))
+}
+
+/// Loads a run's autoencoder and image network.
+pub fn load_run<B: Backend>(
+    run: &Path,
+    device: &B::Device,
+) -> Result<(LmnetConfig, Lmnet<B>), TrainError> {
+    let cfg: LmnetConfig = load_json(&run.join(files::CONFIG))?;
+    cfg.validate()?;
+    let ae = PointAe::<B>::new(&cfg, device)
+        .load_file(run.join(files::AE), &recorder(), device)
+        .map_err(|e| record_err(&run.join(files::AE), e))?;
+    let image = LmImage::<B>::new(&cfg, device)
+        .load_file(run.join(files::IMAGE), &recorder(), device)
+        .map_err(|e| record_err(&run.join(files::IMAGE), e))?;
+    Ok((cfg, Lmnet { image, ae }))
+}
+
+// ------------------------------------------------------------------ export
+
+/// Builds the ONNX graph: `image` `[1, 3, H, W]` -> `points` `[1, K, N, 3]`.
+pub fn lmnet_graph<B: Backend>(
+    net: &Lmnet<B>,
+    cfg: &LmnetConfig,
+    metrics: Option<&str>,
+) -> Result<GraphBuilder, TrainError> {
+    let (k, z, n) = (cfg.hypotheses, cfg.latent, cfg.points);
+    let side = cfg.encoder.image;
+    let mut g = GraphBuilder::new(&cfg.model_id);
+    let x = g.input(
+        "image",
+        &[Dim::Fixed(1), 3.into(), side.into(), side.into()],
+    );
+    let h = export_encoder(&mut g, &net.image.encoder, &x)?;
+    let mu = export_linear(&mut g, &h, "mu", &net.image.mu)?; // [1, Z]
+    let ls = export_linear(&mut g, &h, "log_sigma", &net.image.log_sigma)?;
+    let sigma = g.node("Exp", &[&ls], &[]);
+    let eps = g
+        .init_f32("eps", &[k, z], &cfg.baked_eps())
+        .map_err(onnx_err)?;
+    let se = g.mul(&sigma, &eps); // [K, Z]
+    let mut x = g.add(&mu, &se); // [K, Z]
+    let last = net.ae.dec.len() - 1;
+    for (i, l) in net.ae.dec.iter().enumerate() {
+        x = export_linear(&mut g, &x, &format!("dec{i}"), l)?;
+        if i < last {
+            x = g.relu(&x);
+        }
+    }
+    let t = g.tanh(&x);
+    let ext = g
+        .init_f32("extent", &[], &[net.ae.extent])
+        .map_err(onnx_err)?;
+    let p = g.mul(&t, &ext);
+    let p = g.reshape(&p, &[1, k as i64, n as i64, 3]);
+    g.output_with_dims(&p, "points", &[1.into(), k.into(), n.into(), 3.into()])
+        .map_err(onnx_err)?;
+    let mut meta = base_metadata(
+        "points",
+        &cfg.model_id,
+        side,
+        cfg.mean,
+        cfg.std,
+        &cfg.data.describe(),
+    );
+    meta.push(("shapecast.points".into(), n.to_string()));
+    meta.push(("shapecast.hypotheses".into(), k.to_string()));
+    if let Some(m) = metrics {
+        meta.push(("shapecast.metrics".into(), m.to_string()));
+    }
+    g.metadata_list(&meta);
+    Ok(g)
+}
+
+/// Writes the export to `path`, loads it with tract and checks that it reproduces burn's
+/// output (same baked samples) on `probes` (`[1, 3, H, W]` each) within `tol`; returns the
+/// largest absolute difference.
+pub fn export_lmnet<B: Backend>(
+    net: &Lmnet<B>,
+    cfg: &LmnetConfig,
+    path: &Path,
+    probes: &[Vec<f32>],
+    tol: f32,
+    metrics: Option<&str>,
+    device: &B::Device,
+) -> Result<f32, TrainError> {
+    let g = lmnet_graph(net, cfg, metrics)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    }
+    g.write(path).map_err(onnx_err)?;
+    let runner = TractRunner::load(path, cfg.encoder.image)?;
+    let side = cfg.encoder.image;
+    let eps = Tensor::<B, 2>::from_data(
+        TensorData::new(cfg.baked_eps(), [cfg.hypotheses, cfg.latent]),
+        device,
+    );
+    let mut worst = 0.0f32;
+    for probe in probes {
+        let img =
+            Tensor::<B, 4>::from_data(TensorData::new(probe.clone(), [1, 3, side, side]), device);
+        let want = floats(net.forward(img, eps.clone()))?;
+        let got = runner.run(probe)?;
+        if got.shape != [1, cfg.hypotheses, cfg.points, 3] {
+            return Err(TrainError::Check(format!(
+                "tract output shape {:?}, expected [1, {}, {}, 3]",
+                got.shape, cfg.hypotheses, cfg.points
+            )));
+        }
+        worst = worst.max(max_abs_diff(&want, &got.points)?);
+    }
+    if worst > tol {
+        return Err(TrainError::Check(format!(
+            "{}: tract output differs from burn by {worst:e} (> {tol:e})",
+            path.display()
+        )));
+    }
+    Ok(worst)
+}
+
+// ------------------------------------------------------------------ evaluation
+
+/// Test-split figures of an LMNet export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LmnetEval {
+    /// Model file.
+    pub model: String,
+    /// Samples.
+    pub samples: usize,
+    /// Hypotheses per picture.
+    pub hypotheses: usize,
+    /// Mean hypothesis (hypothesis 0, `eps = 0`).
+    pub mean_hypothesis: PointMetrics,
+    /// Best of the K hypotheses per picture (lowest Chamfer-L2; oracle).
+    pub best_of_k: PointMetrics,
+    /// Average over all K hypotheses.
+    pub all_hypotheses: PointMetrics,
+    /// Diversity: mean pairwise Chamfer-L2 between the hypotheses of a picture.
+    pub diversity_chamfer_l2: f32,
+    /// Diversity on the most ambiguous half of the views (by [`view_ambiguity`]).
+    pub diversity_ambiguous: f32,
+    /// Diversity on the least ambiguous half.
+    pub diversity_clear: f32,
+    /// tract inference, median ms per picture.
+    pub infer_ms_p50: f64,
+}
+
+/// Runs the export with tract on `set` and measures mean / best-of-K / diversity.
+pub fn eval_lmnet(
+    model: &Path,
+    cfg: &LmnetConfig,
+    set: &[Sample],
+) -> Result<LmnetEval, TrainError> {
+    let runner = TractRunner::load(model, cfg.encoder.image)?;
+    let mut mean_h = Vec::new();
+    let mut best = Vec::new();
+    let mut all = Vec::new();
+    let mut div: Vec<(f32, f32)> = Vec::new();
+    let mut times = Vec::new();
+    let mut k_seen = 0;
+    for s in set {
+        let t = Instant::now();
+        let out = runner.run(&s.image_chw(cfg.mean, cfg.std))?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        let k = out.shape.get(1).copied().unwrap_or(1);
+        k_seen = k;
+        let hyps: Vec<Vec<[f32; 3]>> = (0..k).map(|i| out.hypothesis(i)).collect();
+        let ms: Vec<PointMetrics> = hyps.iter().map(|h| point_metrics(h, &s.points)).collect();
+        mean_h.push(ms[0].clone());
+        let bi = (0..k)
+            .min_by(|&a, &b| ms[a].chamfer_l2.total_cmp(&ms[b].chamfer_l2))
+            .unwrap_or(0);
+        best.push(ms[bi].clone());
+        all.extend(ms.iter().cloned());
+        let mut d = 0.0f32;
+        let mut pairs = 0;
+        for a in 0..k {
+            for b in a + 1..k {
+                d += point_metrics(&hyps[a], &hyps[b]).chamfer_l2;
+                pairs += 1;
+            }
+        }
+        div.push((
+            view_ambiguity(s),
+            if pairs > 0 { d / pairs as f32 } else { 0.0 },
+        ));
+    }
+    times.sort_by(f64::total_cmp);
+    let mut by_amb = div.clone();
+    by_amb.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let half = by_amb.len() / 2;
+    let avg = |v: &[(f32, f32)]| v.iter().map(|x| x.1).sum::<f32>() / v.len().max(1) as f32;
+    Ok(LmnetEval {
+        model: model.display().to_string(),
+        samples: set.len(),
+        hypotheses: k_seen,
+        mean_hypothesis: PointMetrics::mean(&mean_h),
+        best_of_k: PointMetrics::mean(&best),
+        all_hypotheses: PointMetrics::mean(&all),
+        diversity_chamfer_l2: avg(&div),
+        diversity_ambiguous: avg(&by_amb[half..]),
+        diversity_clear: avg(&by_amb[..half]),
+        infer_ms_p50: times.get(times.len() / 2).copied().unwrap_or(0.0),
+    })
+}
+
+/// Probe pictures for the export check: the first `n` of `set`.
+pub fn probes(set: &[Sample], n: usize, mean: [f32; 3], std: [f32; 3]) -> Vec<Vec<f32>> {
+    set.iter().take(n).map(|s| s.image_chw(mean, std)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    type B = NdArray<f32>;
+
+    #[test]
+    fn baked_eps_is_deterministic_and_starts_with_the_mean() {
+        let cfg = LmnetConfig::preset("test").unwrap();
+        let a = cfg.baked_eps();
+        assert_eq!(a, cfg.baked_eps());
+        assert_eq!(a.len(), cfg.hypotheses * cfg.latent);
+        assert!(a[..cfg.latent].iter().all(|&x| x == 0.0));
+        let rest = &a[cfg.latent..];
+        let m = rest.iter().sum::<f32>() / rest.len() as f32;
+        let v = rest.iter().map(|x| (x - m).powi(2)).sum::<f32>() / rest.len() as f32;
+        assert!(m.abs() < 0.4 && v > 0.4 && v < 1.8, "mean {m} var {v}");
+    }
+
+    #[test]
+    fn autoencoder_is_permutation_invariant() {
+        let cfg = LmnetConfig::preset("test").unwrap();
+        let dev = Default::default();
+        let ae = PointAe::<B>::new(&cfg, &dev);
+        let pts: Vec<f32> = (0..cfg.points * 3)
+            .map(|i| ((i * 37) % 101) as f32 / 101.0 - 0.5)
+            .collect();
+        let mut rev = Vec::new();
+        for c in pts.chunks_exact(3).rev() {
+            rev.extend_from_slice(c);
+        }
+        let a = Tensor::<B, 3>::from_data(TensorData::new(pts, [1, cfg.points, 3]), &dev);
+        let b = Tensor::<B, 3>::from_data(TensorData::new(rev, [1, cfg.points, 3]), &dev);
+        let za = floats(ae.encode(a)).unwrap();
+        let zb = floats(ae.encode(b)).unwrap();
+        assert_eq!(za.len(), cfg.latent);
+        assert!(max_abs_diff(&za, &zb).unwrap() < 1e-6);
+    }
+
+    #[test]
+    fn hypotheses_differ_only_through_sigma() {
+        let cfg = LmnetConfig::preset("test").unwrap();
+        let dev = Default::default();
+        let net = Lmnet {
+            image: LmImage::<B>::new(&cfg, &dev),
+            ae: PointAe::<B>::new(&cfg, &dev),
+        };
+        let side = cfg.encoder.image;
+        let img = Tensor::<B, 4>::from_data(
+            TensorData::new(
+                (0..3 * side * side)
+                    .map(|i| (i % 13) as f32 / 6.0 - 1.0)
+                    .collect::<Vec<f32>>(),
+                [1, 3, side, side],
+            ),
+            &dev,
+        );
+        let eps = Tensor::<B, 2>::from_data(
+            TensorData::new(cfg.baked_eps(), [cfg.hypotheses, cfg.latent]),
+            &dev,
+        );
+        let p = net.forward(img, eps);
+        assert_eq!(p.dims(), [1, cfg.hypotheses, cfg.points, 3]);
+        let v = floats(p).unwrap();
+        let n3 = cfg.points * 3;
+        // sigma is ~1 at initialisation: the sampled hypotheses differ from the mean one
+        assert!(max_abs_diff(&v[..n3], &v[n3..2 * n3]).unwrap() > 1e-4);
+    }
+}

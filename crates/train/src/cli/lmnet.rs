@@ -1,12 +1,272 @@
 //! `shapecast-train lmnet ...`: thin command over [`shapecast_train::lmnet`].
 
-use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+
+use shapecast_train::backend::{DeviceKind, NdArrayCpu};
+use shapecast_train::data::Split;
+use shapecast_train::lmnet::{
+    self, eval_lmnet, export_lmnet, files, load_run, probes, train_ae, train_image, LmnetConfig,
+};
+use shapecast_train::with_autodiff_backend;
 
 /// Arguments of `shapecast-train lmnet`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Train the point autoencoder, then the probabilistic image encoder against it
+    /// (`--stage ae|image|all`); with --export, write OUT/model.onnx checked against tract.
+    Train {
+        /// Preset (test, cpu-small).
+        #[arg(long, default_value = "cpu-small")]
+        preset: String,
+        /// A config.json to use instead of the preset.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Run folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// ae, image (needs a trained autoencoder in --out) or all.
+        #[arg(long, default_value = "all")]
+        stage: String,
+        /// cpu (candle), cpu-ndarray, cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Override the autoencoder steps.
+        #[arg(long)]
+        ae_steps: Option<usize>,
+        /// Override the image-encoder steps.
+        #[arg(long)]
+        image_steps: Option<usize>,
+        /// Export OUT/model.onnx after training.
+        #[arg(long)]
+        export: bool,
+    },
+    /// Export a trained run (tract must reproduce burn within 1e-4).
+    Export {
+        /// Run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// ONNX file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// `shapecast.metrics` to embed.
+        #[arg(long)]
+        metrics: Option<String>,
+    },
+    /// Evaluate an export on a split: mean hypothesis, best of K, diversity (JSON).
+    Eval {
+        /// Run folder (configuration).
+        #[arg(long)]
+        run: PathBuf,
+        /// ONNX model.
+        #[arg(long)]
+        model: PathBuf,
+        /// train, val or test.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Samples (0 = the configuration's `test_samples`, whole split when that is 0).
+        #[arg(long, default_value_t = 0)]
+        samples: usize,
+        /// JSON report to write.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
 
 /// Runs the subcommand.
-pub fn run(_args: Args) -> Result<()> {
-    bail!("`lmnet` is not available in this build")
+pub fn run(args: Args) -> Result<()> {
+    match args.cmd {
+        Cmd::Train {
+            preset,
+            config,
+            out,
+            stage,
+            device,
+            ae_steps,
+            image_steps,
+            export,
+        } => {
+            let mut cfg = match config {
+                Some(c) => lmnet_load_config(&c)?,
+                None => LmnetConfig::preset(&preset).context("choosing the preset")?,
+            };
+            if let Some(s) = ae_steps {
+                cfg.ae_steps = s;
+            }
+            if let Some(s) = image_steps {
+                cfg.image_steps = s;
+            }
+            cfg.validate().context("checking the configuration")?;
+            let dev: DeviceKind = device.parse().context("--device")?;
+            dev.available().context("--device")?;
+            let t = Instant::now();
+            let side = cfg.encoder.image;
+            let train = cfg
+                .data
+                .load(side, Split::Train, cfg.data.train_samples)
+                .context("loading the training split")?;
+            let val = cfg
+                .data
+                .load(side, Split::Val, cfg.data.val_samples)
+                .context("loading the validation split")?;
+            println!(
+                "data: {} train / {} val samples in {:.1} s",
+                train.len(),
+                val.len(),
+                t.elapsed().as_secs_f64()
+            );
+            let (do_ae, do_image) = match stage.as_str() {
+                "all" => (true, true),
+                "ae" => (false, false),
+                "image" => (false, true),
+                other => anyhow::bail!("--stage must be ae, image or all, not `{other}`"),
+            };
+            let do_ae = do_ae || stage == "ae";
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            with_autodiff_backend!(dev, |d: B| {
+                type I = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+                let (ae, std) = if do_ae {
+                    let (ae, s) = train_ae::<B>(&cfg, &train, &val, &out, &d)
+                        .context("training the autoencoder")?;
+                    println!(
+                        "autoencoder: {} steps in {:.1} s, train Chamfer {:.5} -> {:.5}{}",
+                        s.steps,
+                        s.seconds,
+                        s.first_loss,
+                        s.last_loss,
+                        s.val
+                            .as_ref()
+                            .map(|m| format!(
+                                ", val reconstruction Chamfer-L2 {:.5}, F@1% {:.2}",
+                                m.chamfer_l2, m.fscore_1pct
+                            ))
+                            .unwrap_or_default()
+                    );
+                    let std: Vec<f32> = lmnet_json(&out.join(files::LATENT_STD))?;
+                    (ae, std)
+                } else {
+                    use burn::module::Module;
+                    let ae = lmnet::PointAe::<I>::new(&cfg, &d)
+                        .load_file(
+                            out.join(files::AE),
+                            &burn::record::NamedMpkFileRecorder::<
+                                burn::record::FullPrecisionSettings,
+                            >::new(),
+                            &d,
+                        )
+                        .context("loading the trained autoencoder (run --stage ae first)")?;
+                    let std: Vec<f32> = lmnet_json(&out.join(files::LATENT_STD))?;
+                    (ae, std)
+                };
+                if do_image {
+                    let (_, s) = train_image::<B>(&cfg, &ae, &std, &train, &val, &out, &d)
+                        .context("training the image encoder")?;
+                    println!(
+                        "image encoder: {} steps in {:.1} s, latent L1 {:.5} -> {:.5}{}",
+                        s.steps,
+                        s.seconds,
+                        s.first_loss,
+                        s.last_loss,
+                        s.val
+                            .as_ref()
+                            .map(|m| format!(
+                                ", val mean-hypothesis Chamfer-L2 {:.5}, F@1% {:.2}",
+                                m.chamfer_l2, m.fscore_1pct
+                            ))
+                            .unwrap_or_default()
+                    );
+                }
+            });
+            println!("total {:.1} s", t.elapsed().as_secs_f64());
+            if export && do_image {
+                let path = out.join("model.onnx");
+                let diff = export_run(&out, &path, None)?;
+                println!(
+                    "exported {} (tract vs burn max |diff| {diff:e})",
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Export { run, out, metrics } => {
+            let diff = export_run(&run, &out, metrics)?;
+            println!(
+                "exported {} (tract vs burn max |diff| {diff:e})",
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Eval {
+            run,
+            model,
+            split,
+            samples,
+            out,
+        } => {
+            let cfg = lmnet_load_config(&run.join(files::CONFIG))?;
+            let split: Split = split.parse().context("--split")?;
+            let n = if samples == 0 {
+                cfg.data.test_samples
+            } else {
+                samples
+            };
+            let set = cfg
+                .data
+                .load(cfg.encoder.image, split, n)
+                .context("loading the split")?;
+            let rep = eval_lmnet(&model, &cfg, &set).context("evaluating")?;
+            println!(
+                "{}: {} samples, K={} | mean hypothesis: Chamfer-L2 {:.5}, F@1% {:.2} | best of K: Chamfer-L2 {:.5}, F@1% {:.2} | all hypotheses: Chamfer-L2 {:.5}, F@1% {:.2} | diversity (pairwise Chamfer-L2) {:.5} (ambiguous half {:.5}, clear half {:.5}) | tract {:.2} ms p50",
+                rep.model,
+                rep.samples,
+                rep.hypotheses,
+                rep.mean_hypothesis.chamfer_l2,
+                rep.mean_hypothesis.fscore_1pct,
+                rep.best_of_k.chamfer_l2,
+                rep.best_of_k.fscore_1pct,
+                rep.all_hypotheses.chamfer_l2,
+                rep.all_hypotheses.fscore_1pct,
+                rep.diversity_chamfer_l2,
+                rep.diversity_ambiguous,
+                rep.diversity_clear,
+                rep.infer_ms_p50
+            );
+            if let Some(o) = out {
+                let text = serde_json::to_string_pretty(&rep).context("encoding the report")?;
+                std::fs::write(&o, text).with_context(|| format!("writing {}", o.display()))?;
+                println!("wrote {}", o.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn lmnet_load_config(path: &Path) -> Result<LmnetConfig> {
+    lmnet_json(path)
+}
+
+fn lmnet_json<T: for<'de> serde::Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn export_run(run: &Path, out: &Path, metrics: Option<String>) -> Result<f32> {
+    let dev = Default::default();
+    let (cfg, net) = load_run::<NdArrayCpu>(run, &dev).context("loading the trained weights")?;
+    let val = cfg
+        .data
+        .load(cfg.encoder.image, Split::Val, 4)
+        .context("loading probe pictures")?;
+    let p = probes(&val, 4, cfg.mean, cfg.std);
+    export_lmnet(&net, &cfg, out, &p, 1e-4, metrics.as_deref(), &dev).context("exporting")
 }

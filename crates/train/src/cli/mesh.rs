@@ -1,12 +1,211 @@
 //! `shapecast-train mesh ...`: thin command over [`shapecast_train::mesh`].
 
-use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+
+use shapecast_train::backend::{DeviceKind, NdArrayCpu};
+use shapecast_train::data::Split;
+use shapecast_train::lmnet::probes;
+use shapecast_train::mesh::{eval_mesh, export_mesh, files, load_run, train_mesh, MeshConfig};
+use shapecast_train::with_autodiff_backend;
 
 /// Arguments of `shapecast-train mesh`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Train the template-deformation network; with --export, write OUT/model.onnx checked
+    /// against tract.
+    Train {
+        /// Preset (test, cpu-small).
+        #[arg(long, default_value = "cpu-small")]
+        preset: String,
+        /// A config.json to use instead of the preset.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Run folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// cpu (candle), cpu-ndarray, cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Override the steps.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Export OUT/model.onnx after training.
+        #[arg(long)]
+        export: bool,
+    },
+    /// Export a trained run (tract must reproduce burn within 1e-4).
+    Export {
+        /// Run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// ONNX file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// `shapecast.metrics` to embed.
+        #[arg(long)]
+        metrics: Option<String>,
+    },
+    /// Evaluate an export on a split (surface samples and vertices vs ground truth; JSON).
+    Eval {
+        /// Run folder (configuration).
+        #[arg(long)]
+        run: PathBuf,
+        /// ONNX model.
+        #[arg(long)]
+        model: PathBuf,
+        /// train, val or test.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Samples (0 = the configuration's `test_samples`, whole split when that is 0).
+        #[arg(long, default_value_t = 0)]
+        samples: usize,
+        /// JSON report to write.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
 
 /// Runs the subcommand.
-pub fn run(_args: Args) -> Result<()> {
-    bail!("`mesh` is not available in this build")
+pub fn run(args: Args) -> Result<()> {
+    match args.cmd {
+        Cmd::Train {
+            preset,
+            config,
+            out,
+            device,
+            steps,
+            export,
+        } => {
+            let mut cfg = match config {
+                Some(c) => load_config(&c)?,
+                None => MeshConfig::preset(&preset).context("choosing the preset")?,
+            };
+            if let Some(s) = steps {
+                cfg.steps = s;
+            }
+            cfg.validate().context("checking the configuration")?;
+            let dev: DeviceKind = device.parse().context("--device")?;
+            dev.available().context("--device")?;
+            let t = Instant::now();
+            let side = cfg.encoder.image;
+            let train = cfg
+                .data
+                .load(side, Split::Train, cfg.data.train_samples)
+                .context("loading the training split")?;
+            let val = cfg
+                .data
+                .load(side, Split::Val, cfg.data.val_samples)
+                .context("loading the validation split")?;
+            println!(
+                "data: {} train / {} val samples in {:.1} s",
+                train.len(),
+                val.len(),
+                t.elapsed().as_secs_f64()
+            );
+            let s = with_autodiff_backend!(dev, |d: B| {
+                train_mesh::<B>(&cfg, &train, &val, &out, &d)
+                    .context("training")?
+                    .1
+            });
+            println!(
+                "mesh: {} steps in {:.1} s, train Chamfer {:.5} -> {:.5}{}",
+                s.steps,
+                s.seconds,
+                s.first_loss,
+                s.last_loss,
+                s.val
+                    .as_ref()
+                    .map(|m| format!(
+                        ", val surface Chamfer-L2 {:.5}, F@1% {:.2}",
+                        m.chamfer_l2, m.fscore_1pct
+                    ))
+                    .unwrap_or_default()
+            );
+            if export {
+                let path = out.join("model.onnx");
+                let diff = export_run(&out, &path, None)?;
+                println!(
+                    "exported {} (tract vs burn max |diff| {diff:e})",
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Export { run, out, metrics } => {
+            let diff = export_run(&run, &out, metrics)?;
+            println!(
+                "exported {} (tract vs burn max |diff| {diff:e})",
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Eval {
+            run,
+            model,
+            split,
+            samples,
+            out,
+        } => {
+            let cfg = load_config(&run.join(files::CONFIG))?;
+            let split: Split = split.parse().context("--split")?;
+            let n = if samples == 0 {
+                cfg.data.test_samples
+            } else {
+                samples
+            };
+            let set = cfg
+                .data
+                .load(cfg.encoder.image, split, n)
+                .context("loading the split")?;
+            let rep = eval_mesh(&model, &cfg, &set).context("evaluating")?;
+            println!(
+                "{}: {} samples | surface: Chamfer-L2 {:.5}, Chamfer-L1 {:.5}, F@1% {:.2}, F@2% {:.2} | vertices: Chamfer-L2 {:.5}, F@1% {:.2} | undeformed template: Chamfer-L2 {:.5}, F@1% {:.2} | mean |offset| {:.4} | tract {:.2} ms p50",
+                rep.model,
+                rep.samples,
+                rep.surface.chamfer_l2,
+                rep.surface.chamfer_l1,
+                rep.surface.fscore_1pct,
+                rep.surface.fscore.get(5).copied().unwrap_or(0.0),
+                rep.vertices.chamfer_l2,
+                rep.vertices.fscore_1pct,
+                rep.template.chamfer_l2,
+                rep.template.fscore_1pct,
+                rep.mean_offset,
+                rep.infer_ms_p50
+            );
+            if let Some(o) = out {
+                let text = serde_json::to_string_pretty(&rep).context("encoding the report")?;
+                std::fs::write(&o, text).with_context(|| format!("writing {}", o.display()))?;
+                println!("wrote {}", o.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn load_config(path: &Path) -> Result<MeshConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn export_run(run: &Path, out: &Path, metrics: Option<String>) -> Result<f32> {
+    let dev = Default::default();
+    let (cfg, net) = load_run::<NdArrayCpu>(run, &dev).context("loading the trained weights")?;
+    let val = cfg
+        .data
+        .load(cfg.encoder.image, Split::Val, 4)
+        .context("loading probe pictures")?;
+    let p = probes(&val, 4, cfg.mean, cfg.std);
+    export_mesh(&net, &cfg, out, &p, 1e-4, metrics.as_deref(), &dev).context("exporting")
 }
