@@ -45,13 +45,39 @@ pub enum CameraBackend {
     Nokhwa,
 }
 
-/// Form of the model weights.
+/// How to run the model (`model.precision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// In the form the model's `shapecast.precision` metadata names (f32, int8 or f16 file),
+    /// with no check: the default.
+    Auto,
+    /// The model must be an f32 file.
     F32,
+    /// The model must be an int8 file (docs/int8.md).
     Int8,
+    /// An f32 (or f16) file run in f16 arithmetic (tract's `f32_to_f16` transform; for aarch64
+    /// CPUs with `asimdhp`, see `shapecast doctor`).
     F16,
+}
+
+impl Precision {
+    /// Checks a model whose metadata says `model` against this setting; returns whether the
+    /// model is to be run through the f16 transform, or why it cannot run.
+    pub fn plan(self, model: crate::meta::Precision) -> Result<bool, String> {
+        use crate::meta::Precision as M;
+        match (self, model) {
+            (Precision::Auto, _)
+            | (Precision::F32, M::F32)
+            | (Precision::Int8, M::Int8)
+            | (Precision::F16, M::F16) => Ok(false),
+            (Precision::F16, M::F32) => Ok(true),
+            (want, got) => Err(format!(
+                "the model's shapecast.precision is {got:?} but model.precision asks for {want:?} \
+                 (set model.precision = \"auto\" to run any model in its own form)"
+            )),
+        }
+    }
 }
 
 /// Transport of results.
@@ -827,6 +853,24 @@ mod tests {
     }
 
     #[test]
+    fn precision_plan_follows_the_model_unless_pinned() {
+        use crate::meta::Precision as M;
+        for m in [M::F32, M::Int8, M::F16] {
+            assert_eq!(Precision::Auto.plan(m), Ok(false), "{m:?}");
+        }
+        assert_eq!(Precision::Int8.plan(M::Int8), Ok(false));
+        assert_eq!(Precision::F16.plan(M::F32), Ok(true), "f32 file run in f16");
+        assert_eq!(Precision::F16.plan(M::F16), Ok(false));
+        let e = Precision::F32.plan(M::Int8).unwrap_err();
+        assert!(e.contains("Int8") && e.contains("auto"), "{e}");
+        assert!(Precision::Int8.plan(M::F32).is_err());
+        assert!(Precision::F16.plan(M::Int8).is_err());
+        let c: ModelConfig =
+            toml::from_str("path = \"m.onnx\"\nprecision = \"auto\"\nthreads = 1\n").unwrap();
+        assert_eq!(c.precision, Precision::Auto);
+    }
+
+    #[test]
     fn base_file_is_complete_and_valid() {
         let c = Config::builtin().unwrap();
         assert_eq!(c.source.kind, SourceKind::Camera);
@@ -861,7 +905,7 @@ mod tests {
         // Siblings in the same sections keep the base values (deep, not shallow, merge).
         assert_eq!(c.camera.width, 640);
         assert_eq!(c.camera.backend, CameraBackend::V4l);
-        assert_eq!(c.model.precision, Precision::F32);
+        assert_eq!(c.model.precision, Precision::Auto);
         assert!(c.output.link);
         assert!(e
             .origin_of("source.kind")

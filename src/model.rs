@@ -16,6 +16,55 @@ use tract_onnx::tract_hir::internal::Factoid;
 
 use crate::meta::{ContractError, Head, ModelMeta, Part};
 
+/// True on aarch64 CPUs whose /proc/cpuinfo lists `asimdhp` (f16 arithmetic), where
+/// [`LoadOptions::f16`] is worth measuring. Always false elsewhere.
+pub use shapecast_onnx::run::cpu_has_fp16;
+
+/// glibc malloc setting applied before the first model is loaded (bench/runtime/RESULTS.md,
+/// "Allocator"): tract allocates and frees its per-run scratch buffers (packed im2col panels,
+/// intermediate tensors) on every inference, and with glibc's defaults the freed top of the
+/// heap is trimmed and re-faulted on the next frame. `M_TOP_PAD` = 64 MiB makes the heap grow
+/// (and keep) 64 MiB of slack at a time, which removes those faults for no extra resident
+/// memory beyond the pages tract actually touches. Same as the environment variable
+/// `MALLOC_TOP_PAD_=67108864`. Measured against glibc's defaults, an mmap/trim-threshold
+/// tuning and mimalloc. Set `SHAPECAST_MALLOC=default` to keep glibc's defaults. Does
+/// nothing on other C libraries, nor with the `mimalloc` feature (Rust allocations do not go
+/// through glibc then).
+pub fn tune_malloc() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("SHAPECAST_MALLOC").is_ok_and(|v| v == "default") {
+            return;
+        }
+        glibc::tune();
+    });
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+mod glibc {
+    use std::os::raw::c_int;
+    extern "C" {
+        fn mallopt(param: c_int, value: c_int) -> c_int;
+    }
+    const M_TOP_PAD: c_int = -2;
+
+    pub(super) fn tune() {
+        for (param, value, name) in [(M_TOP_PAD, 64 << 20, "M_TOP_PAD")] {
+            // SAFETY: mallopt only changes allocator parameters; it takes plain integers
+            // and is documented as callable at any time (it takes the arena lock).
+            if unsafe { mallopt(param, value) } != 1 {
+                log::warn!("mallopt({name}, {value}) refused");
+            }
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod glibc {
+    pub(super) fn tune() {}
+}
+
 /// Largest model file read (a guard against reading a huge wrong file into memory).
 pub const MAX_MODEL_BYTES: u64 = 1 << 30;
 
@@ -88,6 +137,8 @@ pub struct Net {
     pub outputs: Vec<String>,
     /// Output shapes (concrete).
     pub output_shapes: Vec<Vec<usize>>,
+    /// The plan computes in f16 ([`LoadOptions::f16`]): inputs and outputs are cast.
+    pub half: bool,
 }
 
 impl Net {
@@ -113,16 +164,27 @@ impl Net {
             })?;
             tv.push(t.into());
         }
-        self.plan
-            .run(tv)
-            .map_err(|e| ModelError::Run(format!("{e:#}")))
+        self.run_tensors(tv)
     }
 
     /// Runs with owned tensors (avoids a copy for large inputs).
     pub fn run_tensors(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ModelError> {
+        let err = |e: TractError| ModelError::Run(format!("{e:#}"));
+        if !self.half {
+            return self.plan.run(inputs).map_err(err);
+        }
+        let inputs = inputs
+            .into_iter()
+            .map(|v| Ok(v.cast_to_dt(DatumType::F16)?.into_owned().into_tvalue()))
+            .collect::<TractResult<TVec<TValue>>>()
+            .map_err(err)?;
         self.plan
             .run(inputs)
-            .map_err(|e| ModelError::Run(format!("{e:#}")))
+            .map_err(err)?
+            .into_iter()
+            .map(|v| Ok(v.cast_to_dt(DatumType::F32)?.into_owned().into_tvalue()))
+            .collect::<TractResult<TVec<TValue>>>()
+            .map_err(err)
     }
 }
 
@@ -215,7 +277,7 @@ fn build_net(
     path: &Path,
     proto: ModelProto,
     rules: &[(&str, InputRule)],
-    threads: Threads,
+    opts: LoadOptions,
 ) -> Result<Net, ModelError> {
     let dir = path.parent().and_then(|p| p.to_str()).map(str::to_owned);
     let parsed = catch(path, "parse the graph", || {
@@ -393,23 +455,32 @@ fn build_net(
         };
         output_shapes.push(s.to_vec());
     }
-    let optimized = catch(path, "optimise the graph", || typed.into_optimized())?;
+    let optimized = catch(path, "optimise the graph", || {
+        let mut m = typed.into_decluttered()?;
+        if opts.f16 {
+            // f32 -> f16 arithmetic (aarch64 `asimdhp`: tract's f16 kernels); inputs and
+            // outputs stay f32 at the boundary (`Net::run` casts)
+            let t = tract_onnx::tract_core::transform::get_transform("f32_to_f16")?
+                .ok_or_else(|| anyhow::anyhow!("this tract has no f32_to_f16 transform"))?;
+            m.transform(&*t)?;
+        }
+        let mut m = m.into_optimized()?;
+        // Relu/LeakyRelu after a Conv fused into the matrix product (shapecast-onnx)
+        let fused = shapecast_onnx::run::fuse_activations(&mut m)?;
+        log::debug!(
+            "{}: {fused} activations fused into convolutions",
+            path.display()
+        );
+        Ok(m)
+    })?;
     let plan = catch(path, "make a plan", || {
-        #[allow(unused_mut)]
-        let mut opts = tract_onnx::tract_core::runtime::RunOptions::default();
-        #[cfg(feature = "multithread")]
-        if threads.0 > 1 {
-            opts.executor = Some(tract_linalg::multithread::Executor::multithread(threads.0));
+        let mut ro = tract_onnx::tract_core::runtime::RunOptions::default();
+        if opts.threads.0 > 1 {
+            ro.executor = Some(tract_linalg::multithread::Executor::multithread(
+                opts.threads.0,
+            ));
         }
-        #[cfg(not(feature = "multithread"))]
-        if threads.0 > 1 {
-            log::warn!(
-                "{} inference threads asked for, but this build runs tract on one \
-                 (rebuild with `--features multithread`)",
-                threads.0
-            );
-        }
-        optimized.into_runnable_with_options(&opts)
+        optimized.into_runnable_with_options(&ro)
     })?;
     Ok(Net {
         plan,
@@ -417,6 +488,7 @@ fn build_net(
         input_shapes,
         outputs,
         output_shapes,
+        half: opts.f16,
     })
 }
 
@@ -459,6 +531,9 @@ pub struct LoadOptions {
     pub threads: Threads,
     /// Query batch of an implicit decoder.
     pub decoder_chunk: usize,
+    /// Run an f32 model in f16 arithmetic (tract's `f32_to_f16` transform): for aarch64
+    /// CPUs with `asimdhp` ([`cpu_has_fp16`]); precision key `f16` of the configuration.
+    pub f16: bool,
 }
 
 impl Default for LoadOptions {
@@ -466,6 +541,7 @@ impl Default for LoadOptions {
         LoadOptions {
             threads: Threads(1),
             decoder_chunk: 8192,
+            f16: false,
         }
     }
 }
@@ -539,6 +615,7 @@ impl Model {
 
     /// Loads, checks and optimises a model (and its decoder part).
     pub fn load_with(path: &Path, opts: LoadOptions) -> Result<Model, ModelError> {
+        tune_malloc();
         let (proto, map) = read_proto(path)?;
         let meta = ModelMeta::parse(&map).map_err(|e| contract(path, e))?;
         let mut file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -574,7 +651,7 @@ impl Model {
                 ),
             ));
         }
-        let net = build_net(path, proto, &rules, opts.threads)?;
+        let net = build_net(path, proto, &rules, opts)?;
         let image_ix = net.inputs.iter().position(|n| n == "image").unwrap_or(0);
         let state_ix = net.inputs.iter().position(|n| n == "state_in");
         let mut outs = Outputs::default();
@@ -679,7 +756,7 @@ fn load_decoder(path: &Path, enc: &ModelMeta, opts: LoadOptions) -> Result<Decod
         ("latent", InputRule::Exact(vec![1, z])),
         ("xyz", InputRule::Exact(vec![chunk, 3])),
     ];
-    let net = build_net(path, proto, &rules, opts.threads)?;
+    let net = build_net(path, proto, &rules, opts)?;
     want_shape(path, &net, "value", &[chunk])?;
     let latent_ix = net.inputs.iter().position(|n| n == "latent").unwrap_or(0);
     let xyz_ix = net.inputs.iter().position(|n| n == "xyz").unwrap_or(1);
@@ -699,4 +776,77 @@ pub fn as_f32(v: &TValue) -> Result<&[f32], ModelError> {
     t.try_as_plain_ram()
         .and_then(|p| p.as_slice::<f32>())
         .map_err(|e| ModelError::Run(format!("output is not f32: {e:#}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outputs(m: &Model, image: &[f32]) -> Vec<Vec<f32>> {
+        m.net
+            .run(&[image])
+            .unwrap()
+            .iter()
+            .map(|v| as_f32(v).unwrap().to_vec())
+            .collect()
+    }
+
+    /// `LoadOptions::f16` (precision `f16`): the plan computes in f16, takes and gives f32,
+    /// and stays close to the f32 plan (x86 emulates f16: a correctness check only).
+    #[test]
+    fn f16_plan_runs_f32_in_and_out_close_to_f32() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/points/model.onnx");
+        let a = Model::load(&path).unwrap();
+        let b = Model::load_with(
+            &path,
+            LoadOptions {
+                f16: true,
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(!a.net.half && b.net.half);
+        let n: usize = a.net.input_shapes[0].iter().product();
+        let image: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let (x, y) = (outputs(&a, &image), outputs(&b, &image));
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.iter().zip(&y) {
+            assert_eq!(p.len(), q.len());
+            let max = p
+                .iter()
+                .zip(q)
+                .map(|(u, v)| (u - v).abs())
+                .fold(0f32, f32::max);
+            let scale = p.iter().map(|u| u.abs()).fold(0f32, f32::max).max(1e-3);
+            assert!(
+                max <= 2e-2 * scale + 1e-3,
+                "f16 max abs diff {max} (scale {scale})"
+            );
+        }
+    }
+
+    /// Loading the shipped model fuses its convolution ReLUs into tract's matrix products.
+    #[test]
+    fn shipped_model_plan_has_no_separate_conv_relu() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.onnx");
+        if !path.is_file() {
+            return; // the model is a release artefact; the unit test in shapecast-onnx covers it
+        }
+        let m = Model::load(&path).unwrap();
+        let ops: Vec<String> = m
+            .net
+            .plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        assert!(
+            !ops.iter().any(|o| o.contains("MaxByScalar")),
+            "conv ReLU left in the plan: {ops:?}"
+        );
+    }
 }

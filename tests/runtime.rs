@@ -762,8 +762,24 @@ fn demo_runs_end_to_end_on_fixture_model_and_pictures() {
 
 // ------------------------------------------------------------------ the binary
 
+/// The command that runs a workspace binary. Under an emulator (CI's aarch64 leg runs the
+/// tests with qemu-aarch64, and the kernel cannot exec an aarch64 child without binfmt_misc)
+/// `SHAPECAST_TEST_RUNNER` names the same emulator, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`.
+fn bin_command(bin: &str) -> std::process::Command {
+    let runner = std::env::var("SHAPECAST_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut c = std::process::Command::new(emulator);
+            c.args(words).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    }
+}
+
 fn shapecast(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shapecast"))
+    let out = bin_command(env!("CARGO_BIN_EXE_shapecast"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()

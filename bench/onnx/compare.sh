@@ -2,13 +2,14 @@
 # tract vs onnxruntime, same model, same input, 1 thread each, side by side.
 # usage: bench/onnx/compare.sh [MODEL.onnx ...]   (default: the representative models,
 #        written by the make_bench_models example into target/bench-onnx)
-# env: ITERS (default 200)
+# env: ITERS (default 200), THREADS (default 1: tract matmul threads = ort intra-op threads)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ITERS="${ITERS:-200}"
+THREADS="${THREADS:-1}"
 DIR=target/bench-onnx
 mkdir -p "$DIR"
-cargo build --release -q -p shapecast-onnx --example tract_bench --example make_bench_models
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p shapecast-onnx --example tract_bench --example make_bench_models
 if [ "$#" -eq 0 ]; then
   target/release/examples/make_bench_models "$DIR" >/dev/null
   set -- "$DIR"/bench-128.onnx "$DIR"/bench-128.int8.onnx "$DIR"/bench-128.int8head.onnx "$DIR"/bench-128.qlmm.onnx "$DIR"/bench-128.qdq.onnx \
@@ -21,8 +22,8 @@ for m in "$@"; do
   base="${m%.onnx}"
   for q in int8 int8head int8convs int8pc int8k28 qlmm qdq; do base="${base%."$q"}"; done
   input="$base.input.f32"; [ -f "$input" ] || input=""
-  t=$(target/release/examples/tract_bench "$m" $input --iters "$ITERS" --out "$DIR/out.tract.f32" 2>&1) || { echo "$m: tract failed: $t"; continue; }
-  o=$(OMP_NUM_THREADS=1 python3 bench/onnx/ort_bench.py "$m" $input --iters "$ITERS" --out "$DIR/out.ort.f32" 2>&1) || true
+  t=$(target/release/examples/tract_bench "$m" $input --iters "$ITERS" --threads "$THREADS" --out "$DIR/out.tract.f32" 2>&1) || { echo "$m: tract failed: $t"; continue; }
+  o=$(OMP_NUM_THREADS=$THREADS python3 bench/onnx/ort_bench.py "$m" $input --iters "$ITERS" --threads "$THREADS" --out "$DIR/out.ort.f32" 2>&1) || true
   tm=$(echo "$t" | field median_ms); om=$(echo "$o" | field median_ms)
   tn=$(echo "$t" | field min_ms); on=$(echo "$o" | field min_ms)
   if [ -z "$om" ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Times one ONNX model in onnxruntime (CPU, 1 intra-op and 1 inter-op thread, batch 1).
+"""Times one ONNX model in onnxruntime (CPU, --threads intra-op and 1 inter-op thread, batch 1).
 
-usage: ort_bench.py MODEL [INPUT.f32] [--iters N] [--out OUT.f32]
+usage: ort_bench.py MODEL [INPUT.f32] [--iters N] [--threads N] [--out OUT.f32]
 Prints: ort MODEL load_ms=.. median_ms=.. mean_ms=.. min_ms=..  (same format as tract_bench)
 """
 import argparse
@@ -18,9 +18,10 @@ def main():
     ap.add_argument("input", nargs="?")
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--out")
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
+    so.intra_op_num_threads = a.threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -24,38 +24,174 @@ impl Report {
     }
 }
 
-/// CPU features relevant to tract's kernels, as (name, present).
-pub fn cpu_features() -> Vec<(&'static str, bool)> {
+/// One CPU feature tract's kernels depend on: what the running CPU reports (std's runtime
+/// detection: HWCAP on aarch64, CPUID on x86, which also sees an emulated CPU), and what
+/// /proc/cpuinfo says (`None` when it has no feature line: qemu-user passes the host's file
+/// through; kept as a second opinion because tract reads fp16 and the core kind from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuFeature {
+    /// tract's token for it where tract has one (`TRACT_CPU_ISA`), else the usual name.
+    pub name: &'static str,
+    /// The /proc/cpuinfo word for it.
+    pub cpuinfo_word: &'static str,
+    pub detected: bool,
+    pub cpuinfo: Option<bool>,
+}
+
+/// CPU features relevant to tract's kernels, on this machine.
+pub fn cpu_features() -> Vec<CpuFeature> {
+    // only this architecture's line: under qemu-user the file is the x86 host's (`flags`)
+    let key = if cfg!(target_arch = "aarch64") {
+        "Features"
+    } else {
+        "flags"
+    };
+    let words = cpuinfo_words(
+        &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
+        key,
+    );
+    let probe = |name, cpuinfo_word, detected| CpuFeature {
+        name,
+        cpuinfo_word,
+        detected,
+        cpuinfo: (!words.is_empty()).then(|| words.iter().any(|w| w == cpuinfo_word)),
+    };
     #[cfg(target_arch = "x86_64")]
     {
+        use std::arch::is_x86_feature_detected as has;
         vec![
-            ("sse4.1", std::arch::is_x86_feature_detected!("sse4.1")),
-            ("fma", std::arch::is_x86_feature_detected!("fma")),
-            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
-            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
-            (
-                "avx512vnni",
-                std::arch::is_x86_feature_detected!("avx512vnni"),
-            ),
-            ("avxvnni", std::arch::is_x86_feature_detected!("avxvnni")),
-            ("f16c", std::arch::is_x86_feature_detected!("f16c")),
+            probe("sse4.1", "sse4_1", has!("sse4.1")),
+            probe("avx2", "avx2", has!("avx2")),
+            probe("fma", "fma", has!("fma")),
+            probe("f16c", "f16c", has!("f16c")),
+            probe("avx512f", "avx512f", has!("avx512f")),
+            probe("avx512vnni", "avx512_vnni", has!("avx512vnni")),
+            probe("avxvnni", "avx_vnni", has!("avxvnni")),
         ]
     }
     #[cfg(target_arch = "aarch64")]
     {
-        let flags = cpuinfo_flags(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
-        let has = |f: &str| flags.iter().any(|x| x == f);
+        use std::arch::is_aarch64_feature_detected as has;
         vec![
-            ("neon (asimd)", has("asimd")),
-            ("dotprod (asimddp)", has("asimddp")),
-            ("fp16 (asimdhp)", has("asimdhp") || has("fphp")),
-            ("i8mm", has("i8mm")),
+            probe("neon", "asimd", has!("neon")),
+            probe("dotprod", "asimddp", has!("dotprod")),
+            probe("fp16", "asimdhp", has!("fp16")),
+            probe("i8mm", "i8mm", has!("i8mm")),
+            probe("sve2", "sve2", has!("sve2")),
         ]
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
+        let _ = probe;
         Vec::new()
     }
+}
+
+/// `neon+ dotprod+ fp16- ...`, with the /proc/cpuinfo word where it differs from the name
+/// and a note where /proc/cpuinfo disagrees or has no feature line.
+pub fn feature_line(feats: &[CpuFeature]) -> String {
+    let mut parts: Vec<String> = feats
+        .iter()
+        .map(|f| {
+            let sign = if f.detected { "+" } else { "-" };
+            let mut s = if f.name == f.cpuinfo_word {
+                format!("{}{sign}", f.name)
+            } else {
+                format!("{} ({}){sign}", f.name, f.cpuinfo_word)
+            };
+            if f.cpuinfo.is_some_and(|c| c != f.detected) {
+                s.push_str(if f.detected {
+                    "[absent from /proc/cpuinfo]"
+                } else {
+                    "[in /proc/cpuinfo only]"
+                });
+            }
+            s
+        })
+        .collect();
+    if !feats.is_empty() && feats.iter().all(|f| f.cpuinfo.is_none()) {
+        parts.push("(/proc/cpuinfo has no feature line: emulated?)".into());
+    }
+    parts.join(" ")
+}
+
+/// What tract-linalg dispatches to on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TractDispatch {
+    /// The instruction-set tokens tract probed (after `TRACT_CPU_ISA`), e.g. `aarch64,dotprod`.
+    pub isa: Vec<&'static str>,
+    /// Its dispatch tiers, highest precedence first.
+    pub tiers: Vec<&'static str>,
+    /// Kernels this build has that the CPU can run.
+    pub runnable: usize,
+    /// The kernel a plain matmul gets: f32 (n = 8), f32 matrix-vector (n = 1), int8 (i32
+    /// accumulator, n = 8), f16 (n = 8; only where the CPU computes in f16).
+    pub f32_kernel: Option<String>,
+    pub f32_mv_kernel: Option<String>,
+    pub i8_kernel: Option<String>,
+    pub f16_kernel: Option<String>,
+}
+
+/// Asks tract-linalg which instruction set it detected and which kernels it would pick.
+pub fn tract_dispatch() -> TractDispatch {
+    use tract_onnx::prelude::DatumType;
+    use tract_onnx::tract_core::tract_linalg::{isa, MmmDispatch};
+    let set = isa::native();
+    let d = MmmDispatch::native();
+    let kernel = |dt, n| {
+        d.preferred_kernel(dt, None, None, Some(n))
+            .map(|k| k.name().to_string())
+    };
+    TractDispatch {
+        isa: set.iter().map(|i| i.name()).collect(),
+        tiers: d.tiers().iter().map(|t| t.name).collect(),
+        runnable: d.runnable().len(),
+        f32_kernel: kernel(DatumType::F32, 8),
+        f32_mv_kernel: kernel(DatumType::F32, 1),
+        i8_kernel: kernel(DatumType::I32, 8),
+        f16_kernel: set
+            .fp16_arithmetic()
+            .then(|| kernel(DatumType::F16, 8))
+            .flatten(),
+    }
+}
+
+/// `isa aarch64,dotprod; tiers a > b; 31 kernels runnable; f32 K, f32 n=1 K, int8 K, f16 K`.
+pub fn dispatch_line(t: &TractDispatch) -> String {
+    let k = |o: &Option<String>| o.as_deref().unwrap_or("none").to_string();
+    let mut s = format!(
+        "isa {}; tiers {}; {} kernels runnable; f32 {}, f32 n=1 {}, int8 {}",
+        t.isa.join(","),
+        t.tiers.join(" > "),
+        t.runnable,
+        k(&t.f32_kernel),
+        k(&t.f32_mv_kernel),
+        k(&t.i8_kernel)
+    );
+    if let Some(f) = &t.f16_kernel {
+        s.push_str(&format!(", f16 {f}"));
+    }
+    s
+}
+
+/// Features the CPU has (runtime detection) that tract has a token for but does not use:
+/// tract reads fp16 from /proc/cpuinfo (empty under qemu-user, or an old kernel), or this
+/// build lacks the kernels. `TRACT_CPU_ISA=+name` forces a token on.
+pub fn unused_by_tract(feats: &[CpuFeature], tract_isa: &[&str]) -> Vec<&'static str> {
+    use tract_onnx::tract_core::tract_linalg::isa::Isa;
+    feats
+        .iter()
+        .filter(|f| f.detected && !tract_isa.contains(&f.name))
+        .filter(|f| {
+            // a feature token of the architecture tract probed (the set names it first)
+            Isa::ALL.iter().any(|i| {
+                i.name() == f.name
+                    && !i.is_arch()
+                    && tract_isa.contains(&i.arch().to_string().as_str())
+            })
+        })
+        .map(|f| f.name)
+        .collect()
 }
 
 /// The `Features`/`flags` words of /proc/cpuinfo (first processor).
@@ -64,6 +200,17 @@ pub fn cpuinfo_flags(cpuinfo: &str) -> Vec<String> {
         .lines()
         .find(|l| l.starts_with("Features") || l.starts_with("flags"))
         .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// The words of the first /proc/cpuinfo line whose key is `key` (`Features` on arm,
+/// `flags` on x86).
+pub fn cpuinfo_words(cpuinfo: &str, key: &str) -> Vec<String> {
+    cpuinfo
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim() == key)
         .map(|(_, v)| v.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default()
 }
@@ -96,10 +243,6 @@ pub fn doctor(a: &ConfigArgs) -> Result<(), Failure> {
     };
     // CPU
     let feats = cpu_features();
-    let list: Vec<String> = feats
-        .iter()
-        .map(|(n, p)| format!("{n}{}", if *p { "+" } else { "-" }))
-        .collect();
     r.ok(
         "cpu",
         format!(
@@ -109,18 +252,32 @@ pub fn doctor(a: &ConfigArgs) -> Result<(), Failure> {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-            list.join(" ")
+            feature_line(&feats)
         ),
     );
-    #[cfg(target_arch = "x86_64")]
-    if !feats.iter().any(|(n, p)| *n == "fma" && *p) {
+    let has = |name: &str| feats.iter().any(|f| f.name == name && f.detected);
+    if cfg!(target_arch = "x86_64") && !has("fma") {
         r.warn("cpu", "no FMA: tract falls back to generic kernels (slow)");
     }
-    #[cfg(target_arch = "aarch64")]
-    if !feats.iter().any(|(n, p)| n.starts_with("dotprod") && *p) {
+    if cfg!(target_arch = "aarch64") && !has("dotprod") {
         r.warn(
             "cpu",
-            "no dotprod: int8 models run without the fast int8 kernels",
+            "no dotprod: int8 models run on the SMLAL kernels (about 4x slower than SDOT)",
+        );
+    }
+    let tract = tract_dispatch();
+    r.ok("tract", dispatch_line(&tract));
+    let unused = unused_by_tract(&feats, &tract.isa);
+    if !unused.is_empty() {
+        let plus: Vec<String> = unused.iter().map(|n| format!("+{n}")).collect();
+        r.warn(
+            "tract",
+            format!(
+                "the CPU has {} but tract does not use it (tract reads /proc/cpuinfo, or this \
+                 build lacks the kernels); TRACT_CPU_ISA={} forces it on",
+                unused.join(", "),
+                plus.join(",")
+            ),
         );
     }
     // cameras
@@ -261,5 +418,90 @@ mod tests {
         let x86 = "processor\t: 0\nflags\t\t: fpu sse4_1 avx2 fma\n";
         assert_eq!(cpuinfo_flags(x86), vec!["fpu", "sse4_1", "avx2", "fma"]);
         assert!(cpuinfo_flags("").is_empty());
+        // an aarch64 binary under qemu-user reads the x86 host's file: no `Features` line
+        assert!(cpuinfo_words(x86, "Features").is_empty());
+        assert_eq!(cpuinfo_words(arm, "Features")[..2], ["fp", "asimd"]);
+        assert_eq!(cpuinfo_words(x86, "flags").len(), 4);
+    }
+
+    fn feat(name: &'static str, word: &'static str, d: bool, c: Option<bool>) -> CpuFeature {
+        CpuFeature {
+            name,
+            cpuinfo_word: word,
+            detected: d,
+            cpuinfo: c,
+        }
+    }
+
+    #[test]
+    fn feature_line_marks_disagreement_and_emulation() {
+        // qemu-user: HWCAP says neon and dotprod, /proc/cpuinfo is the x86 host's.
+        let emulated = [
+            feat("neon", "asimd", true, None),
+            feat("dotprod", "asimddp", true, None),
+            feat("fp16", "asimdhp", false, None),
+        ];
+        assert_eq!(
+            feature_line(&emulated),
+            "neon (asimd)+ dotprod (asimddp)+ fp16 (asimdhp)- \
+             (/proc/cpuinfo has no feature line: emulated?)"
+        );
+        let board = [
+            feat("neon", "asimd", true, Some(true)),
+            feat("fp16", "asimdhp", true, Some(false)),
+            feat("i8mm", "i8mm", false, Some(true)),
+        ];
+        assert_eq!(
+            feature_line(&board),
+            "neon (asimd)+ fp16 (asimdhp)+[absent from /proc/cpuinfo] i8mm-[in /proc/cpuinfo only]"
+        );
+    }
+
+    #[test]
+    fn unused_by_tract_names_only_detected_tract_tokens() {
+        let feats = [
+            feat("neon", "asimd", true, None),
+            feat("dotprod", "asimddp", true, None),
+            feat("fp16", "asimdhp", true, None),
+            feat("i8mm", "i8mm", true, None),
+            feat("sve2", "sve2", false, None),
+        ];
+        // tract saw dotprod (HWCAP) but not fp16 (it reads /proc/cpuinfo); `neon` is arm32's
+        // token (the aarch64 baseline), `i8mm` none of tract's, sve2 is absent.
+        assert_eq!(
+            unused_by_tract(&feats, &["aarch64", "dotprod"]),
+            vec!["fp16"]
+        );
+        assert!(unused_by_tract(&feats, &["aarch64", "dotprod", "fp16"]).is_empty());
+        // tokens of another architecture never count
+        assert!(unused_by_tract(&feats, &["x86_64", "fma"]).is_empty());
+        let x86 = [
+            feat("avx2", "avx2", true, None),
+            feat("fma", "fma", true, None),
+        ];
+        assert_eq!(unused_by_tract(&x86, &["x86_64", "avx2"]), vec!["fma"]);
+    }
+
+    #[test]
+    fn this_machine_reports_features_and_tract_kernels() {
+        let feats = cpu_features();
+        let t = tract_dispatch();
+        let line = dispatch_line(&t);
+        assert!(t.isa.contains(&std::env::consts::ARCH), "{line}");
+        assert!(t.runnable > 0 && !t.tiers.is_empty(), "{line}");
+        assert!(t.f32_kernel.is_some() && t.i8_kernel.is_some(), "{line}");
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(feats.len(), 7);
+            // std and tract probe the same CPUID bits for these
+            for name in ["avx2", "fma", "f16c"] {
+                let f = feats.iter().find(|f| f.name == name).unwrap();
+                assert_eq!(f.detected, t.isa.contains(&name), "{name}: {line}");
+            }
+        }
+        if cfg!(target_arch = "aarch64") {
+            assert!(feats.iter().any(|f| f.name == "neon" && f.detected));
+            let dot = feats.iter().any(|f| f.name == "dotprod" && f.detected);
+            assert_eq!(dot, t.isa.contains(&"dotprod"), "{line}");
+        }
     }
 }

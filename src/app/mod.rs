@@ -187,10 +187,11 @@ fn parse_source_kind(s: &str) -> Result<SourceKind, String> {
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
     match s {
+        "auto" => Ok(Precision::Auto),
         "f32" => Ok(Precision::F32),
         "int8" => Ok(Precision::Int8),
         "f16" => Ok(Precision::F16),
-        _ => Err(format!("`{s}`: expected f32 | int8 | f16")),
+        _ => Err(format!("`{s}`: expected auto | f32 | int8 | f16")),
     }
 }
 
@@ -274,7 +275,7 @@ pub struct BenchCli {
     /// Frames run before measuring.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
-    /// Inference threads (needs the `multithread` feature for > 1).
+    /// Inference threads (tract multithreaded matrix products when > 1).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Folder of pictures (default models/samples; synthetic if absent).

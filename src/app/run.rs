@@ -8,10 +8,9 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 
 use super::{exit, ExitCode, Failure, RunArgs};
-use crate::config::{Config, Effective, Precision};
+use crate::config::{Config, Effective};
 use crate::encode::{default_send, Encoder};
 use crate::engine::{Engine, EngineOptions};
-use crate::meta;
 use crate::model::{LoadOptions, Model, Threads};
 use crate::pipeline::{self, Controls, PipelineOptions};
 use crate::source::{self, Input};
@@ -32,7 +31,7 @@ pub fn load_config(a: &super::ConfigArgs) -> Result<Effective, Failure> {
         .code(exit::CONFIG)
 }
 
-/// Loads the configured model and checks its precision against `model.precision`.
+/// Loads the configured model in the form `model.precision` asks for (`auto`: its own).
 pub fn load_model(c: &Config) -> Result<Model, Failure> {
     let path = &c.model.path;
     if !path.is_file() {
@@ -44,31 +43,30 @@ pub fn load_model(c: &Config) -> Result<Model, Failure> {
             ),
         ));
     }
+    // model.precision: `auto` runs the file in its own form (shapecast.precision); a pinned
+    // value is checked against it; `f16` runs an f32 file through tract's f16 transform
+    let stored = crate::model::read_meta(path)
+        .map(|m| m.precision)
+        .with_context(|| format!("reading the metadata of {}", path.display()))
+        .code(exit::MODEL)?;
+    let f16 = c
+        .model
+        .precision
+        .plan(stored)
+        .map_err(|e| Failure::new(exit::MODEL, anyhow!("{}: {e}", path.display())))?;
+    if f16 && !crate::model::cpu_has_fp16() {
+        log::warn!("model.precision = \"f16\" on a CPU without asimdhp: tract emulates f16 (slow)");
+    }
     let m = Model::load_with(
         path,
         LoadOptions {
             threads: Threads(c.model.threads as usize),
+            f16,
             ..LoadOptions::default()
         },
     )
     .with_context(|| format!("loading model {}", path.display()))
     .code(exit::MODEL)?;
-    let want = match c.model.precision {
-        Precision::F32 => meta::Precision::F32,
-        Precision::Int8 => meta::Precision::Int8,
-        Precision::F16 => meta::Precision::F16,
-    };
-    if m.meta.precision != want {
-        return Err(Failure::new(
-            exit::MODEL,
-            anyhow!(
-                "{}: the model's shapecast.precision is {:?} but model.precision asks for {:?}",
-                path.display(),
-                m.meta.precision,
-                c.model.precision
-            ),
-        ));
-    }
     Ok(m)
 }
 

@@ -476,6 +476,22 @@ fn serial_over_socat_with_garbage_writes_exact_ply() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_shapecast-host");
 
+/// The command that runs the binary. Under an emulator (CI's aarch64 leg runs the tests with
+/// qemu-aarch64, and the kernel cannot exec an aarch64 child without binfmt_misc)
+/// `SHAPECAST_TEST_RUNNER` names the same emulator, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`.
+fn bin() -> Command {
+    let runner = std::env::var("SHAPECAST_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut c = Command::new(emulator);
+            c.args(words).arg(BIN);
+            c
+        }
+        None => bin(),
+    }
+}
+
 #[test]
 fn cli_encode_decode_roundtrip_and_errors() {
     let dir = tmpdir("cli");
@@ -495,7 +511,7 @@ fn cli_encode_decode_roundtrip_and_errors() {
     )
     .unwrap();
     let code = dir.join("in.scpc");
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["encode", "--bits", "12", "-o"])
         .arg(&code)
         .arg(&input)
@@ -512,7 +528,7 @@ fn cli_encode_decode_roundtrip_and_errors() {
         "{text}"
     );
     let back = dir.join("back.ply");
-    let out = Command::new(BIN)
+    let out = bin()
         .arg("decode")
         .arg(&code)
         .arg("-o")
@@ -543,7 +559,7 @@ fn cli_encode_decode_roundtrip_and_errors() {
     }
     // XYZ output too.
     let xyz = dir.join("back.xyz");
-    let out = Command::new(BIN)
+    let out = bin()
         .arg("decode")
         .arg(&code)
         .arg("-o")
@@ -553,26 +569,23 @@ fn cli_encode_decode_roundtrip_and_errors() {
     assert!(out.status.success());
     assert_eq!(ply::load(&xyz).unwrap().vertices, got.vertices);
     // Errors: missing input, garbage input, bad bits -> exit code 1 with a chain.
-    let out = Command::new(BIN)
-        .args(["encode", "/nonexistent.ply"])
-        .output()
-        .unwrap();
+    let out = bin().args(["encode", "/nonexistent.ply"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent.ply"));
     std::fs::write(dir.join("junk.scpc"), b"\x01\xff\xff\xff").unwrap();
-    let out = Command::new(BIN)
+    let out = bin()
         .arg("decode")
         .arg(dir.join("junk.scpc"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["encode", "--bits", "20"])
         .arg(&input)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let out = Command::new(BIN).arg("listen").output().unwrap();
+    let out = bin().arg("listen").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -588,7 +601,7 @@ fn cli_listen_stops_after_frames() {
     let psk = dir.join("psk.hex");
     std::fs::write(&psk, "ab".repeat(32) + "\n").unwrap();
     let key = Key::load(&psk).unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = bin()
         .args([
             "listen",
             "--udp",

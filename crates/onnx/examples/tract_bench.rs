@@ -1,5 +1,5 @@
 //! Times one ONNX model in tract (single thread, batch 1):
-//! `cargo run --release -p shapecast-onnx --example tract_bench -- MODEL [INPUT.f32] [--iters N] [--f16] [--out OUT.f32]`
+//! `cargo run --release -p shapecast-onnx --example tract_bench -- MODEL [INPUT.f32] [--iters N] [--threads N] [--f16] [--no-fuse] [--out OUT.f32]`
 //!
 //! Prints one line: `tract MODEL load_ms=.. median_ms=.. mean_ms=.. min_ms=..`.
 //! INPUT.f32 is a raw little-endian f32 image for the `image` input (zeros when absent).
@@ -27,6 +27,8 @@ fn run() -> Result<()> {
     let mut out_path = None;
     let mut iters = 200usize;
     let mut f16 = false;
+    let mut fuse = true;
+    let mut threads = 1usize;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--iters" => {
@@ -37,6 +39,14 @@ fn run() -> Result<()> {
                     .context("--iters")?
             }
             "--f16" => f16 = true,
+            "--no-fuse" => fuse = false,
+            "--threads" => {
+                threads = args
+                    .next()
+                    .context("--threads needs a value")?
+                    .parse()
+                    .context("--threads")?
+            }
             "--out" => out_path = Some(args.next().context("--out needs a path")?),
             _ if model_path.is_none() => model_path = Some(a),
             _ if input_path.is_none() => input_path = Some(a),
@@ -52,6 +62,8 @@ fn run() -> Result<()> {
         &proto,
         &LoadOptions {
             f16,
+            fuse,
+            threads,
             ..Default::default()
         },
     )

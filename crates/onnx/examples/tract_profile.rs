@@ -23,8 +23,8 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut model_path, mut input_path, mut iters, mut f16, mut verbose) =
-        (None, None, 50usize, false, false);
+    let (mut model_path, mut input_path, mut iters, mut f16, mut verbose, mut dump) =
+        (None, None, 50usize, false, false, false);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--iters" => {
@@ -36,6 +36,7 @@ fn run() -> Result<()> {
             }
             "--f16" => f16 = true,
             "-v" => verbose = true,
+            "--dump" => dump = true,
             _ if model_path.is_none() => model_path = Some(a),
             _ if input_path.is_none() => input_path = Some(a),
             _ => bail!("unexpected argument {a}"),
@@ -54,6 +55,21 @@ fn run() -> Result<()> {
     )
     .context("loading into tract")?;
     let plan = model.plan();
+    if dump {
+        for node in plan.model().nodes() {
+            println!(
+                "#{:<3} {:<22} {:<28} <- {:?}  {}",
+                node.id,
+                node.op.name(),
+                node.name,
+                node.inputs.iter().map(|i| i.node).collect::<Vec<_>>(),
+                node.outputs
+                    .first()
+                    .map(|o| format!("{:?}", o.fact))
+                    .unwrap_or_default()
+            );
+        }
+    }
     let fact = plan.model().input_fact(0).context("input fact")?.clone();
     let shape: Vec<usize> = fact
         .shape

@@ -50,6 +50,11 @@ pub struct LoadOptions {
     pub optimize: bool,
     /// Apply tract's `f32_to_f16` transform (useful on aarch64 with `asimdhp`).
     pub f16: bool,
+    /// Run [`fuse_activations`] after tract's optimisation.
+    pub fuse: bool,
+    /// Threads of tract's matrix products (a rayon pool when > 1; tract-linalg
+    /// `multithread-mm`, on for the whole workspace).
+    pub threads: usize,
 }
 
 impl Default for LoadOptions {
@@ -58,6 +63,8 @@ impl Default for LoadOptions {
             batch: Some(1),
             optimize: true,
             f16: false,
+            fuse: true,
+            threads: 1,
         }
     }
 }
@@ -89,6 +96,9 @@ pub fn load(model: &pb::ModelProto, options: &LoadOptions) -> Result<TractModel,
     }
     if options.optimize {
         typed = typed.into_optimized()?;
+        if options.fuse {
+            fuse_activations(&mut typed)?;
+        }
     }
     let inputs = typed
         .input_outlets()?
@@ -105,12 +115,112 @@ pub fn load(model: &pb::ModelProto, options: &LoadOptions) -> Result<TractModel,
                 .unwrap_or_else(|| typed.node(o.node).name.clone())
         })
         .collect();
-    let plan = typed.into_runnable()?;
+    let mut run_options = tract_onnx::tract_core::runtime::RunOptions::default();
+    if options.threads > 1 {
+        run_options.executor = Some(tract_linalg::multithread::Executor::multithread(
+            options.threads,
+        ));
+    }
+    let plan = typed.into_runnable_with_options(&run_options)?;
     Ok(TractModel {
         plan,
         inputs,
         outputs,
     })
+}
+
+/// Fuses convolution activations into tract's matrix products (an optimisation pass run
+/// on an already optimised model; returns how many activations it fused).
+///
+/// tract 0.23.9 lowers a `Conv` to `OptMatMul -> IntoShape` (the product's `[1, 1, C, HW]`
+/// reshaped to `[1, C, H, W]`), and its `OptMatMul::fuse` only absorbs an element-wise
+/// successor that follows the product directly: so a `Relu` (or `LeakyRelu`, `Clip`...)
+/// after a convolution stays a separate pass over the output (`OptMaxByScalar`), while the
+/// same activation after a `Gemm` is fused into the kernel. Element-wise operations commute
+/// with a reshape: this pass moves such an activation in front of the `IntoShape` and asks
+/// the product to fuse it.
+pub fn fuse_activations(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_onnx::tract_core::ops::binary::{OptBinByScalar, TypedBinOp};
+    use tract_onnx::tract_core::ops::change_axes::IntoShape;
+    use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+    use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+    let mut fused = 0;
+    // each round fuses at most one activation (node ids change when a patch is applied)
+    for _round in 0..model.nodes().len() {
+        let mut done = false;
+        for reshape in 0..model.nodes().len() {
+            let node = model.node(reshape);
+            if !node.op_is::<IntoShape>() || node.inputs.len() != 1 {
+                continue;
+            }
+            let mm = model.node(node.inputs[0].node);
+            if !mm.op_is::<OptMatMul>()
+                || mm.outputs.len() != 1
+                || mm.outputs[0].successors.len() != 1
+                || model.output_outlets()?.contains(&mm.id.into())
+            {
+                continue;
+            }
+            let Some(act) = model.single_succ(reshape)? else {
+                continue;
+            };
+            if act.outputs.len() != 1 {
+                continue;
+            }
+            let mm_fact = model.outlet_fact(mm.id.into())?.clone();
+            let rank = mm_fact.rank();
+            let mut patch = TypedModelPatch::new(format!("fuse {} into {}", act.name, mm.name));
+            let m_out = patch.tap_model(model, mm.id.into())?;
+            let moved = if let Some(bin) = act.op_as::<OptBinByScalar>() {
+                // the other operand must be a constant scalar (volume 1)
+                let flipped = act.inputs[1].node == reshape;
+                let other = act.inputs[if flipped { 0 } else { 1 }];
+                let Some(k) = model.outlet_fact(other)?.konst.clone() else {
+                    continue;
+                };
+                if k.len() != 1 || k.datum_type() != mm_fact.datum_type {
+                    continue;
+                }
+                let k = k.into_tensor().into_shape(&vec![1usize; rank])?;
+                let c = patch.add_const(format!("{}.scalar", act.name), k)?;
+                let ins = if flipped { [c, m_out] } else { [m_out, c] };
+                patch.wire_node(
+                    format!("{}.moved", act.name),
+                    TypedBinOp(bin.binop.clone(), None),
+                    &ins,
+                )?[0]
+            } else if let Some(ew) = act.op_as::<ElementWiseOp>() {
+                if act.inputs.len() != 1 || ew.1.is_some() {
+                    continue;
+                }
+                patch.wire_node(format!("{}.moved", act.name), ew.clone(), &[m_out])?[0]
+            } else {
+                continue;
+            };
+            let shaped =
+                patch.wire_node(format!("{}.reshape", act.name), node.op.clone(), &[moved])?[0];
+            patch.shunt_outside(model, act.id.into(), shaped)?;
+            let mm_id = mm.id;
+            patch.apply(model)?;
+            // now OptMatMul -> activation: let the product absorb it when its kernel can
+            let mm = model.node(mm_id);
+            if let Some(p) = mm
+                .op
+                .as_typed()
+                .and_then(|op| op.fuse(model, mm).transpose())
+            {
+                p?.apply(model)?;
+                fused += 1;
+            }
+            done = true;
+            break;
+        }
+        if !done {
+            break;
+        }
+    }
+    model.compact()?;
+    Ok(fused)
 }
 
 /// Loads model bytes into tract with default options (batch 1, optimized).
@@ -139,6 +249,16 @@ impl TractModel {
     /// Runs the model with pre-built tract values (no conversion; for benchmarks).
     pub fn run_values(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, OnnxError> {
         Ok(self.plan.run(inputs)?)
+    }
+
+    /// Names of the operators of the optimised plan, in node order (to check what tract runs).
+    pub fn op_names(&self) -> Vec<String> {
+        self.plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect()
     }
 
     /// The underlying tract plan.

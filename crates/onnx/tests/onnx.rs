@@ -375,3 +375,77 @@ fn conv_form_leaves_no_activation_sums_and_fuses_requantization() {
     });
     assert!(per_channel.iter().any(|o| o == "Scale"), "{per_channel:?}");
 }
+
+/// Names of the ops in the plan tract runs for `model`.
+fn plan_ops(model: &pb::ModelProto, fuse: bool) -> Vec<String> {
+    let m = load(
+        model,
+        &LoadOptions {
+            fuse,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    m.op_names()
+}
+
+/// `run::fuse_activations`: a ReLU or LeakyReLU after a convolution becomes part of tract's
+/// matrix product (no separate element-wise pass left in the plan), with the same outputs.
+#[test]
+fn conv_activations_fuse_into_the_matrix_product() {
+    let (spec, _, model) = tiny();
+    let unfused = plan_ops(&model, false);
+    assert!(
+        unfused.iter().any(|o| o.contains("MaxByScalar")),
+        "tract alone keeps the conv ReLU separate: {unfused:?}"
+    );
+    let fused = plan_ops(&model, true);
+    assert!(
+        !fused.iter().any(|o| o.contains("MaxByScalar")),
+        "ReLU left after fusing: {fused:?}"
+    );
+    let a = load(
+        &model,
+        &LoadOptions {
+            fuse: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let b = load(&model, &LoadOptions::default()).unwrap();
+    let samples: Vec<Vec<F32Tensor>> = (0..3).map(|s| vec![image_tensor(&spec, s)]).collect();
+    let d = compare(&a, &b, &samples).unwrap();
+    assert!(d.max_abs[0] < 1e-6, "{d:?}");
+
+    // LeakyReLU (conv -> LeakyRelu -> conv), outputs against the unfused plan
+    let mut g = GraphBuilder::new("leaky");
+    let x = g.input(
+        "image",
+        &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(8), Dim::Fixed(8)],
+    );
+    let mut rng = testnet::SplitMix(3);
+    let w0 = rng.vec(6 * 3 * 9, 0.5);
+    let w1 = rng.vec(4 * 6 * 9, 0.5);
+    let y = g.conv2d(&x, "c0", &w0, None, 6, 3, 3, 1, 1).unwrap();
+    let y = g.leaky_relu(&y, 0.1);
+    let y = g.conv2d(&y, "c1", &w1, None, 4, 6, 3, 1, 1).unwrap();
+    let y = g.leaky_relu(&y, 0.2);
+    g.output(&y, "out").unwrap();
+    let model = g.build();
+    // fused into the product where the kernel supports it (`can_fuse`), else left as is
+    let count = |ops: &[String]| ops.iter().filter(|o| o.contains("LeakyRelu")).count();
+    let (fused, unfused) = (plan_ops(&model, true), plan_ops(&model, false));
+    assert!(count(&fused) <= count(&unfused), "{fused:?} vs {unfused:?}");
+    let a = load(
+        &model,
+        &LoadOptions {
+            fuse: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let b = load(&model, &LoadOptions::default()).unwrap();
+    let img = F32Tensor::new(vec![1, 3, 8, 8], rng.vec(3 * 64, 1.0)).unwrap();
+    let d = compare(&a, &b, &[vec![img]]).unwrap();
+    assert!(d.max_abs[0] < 1e-5, "{d:?}");
+}
