@@ -1,0 +1,145 @@
+//! Objects for voxel training: every view of an object (normalised `C x H x W` pictures) and
+//! the object's `R^3` solid occupancy, grouped with [`Dataset::views_of`].
+
+use crate::data::{Dataset, Split, SynthConfig, SyntheticDataset};
+use crate::TrainError;
+
+use super::VoxelTrainConfig;
+
+/// One object with all its views.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoxelObject {
+    /// Object index in the dataset.
+    pub object: u32,
+    /// Class id.
+    pub class_id: u16,
+    /// Normalised pictures, `3 x H x W` each, in view order.
+    pub views: Vec<Vec<f32>>,
+    /// Occupancy, 0/1, index `x*R*R + y*R + z` (the contract's `occupancy` order).
+    pub voxels: Vec<u8>,
+}
+
+/// The synthetic dataset of a configuration (voxels at the model's resolution, no points).
+pub fn synth_config(cfg: &VoxelTrainConfig) -> SynthConfig {
+    SynthConfig {
+        seed: cfg.data.seed,
+        objects_per_class: cfg.data.objects_per_class,
+        views: cfg.data.views,
+        image_size: cfg.model.image as u32,
+        n_points: 0,
+        voxel_res: cfg.model.resolution,
+        n_sdf: 0,
+        ..SynthConfig::default()
+    }
+}
+
+/// Opens one split of the configured dataset.
+pub fn open_split(cfg: &VoxelTrainConfig, split: Split) -> Result<Box<dyn Dataset>, TrainError> {
+    match cfg.data.kind.as_str() {
+        "synthetic" => Ok(Box::new(SyntheticDataset::new(synth_config(cfg), split)?)),
+        other => Err(TrainError::Config(format!(
+            "unknown data.kind `{other}` (synthetic)"
+        ))),
+    }
+}
+
+/// Loads up to `limit` objects (0 = all) of `split`, spread evenly over the split, on all
+/// cores; returns them with the dataset's class names.
+pub fn load_objects(
+    cfg: &VoxelTrainConfig,
+    split: Split,
+    limit: usize,
+) -> Result<(Vec<VoxelObject>, Vec<String>), TrainError> {
+    let ds = open_split(cfg, split)?;
+    // group sample indices by object
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut seen = vec![false; ds.len()];
+    for i in 0..ds.len() {
+        if seen.get(i).copied().unwrap_or(true) {
+            continue;
+        }
+        let g = ds.views_of(i);
+        for &j in &g {
+            if let Some(s) = seen.get_mut(j) {
+                *s = true;
+            }
+        }
+        if !g.is_empty() {
+            groups.push(g);
+        }
+    }
+    let n = groups.len();
+    let take = if limit == 0 { n } else { limit.min(n) };
+    let picked: Vec<&Vec<usize>> = (0..take).map(|i| &groups[i * n / take]).collect();
+    let threads = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
+    let chunk = picked.len().div_ceil(threads).max(1);
+    let ds_ref: &dyn Dataset = ds.as_ref();
+    let (mean, std) = (cfg.mean, cfg.std);
+    let r = cfg.model.resolution;
+    let parts: Vec<Result<Vec<VoxelObject>, TrainError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = picked
+            .chunks(chunk)
+            .map(|c| {
+                s.spawn(move || {
+                    c.iter()
+                        .map(|g| load_object(ds_ref, g, mean, std, r))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(TrainError::Config("a loader thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(take);
+    for p in parts {
+        out.extend(p?);
+    }
+    if out.is_empty() {
+        return Err(TrainError::Config(format!(
+            "split {} of the dataset is empty",
+            split.name()
+        )));
+    }
+    Ok((out, ds.class_names().to_vec()))
+}
+
+fn load_object(
+    ds: &dyn Dataset,
+    group: &[usize],
+    mean: [f32; 3],
+    std: [f32; 3],
+    r: usize,
+) -> Result<VoxelObject, TrainError> {
+    let mut views = Vec::with_capacity(group.len());
+    let mut first = None;
+    for &i in group {
+        let s = ds.get(i)?;
+        if s.voxel_res as usize != r || s.voxels.len() != r * r * r {
+            return Err(TrainError::Config(format!(
+                "sample {i} has {} voxels at resolution {} (want {r}^3)",
+                s.voxels.len(),
+                s.voxel_res
+            )));
+        }
+        views.push(s.image_chw(mean, std));
+        if first.is_none() {
+            first = Some((s.object, s.class_id, s.voxels));
+        }
+    }
+    let (object, class_id, voxels) =
+        first.ok_or_else(|| TrainError::Config("object without views".into()))?;
+    Ok(VoxelObject {
+        object,
+        class_id,
+        views,
+        voxels,
+    })
+}

@@ -1,0 +1,447 @@
+//! ONNX export of voxel models with the model contract's metadata, a tract runner for the
+//! export, and the check that tract reproduces burn along sequences of views.
+//!
+//! Graph (batch 1): `image` `[1, 3, H, W]` -> Conv (batch norm folded) / Relu ... -> Flatten
+//! -> Gemm (latent) [-> GRU cell with `state_in` `[1, S]`, its output is `state_out`] ->
+//! Gemm / Relu -> Reshape `[G^3, C]` -> Gemm / Relu / Gemm -> Reshape `[G, G, G, b, b, b]`
+//! -> Transpose -> Reshape -> `occupancy` `[1, R, R, R]` (logits).
+//! Ops: Conv, Relu, LeakyRelu, Flatten, Gemm, Sigmoid, Tanh, Mul, Add, Sub, Reshape, Transpose.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use shapecast_onnx::run::{F32Tensor, LoadOptions, TractModel};
+use shapecast_onnx::{Dim, GraphBuilder};
+
+use super::model::{VoxelNet, LEAKY_SLOPE, PRIOR_LOGIT};
+use super::train::ViewIou;
+use super::{iou, VoxelTrainConfig};
+use crate::data::BOUNDS;
+use crate::export::CONTRACT;
+use crate::TrainError;
+
+fn onnx_err(e: shapecast_onnx::OnnxError) -> TrainError {
+    TrainError::Onnx(format!("{e:#}"))
+}
+
+fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, TrainError> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| TrainError::Onnx(format!("weight readout: {e:?}")))
+}
+
+fn fmt_list(v: &[f32]) -> String {
+    v.iter()
+        .map(|x| format!("{x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Extra metadata of an export.
+#[derive(Debug, Clone, Default)]
+pub struct VoxelExportInfo {
+    /// `shapecast.metrics` (`name=value,...`), when known.
+    pub metrics: Option<String>,
+    /// `shapecast.dataset` (default: a description of the configured data).
+    pub dataset: Option<String>,
+}
+
+/// The contract metadata of a voxel model (f32).
+pub fn voxel_metadata(cfg: &VoxelTrainConfig, info: &VoxelExportInfo) -> Vec<(String, String)> {
+    let m = &cfg.model;
+    let mut kv: Vec<(String, String)> = vec![
+        ("shapecast.contract".into(), CONTRACT.into()),
+        ("shapecast.head".into(), "voxels".into()),
+        ("shapecast.model_id".into(), cfg.model_id.clone()),
+        ("shapecast.input.width".into(), m.image.to_string()),
+        ("shapecast.input.height".into(), m.image.to_string()),
+        ("shapecast.input.color".into(), "rgb".into()),
+        ("shapecast.input.mean".into(), fmt_list(&cfg.mean)),
+        ("shapecast.input.std".into(), fmt_list(&cfg.std)),
+        ("shapecast.input.crop".into(), "center".into()),
+        ("shapecast.frame".into(), "object".into()),
+        ("shapecast.units".into(), "normalized".into()),
+        ("shapecast.bounds".into(), fmt_list(&BOUNDS)),
+        ("shapecast.precision".into(), "f32".into()),
+        (
+            "shapecast.voxels.resolution".into(),
+            m.resolution.to_string(),
+        ),
+        (
+            "shapecast.voxels.threshold".into(),
+            format!("{}", cfg.threshold),
+        ),
+        (
+            "shapecast.trained_by".into(),
+            format!(
+                "shapecast-train {} voxels (burn 0.20.1)",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ),
+    ];
+    if m.fusion {
+        kv.push(("shapecast.fusion.views".into(), cfg.seq_views.to_string()));
+    }
+    let dataset = info.dataset.clone().unwrap_or_else(|| {
+        format!(
+            "{} seed={} objects_per_class={} views={} voxels={}",
+            cfg.data.kind, cfg.data.seed, cfg.data.objects_per_class, cfg.data.views, m.resolution
+        )
+    });
+    kv.push(("shapecast.dataset".into(), dataset));
+    if let Some(mt) = &info.metrics {
+        kv.push(("shapecast.metrics".into(), mt.clone()));
+    }
+    kv
+}
+
+fn linear<B: Backend>(
+    g: &mut GraphBuilder,
+    x: &str,
+    name: &str,
+    l: &burn::nn::Linear<B>,
+) -> Result<String, TrainError> {
+    let [d_in, d_out] = l.weight.dims();
+    let w = floats(l.weight.val())?;
+    let b = match &l.bias {
+        Some(b) => Some(floats(b.val())?),
+        None => None,
+    };
+    g.linear(x, name, &w, b.as_deref(), d_in, d_out)
+        .map_err(onnx_err)
+}
+
+/// Builds the ONNX graph of a voxel model (see the module documentation).
+pub fn voxel_graph<B: Backend>(
+    model: &VoxelNet<B>,
+    cfg: &VoxelTrainConfig,
+    info: &VoxelExportInfo,
+) -> Result<GraphBuilder, TrainError> {
+    let m = &cfg.model;
+    m.validate()?;
+    if m.fusion != model.gru.is_some() {
+        return Err(TrainError::Config(
+            "configuration and weights disagree on fusion".into(),
+        ));
+    }
+    let mut g = GraphBuilder::new(&cfg.model_id);
+    let mut x = g.input(
+        "image",
+        &[Dim::Fixed(1), 3.into(), m.image.into(), m.image.into()],
+    );
+    let s = model.state_size();
+    let state_in = m
+        .fusion
+        .then(|| g.input("state_in", &[Dim::Fixed(1), s.into()]));
+    let mut cin = 3;
+    for (i, (conv, bn)) in model.convs.iter().zip(&model.norms).enumerate() {
+        let [cout, _, k, _] = conv.weight.dims();
+        let mut w = floats(conv.weight.val())?;
+        let mut b = match &conv.bias {
+            Some(b) => floats(b.val())?,
+            None => vec![0.0; cout],
+        };
+        // fold y = gamma (conv(x) - mean) / sqrt(var + eps) + beta into the convolution
+        let gamma = floats(bn.gamma.val())?;
+        let beta = floats(bn.beta.val())?;
+        let mean = floats(bn.running_mean.value())?;
+        let var = floats(bn.running_var.value())?;
+        let per = w.len() / cout;
+        for o in 0..cout {
+            let sc = gamma[o] / (var[o] + bn.epsilon as f32).sqrt();
+            for v in &mut w[o * per..(o + 1) * per] {
+                *v *= sc;
+            }
+            b[o] = (b[o] - mean[o]) * sc + beta[o];
+        }
+        let y = g
+            .conv2d(
+                &x,
+                &format!("conv{i}"),
+                &w,
+                Some(&b),
+                cout,
+                cin,
+                k,
+                conv.stride[0],
+                1,
+            )
+            .map_err(onnx_err)?;
+        x = g.relu(&y);
+        cin = cout;
+    }
+    let flat = g.flatten(&x, 1);
+    let z = linear(&mut g, &flat, "fc", &model.fc)?;
+    let d = match (&model.gru, &state_in) {
+        (Some(gru), Some(h)) => {
+            let xr = linear(&mut g, &z, "gru.xr", &gru.xr)?;
+            let hr = linear(&mut g, h, "gru.hr", &gru.hr)?;
+            let a = g.add(&xr, &hr);
+            let r = g.sigmoid(&a);
+            let xz = linear(&mut g, &z, "gru.xz", &gru.xz)?;
+            let hz = linear(&mut g, h, "gru.hz", &gru.hz)?;
+            let a = g.add(&xz, &hz);
+            let u = g.sigmoid(&a);
+            let xn = linear(&mut g, &z, "gru.xn", &gru.xn)?;
+            let hn = linear(&mut g, h, "gru.hn", &gru.hn)?;
+            let rh = g.mul(&r, &hn);
+            let a = g.add(&xn, &rh);
+            let n = g.tanh(&a);
+            let diff = g.sub(h, &n);
+            let ud = g.mul(&u, &diff);
+            g.add(&n, &ud)
+        }
+        _ => z,
+    };
+    let (gs, r, c) = (m.coarse as i64, m.resolution as i64, m.cell_channels as i64);
+    let b = r / gs;
+    let cells = linear(&mut g, &d, "coarse", &model.coarse)?;
+    let cells = g.leaky_relu(&cells, LEAKY_SLOPE);
+    let cells = g.reshape(&cells, &[gs * gs * gs, c]);
+    let h1 = linear(&mut g, &cells, "cell1", &model.cell1)?;
+    let h1 = g.leaky_relu(&h1, LEAKY_SLOPE);
+    let blocks = linear(&mut g, &h1, "cell2", &model.cell2)?;
+    let prior = g
+        .init_f32("prior_logit", &[], &[PRIOR_LOGIT])
+        .map_err(onnx_err)?;
+    let blocks = g.add(&blocks, &prior);
+    let blocks = g.reshape(&blocks, &[gs, gs, gs, b, b, b]);
+    let grid = g.transpose(&blocks, &[0, 3, 1, 4, 2, 5]);
+    let grid = g.reshape(&grid, &[1, r, r, r]);
+    let ru = m.resolution;
+    g.output_with_dims(
+        &grid,
+        "occupancy",
+        &[1.into(), ru.into(), ru.into(), ru.into()],
+    )
+    .map_err(onnx_err)?;
+    if m.fusion {
+        g.output_with_dims(&d, "state_out", &[1.into(), s.into()])
+            .map_err(onnx_err)?;
+    }
+    g.metadata_list(&voxel_metadata(cfg, info));
+    Ok(g)
+}
+
+/// A voxel export loaded and optimised by tract.
+#[derive(Debug)]
+pub struct TractVoxels {
+    model: TractModel,
+    side: usize,
+    state: usize,
+    image_ix: usize,
+    state_ix: Option<usize>,
+    occ_ix: usize,
+    state_out_ix: Option<usize>,
+}
+
+impl TractVoxels {
+    /// Loads an export (batch 1).
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let proto = shapecast_onnx::read(path).map_err(onnx_err)?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| TrainError::Onnx(format!("{}: no graph", path.display())))?;
+        let dims = |name: &str| -> Option<Vec<usize>> {
+            graph.input.iter().find(|v| v.name == name).map(|v| {
+                use shapecast_onnx::pb::tensor_shape_proto::dimension::Value;
+                use shapecast_onnx::pb::type_proto::Value as TV;
+                match &v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                    Some(TV::TensorType(t)) => t
+                        .shape
+                        .as_ref()
+                        .map(|s| {
+                            s.dim
+                                .iter()
+                                .map(|d| match d.value {
+                                    Some(Value::DimValue(x)) => x.max(0) as usize,
+                                    _ => 1,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                }
+            })
+        };
+        let side = dims("image").and_then(|d| d.get(3).copied()).unwrap_or(0);
+        let state = dims("state_in")
+            .and_then(|d| d.get(1).copied())
+            .unwrap_or(0);
+        let model = shapecast_onnx::run::load(&proto, &LoadOptions::default())
+            .map_err(|e| TrainError::Onnx(format!("{}: {e:#}", path.display())))?;
+        let find = |v: &[String], n: &str| v.iter().position(|x| x == n);
+        let image_ix = find(&model.inputs, "image").unwrap_or(0);
+        let state_ix = find(&model.inputs, "state_in");
+        let occ_ix = find(&model.outputs, "occupancy").ok_or_else(|| {
+            TrainError::Onnx(format!("{}: no `occupancy` output", path.display()))
+        })?;
+        let state_out_ix = find(&model.outputs, "state_out");
+        if state_ix.is_some() != state_out_ix.is_some() {
+            return Err(TrainError::Onnx(format!(
+                "{}: state_in and state_out must come together",
+                path.display()
+            )));
+        }
+        Ok(Self {
+            model,
+            side,
+            state,
+            image_ix,
+            state_ix,
+            occ_ix,
+            state_out_ix,
+        })
+    }
+
+    /// State size `S` (0: no fusion).
+    pub fn state_size(&self) -> usize {
+        if self.state_ix.is_some() {
+            self.state
+        } else {
+            0
+        }
+    }
+
+    /// One frame: a normalised `[1, 3, H, W]` picture and the state (ignored without
+    /// fusion) -> (occupancy logits `R^3`, new state).
+    pub fn step(&self, image: &[f32], state: &[f32]) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+        let s = self.side;
+        let mut inputs =
+            vec![F32Tensor::new(vec![0], vec![]).map_err(onnx_err)?; self.model.inputs.len()];
+        inputs[self.image_ix] =
+            F32Tensor::new(vec![1, 3, s, s], image.to_vec()).map_err(onnx_err)?;
+        if let Some(si) = self.state_ix {
+            inputs[si] = F32Tensor::new(vec![1, self.state], state.to_vec()).map_err(onnx_err)?;
+        }
+        let mut outs = self.model.run(&inputs).map_err(onnx_err)?;
+        let new_state = match self.state_out_ix {
+            Some(i) => std::mem::take(&mut outs[i].data),
+            None => state.to_vec(),
+        };
+        let occ = std::mem::take(
+            &mut outs
+                .get_mut(self.occ_ix)
+                .ok_or_else(|| TrainError::Onnx("occupancy output missing".into()))?
+                .data,
+        );
+        Ok((occ, new_state))
+    }
+}
+
+/// Writes the export to `path`, loads it with tract and checks that it reproduces burn
+/// along each probe sequence (pictures `[1, 3, H, W]`, fed in order with the state carried
+/// over; single-view models run each picture alone): occupancy logits and state after
+/// every picture within `tol`. Returns the largest absolute difference.
+pub fn export_voxels<B: Backend>(
+    model: &VoxelNet<B>,
+    cfg: &VoxelTrainConfig,
+    info: &VoxelExportInfo,
+    path: &Path,
+    probes: &[Vec<Vec<f32>>],
+    tol: f32,
+    device: &B::Device,
+) -> Result<f32, TrainError> {
+    let g = voxel_graph(model, cfg, info)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    }
+    g.write(path).map_err(onnx_err)?;
+    let runner = TractVoxels::load(path)?;
+    let side = cfg.model.image;
+    let mut worst = 0.0f32;
+    for seq in probes {
+        let mut bstate = model.zero_state(1, device);
+        let mut tstate = vec![0.0f32; runner.state_size()];
+        for pic in seq {
+            let t =
+                Tensor::<B, 4>::from_data(TensorData::new(pic.clone(), [1, 3, side, side]), device);
+            let (occ, ns) = model.step(t, bstate);
+            bstate = ns;
+            let (tocc, ts) = runner.step(pic, &tstate)?;
+            worst = worst.max(max_abs_diff(&floats(occ)?, &tocc)?);
+            if cfg.model.fusion {
+                worst = worst.max(max_abs_diff(&floats(bstate.clone())?, &ts)?);
+            }
+            tstate = ts;
+        }
+    }
+    if !worst.is_finite() || worst > tol {
+        return Err(TrainError::Check(format!(
+            "{}: tract output differs from burn by {worst:e} (> {tol:e})",
+            path.display()
+        )));
+    }
+    Ok(worst)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32, TrainError> {
+    if a.len() != b.len() {
+        return Err(TrainError::Check(format!(
+            "output sizes differ: burn {} vs tract {}",
+            a.len(),
+            b.len()
+        )));
+    }
+    Ok(a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max))
+}
+
+/// Mean IoU of an export run by tract, fusing 1..=T views per object for each `T` in
+/// `counts` (fusion models carry the state; single-view models average probabilities).
+pub fn evaluate_tract(
+    runner: &TractVoxels,
+    objects: &[super::data::VoxelObject],
+    counts: &[usize],
+    threshold: f32,
+) -> Result<Vec<ViewIou>, TrainError> {
+    let tmax = counts.iter().copied().max().unwrap_or(1).max(1);
+    let usable: Vec<_> = objects.iter().filter(|o| o.views.len() >= tmax).collect();
+    if usable.is_empty() {
+        return Err(TrainError::Config(format!(
+            "no object has {tmax} views to evaluate"
+        )));
+    }
+    let lthr = (threshold / (1.0 - threshold)).ln();
+    let fusion = runner.state_size() > 0;
+    let mut sums = vec![0.0f64; counts.len()];
+    for o in &usable {
+        let gt: Vec<bool> = o.voxels.iter().map(|&v| v > 0).collect();
+        let mut state = vec![0.0f32; runner.state_size()];
+        let mut outs = Vec::with_capacity(tmax);
+        for pic in o.views.iter().take(tmax) {
+            let (occ, s) = runner.step(pic, &state)?;
+            state = s;
+            outs.push(occ);
+        }
+        for (ci, &k) in counts.iter().enumerate() {
+            let k = k.max(1);
+            let pred: Vec<bool> = if fusion {
+                outs[k - 1].iter().map(|&l| l > lthr).collect()
+            } else {
+                (0..gt.len())
+                    .map(|c| {
+                        (0..k)
+                            .map(|t| 1.0 / (1.0 + (-outs[t][c]).exp()))
+                            .sum::<f32>()
+                            / k as f32
+                            > threshold
+                    })
+                    .collect()
+            };
+            sums[ci] += f64::from(iou(&pred, &gt));
+        }
+    }
+    Ok(counts
+        .iter()
+        .zip(sums)
+        .map(|(&views, s)| ViewIou {
+            views,
+            iou: (s / usable.len() as f64) as f32,
+        })
+        .collect())
+}

@@ -1,0 +1,284 @@
+//! Voxel models (3D-R2N2): single-view 32^3 occupancy trained with a (positively weighted)
+//! binary cross-entropy, and the multi-view variant whose recurrent fusion state (a GRU over
+//! the image latent) is exported as the contract's `state_in` / `state_out` pair.
+//!
+//! * [`model`]: the network ([`VoxelNet`]), generic over the burn backend.
+//! * [`data`]: objects with all their views and their `R^3` occupancy, from the synthetic
+//!   dataset.
+//! * [`train`]: the loop (Adam, cosine learning rate, per-view loss along sequences of
+//!   views, validation IoU, metrics CSV, loss curve, checkpoints, resume) and the IoU
+//!   evaluation per number of fused views.
+//! * [`export`]: ONNX with the contract's metadata, checked against burn in tract.
+//!
+//! Run configuration: [`VoxelTrainConfig`] (presets `test`, `cpu`, `cpu-single`), saved as
+//! `config.json` in the run folder.
+
+pub mod data;
+pub mod export;
+pub mod model;
+pub mod train;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use model::{GruCell, VoxelNet, VoxelNetConfig};
+
+use crate::TrainError;
+
+/// Where the objects come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoxelDataConfig {
+    /// `synthetic` (procedural, built in).
+    pub kind: String,
+    /// Dataset seed (objects, views, split).
+    pub seed: u64,
+    /// Procedural objects per class (all splits together; about 80/10/10).
+    pub objects_per_class: usize,
+    /// Views rendered per object (>= the fused sequence length).
+    pub views: usize,
+    /// Training objects held in memory (0 = the whole train split).
+    pub train_objects: usize,
+    /// Validation objects for the periodic validation.
+    pub val_objects: usize,
+}
+
+/// Everything a voxel run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoxelTrainConfig {
+    /// Preset the run started from.
+    pub preset: String,
+    /// `shapecast.model_id` of the export.
+    pub model_id: String,
+    /// The network.
+    pub model: VoxelNetConfig,
+    /// The data.
+    pub data: VoxelDataConfig,
+    /// Objects per step.
+    pub batch: usize,
+    /// Views per training sequence (fusion: the views fused, loss after every one; single
+    /// view: independent views of each object in the batch).
+    pub seq_views: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Peak learning rate (Adam); cosine decay to `lr * lr_final_ratio`.
+    pub lr: f64,
+    /// Final learning rate as a fraction of `lr`.
+    pub lr_final_ratio: f64,
+    /// Linear warm-up steps.
+    pub warmup: usize,
+    /// Weight of occupied cells in the cross-entropy (most cells are empty).
+    pub pos_weight: f32,
+    /// Occupancy probability threshold (`shapecast.voxels.threshold`, IoU).
+    pub threshold: f32,
+    /// Seed of initialisation, batch order and view choice.
+    pub seed: u64,
+    /// Steps between validations.
+    pub eval_every: usize,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
+    /// Input normalisation mean (RGB).
+    pub mean: [f32; 3],
+    /// Input normalisation std (RGB).
+    pub std: [f32; 3],
+}
+
+/// Names of the built-in presets.
+pub const PRESETS: &[&str] = &["test", "cpu", "cpu-single"];
+
+impl VoxelTrainConfig {
+    /// A built-in preset: `test` (CI smoke run, fusion, seconds), `cpu` (the shipped fusion
+    /// model, about 15 minutes on a shared 2-core CPU), `cpu-single` (same without fusion).
+    pub fn preset(name: &str) -> Result<Self, TrainError> {
+        match name {
+            "test" => Ok(VoxelTrainConfig {
+                preset: name.into(),
+                model_id: "r2n2-gru-test".into(),
+                model: VoxelNetConfig {
+                    image: 32,
+                    channels: vec![8, 16, 32],
+                    strides: vec![2, 2, 2],
+                    latent: 32,
+                    fusion: true,
+                    state: 32,
+                    resolution: 32,
+                    coarse: 4,
+                    cell_channels: 4,
+                    cell_hidden: 32,
+                },
+                data: VoxelDataConfig {
+                    kind: "synthetic".into(),
+                    seed: 7,
+                    objects_per_class: 6,
+                    views: 3,
+                    train_objects: 0,
+                    val_objects: 4,
+                },
+                batch: 4,
+                seq_views: 3,
+                steps: 150,
+                lr: 3e-3,
+                lr_final_ratio: 0.1,
+                warmup: 3,
+                pos_weight: 2.0,
+                threshold: 0.5,
+                seed: 1,
+                eval_every: 75,
+                checkpoint_every: 75,
+                mean: [0.5; 3],
+                std: [0.5; 3],
+            }),
+            "cpu" | "cpu-single" => {
+                let fusion = name == "cpu";
+                Ok(VoxelTrainConfig {
+                    preset: name.into(),
+                    model_id: if fusion {
+                        "r2n2-gru64-cpu".into()
+                    } else {
+                        "r2n2-single64-cpu".into()
+                    },
+                    model: VoxelNetConfig {
+                        image: 64,
+                        channels: vec![16, 32, 64, 64, 128],
+                        strides: vec![2, 2, 2, 1, 2],
+                        latent: 128,
+                        fusion,
+                        state: 128,
+                        resolution: 32,
+                        coarse: 8,
+                        cell_channels: 8,
+                        cell_hidden: 64,
+                    },
+                    data: VoxelDataConfig {
+                        kind: "synthetic".into(),
+                        seed: 2026,
+                        objects_per_class: 120,
+                        views: 4,
+                        train_objects: 0,
+                        val_objects: 40,
+                    },
+                    batch: 8,
+                    seq_views: 4,
+                    steps: 1500,
+                    lr: 1e-3,
+                    lr_final_ratio: 0.05,
+                    warmup: 30,
+                    pos_weight: 2.0,
+                    threshold: 0.5,
+                    seed: 1,
+                    eval_every: 250,
+                    checkpoint_every: 250,
+                    mean: [0.5; 3],
+                    std: [0.5; 3],
+                })
+            }
+            other => Err(TrainError::Config(format!(
+                "unknown voxel preset `{other}` (one of {})",
+                PRESETS.join(", ")
+            ))),
+        }
+    }
+
+    /// Checks the values that would otherwise fail deep inside training.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        self.model.validate()?;
+        let bad = |s: &str| Err(TrainError::Config(s.to_string()));
+        if self.batch == 0 || self.steps == 0 || self.lr <= 0.0 || self.seq_views == 0 {
+            return bad("batch, steps, seq_views must be > 0 and lr > 0");
+        }
+        if self.seq_views > self.data.views {
+            return bad("seq_views must be <= data.views");
+        }
+        let in_range = self.threshold > 0.0 && self.threshold < 1.0 && self.pos_weight > 0.0;
+        if !in_range {
+            return bad("threshold must be in (0, 1) and pos_weight > 0");
+        }
+        if self.model_id.is_empty() || self.model_id.len() > 32 || !self.model_id.is_ascii() {
+            return bad("model_id must be 1..=32 ASCII characters");
+        }
+        if self.data.objects_per_class == 0 || self.data.views == 0 {
+            return bad("data.objects_per_class and data.views must be > 0");
+        }
+        if self.eval_every == 0 || self.checkpoint_every == 0 {
+            return bad("eval_every and checkpoint_every must be > 0");
+        }
+        Ok(())
+    }
+
+    /// Learning rate at `step` (linear warm-up, cosine decay).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let t =
+            (step - self.warmup) as f64 / (self.steps.saturating_sub(self.warmup).max(1)) as f64;
+        let lo = self.lr * self.lr_final_ratio;
+        lo + 0.5 * (self.lr - lo) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+    }
+
+    /// Logit of the threshold (a cell is occupied when its logit is above it).
+    pub fn logit_threshold(&self) -> f32 {
+        (self.threshold / (1.0 - self.threshold)).ln()
+    }
+
+    /// Reads a saved `config.json`.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| TrainError::Parse {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// Writes `config.json`.
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| TrainError::Parse {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+    }
+}
+
+/// Intersection over union of two occupancy grids given as "occupied" flags; 1 when both
+/// are empty.
+pub fn iou(pred: &[bool], gt: &[bool]) -> f32 {
+    let (mut inter, mut union) = (0usize, 0usize);
+    for (&p, &g) in pred.iter().zip(gt) {
+        inter += usize::from(p && g);
+        union += usize::from(p || g);
+    }
+    if union == 0 {
+        1.0
+    } else {
+        inter as f32 / union as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate() {
+        for p in PRESETS {
+            let c = VoxelTrainConfig::preset(p).unwrap();
+            c.validate().unwrap();
+            assert!(c.lr_at(c.steps - 1) < c.lr_at(c.warmup));
+            assert!(c.logit_threshold().abs() < 1e-6);
+        }
+        assert!(VoxelTrainConfig::preset("nope").is_err());
+        let mut c = VoxelTrainConfig::preset("test").unwrap();
+        c.seq_views = c.data.views + 1;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn iou_counts() {
+        let a = [true, true, false, false];
+        let b = [true, false, true, false];
+        assert!((iou(&a, &b) - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(iou(&[false; 3], &[false; 3]), 1.0);
+        assert_eq!(iou(&a, &a), 1.0);
+    }
+}
