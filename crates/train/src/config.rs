@@ -115,6 +115,10 @@ impl TrainConfig {
                         extent: 0.5,
                         batch_norm: true,
                         hidden_relu: true,
+                        hidden_norm: true,
+                        hidden_leak: 0.01,
+                        hidden_gain: 1.0,
+                        head_gain: 1.0 / 3f64.sqrt(),
                     },
                     DataConfig {
                         kind: "synthetic".into(),
@@ -137,15 +141,19 @@ impl TrainConfig {
                 ..base(
                     PointNetConfig {
                         image: 64,
-                        channels: vec![24, 48, 96, 96, 192],
+                        channels: vec![24, 48, 96, 96, 128],
                         strides: vec![2, 2, 2, 1, 2],
-                        hidden: 384,
+                        hidden: 192,
                         points: 1024,
                         hypotheses: 1,
                         classes: 0,
                         extent: 0.5,
                         batch_norm: true,
                         hidden_relu: true,
+                        hidden_norm: true,
+                        hidden_leak: 0.01,
+                        hidden_gain: 1.0,
+                        head_gain: 1.0 / 3f64.sqrt(),
                     },
                     DataConfig {
                         kind: "synthetic".into(),
@@ -179,6 +187,10 @@ impl TrainConfig {
                         extent: 0.5,
                         batch_norm: true,
                         hidden_relu: true,
+                        hidden_norm: true,
+                        hidden_leak: 0.01,
+                        hidden_gain: 1.0,
+                        head_gain: 1.0 / 3f64.sqrt(),
                     },
                     DataConfig {
                         kind: "synthetic".into(),

@@ -175,6 +175,95 @@ pub fn eval_onnx(
     ))
 }
 
+/// How much a model's predictions depend on the picture (a model whose hidden units died
+/// predicts nearly the same cloud for every picture).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PictureDependence {
+    /// Pictures scored.
+    pub pictures: usize,
+    /// The model's mean Chamfer-L2 on them.
+    pub model_chamfer_l2: f32,
+    /// The best fixed cloud: each of the first `candidates` predictions reused for every
+    /// picture; the lowest mean Chamfer-L2 of those.
+    pub best_fixed_chamfer_l2: f32,
+    /// Candidate clouds tried for `best_fixed_chamfer_l2`.
+    pub candidates: usize,
+    /// Mean Chamfer-L2 between the predictions of two different pictures (pairs `i`, `i+1`):
+    /// how far apart the model's outputs are.
+    pub prediction_spread_l2: f32,
+    /// The same for the ground-truth clouds of those pictures.
+    pub truth_spread_l2: f32,
+    /// Mean Chamfer-L2 per class id `(class_id, pictures, chamfer_l2)`.
+    pub per_class: Vec<(u16, usize, f32)>,
+}
+
+/// Measures [`PictureDependence`] on `pictures` samples spread evenly over `samples` (a
+/// split is ordered by class) with `candidates` fixed clouds.
+pub fn picture_dependence(
+    runner: &TractRunner,
+    samples: &[Sample],
+    mean: [f32; 3],
+    std: [f32; 3],
+    pictures: usize,
+    candidates: usize,
+) -> Result<PictureDependence, TrainError> {
+    let take = pictures.min(samples.len());
+    let set: Vec<&Sample> = (0..take)
+        .map(|i| &samples[i * samples.len() / take])
+        .collect();
+    if set.len() < 2 {
+        return Err(TrainError::Config(
+            "picture dependence needs 2 or more samples".into(),
+        ));
+    }
+    let mut preds: Vec<Cloud> = Vec::with_capacity(set.len());
+    for s in &set {
+        preds.push(runner.run(&s.image_chw(mean, std))?.hypothesis(0));
+    }
+    let l2 = |a: &Cloud, b: &[[f32; 3]]| point_metrics(a, b).chamfer_l2;
+    let own: Vec<f32> = preds
+        .iter()
+        .zip(&set)
+        .map(|(p, s)| l2(p, &s.points))
+        .collect();
+    let mean_of = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
+    let cands = candidates.clamp(1, preds.len());
+    let mut best = f32::INFINITY;
+    for c in &preds[..cands] {
+        let m = mean_of(&set.iter().map(|s| l2(c, &s.points)).collect::<Vec<_>>());
+        best = best.min(m);
+    }
+    let pairs = set.len() - 1;
+    let pred_spread = mean_of(
+        &(0..pairs)
+            .map(|i| l2(&preds[i], &preds[i + 1]))
+            .collect::<Vec<_>>(),
+    );
+    let truth_spread = mean_of(
+        &(0..pairs)
+            .map(|i| l2(&set[i].points, &set[i + 1].points))
+            .collect::<Vec<_>>(),
+    );
+    let mut per: std::collections::BTreeMap<u16, (usize, f32)> = Default::default();
+    for (s, &v) in set.iter().zip(&own) {
+        let e = per.entry(s.class_id).or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += v;
+    }
+    Ok(PictureDependence {
+        pictures: set.len(),
+        model_chamfer_l2: mean_of(&own),
+        best_fixed_chamfer_l2: best,
+        candidates: cands,
+        prediction_spread_l2: pred_spread,
+        truth_spread_l2: truth_spread,
+        per_class: per
+            .into_iter()
+            .map(|(c, (n, sum))| (c, n, sum / n as f32))
+            .collect(),
+    })
+}
+
 /// Plots F-score against threshold (percent of the box side) for each report.
 pub fn fscore_plot(reports: &[EvalReport], out: &Path) -> Result<(), TrainError> {
     let series: Vec<Series> = reports

@@ -148,8 +148,14 @@ pub fn point_graph<B: Backend>(
         cin = cout;
     }
     let flat = g.flatten(&x, 1);
-    let z = linear(&mut g, &flat, "fc", &model.fc)?;
-    let z = if model.hidden_relu { g.relu(&z) } else { z };
+    let z = hidden_fc(&mut g, &flat, model)?;
+    let z = if !model.hidden_relu {
+        z
+    } else if model.hidden_leak > 0.0 {
+        g.leaky_relu(&z, model.hidden_leak)
+    } else {
+        g.relu(&z)
+    };
     let raw = linear(&mut g, &z, "head", &model.head)?;
     let t = g.tanh(&raw);
     let ext = g.init_f32("extent", &[], &[m.extent]).map_err(onnx_err)?;
@@ -181,6 +187,43 @@ pub fn point_graph<B: Backend>(
     }
     g.metadata_list(&point_metadata(cfg, info));
     Ok(g)
+}
+
+/// The hidden fully connected layer with its batch normalisation (if any) folded in:
+/// `y = gamma (x W + b - mean) / sqrt(var + eps) + beta` becomes `x W' + b'` with
+/// `W'[i, o] = W[i, o] s[o]`, `b'[o] = (b[o] - mean[o]) s[o] + beta[o]`, `s = gamma / sqrt(var + eps)`.
+fn hidden_fc<B: Backend>(
+    g: &mut GraphBuilder,
+    x: &str,
+    model: &PointNet<B>,
+) -> Result<String, TrainError> {
+    let Some(bn) = &model.fc_norm else {
+        return linear(g, x, "fc", &model.fc);
+    };
+    let l = &model.fc;
+    let [d_in, d_out] = l.weight.dims();
+    let mut w = floats(l.weight.val())?;
+    let mut b = match &l.bias {
+        Some(b) => floats(b.val())?,
+        None => vec![0.0; d_out],
+    };
+    let gamma = floats(bn.gamma.val())?;
+    let beta = floats(bn.beta.val())?;
+    let mean = floats(bn.running_mean.value())?;
+    let var = floats(bn.running_var.value())?;
+    let s: Vec<f32> = (0..d_out)
+        .map(|o| gamma[o] / (var[o] + bn.epsilon as f32).sqrt())
+        .collect();
+    for row in w.chunks_mut(d_out) {
+        for (v, so) in row.iter_mut().zip(&s) {
+            *v *= so;
+        }
+    }
+    for (o, bo) in b.iter_mut().enumerate() {
+        *bo = (*bo - mean[o]) * s[o] + beta[o];
+    }
+    g.linear(x, "fc", &w, Some(&b), d_in, d_out)
+        .map_err(onnx_err)
 }
 
 fn linear<B: Backend>(

@@ -16,7 +16,9 @@ use clap::{Parser, Subcommand};
 use shapecast_train::backend::DeviceKind;
 use shapecast_train::config::TrainConfig;
 use shapecast_train::data::Split;
-use shapecast_train::eval::{contact_sheet, eval_onnx, fscore_plot, write_reports, EvalReport};
+use shapecast_train::eval::{
+    contact_sheet, eval_onnx, fscore_plot, picture_dependence, write_reports, EvalReport,
+};
 use shapecast_train::export::{export_points, ExportInfo};
 use shapecast_train::inference::TractRunner;
 use shapecast_train::training::{load_model, train_points};
@@ -121,6 +123,10 @@ enum Cmd {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+        /// Also measure how much the predictions depend on the picture on this many
+        /// pictures (best fixed cloud, prediction spread, per class): dependenceN.json.
+        #[arg(long, default_value_t = 0)]
+        dependence: usize,
     },
     /// Render test-split pictures and their ground truth (PNG + PLY + samples.json) for the
     /// runtime demo.
@@ -134,9 +140,13 @@ enum Cmd {
         /// Picture side in pixels.
         #[arg(long, default_value_t = 64)]
         size: u32,
-        /// Dataset seed (the shipped default model was trained on seed 2026).
-        #[arg(long, default_value_t = 2026)]
-        seed: u64,
+        /// Dataset seed (default: the run's, or 2026 as the shipped default model).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run folder whose dataset (classes, objects, views, seed) the samples come from
+        /// (test split); without it, the `cpu-small` preset's dataset (the default model's).
+        #[arg(long)]
+        run: Option<PathBuf>,
     },
     /// Measure training step time (images/s) on the devices given.
     Bench {
@@ -276,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
             split,
             samples,
             out,
+            dependence,
         } => {
             let cfg =
                 TrainConfig::load(&run.join("config.json")).context("reading the run's config")?;
@@ -314,6 +325,24 @@ fn run(cli: Cli) -> Result<()> {
                     &out.join(format!("sheet{i}.png")),
                 )
                 .context("drawing the contact sheet")?;
+                if dependence > 0 {
+                    let d = picture_dependence(&runner, &set, cfg.mean, cfg.std, dependence, 32)
+                        .context("measuring picture dependence")?;
+                    println!(
+                        "{}: picture dependence on {} pictures: model Chamfer-L2 {:.5}, best fixed cloud {:.5}, prediction spread {:.5} (ground truth {:.5}), per class {:?}",
+                        m.display(),
+                        d.pictures,
+                        d.model_chamfer_l2,
+                        d.best_fixed_chamfer_l2,
+                        d.prediction_spread_l2,
+                        d.truth_spread_l2,
+                        d.per_class
+                    );
+                    let path = out.join(format!("dependence{i}.json"));
+                    let text = serde_json::to_string_pretty(&d).context("dependence json")?;
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
                 reports.push(rep);
             }
             fscore_plot(&reports, &out.join("fscore.png")).context("plotting")?;
@@ -321,8 +350,25 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {}/eval.json, fscore.png, sheet*.png", out.display());
             Ok(())
         }
-        Cmd::GenSamples { out, n, size, seed } => {
-            let files = shapecast_train::data::write_samples(&out, n, size, seed)
+        Cmd::GenSamples {
+            out,
+            n,
+            size,
+            seed,
+            run,
+        } => {
+            let cfg = match &run {
+                Some(r) => TrainConfig::load(&r.join("config.json"))
+                    .with_context(|| format!("reading {}/config.json", r.display()))?,
+                None => TrainConfig::preset("cpu-small").context("cpu-small preset")?,
+            };
+            let mut sc = datasets::synth_config(&cfg);
+            sc.image_size = size;
+            sc.n_points = 2048;
+            if let Some(s) = seed {
+                sc.seed = s;
+            }
+            let files = shapecast_train::data::write_samples_with(&out, n, sc)
                 .context("writing samples")?;
             println!("wrote {} samples into {}", files.len(), out.display());
             Ok(())

@@ -8,7 +8,7 @@ use burn::module::{Initializer, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{relu, tanh};
+use burn::tensor::activation::{leaky_relu, relu, tanh};
 use serde::{Deserialize, Serialize};
 
 /// He (Kaiming) uniform initialisation for ReLU layers (gain sqrt 2). burn's default gain
@@ -50,10 +50,44 @@ pub struct PointNetConfig {
     /// latent and near-constant predictions; `false` makes the latent linear.
     #[serde(default = "default_true")]
     pub hidden_relu: bool,
+    /// Batch normalisation after the hidden fully connected layer (before its nonlinearity;
+    /// folded into the layer at export). It re-centres every unit on each batch, so a unit
+    /// cannot drift to "always negative" and die. Absent in configs of older runs: `false`.
+    #[serde(default)]
+    pub hidden_norm: bool,
+    /// Negative slope of the hidden nonlinearity when `hidden_relu` is on: 0 = plain ReLU,
+    /// > 0 = LeakyReLU (a unit below zero still passes gradient). Older runs: 0.
+    #[serde(default)]
+    pub hidden_leak: f32,
+    /// Kaiming-uniform gain of the hidden fully connected layer's weights. Older runs used
+    /// sqrt 2 (He); a smaller gain keeps the first steps' pre-activations small.
+    #[serde(default = "default_hidden_gain")]
+    pub hidden_gain: f64,
+    /// Kaiming-uniform gain of the coordinate decoder's weights (burn's default 1/sqrt 3 in
+    /// older runs). A small gain starts every picture near the same cloud, so that a latent
+    /// whose units all vary (hidden batch norm) does not begin as picture-dependent noise.
+    #[serde(default = "default_head_gain")]
+    pub head_gain: f64,
+}
+
+fn default_head_gain() -> f64 {
+    1.0 / 3f64.sqrt()
+}
+
+fn default_hidden_gain() -> f64 {
+    std::f64::consts::SQRT_2
 }
 
 fn default_true() -> bool {
     true
+}
+
+/// Kaiming uniform with an explicit gain (for the hidden fully connected layer).
+fn kaiming(gain: f64) -> Initializer {
+    Initializer::KaimingUniform {
+        gain,
+        fan_out_only: false,
+    }
 }
 
 impl PointNetConfig {
@@ -96,16 +130,22 @@ impl PointNetConfig {
             Vec::new()
         };
         let fc = LinearConfig::new(self.feature_len(), self.hidden)
-            .with_initializer(he())
+            .with_initializer(kaiming(self.hidden_gain))
             .init(device);
+        let fc_norm = self
+            .hidden_norm
+            .then(|| BatchNormConfig::new(self.hidden).init(device));
         let k = self.hypotheses * self.points;
-        let head = LinearConfig::new(self.hidden, k * 3).init(device);
+        let head = LinearConfig::new(self.hidden, k * 3)
+            .with_initializer(kaiming(self.head_gain))
+            .init(device);
         let label_head = (self.classes > 0)
             .then(|| LinearConfig::new(self.hidden, k * self.classes).init(device));
         PointNet {
             convs,
             norms,
             fc,
+            fc_norm,
             head,
             label_head,
             hypotheses: self.hypotheses,
@@ -113,6 +153,7 @@ impl PointNetConfig {
             classes: self.classes,
             extent: self.extent,
             hidden_relu: self.hidden_relu,
+            hidden_leak: self.hidden_leak,
         }
     }
 
@@ -126,6 +167,9 @@ impl PointNetConfig {
         }
         let k = self.hypotheses * self.points;
         n += self.feature_len() * self.hidden + self.hidden;
+        if self.hidden_norm {
+            n += 2 * self.hidden;
+        }
         n += self.hidden * k * 3 + k * 3;
         if self.classes > 0 {
             n += self.hidden * k * self.classes + k * self.classes;
@@ -150,8 +194,10 @@ pub struct PointNet<B: Backend> {
     pub convs: Vec<Conv2d<B>>,
     /// Batch normalisations after the convolutions (empty: none).
     pub norms: Vec<BatchNorm<B>>,
-    /// Hidden fully connected layer (ReLU).
+    /// Hidden fully connected layer.
     pub fc: Linear<B>,
+    /// Batch normalisation after the hidden layer (None: none).
+    pub fc_norm: Option<BatchNorm<B>>,
     /// Coordinate decoder.
     pub head: Linear<B>,
     /// Optional part-label decoder.
@@ -164,13 +210,16 @@ pub struct PointNet<B: Backend> {
     pub classes: usize,
     /// Output half-extent.
     pub extent: f32,
-    /// ReLU on the hidden layer.
+    /// Nonlinearity on the hidden layer (ReLU, or LeakyReLU with `hidden_leak`).
     pub hidden_relu: bool,
+    /// Negative slope of the hidden LeakyReLU (0: ReLU).
+    pub hidden_leak: f32,
 }
 
 impl<B: Backend> PointNet<B> {
-    /// The latent (hidden layer activations) of a batch of pictures `[B, 3, H, W]`.
-    pub fn encode(&self, image: Tensor<B, 4>) -> Tensor<B, 2> {
+    /// The hidden layer's pre-activations (after its batch normalisation, before the
+    /// nonlinearity) of a batch of pictures `[B, 3, H, W]`.
+    pub fn hidden_pre(&self, image: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = image;
         for (i, conv) in self.convs.iter().enumerate() {
             x = conv.forward(x);
@@ -182,10 +231,21 @@ impl<B: Backend> PointNet<B> {
         let [b, c, h, w] = x.dims();
         let x = x.reshape([b, c * h * w]);
         let z = self.fc.forward(x);
-        if self.hidden_relu {
-            relu(z)
-        } else {
+        match &self.fc_norm {
+            Some(bn) => bn.forward(z),
+            None => z,
+        }
+    }
+
+    /// The latent (hidden layer activations) of a batch of pictures `[B, 3, H, W]`.
+    pub fn encode(&self, image: Tensor<B, 4>) -> Tensor<B, 2> {
+        let z = self.hidden_pre(image);
+        if !self.hidden_relu {
             z
+        } else if self.hidden_leak > 0.0 {
+            leaky_relu(z, f64::from(self.hidden_leak))
+        } else {
+            relu(z)
         }
     }
 
@@ -203,5 +263,82 @@ impl<B: Backend> PointNet<B> {
                 .reshape([b, self.hypotheses, self.points, self.classes])
         });
         PointOutput { points, labels }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, NdArray};
+
+    use super::*;
+
+    type Ad = Autodiff<NdArray<f32>>;
+
+    fn tiny(hidden_norm: bool) -> PointNetConfig {
+        PointNetConfig {
+            image: 16,
+            channels: vec![4, 8],
+            strides: vec![2, 2],
+            hidden: 32,
+            points: 16,
+            hypotheses: 1,
+            classes: 0,
+            extent: 0.5,
+            batch_norm: true,
+            hidden_relu: true,
+            hidden_norm,
+            hidden_leak: 0.01,
+            hidden_gain: 1.0,
+            head_gain: 0.1,
+        }
+    }
+
+    fn pictures(b: usize, side: usize) -> Tensor<Ad, 4> {
+        let v: Vec<f32> = (0..b * 3 * side * side)
+            .map(|i| ((i * 7919 + i / 97) % 255) as f32 / 127.5 - 1.0)
+            .collect();
+        Tensor::from_data(TensorData::new(v, [b, 3, side, side]), &Default::default())
+    }
+
+    #[test]
+    fn hidden_norm_keeps_every_unit_alive_in_training() {
+        let cfg = tiny(true);
+        let m = cfg.init::<Ad>(&Default::default());
+        assert!(m.fc_norm.is_some());
+        let z = m
+            .hidden_pre(pictures(8, cfg.image))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        // batch statistics: every unit is centred on its beta (0), so it is positive on
+        // some picture and negative on another, whatever the weights
+        for u in 0..cfg.hidden {
+            let col: Vec<f32> = z.chunks(cfg.hidden).map(|r| r[u]).collect();
+            let mean = col.iter().sum::<f32>() / col.len() as f32;
+            assert!(mean.abs() < 1e-4, "unit {u} mean {mean}");
+            assert!(col.iter().any(|&v| v > 0.0) && col.iter().any(|&v| v < 0.0));
+        }
+        // burn's num_params also counts the batch norms' running mean and variance
+        let running = 2 * (cfg.channels.iter().sum::<usize>() + cfg.hidden);
+        assert_eq!(
+            cfg.param_count() + running,
+            m.num_params(),
+            "param_count must count the hidden norm"
+        );
+    }
+
+    #[test]
+    fn old_configs_read_back_without_the_hidden_norm() {
+        let mut v = serde_json::to_value(tiny(true)).unwrap();
+        let o = v.as_object_mut().unwrap();
+        for k in ["hidden_norm", "hidden_leak", "hidden_gain", "head_gain"] {
+            o.remove(k);
+        }
+        let c: PointNetConfig = serde_json::from_value(v).unwrap();
+        assert!(!c.hidden_norm);
+        assert_eq!(c.hidden_leak, 0.0);
+        assert_eq!(c.hidden_gain, std::f64::consts::SQRT_2);
+        assert_eq!(c.head_gain, 1.0 / 3f64.sqrt());
+        assert!(c.init::<Ad>(&Default::default()).fc_norm.is_none());
     }
 }

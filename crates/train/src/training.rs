@@ -143,6 +143,36 @@ pub fn validate<B: Backend>(
     Ok(PointMetrics::mean(&all))
 }
 
+/// Hidden-unit activity on `val`: `(live, total)` where a unit is live when its
+/// pre-activation (after the hidden batch normalisation, before the ReLU/LeakyReLU) is
+/// positive on at least one picture. A ReLU unit that is never positive outputs 0 for
+/// every picture (dead); the 2026-11 default model had 7 of 384 live.
+pub fn hidden_activity<B: Backend>(
+    model: &PointNet<B>,
+    val: &[Sample],
+    cfg: &TrainConfig,
+    device: &B::Device,
+) -> Result<(usize, usize), TrainError> {
+    let hidden = cfg.model.hidden;
+    let mut live = vec![false; hidden];
+    for chunk in val.chunks(cfg.batch.max(1)) {
+        let refs: Vec<&Sample> = chunk.iter().collect();
+        let batch = make_batch::<B>(&refs, cfg.mean, cfg.std, device)?;
+        let z = model
+            .hidden_pre(batch.images)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| TrainError::Check(format!("hidden readout: {e:?}")))?;
+        for row in z.chunks(hidden) {
+            for (l, &v) in live.iter_mut().zip(row) {
+                *l |= v > 0.0;
+            }
+        }
+    }
+    Ok((live.iter().filter(|&&l| l).count(), hidden))
+}
+
 /// Trains a point model on in-memory samples; writes everything into `out`. With
 /// `resume`, continues from the checkpoint in `out` (same configuration).
 pub fn train_points<B: AutodiffBackend>(
@@ -269,13 +299,15 @@ pub fn train_points<B: AutodiffBackend>(
             state.last_train_loss = Some(tl);
             let mut val_cols = ",,".to_string();
             if at_eval && !val.is_empty() {
-                let m = validate(&model.valid(), val, cfg, device)?;
+                let vm = model.valid();
+                let m = validate(&vm, val, cfg, device)?;
+                let (live, units) = hidden_activity(&vm, val, cfg, device)?;
                 val_cols = format!(
                     "{:.6},{:.6},{:.3}",
                     m.chamfer_l2, m.chamfer_l1, m.fscore_1pct
                 );
                 let line = format!(
-                    "step {:>6}  train chamfer {tl:.5}  val chamfer-L2 {:.5}  F@1% {:.2}",
+                    "step {:>6}  train chamfer {tl:.5}  val chamfer-L2 {:.5}  F@1% {:.2}  live hidden units {live}/{units}",
                     state.step, m.chamfer_l2, m.fscore_1pct
                 );
                 if pb.is_hidden() {

@@ -27,7 +27,7 @@ pub mod volume;
 
 use std::path::PathBuf;
 
-pub use samples::write_samples;
+pub use samples::{write_samples, write_samples_with};
 pub use synth::{SynthConfig, SyntheticDataset};
 
 /// The object-frame box every ground-truth coordinate lies in (`xmin,ymin,zmin,xmax,ymax,zmax`).

@@ -18,19 +18,17 @@ pub struct SampleFiles {
 }
 
 /// Renders `n` pictures of `size x size` pixels from the *test* split of the synthetic dataset
-/// with `seed` (classes in turn, distinct objects) into `dir`: `NN_<class>.png`,
-/// `NN_<class>.ply` (2048 ground-truth points, `label` = part id) and `samples.json` (class,
-/// part names, camera of each). Returns the files written.
+/// the shipped default model was trained on (the `cpu-small` preset's data: all classes,
+/// 400 objects per class, 4 views) with `seed`; see [`write_samples_with`].
 pub fn write_samples(
     dir: &Path,
     n: usize,
     size: u32,
     seed: u64,
 ) -> Result<Vec<SampleFiles>, DataError> {
-    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let cfg = SynthConfig {
         seed,
-        objects_per_class: 200,
+        objects_per_class: 400,
         views: 4,
         image_size: size,
         n_points: 2048,
@@ -38,6 +36,21 @@ pub fn write_samples(
         n_sdf: 0,
         ..SynthConfig::default()
     };
+    write_samples_with(dir, n, cfg)
+}
+
+/// Renders `n` pictures from the *test* split of the synthetic dataset `cfg` (use the
+/// training run's dataset, so that the pictures show unseen objects of the trained classes;
+/// classes in turn, distinct objects) into `dir`: `NN_<class>.png`, `NN_<class>.ply`
+/// (`cfg.n_points` ground-truth points, `label` = part id) and `samples.json` (class, part
+/// names, camera of each). Returns the files written.
+pub fn write_samples_with(
+    dir: &Path,
+    n: usize,
+    cfg: SynthConfig,
+) -> Result<Vec<SampleFiles>, DataError> {
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let (seed, size) = (cfg.seed, cfg.image_size);
     let ds = SyntheticDataset::new(cfg, Split::Test)?;
     let classes = ds.class_names().len();
     // Sample indices grouped by class (one view per object, views rotating).
