@@ -488,7 +488,7 @@ fn bin() -> Command {
             c.args(words).arg(BIN);
             c
         }
-        None => bin(),
+        None => Command::new(BIN),
     }
 }
 
