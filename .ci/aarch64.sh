@@ -45,10 +45,15 @@ for bin in shapecast shapecast-host; do
 done
 
 echo "--- tests under qemu-aarch64"
-export QEMU_LD_PREFIX=/usr/$triple
+sysroot=/usr/aarch64-linux-gnu   # Debian's cross libc (libc6-arm64-cross), not the Rust triple
+export QEMU_LD_PREFIX=$sysroot
 # the arm64 multiarch libc, where installed, must not shadow the cross one (threads hang)
-[ -d /lib/$triple ] && [ -e /lib/$triple/libc.so.6 ] && export QEMU_SET_ENV=LD_LIBRARY_PATH=/usr/$triple/lib
-export SHAPECAST_TEST_RUNNER=qemu-aarch64
+[ -e /lib/aarch64-linux-gnu/libc.so.6 ] && export QEMU_SET_ENV=LD_LIBRARY_PATH=$sysroot/lib
+# The children get the prefix as flags: qemu-user does not hand QEMU_* variables to the guest.
+SHAPECAST_TEST_RUNNER="qemu-aarch64 -L $sysroot"
+[ -n "${QEMU_SET_ENV-}" ] && SHAPECAST_TEST_RUNNER+=" -E $QEMU_SET_ENV"
+export SHAPECAST_TEST_RUNNER
+echo "spawned binaries run through: $SHAPECAST_TEST_RUNNER"
 skip=(--skip serial)
 # shapecast-host's CLI tests spawn its binary directly unless they honour the runner variable
 if ! grep -q SHAPECAST_TEST_RUNNER crates/host/tests/host.rs; then
