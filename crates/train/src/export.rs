@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use burn::nn::conv::Conv2d;
+use burn::nn::BatchNorm;
 use burn::prelude::*;
 use shapecast_onnx::{Dim, GraphBuilder};
 
@@ -16,22 +18,140 @@ use crate::TrainError;
 /// Contract version written into every export.
 pub const CONTRACT: &str = "1";
 
-fn onnx_err(e: shapecast_onnx::OnnxError) -> TrainError {
+// ---------------------------------------------------- helpers shared by every exporter
+// (point, voxel, implicit, lmnet and mesh pipelines)
+
+/// An ONNX writer error as a [`TrainError`].
+pub(crate) fn onnx_err(e: shapecast_onnx::OnnxError) -> TrainError {
     TrainError::Onnx(format!("{e:#}"))
 }
 
-fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, TrainError> {
+/// A tensor's values as `f32`s (weights for an export, or outputs to compare).
+pub(crate) fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, TrainError> {
     t.into_data()
         .convert::<f32>()
         .to_vec::<f32>()
-        .map_err(|e| TrainError::Onnx(format!("weight readout: {e:?}")))
+        .map_err(|e| TrainError::Onnx(format!("tensor readout: {e:?}")))
 }
 
-fn fmt_list(v: &[f32]) -> String {
+/// `a,b,c` list of a metadata value.
+pub(crate) fn fmt_list(v: &[f32]) -> String {
     v.iter()
         .map(|x| format!("{x}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Writes a burn `Linear` (`[in, out]` weights) as a `Gemm`.
+pub(crate) fn linear<B: Backend>(
+    g: &mut GraphBuilder,
+    x: &str,
+    name: &str,
+    l: &burn::nn::Linear<B>,
+) -> Result<String, TrainError> {
+    let [d_in, d_out] = l.weight.dims();
+    let w = floats(l.weight.val())?;
+    let b = match &l.bias {
+        Some(b) => Some(floats(b.val())?),
+        None => None,
+    };
+    g.linear(x, name, &w, b.as_deref(), d_in, d_out)
+        .map_err(onnx_err)
+}
+
+/// Writes a stack of `Conv -> Relu` layers (named `conv{i}`) on input `x` (3 channels),
+/// folding each layer's batch normalisation, when it has one, into the convolution:
+/// `y = gamma (conv(x) - mean) / sqrt(var + eps) + beta`. Returns the last activation.
+pub(crate) fn conv_relu_stack<'a, B: Backend + 'a>(
+    g: &mut GraphBuilder,
+    x: &str,
+    layers: impl IntoIterator<Item = (&'a Conv2d<B>, Option<&'a BatchNorm<B>>)>,
+) -> Result<String, TrainError> {
+    let mut x = x.to_string();
+    let mut cin = 3;
+    for (i, (conv, bn)) in layers.into_iter().enumerate() {
+        let [cout, _, k, _] = conv.weight.dims();
+        let mut w = floats(conv.weight.val())?;
+        let mut b = match &conv.bias {
+            Some(b) => floats(b.val())?,
+            None => vec![0.0; cout],
+        };
+        if let Some(bn) = bn {
+            let gamma = floats(bn.gamma.val())?;
+            let beta = floats(bn.beta.val())?;
+            let mean = floats(bn.running_mean.value())?;
+            let var = floats(bn.running_var.value())?;
+            let per = w.len() / cout;
+            for o in 0..cout {
+                let s = gamma[o] / (var[o] + bn.epsilon as f32).sqrt();
+                for v in &mut w[o * per..(o + 1) * per] {
+                    *v *= s;
+                }
+                b[o] = (b[o] - mean[o]) * s + beta[o];
+            }
+        }
+        let y = g
+            .conv2d(
+                &x,
+                &format!("conv{i}"),
+                &w,
+                Some(&b),
+                cout,
+                cin,
+                k,
+                conv.stride[0],
+                1,
+            )
+            .map_err(onnx_err)?;
+        x = g.relu(&y);
+        cin = cout;
+    }
+    Ok(x)
+}
+
+/// The leading contract metadata every head shares, in file order: contract, head,
+/// model id, input geometry and normalisation, frame, units, bounds, precision (f32).
+pub(crate) fn input_metadata(
+    head: &str,
+    model_id: &str,
+    image: usize,
+    mean: &[f32],
+    std: &[f32],
+) -> Vec<(String, String)> {
+    vec![
+        ("shapecast.contract".into(), CONTRACT.into()),
+        ("shapecast.head".into(), head.into()),
+        ("shapecast.model_id".into(), model_id.into()),
+        ("shapecast.input.width".into(), image.to_string()),
+        ("shapecast.input.height".into(), image.to_string()),
+        ("shapecast.input.color".into(), "rgb".into()),
+        ("shapecast.input.mean".into(), fmt_list(mean)),
+        ("shapecast.input.std".into(), fmt_list(std)),
+        ("shapecast.input.crop".into(), "center".into()),
+        ("shapecast.frame".into(), "object".into()),
+        ("shapecast.units".into(), "normalized".into()),
+        ("shapecast.bounds".into(), fmt_list(&BOUNDS)),
+        ("shapecast.precision".into(), "f32".into()),
+    ]
+}
+
+/// The `shapecast.trained_by` entry (`tag` goes after the crate version, e.g. `" voxels"`).
+pub(crate) fn trained_by(tag: &str) -> (String, String) {
+    (
+        "shapecast.trained_by".into(),
+        format!(
+            "shapecast-train {}{tag} (burn 0.20.1)",
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+}
+
+/// Creates the parent folder of `path` (when it has one) and writes the graph there.
+pub(crate) fn write_graph(g: &GraphBuilder, path: &Path) -> Result<(), TrainError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    }
+    g.write(path).map_err(onnx_err)
 }
 
 /// Extra metadata for an export.
@@ -48,30 +168,12 @@ pub struct ExportInfo {
 /// The contract metadata of a point model (f32).
 pub fn point_metadata(cfg: &TrainConfig, info: &ExportInfo) -> Vec<(String, String)> {
     let m = &cfg.model;
-    let mut kv: Vec<(String, String)> = vec![
-        ("shapecast.contract".into(), CONTRACT.into()),
-        ("shapecast.head".into(), "points".into()),
-        ("shapecast.model_id".into(), cfg.model_id.clone()),
-        ("shapecast.input.width".into(), m.image.to_string()),
-        ("shapecast.input.height".into(), m.image.to_string()),
-        ("shapecast.input.color".into(), "rgb".into()),
-        ("shapecast.input.mean".into(), fmt_list(&cfg.mean)),
-        ("shapecast.input.std".into(), fmt_list(&cfg.std)),
-        ("shapecast.input.crop".into(), "center".into()),
-        ("shapecast.frame".into(), "object".into()),
-        ("shapecast.units".into(), "normalized".into()),
-        ("shapecast.bounds".into(), fmt_list(&BOUNDS)),
-        ("shapecast.precision".into(), "f32".into()),
+    let mut kv = input_metadata("points", &cfg.model_id, m.image, &cfg.mean, &cfg.std);
+    kv.extend([
         ("shapecast.points".into(), m.points.to_string()),
         ("shapecast.hypotheses".into(), m.hypotheses.to_string()),
-        (
-            "shapecast.trained_by".into(),
-            format!(
-                "shapecast-train {} (burn 0.20.1)",
-                env!("CARGO_PKG_VERSION")
-            ),
-        ),
-    ];
+        trained_by(""),
+    ]);
     if m.classes > 0 {
         kv.push(("shapecast.classes".into(), info.classes.join(",")));
     }
@@ -104,49 +206,19 @@ pub fn point_graph<B: Backend>(
         )));
     }
     let mut g = GraphBuilder::new(&cfg.model_id);
-    let mut x = g.input(
+    let x = g.input(
         "image",
         &[Dim::Fixed(1), 3.into(), m.image.into(), m.image.into()],
     );
-    let mut cin = 3;
-    for (i, conv) in model.convs.iter().enumerate() {
-        let [cout, _, k, _] = conv.weight.dims();
-        let mut w = floats(conv.weight.val())?;
-        let mut b = match &conv.bias {
-            Some(b) => floats(b.val())?,
-            None => vec![0.0; cout],
-        };
-        if let Some(bn) = model.norms.get(i) {
-            // fold y = gamma (conv(x) - mean) / sqrt(var + eps) + beta into the convolution
-            let gamma = floats(bn.gamma.val())?;
-            let beta = floats(bn.beta.val())?;
-            let mean = floats(bn.running_mean.value())?;
-            let var = floats(bn.running_var.value())?;
-            let per = w.len() / cout;
-            for o in 0..cout {
-                let s = gamma[o] / (var[o] + bn.epsilon as f32).sqrt();
-                for v in &mut w[o * per..(o + 1) * per] {
-                    *v *= s;
-                }
-                b[o] = (b[o] - mean[o]) * s + beta[o];
-            }
-        }
-        let y = g
-            .conv2d(
-                &x,
-                &format!("conv{i}"),
-                &w,
-                Some(&b),
-                cout,
-                cin,
-                k,
-                conv.stride[0],
-                1,
-            )
-            .map_err(onnx_err)?;
-        x = g.relu(&y);
-        cin = cout;
-    }
+    let x = conv_relu_stack(
+        &mut g,
+        &x,
+        model
+            .convs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c, model.norms.get(i))),
+    )?;
     let flat = g.flatten(&x, 1);
     let z = hidden_fc(&mut g, &flat, model)?;
     let z = if !model.hidden_relu {
@@ -226,22 +298,6 @@ fn hidden_fc<B: Backend>(
         .map_err(onnx_err)
 }
 
-fn linear<B: Backend>(
-    g: &mut GraphBuilder,
-    x: &str,
-    name: &str,
-    l: &burn::nn::Linear<B>,
-) -> Result<String, TrainError> {
-    let [d_in, d_out] = l.weight.dims();
-    let w = floats(l.weight.val())?;
-    let b = match &l.bias {
-        Some(b) => Some(floats(b.val())?),
-        None => None,
-    };
-    g.linear(x, name, &w, b.as_deref(), d_in, d_out)
-        .map_err(onnx_err)
-}
-
 /// Writes the export to `path`, then loads it with tract and checks that it reproduces
 /// burn's output on `probe` inputs (`[1, 3, H, W]` each) within `tol`; returns the largest
 /// absolute difference seen.
@@ -255,10 +311,7 @@ pub fn export_points<B: Backend>(
     device: &B::Device,
 ) -> Result<f32, TrainError> {
     let g = point_graph(model, cfg, info)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    }
-    g.write(path).map_err(onnx_err)?;
+    write_graph(&g, path)?;
     let runner = TractRunner::load(path, cfg.model.image)?;
     let mut worst = 0.0f32;
     for probe in probes {

@@ -35,8 +35,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use shapecast_onnx::{Dim, GraphBuilder};
 
-use crate::data::{Dataset, Sample, Split, SynthConfig, SyntheticDataset, BOUNDS};
+use crate::data::{Dataset, Sample, Split, SynthConfig, SyntheticDataset};
 use crate::eval::{point_metrics, PointMetrics};
+use crate::export::{conv_relu_stack, input_metadata, trained_by, write_graph};
+pub(crate) use crate::export::{floats, fmt_list, linear as export_linear, onnx_err};
 use crate::inference::TractRunner;
 use crate::loss::point_loss_indexed;
 use crate::TrainError;
@@ -421,41 +423,6 @@ impl<B: Backend> ImageEncoder<B> {
     }
 }
 
-pub(crate) fn onnx_err(e: shapecast_onnx::OnnxError) -> TrainError {
-    TrainError::Onnx(format!("{e:#}"))
-}
-
-pub(crate) fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, TrainError> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| TrainError::Onnx(format!("tensor readout: {e:?}")))
-}
-
-pub(crate) fn fmt_list(v: &[f32]) -> String {
-    v.iter()
-        .map(|x| format!("{x}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Writes a burn `Linear` (`[in, out]` weights) as a `Gemm`.
-pub(crate) fn export_linear<B: Backend>(
-    g: &mut GraphBuilder,
-    x: &str,
-    name: &str,
-    l: &Linear<B>,
-) -> Result<String, TrainError> {
-    let [d_in, d_out] = l.weight.dims();
-    let w = floats(l.weight.val())?;
-    let b = match &l.bias {
-        Some(b) => Some(floats(b.val())?),
-        None => None,
-    };
-    g.linear(x, name, &w, b.as_deref(), d_in, d_out)
-        .map_err(onnx_err)
-}
-
 /// Writes the encoder (batch norms folded into the convolutions) on input `x`
 /// `[1, 3, H, W]`; returns the features tensor `[1, hidden]`.
 pub(crate) fn export_encoder<B: Backend>(
@@ -463,43 +430,7 @@ pub(crate) fn export_encoder<B: Backend>(
     enc: &ImageEncoder<B>,
     x: &str,
 ) -> Result<String, TrainError> {
-    let mut x = x.to_string();
-    let mut cin = 3;
-    for (i, (conv, bn)) in enc.convs.iter().zip(&enc.norms).enumerate() {
-        let [cout, _, k, _] = conv.weight.dims();
-        let mut w = floats(conv.weight.val())?;
-        let mut b = match &conv.bias {
-            Some(b) => floats(b.val())?,
-            None => vec![0.0; cout],
-        };
-        let gamma = floats(bn.gamma.val())?;
-        let beta = floats(bn.beta.val())?;
-        let mean = floats(bn.running_mean.value())?;
-        let var = floats(bn.running_var.value())?;
-        let per = w.len() / cout;
-        for o in 0..cout {
-            let s = gamma[o] / (var[o] + bn.epsilon as f32).sqrt();
-            for v in &mut w[o * per..(o + 1) * per] {
-                *v *= s;
-            }
-            b[o] = (b[o] - mean[o]) * s + beta[o];
-        }
-        let y = g
-            .conv2d(
-                &x,
-                &format!("conv{i}"),
-                &w,
-                Some(&b),
-                cout,
-                cin,
-                k,
-                conv.stride[0],
-                1,
-            )
-            .map_err(onnx_err)?;
-        x = g.relu(&y);
-        cin = cout;
-    }
+    let x = conv_relu_stack(g, x, enc.convs.iter().zip(enc.norms.iter().map(Some)))?;
     let flat = g.flatten(&x, 1);
     let h = export_linear(g, &flat, "fc", &enc.fc)?;
     Ok(if enc.hidden_relu { g.relu(&h) } else { h })
@@ -514,29 +445,9 @@ pub fn base_metadata(
     std: [f32; 3],
     dataset: &str,
 ) -> Vec<(String, String)> {
-    vec![
-        ("shapecast.contract".into(), CONTRACT.into()),
-        ("shapecast.head".into(), head.into()),
-        ("shapecast.model_id".into(), model_id.into()),
-        ("shapecast.input.width".into(), image.to_string()),
-        ("shapecast.input.height".into(), image.to_string()),
-        ("shapecast.input.color".into(), "rgb".into()),
-        ("shapecast.input.mean".into(), fmt_list(&mean)),
-        ("shapecast.input.std".into(), fmt_list(&std)),
-        ("shapecast.input.crop".into(), "center".into()),
-        ("shapecast.frame".into(), "object".into()),
-        ("shapecast.units".into(), "normalized".into()),
-        ("shapecast.bounds".into(), fmt_list(&BOUNDS)),
-        ("shapecast.precision".into(), "f32".into()),
-        (
-            "shapecast.trained_by".into(),
-            format!(
-                "shapecast-train {} (burn 0.20.1)",
-                env!("CARGO_PKG_VERSION")
-            ),
-        ),
-        ("shapecast.dataset".into(), dataset.into()),
-    ]
+    let mut kv = input_metadata(head, model_id, image, &mean, &std);
+    kv.extend([trained_by(""), ("shapecast.dataset".into(), dataset.into())]);
+    kv
 }
 
 /// Largest absolute difference of two equally long slices.
@@ -1262,10 +1173,7 @@ pub fn export_lmnet<B: Backend>(
     device: &B::Device,
 ) -> Result<f32, TrainError> {
     let g = lmnet_graph(net, cfg, metrics)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    }
-    g.write(path).map_err(onnx_err)?;
+    write_graph(&g, path)?;
     let runner = TractRunner::load(path, cfg.encoder.image)?;
     let side = cfg.encoder.image;
     let eps = Tensor::<B, 2>::from_data(

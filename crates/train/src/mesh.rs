@@ -26,6 +26,7 @@ use shapecast_onnx::{Dim, GraphBuilder};
 
 use crate::data::Sample;
 use crate::eval::{point_metrics, PointMetrics};
+use crate::export::write_graph;
 use crate::inference::TractRunner;
 use crate::lmnet::{
     base_metadata, batch_tensors, export_encoder, export_linear, floats, fmt_list, load_json,
@@ -772,10 +773,7 @@ pub fn export_mesh<B: Backend>(
     device: &B::Device,
 ) -> Result<f32, TrainError> {
     let g = mesh_graph(net, cfg, metrics)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    }
-    g.write(path).map_err(onnx_err)?;
+    write_graph(&g, path)?;
     let side = cfg.encoder.image;
     let runner = TractRunner::load(path, side)?;
     let mut worst = 0.0f32;

@@ -29,6 +29,19 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// The step of the last row of `out/metrics.csv`.
+fn last_csv_step(out: &std::path::Path) -> usize {
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    csv.lines()
+        .last()
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn test_preset_trains_exports_and_resumes() {
     let cfg = TrainConfig::preset("test").unwrap();
@@ -51,16 +64,7 @@ fn test_preset_trains_exports_and_resumes() {
         s1.first_loss,
         s2.last_loss
     );
-    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    let last_step: usize = csv
-        .lines()
-        .last()
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let last_step = last_csv_step(&out);
     assert_eq!(last_step, cfg.steps);
     assert!(out.join("loss.png").exists());
 

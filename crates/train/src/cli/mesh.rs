@@ -12,6 +12,8 @@ use shapecast_train::lmnet::probes;
 use shapecast_train::mesh::{eval_mesh, export_mesh, files, load_run, train_mesh, MeshConfig};
 use shapecast_train::with_autodiff_backend;
 
+use super::{RunEvalArgs, RunExportArgs};
+
 /// Arguments of `shapecast-train mesh`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,35 +46,9 @@ enum Cmd {
         export: bool,
     },
     /// Export a trained run (tract must reproduce burn within 1e-4).
-    Export {
-        /// Run folder.
-        #[arg(long)]
-        run: PathBuf,
-        /// ONNX file to write.
-        #[arg(long)]
-        out: PathBuf,
-        /// `shapecast.metrics` to embed.
-        #[arg(long)]
-        metrics: Option<String>,
-    },
+    Export(RunExportArgs),
     /// Evaluate an export on a split (surface samples and vertices vs ground truth; JSON).
-    Eval {
-        /// Run folder (configuration).
-        #[arg(long)]
-        run: PathBuf,
-        /// ONNX model.
-        #[arg(long)]
-        model: PathBuf,
-        /// train, val or test.
-        #[arg(long, default_value = "test")]
-        split: String,
-        /// Samples (0 = the configuration's `test_samples`, whole split when that is 0).
-        #[arg(long, default_value_t = 0)]
-        samples: usize,
-        /// JSON report to write.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Eval(RunEvalArgs),
 }
 
 /// Runs the subcommand.
@@ -141,7 +117,7 @@ pub fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Export { run, out, metrics } => {
+        Cmd::Export(RunExportArgs { run, out, metrics }) => {
             let diff = export_run(&run, &out, metrics)?;
             println!(
                 "exported {} (tract vs burn max |diff| {diff:e})",
@@ -149,13 +125,13 @@ pub fn run(args: Args) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Eval {
+        Cmd::Eval(RunEvalArgs {
             run,
             model,
             split,
             samples,
             out,
-        } => {
+        }) => {
             let cfg = load_config(&run.join(files::CONFIG))?;
             let split: Split = split.parse().context("--split")?;
             let n = if samples == 0 {

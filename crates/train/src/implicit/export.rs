@@ -20,31 +20,13 @@ use tract_onnx::prelude::{
 use super::net::{ImageEncoder, ImplicitDecoder};
 use super::ImplicitConfig;
 use crate::data::BOUNDS;
-use crate::export::CONTRACT;
+use crate::export::{conv_relu_stack, floats, input_metadata, linear, onnx_err, trained_by};
 use crate::TrainError;
 
 /// Name of the decoder's dynamic query dimension.
 pub const Q_DIM: &str = "Q";
 /// Query points of the export check (the tract regression size: a 32^3 grid).
 pub const CHECK_QUERIES: usize = 32768;
-
-fn onnx_err(e: shapecast_onnx::OnnxError) -> TrainError {
-    TrainError::Onnx(format!("{e:#}"))
-}
-
-fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, TrainError> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| TrainError::Onnx(format!("weight readout: {e:?}")))
-}
-
-fn fmt_list(v: &[f32]) -> String {
-    v.iter()
-        .map(|x| format!("{x}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 /// The decoder file that goes with encoder file `encoder` (`NAME.onnx` ->
 /// `NAME.decoder.onnx`, same folder).
@@ -74,21 +56,14 @@ pub fn metadata(
     info: &ImplicitExportInfo,
     decoder_file: Option<&str>,
 ) -> Vec<(String, String)> {
-    let side = cfg.encoder.image.to_string();
-    let mut kv: Vec<(String, String)> = vec![
-        ("shapecast.contract".into(), CONTRACT.into()),
-        ("shapecast.head".into(), "implicit".into()),
-        ("shapecast.model_id".into(), cfg.model_id.clone()),
-        ("shapecast.input.width".into(), side.clone()),
-        ("shapecast.input.height".into(), side),
-        ("shapecast.input.color".into(), "rgb".into()),
-        ("shapecast.input.mean".into(), fmt_list(&cfg.mean)),
-        ("shapecast.input.std".into(), fmt_list(&cfg.std)),
-        ("shapecast.input.crop".into(), "center".into()),
-        ("shapecast.frame".into(), "object".into()),
-        ("shapecast.units".into(), "normalized".into()),
-        ("shapecast.bounds".into(), fmt_list(&BOUNDS)),
-        ("shapecast.precision".into(), "f32".into()),
+    let mut kv = input_metadata(
+        "implicit",
+        &cfg.model_id,
+        cfg.encoder.image,
+        &cfg.mean,
+        &cfg.std,
+    );
+    kv.extend([
         ("shapecast.implicit.kind".into(), cfg.kind.name().into()),
         ("shapecast.implicit.level".into(), "0".into()),
         ("shapecast.implicit.latent".into(), cfg.latent.to_string()),
@@ -101,15 +76,9 @@ pub fn metadata(
             }
             .into(),
         ),
-        (
-            "shapecast.trained_by".into(),
-            format!(
-                "shapecast-train {} (burn 0.20.1)",
-                env!("CARGO_PKG_VERSION")
-            ),
-        ),
+        trained_by(""),
         ("shapecast.dataset".into(), cfg.dataset_note()),
-    ];
+    ]);
     if let Some(d) = decoder_file {
         kv.push(("shapecast.parts.decoder".into(), d.to_string()));
     }
@@ -117,22 +86,6 @@ pub fn metadata(
         kv.push(("shapecast.metrics".into(), m.clone()));
     }
     kv
-}
-
-fn linear<B: Backend>(
-    g: &mut GraphBuilder,
-    x: &str,
-    name: &str,
-    l: &burn::nn::Linear<B>,
-) -> Result<String, TrainError> {
-    let [d_in, d_out] = l.weight.dims();
-    let w = floats(l.weight.val())?;
-    let b = match &l.bias {
-        Some(b) => Some(floats(b.val())?),
-        None => None,
-    };
-    g.linear(x, name, &w, b.as_deref(), d_in, d_out)
-        .map_err(onnx_err)
 }
 
 /// The encoder graph: `image` [1, 3, H, W] -> `latent` [1, Z].
@@ -143,34 +96,11 @@ pub fn encoder_graph<B: Backend>(
 ) -> Result<GraphBuilder, TrainError> {
     let side = cfg.encoder.image;
     let mut g = GraphBuilder::new(&format!("{}_encoder", cfg.model_id));
-    let mut x = g.input(
+    let x = g.input(
         "image",
         &[Dim::Fixed(1), 3.into(), side.into(), side.into()],
     );
-    let mut cin = 3;
-    for (i, conv) in enc.convs.iter().enumerate() {
-        let [cout, _, k, _] = conv.weight.dims();
-        let w = floats(conv.weight.val())?;
-        let b = match &conv.bias {
-            Some(b) => floats(b.val())?,
-            None => vec![0.0; cout],
-        };
-        let y = g
-            .conv2d(
-                &x,
-                &format!("conv{i}"),
-                &w,
-                Some(&b),
-                cout,
-                cin,
-                k,
-                conv.stride[0],
-                1,
-            )
-            .map_err(onnx_err)?;
-        x = g.relu(&y);
-        cin = cout;
-    }
+    let x = conv_relu_stack(&mut g, &x, enc.convs.iter().map(|c| (c, None)))?;
     let flat = g.flatten(&x, 1);
     let h = linear(&mut g, &flat, "fc", &enc.fc)?;
     let h = g.relu(&h);

@@ -16,27 +16,10 @@ use shapecast_onnx::{Dim, GraphBuilder};
 use super::model::{VoxelNet, LEAKY_SLOPE, PRIOR_LOGIT};
 use super::train::ViewIou;
 use super::{iou, VoxelTrainConfig};
-use crate::data::BOUNDS;
-use crate::export::CONTRACT;
+use crate::export::{
+    conv_relu_stack, floats, input_metadata, linear, onnx_err, trained_by, write_graph,
+};
 use crate::TrainError;
-
-fn onnx_err(e: shapecast_onnx::OnnxError) -> TrainError {
-    TrainError::Onnx(format!("{e:#}"))
-}
-
-fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, TrainError> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| TrainError::Onnx(format!("weight readout: {e:?}")))
-}
-
-fn fmt_list(v: &[f32]) -> String {
-    v.iter()
-        .map(|x| format!("{x}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 /// Extra metadata of an export.
 #[derive(Debug, Clone, Default)]
@@ -50,20 +33,8 @@ pub struct VoxelExportInfo {
 /// The contract metadata of a voxel model (f32).
 pub fn voxel_metadata(cfg: &VoxelTrainConfig, info: &VoxelExportInfo) -> Vec<(String, String)> {
     let m = &cfg.model;
-    let mut kv: Vec<(String, String)> = vec![
-        ("shapecast.contract".into(), CONTRACT.into()),
-        ("shapecast.head".into(), "voxels".into()),
-        ("shapecast.model_id".into(), cfg.model_id.clone()),
-        ("shapecast.input.width".into(), m.image.to_string()),
-        ("shapecast.input.height".into(), m.image.to_string()),
-        ("shapecast.input.color".into(), "rgb".into()),
-        ("shapecast.input.mean".into(), fmt_list(&cfg.mean)),
-        ("shapecast.input.std".into(), fmt_list(&cfg.std)),
-        ("shapecast.input.crop".into(), "center".into()),
-        ("shapecast.frame".into(), "object".into()),
-        ("shapecast.units".into(), "normalized".into()),
-        ("shapecast.bounds".into(), fmt_list(&BOUNDS)),
-        ("shapecast.precision".into(), "f32".into()),
+    let mut kv = input_metadata("voxels", &cfg.model_id, m.image, &cfg.mean, &cfg.std);
+    kv.extend([
         (
             "shapecast.voxels.resolution".into(),
             m.resolution.to_string(),
@@ -72,14 +43,8 @@ pub fn voxel_metadata(cfg: &VoxelTrainConfig, info: &VoxelExportInfo) -> Vec<(St
             "shapecast.voxels.threshold".into(),
             format!("{}", cfg.threshold),
         ),
-        (
-            "shapecast.trained_by".into(),
-            format!(
-                "shapecast-train {} voxels (burn 0.20.1)",
-                env!("CARGO_PKG_VERSION")
-            ),
-        ),
-    ];
+        trained_by(" voxels"),
+    ]);
     if m.fusion {
         kv.push(("shapecast.fusion.views".into(), cfg.seq_views.to_string()));
     }
@@ -96,22 +61,6 @@ pub fn voxel_metadata(cfg: &VoxelTrainConfig, info: &VoxelExportInfo) -> Vec<(St
     kv
 }
 
-fn linear<B: Backend>(
-    g: &mut GraphBuilder,
-    x: &str,
-    name: &str,
-    l: &burn::nn::Linear<B>,
-) -> Result<String, TrainError> {
-    let [d_in, d_out] = l.weight.dims();
-    let w = floats(l.weight.val())?;
-    let b = match &l.bias {
-        Some(b) => Some(floats(b.val())?),
-        None => None,
-    };
-    g.linear(x, name, &w, b.as_deref(), d_in, d_out)
-        .map_err(onnx_err)
-}
-
 /// Builds the ONNX graph of a voxel model (see the module documentation).
 pub fn voxel_graph<B: Backend>(
     model: &VoxelNet<B>,
@@ -126,7 +75,7 @@ pub fn voxel_graph<B: Backend>(
         ));
     }
     let mut g = GraphBuilder::new(&cfg.model_id);
-    let mut x = g.input(
+    let x = g.input(
         "image",
         &[Dim::Fixed(1), 3.into(), m.image.into(), m.image.into()],
     );
@@ -134,43 +83,11 @@ pub fn voxel_graph<B: Backend>(
     let state_in = m
         .fusion
         .then(|| g.input("state_in", &[Dim::Fixed(1), s.into()]));
-    let mut cin = 3;
-    for (i, (conv, bn)) in model.convs.iter().zip(&model.norms).enumerate() {
-        let [cout, _, k, _] = conv.weight.dims();
-        let mut w = floats(conv.weight.val())?;
-        let mut b = match &conv.bias {
-            Some(b) => floats(b.val())?,
-            None => vec![0.0; cout],
-        };
-        // fold y = gamma (conv(x) - mean) / sqrt(var + eps) + beta into the convolution
-        let gamma = floats(bn.gamma.val())?;
-        let beta = floats(bn.beta.val())?;
-        let mean = floats(bn.running_mean.value())?;
-        let var = floats(bn.running_var.value())?;
-        let per = w.len() / cout;
-        for o in 0..cout {
-            let sc = gamma[o] / (var[o] + bn.epsilon as f32).sqrt();
-            for v in &mut w[o * per..(o + 1) * per] {
-                *v *= sc;
-            }
-            b[o] = (b[o] - mean[o]) * sc + beta[o];
-        }
-        let y = g
-            .conv2d(
-                &x,
-                &format!("conv{i}"),
-                &w,
-                Some(&b),
-                cout,
-                cin,
-                k,
-                conv.stride[0],
-                1,
-            )
-            .map_err(onnx_err)?;
-        x = g.relu(&y);
-        cin = cout;
-    }
+    let x = conv_relu_stack(
+        &mut g,
+        &x,
+        model.convs.iter().zip(model.norms.iter().map(Some)),
+    )?;
     let flat = g.flatten(&x, 1);
     let z = linear(&mut g, &flat, "fc", &model.fc)?;
     let d = match (&model.gru, &state_in) {
@@ -345,10 +262,7 @@ pub fn export_voxels<B: Backend>(
     device: &B::Device,
 ) -> Result<f32, TrainError> {
     let g = voxel_graph(model, cfg, info)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    }
-    g.write(path).map_err(onnx_err)?;
+    write_graph(&g, path)?;
     let runner = TractVoxels::load(path)?;
     let side = cfg.model.image;
     let mut worst = 0.0f32;

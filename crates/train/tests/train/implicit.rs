@@ -3,14 +3,14 @@
 //! within 1e-4 for both parts (decoder at 32768 queries), and the tract evaluation runs.
 
 use shapecast_onnx::read_metadata;
-use shapecast_train::backend::{CandleCpu, NdArrayCpu};
+use shapecast_train::backend::NdArrayCpu;
 use shapecast_train::data::Split;
 use shapecast_train::implicit::eval::eval_onnx;
 use shapecast_train::implicit::export::{decoder_path, export_implicit, ImplicitExportInfo};
 use shapecast_train::implicit::train::{files, load_run, train_implicit};
 use shapecast_train::implicit::{load_set, ImplicitConfig, Kind};
 
-type Ad = burn::backend::Autodiff<CandleCpu>;
+use super::Ad;
 
 fn meta_of(path: &std::path::Path) -> impl Fn(&str) -> String {
     let meta = read_metadata(path).unwrap();

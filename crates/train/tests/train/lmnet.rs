@@ -3,20 +3,13 @@
 //! contract's metadata, and the K hypotheses differ.
 
 use shapecast_onnx::read_metadata;
-use shapecast_train::backend::{CandleCpu, NdArrayCpu};
+use shapecast_train::backend::NdArrayCpu;
 use shapecast_train::data::Split;
 use shapecast_train::lmnet::{
     eval_lmnet, export_lmnet, files, load_run, probes, train_ae, train_image, LmnetConfig,
 };
 
-type Ad = burn::backend::Autodiff<CandleCpu>;
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("shapecast-lmnet-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use super::{tmp, Ad};
 
 #[test]
 fn lmnet_test_preset_trains_exports_and_matches_tract() {
@@ -28,7 +21,7 @@ fn lmnet_test_preset_trains_exports_and_matches_tract() {
         .load(side, Split::Val, cfg.data.val_samples)
         .unwrap();
     assert!(train.len() >= 40, "{}", train.len());
-    let out = tmp("train");
+    let out = tmp("lmnet-train");
     let dev = Default::default();
 
     let (ae, s_ae) = train_ae::<Ad>(&cfg, &train, &val, &out, &dev).unwrap();

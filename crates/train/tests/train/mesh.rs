@@ -3,19 +3,12 @@
 //! and carries the template and faces.
 
 use shapecast_onnx::read_metadata;
-use shapecast_train::backend::{CandleCpu, NdArrayCpu};
+use shapecast_train::backend::NdArrayCpu;
 use shapecast_train::data::Split;
 use shapecast_train::lmnet::probes;
 use shapecast_train::mesh::{eval_mesh, export_mesh, load_run, train_mesh, MeshConfig};
 
-type Ad = burn::backend::Autodiff<CandleCpu>;
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("shapecast-mesh-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use super::{tmp, Ad};
 
 #[test]
 fn mesh_test_preset_trains_exports_and_matches_tract() {
@@ -26,7 +19,7 @@ fn mesh_test_preset_trains_exports_and_matches_tract() {
         .data
         .load(side, Split::Val, cfg.data.val_samples)
         .unwrap();
-    let out = tmp("train");
+    let out = tmp("mesh-train");
     let dev = Default::default();
     let (_, s) = train_mesh::<Ad>(&cfg, &train, &val, &out, &dev).unwrap();
     assert!(

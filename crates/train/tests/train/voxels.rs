@@ -45,16 +45,7 @@ fn voxel_test_preset_trains_resumes_and_exports_fusion() {
         s1.first_loss,
         s2.last_loss
     );
-    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    let last: usize = csv
-        .lines()
-        .last()
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let last = super::last_csv_step(&out);
     assert_eq!(last, cfg.steps);
     assert!(out.join("loss.png").exists());
     assert_eq!(s2.state.last_val.len(), 2);
