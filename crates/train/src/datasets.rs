@@ -36,30 +36,52 @@ pub fn load_split(
     limit: usize,
 ) -> Result<(Vec<Sample>, Vec<String>), TrainError> {
     let ds = open_split(cfg, split)?;
+    let samples = load_samples(ds.as_ref(), split, limit)?;
+    Ok((samples, ds.part_names().to_vec()))
+}
+
+/// Loads up to `limit` samples (0 = all) of one split of `ds`, spread evenly over it (whole
+/// objects first: consecutive views share cached ground truth), on all cores. An empty
+/// result is an error naming the split.
+pub fn load_samples(
+    ds: &dyn Dataset,
+    split: Split,
+    limit: usize,
+) -> Result<Vec<Sample>, TrainError> {
     let n = ds.len();
     let take = if limit == 0 { n } else { limit.min(n) };
-    let idx: Vec<usize> = if take == n {
-        (0..n).collect()
-    } else {
-        // whole objects first (consecutive views share cached ground truth), spread evenly
-        (0..take).map(|i| i * n / take).collect()
-    };
+    let idx: Vec<usize> = (0..take).map(|i| i * n / take).collect();
+    let out = parallel_map(&idx, |&i| ds.get(i).map_err(TrainError::from))?;
+    non_empty(out, split)
+}
+
+/// `items` unless empty, else an error naming the split.
+pub fn non_empty<T>(items: Vec<T>, split: Split) -> Result<Vec<T>, TrainError> {
+    if items.is_empty() {
+        return Err(TrainError::Config(format!(
+            "split {} of the dataset is empty",
+            split.name()
+        )));
+    }
+    Ok(items)
+}
+
+/// Maps `f` over `items` on all cores (at most 16 threads), keeping their order; the first
+/// error is returned.
+pub fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, TrainError> + Sync,
+) -> Result<Vec<R>, TrainError> {
     let threads = std::thread::available_parallelism()
         .map(|p| p.get())
         .unwrap_or(1)
         .clamp(1, 16);
-    let chunk = idx.len().div_ceil(threads).max(1);
-    let ds_ref: &dyn Dataset = ds.as_ref();
-    let parts: Vec<Result<Vec<Sample>, TrainError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = idx
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    let parts: Vec<Result<Vec<R>, TrainError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|c| {
-                s.spawn(move || {
-                    c.iter()
-                        .map(|&i| ds_ref.get(i).map_err(TrainError::from))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
+            .map(|c| s.spawn(move || c.iter().map(f).collect::<Result<Vec<_>, _>>()))
             .collect();
         handles
             .into_iter()
@@ -69,15 +91,9 @@ pub fn load_split(
             })
             .collect()
     });
-    let mut out = Vec::with_capacity(idx.len());
+    let mut out = Vec::with_capacity(items.len());
     for p in parts {
         out.extend(p?);
     }
-    if out.is_empty() {
-        return Err(TrainError::Config(format!(
-            "split {} of the dataset is empty",
-            split.name()
-        )));
-    }
-    Ok((out, ds.part_names().to_vec()))
+    Ok(out)
 }

@@ -35,7 +35,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use shapecast_onnx::{Dim, GraphBuilder};
 
-use crate::data::{Dataset, Sample, Split, SynthConfig, SyntheticDataset};
+use crate::data::{Sample, Split, SynthConfig, SyntheticDataset};
 use crate::eval::{point_metrics, PointMetrics};
 use crate::export::{conv_relu_stack, input_metadata, trained_by, write_graph};
 pub(crate) use crate::export::{floats, fmt_list, linear as export_linear, onnx_err};
@@ -98,46 +98,7 @@ impl SynthData {
         limit: usize,
     ) -> Result<Vec<Sample>, TrainError> {
         let ds = SyntheticDataset::new(self.synth(image), split)?;
-        let n = ds.len();
-        let take = if limit == 0 { n } else { limit.min(n) };
-        let idx: Vec<usize> = (0..take).map(|i| i * n / take.max(1)).collect();
-        let threads = std::thread::available_parallelism()
-            .map(|p| p.get())
-            .unwrap_or(1)
-            .clamp(1, 16);
-        let chunk = idx.len().div_ceil(threads).max(1);
-        let ds_ref = &ds;
-        let parts: Vec<Result<Vec<Sample>, TrainError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = idx
-                .chunks(chunk)
-                .map(|c| {
-                    s.spawn(move || {
-                        c.iter()
-                            .map(|&i| ds_ref.get(i).map_err(TrainError::from))
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(TrainError::Config("a loader thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
-        let mut out = Vec::with_capacity(idx.len());
-        for p in parts {
-            out.extend(p?);
-        }
-        if out.is_empty() {
-            return Err(TrainError::Config(format!(
-                "split {} of the dataset is empty",
-                split.name()
-            )));
-        }
-        Ok(out)
+        crate::datasets::load_samples(&ds, split, limit)
     }
 }
 

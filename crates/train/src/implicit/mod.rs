@@ -24,7 +24,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, Sample, Split, SynthConfig, SyntheticDataset};
+use crate::data::{Sample, Split, SynthConfig, SyntheticDataset};
 use crate::TrainError;
 
 /// Which implicit function is learned.
@@ -469,44 +469,7 @@ pub fn load_set(
     limit: usize,
 ) -> Result<ImplicitSet, TrainError> {
     let ds = SyntheticDataset::new(cfg.synth(), split)?;
-    let n = ds.len();
-    let take = if limit == 0 { n } else { limit.min(n) };
-    let idx: Vec<usize> = (0..take).map(|i| i * n / take.max(1)).collect();
-    let threads = std::thread::available_parallelism()
-        .map(|p| p.get())
-        .unwrap_or(1)
-        .clamp(1, 16);
-    let chunk = idx.len().div_ceil(threads).max(1);
-    let ds_ref: &dyn Dataset = &ds;
-    let parts: Vec<Result<Vec<Sample>, TrainError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = idx
-            .chunks(chunk)
-            .map(|c| {
-                s.spawn(move || {
-                    c.iter()
-                        .map(|&i| ds_ref.get(i).map_err(TrainError::from))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(TrainError::Config("a loader thread panicked".into())))
-            })
-            .collect()
-    });
-    let mut samples = Vec::with_capacity(idx.len());
-    for p in parts {
-        samples.extend(p?);
-    }
-    if samples.is_empty() {
-        return Err(TrainError::Config(format!(
-            "split {} of the dataset is empty",
-            split.name()
-        )));
-    }
+    let samples = crate::datasets::load_samples(&ds, split, limit)?;
     ImplicitSet::from_samples(samples, cfg.encoder.image)
 }
 

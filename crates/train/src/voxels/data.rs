@@ -71,43 +71,11 @@ pub fn load_objects(
     let n = groups.len();
     let take = if limit == 0 { n } else { limit.min(n) };
     let picked: Vec<&Vec<usize>> = (0..take).map(|i| &groups[i * n / take]).collect();
-    let threads = std::thread::available_parallelism()
-        .map(|p| p.get())
-        .unwrap_or(1)
-        .clamp(1, 16);
-    let chunk = picked.len().div_ceil(threads).max(1);
-    let ds_ref: &dyn Dataset = ds.as_ref();
     let (mean, std) = (cfg.mean, cfg.std);
     let r = cfg.model.resolution;
-    let parts: Vec<Result<Vec<VoxelObject>, TrainError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = picked
-            .chunks(chunk)
-            .map(|c| {
-                s.spawn(move || {
-                    c.iter()
-                        .map(|g| load_object(ds_ref, g, mean, std, r))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(TrainError::Config("a loader thread panicked".into())))
-            })
-            .collect()
-    });
-    let mut out = Vec::with_capacity(take);
-    for p in parts {
-        out.extend(p?);
-    }
-    if out.is_empty() {
-        return Err(TrainError::Config(format!(
-            "split {} of the dataset is empty",
-            split.name()
-        )));
-    }
+    let ds_ref: &dyn Dataset = ds.as_ref();
+    let out = crate::datasets::parallel_map(&picked, |g| load_object(ds_ref, g, mean, std, r))?;
+    let out = crate::datasets::non_empty(out, split)?;
     Ok((out, ds.class_names().to_vec()))
 }
 
