@@ -84,3 +84,25 @@ macro_rules! with_autodiff_backend {
         }
     }};
 }
+
+/// Holds burn's backend random generator for one training run; see [`seed_exclusive`].
+#[must_use = "the run is only reproducible while the guard lives"]
+#[derive(Debug)]
+pub struct RngGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+/// Seeds the backend's random generator and keeps it for the caller until the guard drops.
+///
+/// burn's backends keep one random generator per process, so two runs training at once in one
+/// process (tests, or a library user's threads) would interleave their draws and neither would
+/// be reproducible from its seed. Every training entry point takes this guard first: runs in
+/// one process go one after another, and a seed gives the same weights every time.
+pub fn seed_exclusive<B: burn::tensor::backend::Backend>(
+    device: &B::Device,
+    seed: u64,
+) -> RngGuard {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // a run that panicked leaves nothing behind that the next one depends on
+    let guard = RNG.lock().unwrap_or_else(|p| p.into_inner());
+    B::seed(device, seed);
+    RngGuard(guard)
+}

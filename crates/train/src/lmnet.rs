@@ -818,7 +818,7 @@ pub fn train_ae<B: AutodiffBackend>(
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     save_json(cfg, &out.join(files::CONFIG))?;
-    B::seed(device, cfg.seed);
+    let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
     let mut ae: PointAe<B> = PointAe::new(cfg, device);
     let mut optim = AdamConfig::new().init::<B, PointAe<B>>();
     let csv = MetricsCsv::create(&out.join(files::AE_CSV))?;
@@ -958,7 +958,7 @@ pub fn train_image<B: AutodiffBackend>(
             cfg.latent
         )));
     }
-    B::seed(device, cfg.seed.wrapping_add(1));
+    let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed.wrapping_add(1));
     let mut net: LmImage<B> = LmImage::new(cfg, device);
     let mut optim = AdamConfig::new().init::<B, LmImage<B>>();
     let csv = MetricsCsv::create(&out.join(files::IMAGE_CSV))?;

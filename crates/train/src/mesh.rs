@@ -625,7 +625,7 @@ pub fn train_mesh<B: AutodiffBackend>(
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     save_json(cfg, &out.join(files::CONFIG))?;
-    B::seed(device, cfg.seed);
+    let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
     let t = cfg.template();
     let k = MeshConstants::<B>::new(&t, device);
     let mut net: MeshNet<B> = MeshNet::new(cfg, device);

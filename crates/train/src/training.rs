@@ -190,7 +190,7 @@ pub fn train_points<B: AutodiffBackend>(
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     cfg.save(&out.join(files::CONFIG))?;
-    B::seed(device, cfg.seed);
+    let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
 
     let mut model: PointNet<B> = cfg.model.init(device);
     let mut optim = AdamConfig::new().init::<B, PointNet<B>>();
@@ -401,7 +401,7 @@ pub fn bench_steps<B: AutodiffBackend>(
     steps: usize,
     device: &B::Device,
 ) -> Result<f64, TrainError> {
-    B::seed(device, cfg.seed);
+    let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
     let mut model: PointNet<B> = cfg.model.init(device);
     let mut optim = AdamConfig::new().init::<B, PointNet<B>>();
     let refs: Vec<&Sample> = train.iter().cycle().take(cfg.batch).collect();

@@ -408,7 +408,7 @@ pub fn train_sdf<B: AutodiffBackend>(
     quiet: bool,
 ) -> Result<ImplicitSummary, TrainError> {
     let csv = start_run(cfg, out)?;
-    B::seed(device, cfg.seed);
+    let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
     let run_t0 = Instant::now();
     let n_obj = train.objects.len();
     if n_obj == 0 || train.views.is_empty() {
@@ -574,7 +574,7 @@ pub fn train_occupancy<B: AutodiffBackend>(
     quiet: bool,
 ) -> Result<ImplicitSummary, TrainError> {
     let csv = start_run(cfg, out)?;
-    B::seed(device, cfg.seed);
+    let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
     let run_t0 = Instant::now();
     if train.views.is_empty() {
         return Err(TrainError::Config("no training pictures".into()));

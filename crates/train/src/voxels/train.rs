@@ -311,7 +311,7 @@ pub fn train_voxels<B: AutodiffBackend>(
         }
     }
     cfg.save(&config_path)?;
-    B::seed(device, cfg.seed);
+    let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
 
     let mut model: VoxelNet<B> = cfg.model.init(device);
     let mut optim = AdamConfig::new().init::<B, VoxelNet<B>>();

@@ -3,7 +3,7 @@
 //! same occupancy and state as burn along a sequence of views; the single-view export too.
 
 use shapecast_onnx::read_metadata;
-use shapecast_train::backend::NdArrayCpu;
+use shapecast_train::backend::{seed_exclusive, NdArrayCpu};
 use shapecast_train::data::Split;
 use shapecast_train::voxels::data::load_objects;
 use shapecast_train::voxels::export::{export_voxels, TractVoxels, VoxelExportInfo};
@@ -114,6 +114,8 @@ fn voxel_single_view_export_matches_burn() {
     let mut cfg = VoxelTrainConfig::preset("test").unwrap();
     cfg.model.fusion = false;
     let dev = Default::default();
+    // the backend's generator is shared with the tests training beside this one
+    let _rng = seed_exclusive::<NdArrayCpu>(&dev, 5);
     let model = cfg.model.init::<NdArrayCpu>(&dev);
     let side = cfg.model.image;
     let probes: Vec<Vec<Vec<f32>>> = (0..2)
