@@ -246,11 +246,11 @@ impl fmt::Display for Problem {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        // in the message, not a separate `source()`: `{:#}` chains name it once
+        cause: std::io::Error,
     },
     #[error("board overlay {path} not found (boards in {dir}: {available})")]
     NoSuchBoard {
@@ -488,7 +488,7 @@ impl Config {
         for p in std::iter::once(base).chain(overlay) {
             let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
                 path: p.to_owned(),
-                source: e,
+                cause: e,
             })?;
             layers.push((p.display().to_string(), text));
         }

@@ -73,11 +73,11 @@ pub const MAX_MODEL_BYTES: u64 = 1 << 30;
 #[non_exhaustive]
 pub enum ModelError {
     /// The file breaks the contract (the item is named).
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Contract {
         path: String,
-        #[source]
-        source: ContractError,
+        // in the message, not a separate `source()`: `{:#}` chains name it once
+        cause: ContractError,
     },
     /// tract could not parse, type or optimise the model.
     #[error("{path}: tract could not {stage}: {message}")]
@@ -102,7 +102,7 @@ fn tract_err(path: &Path, stage: &'static str, e: impl std::fmt::Display) -> Mod
 fn contract(path: &Path, source: ContractError) -> ModelError {
     ModelError::Contract {
         path: path.display().to_string(),
-        source,
+        cause: source,
     }
 }
 

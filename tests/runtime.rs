@@ -173,12 +173,12 @@ fn contract_violations_are_refused_naming_the_item() {
     );
     let e = Model::load(&fixture("bad_missing_bounds/model.onnx")).unwrap_err();
     assert!(
-        matches!(&e, ModelError::Contract { source: ContractError::Missing(k), .. } if k == "shapecast.bounds"),
+        matches!(&e, ModelError::Contract { cause: ContractError::Missing(k), .. } if k == "shapecast.bounds"),
         "{e}"
     );
     let e = Model::load(&fixture("bad_points_count/model.onnx")).unwrap_err();
     assert!(
-        matches!(&e, ModelError::Contract { source: ContractError::Tensor { name, .. }, .. } if name == "points"),
+        matches!(&e, ModelError::Contract { cause: ContractError::Tensor { name, .. }, .. } if name == "points"),
         "{e}"
     );
     assert!(e.to_string().contains("[1, 1, 32, 3]"), "{e}");

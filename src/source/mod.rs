@@ -218,11 +218,11 @@ pub enum SourceError {
     Disconnected { device: String, reason: String },
     #[error("{what}: unusable frame: {reason}")]
     BadFrame { what: String, reason: String },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        // in the message, not a separate `source()`: `{:#}` chains name it once
+        cause: std::io::Error,
     },
     /// A request the source cannot satisfy (format, size, empty folder, ...).
     #[error("{0}")]
@@ -261,7 +261,7 @@ impl SourceError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> SourceError {
         SourceError::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -32,12 +32,12 @@ pub enum TrainError {
     #[error("bad configuration: {0}")]
     Config(String),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (in the message, not a separate `source()`, so `{:#}` chains name it once).
+        cause: std::io::Error,
     },
     /// A file's contents are malformed.
     #[error("{path}: {msg}")]
@@ -70,7 +70,7 @@ impl TrainError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     }
 }

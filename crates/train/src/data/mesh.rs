@@ -394,7 +394,7 @@ pub fn parse_stl(bytes: &[u8], path: &Path) -> Result<Mesh, DataError> {
 pub fn parse_ply(bytes: &[u8], path: &Path) -> Result<Mesh, DataError> {
     let d = shapecast_geom::ply::read_ply(bytes).map_err(|e| DataError::Ply {
         path: path.into(),
-        source: e,
+        cause: e,
     })?;
     Mesh {
         vertices: d.vertices,

@@ -38,12 +38,12 @@ pub const BOUNDS: [f32; 6] = [-0.5, -0.5, -0.5, 0.5, 0.5, 0.5];
 #[non_exhaustive]
 pub enum DataError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (in the message, not a separate `source()`, so `{:#}` chains name it once).
+        cause: std::io::Error,
     },
     /// A file's contents are malformed.
     #[error("{path}: {msg}")]
@@ -54,20 +54,20 @@ pub enum DataError {
         msg: String,
     },
     /// A picture could not be decoded or encoded.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Image {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: image::ImageError,
+        /// The cause (in the message, not a separate `source()`, so `{:#}` chains name it once).
+        cause: image::ImageError,
     },
     /// A PLY file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Ply {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: shapecast_geom::ply::PlyError,
+        /// The cause (in the message, not a separate `source()`, so `{:#}` chains name it once).
+        cause: shapecast_geom::ply::PlyError,
     },
     /// Index out of range.
     #[error("sample index {index} out of range (dataset has {len})")]
@@ -92,7 +92,7 @@ impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
     pub(crate) fn parse(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {

@@ -267,7 +267,7 @@ fn crop_picture(e: &Entry, opts: &Pix3dOptions) -> Result<(Vec<u8>, f32), DataEr
     let img = image::open(&e.img)
         .map_err(|err| DataError::Image {
             path: e.img.clone(),
-            source: err,
+            cause: err,
         })?
         .to_rgb8();
     let mask = match (&e.mask, opts.use_mask) {
@@ -275,7 +275,7 @@ fn crop_picture(e: &Entry, opts: &Pix3dOptions) -> Result<(Vec<u8>, f32), DataEr
             image::open(m)
                 .map_err(|err| DataError::Image {
                     path: m.clone(),
-                    source: err,
+                    cause: err,
                 })?
                 .to_luma8(),
         ),

@@ -88,7 +88,7 @@ pub fn write_samples_with(
             )
             .map_err(|e| DataError::Image {
                 path: image.clone(),
-                source: e,
+                cause: e,
             })?;
             let points = dir.join(format!("{stem}.ply"));
             let data = PlyData {
@@ -98,7 +98,7 @@ pub fn write_samples_with(
             };
             ply::save_ply(&points, &data).map_err(|e| DataError::Ply {
                 path: points.clone(),
-                source: e,
+                cause: e,
             })?;
             meta.push(serde_json::json!({
                 "image": format!("{stem}.png"),

@@ -299,7 +299,7 @@ pub(crate) fn load_picture(path: &Path, bg: [u8; 3], size: u32) -> Result<Vec<u8
     let img = image::open(path)
         .map_err(|e| DataError::Image {
             path: path.into(),
-            source: e,
+            cause: e,
         })?
         .to_rgba8();
     let mut rgb = image::RgbImage::new(img.width(), img.height());
