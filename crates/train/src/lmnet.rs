@@ -26,7 +26,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
@@ -236,6 +236,18 @@ impl MetricsCsv {
             .map_err(|e| TrainError::io(&self.path, e))
     }
 
+    /// Continues the CSV of a stage resumed at `step` (rows logged after it dropped), or
+    /// creates it when the stage starts fresh (`step` 0) or the file is missing.
+    pub fn resume(path: &Path, step: usize) -> Result<Self, TrainError> {
+        if step == 0 || !path.exists() {
+            return Self::create(path);
+        }
+        trim_csv_after(path, step)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Draws the loss curve PNG beside the CSV.
     pub fn plot(&self, out: &Path) -> Result<(), TrainError> {
         crate::plot::loss_curve_png(&self.path, out)
@@ -267,6 +279,158 @@ pub(crate) fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, 
         path: path.to_path_buf(),
         msg: e.to_string(),
     })
+}
+
+// ------------------------------------------------------------------ shared: checkpoints
+
+/// Progress of a training stage, saved beside its weights at every checkpoint (and what a
+/// resumed stage continues from).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageState {
+    /// Steps done.
+    pub step: usize,
+    /// Wall seconds of the stage so far (all calls together).
+    pub elapsed_s: f64,
+    /// Mean loss of the first logging window of the stage.
+    pub first_loss: Option<f32>,
+    /// Mean loss of the latest logging window.
+    pub last_loss: Option<f32>,
+    /// Latest validation figures.
+    pub val: Option<PointMetrics>,
+    /// Word position of the stage's own ChaCha8 sampling generator (decimal; empty when
+    /// the stage draws nothing from one), so a resumed stage draws what an uninterrupted
+    /// one would.
+    #[serde(default)]
+    pub rng_word_pos: String,
+}
+
+impl StageState {
+    /// The word position of a generator, as saved.
+    pub fn save_rng(&mut self, rng: &rand_chacha::ChaCha8Rng) {
+        self.rng_word_pos = rng.get_word_pos().to_string();
+    }
+
+    /// Moves `rng` to the saved word position (no-op when none was saved).
+    pub fn restore_rng(&self, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), TrainError> {
+        if self.rng_word_pos.is_empty() {
+            return Ok(());
+        }
+        let pos: u128 = self.rng_word_pos.parse().map_err(|_| {
+            TrainError::Config(format!(
+                "checkpoint: bad generator position `{}`",
+                self.rng_word_pos
+            ))
+        })?;
+        rng.set_word_pos(pos);
+        Ok(())
+    }
+
+    /// Summary of the stage at this point.
+    pub fn summary(&self, resumed_from: usize) -> StageSummary {
+        StageSummary {
+            steps: self.step,
+            seconds: self.elapsed_s,
+            first_loss: self.first_loss.unwrap_or(f32::NAN),
+            last_loss: self.last_loss.unwrap_or(f32::NAN),
+            val: self.val.clone(),
+            resumed_from,
+        }
+    }
+}
+
+/// File names of one stage's checkpoint inside a run folder: the weights (burn adds
+/// `.mpk`), the optimizer state and the [`StageState`] JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointFiles {
+    /// Weights.
+    pub weights: &'static str,
+    /// Optimizer (Adam moments).
+    pub optim: &'static str,
+    /// Progress.
+    pub state: &'static str,
+}
+
+/// Saves weights, optimizer state and progress (in that order: the progress file names a
+/// complete checkpoint).
+pub fn save_checkpoint<B, M, O, S>(
+    model: &M,
+    optim: &O,
+    state: &S,
+    out: &Path,
+    files: CheckpointFiles,
+) -> Result<(), TrainError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+    S: Serialize,
+{
+    model
+        .clone()
+        .save_file(out.join(files.weights), &recorder())
+        .map_err(|e| record_err(&out.join(files.weights), e))?;
+    Recorder::<B>::record(&recorder(), optim.to_record(), out.join(files.optim))
+        .map_err(|e| record_err(&out.join(files.optim), e))?;
+    save_json(state, &out.join(files.state))
+}
+
+/// Loads the checkpoint saved by [`save_checkpoint`] into `model` and `optim`; the progress
+/// is `None` (and both come back unchanged) when the run folder has no progress file for
+/// the stage.
+pub fn load_checkpoint<B, M, O, S>(
+    model: M,
+    optim: O,
+    out: &Path,
+    files: CheckpointFiles,
+    device: &B::Device,
+) -> Result<(M, O, Option<S>), TrainError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+    S: for<'de> Deserialize<'de>,
+{
+    let sp = out.join(files.state);
+    if !sp.exists() {
+        return Ok((model, optim, None));
+    }
+    let state: S = load_json(&sp)?;
+    let model = model
+        .load_file(out.join(files.weights), &recorder(), device)
+        .map_err(|e| record_err(&out.join(files.weights), e))?;
+    let rec = Recorder::<B>::load(&recorder(), out.join(files.optim), device)
+        .map_err(|e| record_err(&out.join(files.optim), e))?;
+    Ok((model, optim.load_record(rec), Some(state)))
+}
+
+/// Drops the rows of a metrics CSV logged after `step` (first column; a run stopped
+/// between two checkpoints logged rows that its resumed run logs again). The header and
+/// rows whose first column is not a number stay.
+pub fn trim_csv_after(path: &Path, step: usize) -> Result<(), TrainError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines() {
+        let s = line.split(',').next().and_then(|f| f.parse::<usize>().ok());
+        if s.is_none_or(|s| s <= step) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    std::fs::write(path, kept).map_err(|e| TrainError::io(path, e))
+}
+
+/// The seed of the backend generator for a stage started at `step`: the configured seed for
+/// a fresh stage, mixed with the step for a resumed one (burn's generator state is not
+/// saved, so a resumed stage is reproducible, not bit-identical to an uninterrupted one).
+pub fn resume_seed(seed: u64, step: usize) -> u64 {
+    if step == 0 {
+        seed
+    } else {
+        seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
 }
 
 // ------------------------------------------------------------------ shared: image encoder
@@ -475,6 +639,10 @@ pub struct LmnetConfig {
     pub seed: u64,
     /// Steps between validations.
     pub eval_every: usize,
+    /// Steps between checkpoints (weights, Adam state, progress) of each stage; 0 = at every
+    /// validation. A stage's last step always checkpoints.
+    #[serde(default)]
+    pub checkpoint_every: usize,
     /// Input normalisation mean.
     pub mean: [f32; 3],
     /// Input normalisation std.
@@ -524,6 +692,7 @@ impl LmnetConfig {
                 sigma_scale: 0.5,
                 seed: 1,
                 eval_every: 40,
+                checkpoint_every: 0,
                 mean: [0.5; 3],
                 std: [0.5; 3],
             }),
@@ -563,6 +732,7 @@ impl LmnetConfig {
                 sigma_scale: 0.5,
                 seed: 1,
                 eval_every: 250,
+                checkpoint_every: 0,
                 mean: [0.5; 3],
                 std: [0.5; 3],
             }),
@@ -590,6 +760,26 @@ impl LmnetConfig {
             return bad("model_id must be 1..=32 ASCII characters");
         }
         Ok(())
+    }
+
+    /// Steps between checkpoints (`checkpoint_every`, or `eval_every` when 0).
+    pub fn checkpoint_interval(&self) -> usize {
+        if self.checkpoint_every == 0 {
+            self.eval_every
+        } else {
+            self.checkpoint_every
+        }
+    }
+
+    /// Whether `other` builds the same networks (a checkpoint of one loads into the other).
+    pub fn same_shape(&self, other: &Self) -> bool {
+        self.encoder == other.encoder
+            && self.latent == other.latent
+            && self.ae_mlp == other.ae_mlp
+            && self.ae_decoder == other.ae_decoder
+            && self.points == other.points
+            && self.hypotheses == other.hypotheses
+            && self.extent == other.extent
     }
 
     /// The `K` baked unit-normal samples `[K, Z]` (row-major); row 0 is zero (the mean).
@@ -754,6 +944,14 @@ pub mod files {
     pub const AE_CSV: &str = "metrics_ae.csv";
     /// Image-stage metrics.
     pub const IMAGE_CSV: &str = "metrics_image.csv";
+    /// Adam state of the autoencoder's latest checkpoint.
+    pub const AE_OPTIM: &str = "ae_optim";
+    /// Progress of the autoencoder's latest checkpoint.
+    pub const AE_STATE: &str = "ae_state.json";
+    /// Adam state of the image network's latest checkpoint.
+    pub const IMAGE_OPTIM: &str = "image_optim";
+    /// Progress of the image network's latest checkpoint.
+    pub const IMAGE_STATE: &str = "image_state.json";
     /// Summary of the stages (JSON).
     pub const SUMMARY: &str = "summary.json";
 }
@@ -772,6 +970,9 @@ pub struct StageSummary {
     /// Last validation figures (autoencoder: reconstruction of the val clouds; image stage:
     /// the mean hypothesis).
     pub val: Option<PointMetrics>,
+    /// Step this call started from (0: a fresh stage; > 0: resumed from a checkpoint).
+    #[serde(default)]
+    pub resumed_from: usize,
 }
 
 fn log_window() -> usize {
@@ -803,13 +1004,48 @@ pub fn validate_ae<B: Backend>(
     Ok(PointMetrics::mean(&all))
 }
 
+/// Checkpoint files of the autoencoder stage.
+pub const AE_CHECKPOINT: CheckpointFiles = CheckpointFiles {
+    weights: files::AE,
+    optim: files::AE_OPTIM,
+    state: files::AE_STATE,
+};
+
+/// Checkpoint files of the image stage.
+pub const IMAGE_CHECKPOINT: CheckpointFiles = CheckpointFiles {
+    weights: files::IMAGE,
+    optim: files::IMAGE_OPTIM,
+    state: files::IMAGE_STATE,
+};
+
+/// Refuses to resume a run whose saved configuration builds other networks; returns
+/// whether a saved configuration exists.
+fn check_resume_shape(cfg: &LmnetConfig, out: &Path) -> Result<bool, TrainError> {
+    let path = out.join(files::CONFIG);
+    if !path.exists() {
+        return Ok(false);
+    }
+    let saved: LmnetConfig = load_json(&path)?;
+    if !saved.same_shape(cfg) {
+        return Err(TrainError::Config(format!(
+            "{}: the saved networks differ in shape from this configuration; cannot resume",
+            path.display()
+        )));
+    }
+    Ok(true)
+}
+
 /// Trains the autoencoder on the ground-truth clouds of `train`; saves `ae.mpk`,
-/// `metrics_ae.csv`, `loss_ae.png` and `latent_std.json` into `out`.
+/// `metrics_ae.csv`, `loss_ae.png` and `latent_std.json` into `out`, with a checkpoint
+/// (weights, Adam state, progress) every `checkpoint_interval` steps. With `resume`,
+/// continues from the stage's checkpoint in `out` (refused when the saved configuration
+/// has other networks); a finished stage is only reloaded.
 pub fn train_ae<B: AutodiffBackend>(
     cfg: &LmnetConfig,
     train: &[Sample],
     val: &[Sample],
     out: &Path,
+    resume: bool,
     device: &B::Device,
 ) -> Result<(PointAe<B::InnerBackend>, StageSummary), TrainError> {
     cfg.validate()?;
@@ -817,17 +1053,34 @@ pub fn train_ae<B: AutodiffBackend>(
         return Err(TrainError::Config("no training samples".into()));
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    let resume = resume && check_resume_shape(cfg, out)?;
     save_json(cfg, &out.join(files::CONFIG))?;
     let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
     let mut ae: PointAe<B> = PointAe::new(cfg, device);
     let mut optim = AdamConfig::new().init::<B, PointAe<B>>();
-    let csv = MetricsCsv::create(&out.join(files::AE_CSV))?;
+    let mut state = StageState::default();
+    if resume {
+        let (m, o, st) =
+            load_checkpoint::<B, _, _, StageState>(ae, optim, out, AE_CHECKPOINT, device)?;
+        (ae, optim) = (m, o);
+        if let Some(st) = st {
+            state = st;
+            log::info!("autoencoder: resumed from step {}", state.step);
+            B::seed(device, resume_seed(cfg.seed, state.step));
+        }
+    } else {
+        // a fresh autoencoder: checkpoints of an earlier run in this folder no longer apply
+        for f in [files::AE_STATE, files::IMAGE_STATE] {
+            let _ = std::fs::remove_file(out.join(f));
+        }
+    }
+    let start = state.step;
+    let csv = MetricsCsv::resume(&out.join(files::AE_CSV), start)?;
     let mut order = BatchOrder::new(cfg.seed, train.len(), cfg.batch);
     let t = Instant::now();
-    let mut sum = StageSummary::default();
+    let elapsed0 = state.elapsed_s;
     let mut window = (0.0f64, 0usize);
-    let mut first = None;
-    for step in 0..cfg.ae_steps {
+    for step in start..cfg.ae_steps {
         let refs: Vec<&Sample> = order.at(step).into_iter().map(|i| &train[i]).collect();
         let (_, pts) = batch_tensors::<B>(&refs, cfg.mean, cfg.std, device)?;
         let rec = ae.decode(ae.encode(pts.clone()));
@@ -844,12 +1097,14 @@ pub fn train_ae<B: AutodiffBackend>(
         window.0 += f64::from(v);
         window.1 += 1;
         let done = step + 1;
+        state.step = done;
+        state.elapsed_s = elapsed0 + t.elapsed().as_secs_f64();
         let at_eval = done % cfg.eval_every == 0 || done == cfg.ae_steps;
         if done % log_window() == 0 || at_eval {
             let l = (window.0 / window.1 as f64) as f32;
             window = (0.0, 0);
-            first.get_or_insert(l);
-            sum.last_loss = l;
+            state.first_loss.get_or_insert(l);
+            state.last_loss = Some(l);
             let m = if at_eval && !val.is_empty() {
                 let m = validate_ae(&ae.valid(), val, cfg, device)?;
                 log::info!(
@@ -861,23 +1116,26 @@ pub fn train_ae<B: AutodiffBackend>(
             } else {
                 None
             };
-            csv.row(done, lr, l, 0.0, m.as_ref(), t.elapsed().as_secs_f64())?;
+            csv.row(done, lr, l, 0.0, m.as_ref(), state.elapsed_s)?;
             if m.is_some() {
-                sum.val = m;
+                state.val = m;
             }
         }
+        if done % cfg.checkpoint_interval() == 0 || done == cfg.ae_steps {
+            save_checkpoint(&ae, &optim, &state, out, AE_CHECKPOINT)?;
+        }
     }
-    sum.steps = cfg.ae_steps;
-    sum.seconds = t.elapsed().as_secs_f64();
-    sum.first_loss = first.unwrap_or(f32::NAN);
+    let sum = state.summary(start);
     let ae = ae.valid();
-    ae.clone()
-        .save_file(out.join(files::AE), &recorder())
-        .map_err(|e| record_err(&out.join(files::AE), e))?;
-    csv.plot(&out.join("loss_ae.png"))?;
-    // spread of the training latents (scale of the diversity targets)
-    let std = latent_std(&ae, train, cfg, device)?;
-    save_json(&std, &out.join(files::LATENT_STD))?;
+    if start < cfg.ae_steps || !out.join(files::LATENT_STD).exists() {
+        ae.clone()
+            .save_file(out.join(files::AE), &recorder())
+            .map_err(|e| record_err(&out.join(files::AE), e))?;
+        csv.plot(&out.join("loss_ae.png"))?;
+        // spread of the training latents (scale of the diversity targets)
+        let std = latent_std(&ae, train, cfg, device)?;
+        save_json(&std, &out.join(files::LATENT_STD))?;
+    }
     Ok((ae, sum))
 }
 
@@ -940,7 +1198,10 @@ pub fn validate_image<B: Backend>(
 
 /// Trains the image network against the frozen autoencoder `ae` (probabilistic latent,
 /// best-of-K and mean latent matching, view-specific diversity loss); saves `image.mpk`,
-/// `metrics_image.csv` and `loss_image.png` into `out`.
+/// `metrics_image.csv` and `loss_image.png` into `out`, with a checkpoint every
+/// `checkpoint_interval` steps. With `resume`, continues from the stage's checkpoint (the
+/// caller must not resume against an autoencoder that changed since).
+#[allow(clippy::too_many_arguments)]
 pub fn train_image<B: AutodiffBackend>(
     cfg: &LmnetConfig,
     ae: &PointAe<B::InnerBackend>,
@@ -948,6 +1209,7 @@ pub fn train_image<B: AutodiffBackend>(
     train: &[Sample],
     val: &[Sample],
     out: &Path,
+    resume: bool,
     device: &B::Device,
 ) -> Result<(LmImage<B::InnerBackend>, StageSummary), TrainError> {
     cfg.validate()?;
@@ -958,10 +1220,26 @@ pub fn train_image<B: AutodiffBackend>(
             cfg.latent
         )));
     }
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    let resume = resume && check_resume_shape(cfg, out)?;
     let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed.wrapping_add(1));
     let mut net: LmImage<B> = LmImage::new(cfg, device);
     let mut optim = AdamConfig::new().init::<B, LmImage<B>>();
-    let csv = MetricsCsv::create(&out.join(files::IMAGE_CSV))?;
+    let mut state = StageState::default();
+    if resume {
+        let (m, o, st) =
+            load_checkpoint::<B, _, _, StageState>(net, optim, out, IMAGE_CHECKPOINT, device)?;
+        (net, optim) = (m, o);
+        if let Some(st) = st {
+            state = st;
+            log::info!("image network: resumed from step {}", state.step);
+            B::seed(device, resume_seed(cfg.seed.wrapping_add(1), state.step));
+        }
+    } else {
+        let _ = std::fs::remove_file(out.join(files::IMAGE_STATE));
+    }
+    let start = state.step;
+    let csv = MetricsCsv::resume(&out.join(files::IMAGE_CSV), start)?;
     let mut order = BatchOrder::new(cfg.seed.wrapping_add(1), train.len(), cfg.batch);
     let std_t = Tensor::<B, 2>::from_data(
         TensorData::new(latent_std.to_vec(), [1, cfg.latent]),
@@ -970,10 +1248,9 @@ pub fn train_image<B: AutodiffBackend>(
     .mul_scalar(cfg.sigma_scale);
     let (z, k) = (cfg.latent, cfg.train_samples_k);
     let t = Instant::now();
-    let mut sum = StageSummary::default();
+    let elapsed0 = state.elapsed_s;
     let mut window = (0.0f64, 0.0f64, 0usize);
-    let mut first = None;
-    for step in 0..cfg.image_steps {
+    for step in start..cfg.image_steps {
         let refs: Vec<&Sample> = order.at(step).into_iter().map(|i| &train[i]).collect();
         let b = refs.len();
         let (img, pts) = batch_tensors::<B>(&refs, cfg.mean, cfg.std, device)?;
@@ -1010,13 +1287,15 @@ pub fn train_image<B: AutodiffBackend>(
         window.1 += f64::from(dv);
         window.2 += 1;
         let done = step + 1;
+        state.step = done;
+        state.elapsed_s = elapsed0 + t.elapsed().as_secs_f64();
         let at_eval = done % cfg.eval_every == 0 || done == cfg.image_steps;
         if done % log_window() == 0 || at_eval {
             let l = (window.0 / window.2 as f64) as f32;
             let d = (window.1 / window.2 as f64) as f32;
             window = (0.0, 0.0, 0);
-            first.get_or_insert(l);
-            sum.last_loss = l;
+            state.first_loss.get_or_insert(l);
+            state.last_loss = Some(l);
             let m = if at_eval && !val.is_empty() {
                 let full = Lmnet {
                     image: net.valid(),
@@ -1032,15 +1311,16 @@ pub fn train_image<B: AutodiffBackend>(
             } else {
                 None
             };
-            csv.row(done, lr, l, d, m.as_ref(), t.elapsed().as_secs_f64())?;
+            csv.row(done, lr, l, d, m.as_ref(), state.elapsed_s)?;
             if m.is_some() {
-                sum.val = m;
+                state.val = m;
             }
         }
+        if done % cfg.checkpoint_interval() == 0 || done == cfg.image_steps {
+            save_checkpoint(&net, &optim, &state, out, IMAGE_CHECKPOINT)?;
+        }
     }
-    sum.steps = cfg.image_steps;
-    sum.seconds = t.elapsed().as_secs_f64();
-    sum.first_loss = first.unwrap_or(f32::NAN);
+    let sum = state.summary(start);
     let net = net.valid();
     net.clone()
         .save_file(out.join(files::IMAGE), &recorder())

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::module::Module;
 use clap::{Parser, Subcommand};
 
@@ -420,78 +420,46 @@ fn quantize(
     val: usize,
     max_drop: f32,
 ) -> Result<()> {
-    use shapecast_onnx::quant::{calibrate, quantize as q8, QuantOptions};
-    use shapecast_onnx::run::F32Tensor;
     let cfg = TrainConfig::load(&run.join("config.json")).context("reading the run's config")?;
-    let proto = shapecast_onnx::read(model).context("reading the f32 model")?;
     let side = cfg.model.image;
     let (cal, _) =
         datasets::load_split(&cfg, Split::Train, calib).context("loading calibration pictures")?;
-    let inputs: Vec<Vec<F32Tensor>> = cal
-        .iter()
-        .map(|s| {
-            F32Tensor::new(vec![1, 3, side, side], s.image_chw(cfg.mean, cfg.std)).map(|t| vec![t])
-        })
-        .collect::<Result<_, _>>()
-        .context("building calibration inputs")?;
-    let t = Instant::now();
-    let ranges = calibrate(&proto, &inputs).context("calibrating")?;
-    let opts = QuantOptions {
-        calibration_note: format!(
-            "{} train-split pictures, synthetic seed={} ({}), min/max",
-            cal.len(),
-            cfg.data.seed,
-            cfg.data.kind
-        ),
-        ..QuantOptions::default()
-    };
-    let mut q = q8(&proto, &ranges, &opts).context("quantizing")?;
-    shapecast_onnx::set_metadata(&mut q, "shapecast.precision", "int8");
-    shapecast_onnx::write(&q, out).context("writing the int8 model")?;
-    log::info!("quantized in {:.1} s", t.elapsed().as_secs_f64());
-
-    // accuracy gate on the validation split
+    let inputs = cli::quant::picture_inputs(
+        cal.iter().map(|s| s.image_chw(cfg.mean, cfg.std)).collect(),
+        side,
+    )?;
+    let note = format!(
+        "{} train-split pictures, synthetic seed={} ({}), min/max",
+        cal.len(),
+        cfg.data.seed,
+        cfg.data.kind
+    );
     let (vset, _) =
         datasets::load_split(&cfg, Split::Val, val).context("loading validation pictures")?;
-    let f32_runner = TractRunner::load(model, side).context("loading the f32 model")?;
-    let i8_runner = TractRunner::load(out, side).context("loading the int8 model")?;
-    let (rf, _) =
-        eval_onnx(&f32_runner, "f32", &vset, cfg.mean, cfg.std, 0).context("evaluating f32")?;
-    let (ri, _) =
-        eval_onnx(&i8_runner, "int8", &vset, cfg.mean, cfg.std, 0).context("evaluating int8")?;
-    let drop = rf.mean.fscore_1pct - ri.mean.fscore_1pct;
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "val ({} pictures): f32 F@1% {:.2} Chamfer-L2 {:.5} ({} B) | int8 F@1% {:.2} Chamfer-L2 {:.5} ({} B) | drop {drop:.2} points",
-        vset.len(),
-        rf.mean.fscore_1pct,
-        rf.mean.chamfer_l2,
-        size(model),
-        ri.mean.fscore_1pct,
-        ri.mean.chamfer_l2,
-        size(out)
-    );
-    if drop > max_drop {
-        std::fs::remove_file(out).ok();
-        bail!(
-            "int8 gate failed: F-score@1% fell by {drop:.2} points (> {max_drop}) on the validation split; {} removed",
-            out.display()
-        );
-    }
-    shapecast_onnx::set_metadata(
-        &mut q,
-        "shapecast.metrics",
-        &format!(
-            "val_chamfer_l2={:.5},val_fscore@0.01={:.2},val_f32_fscore@0.01={:.2}",
-            ri.mean.chamfer_l2, ri.mean.fscore_1pct, rf.mean.fscore_1pct
-        ),
-    );
-    shapecast_onnx::write(&q, out).context("writing the int8 model")?;
-    println!(
-        "int8 gate passed (drop {drop:.2} <= {max_drop} points): wrote {}",
-        out.display()
-    );
-    Ok(())
+    let gate = cli::quant::Gate {
+        name: "F-score@1% (points)",
+        max_drop,
+        max_error_rise: f32::INFINITY,
+    };
+    cli::quant::quantize_gated(model, out, &inputs, note, 0, gate, |m| {
+        let runner = TractRunner::load(m, side).context("loading the model")?;
+        let (r, _) =
+            eval_onnx(&runner, "model", &vset, cfg.mean, cfg.std, 0).context("evaluating")?;
+        Ok(cli::quant::GateScore {
+            scores: vec![("F@1%".into(), r.mean.fscore_1pct)],
+            error: None,
+            text: format!(
+                "val ({} pictures) F@1% {:.2}, Chamfer-L2 {:.5}",
+                vset.len(),
+                r.mean.fscore_1pct,
+                r.mean.chamfer_l2
+            ),
+            metrics: format!(
+                "val_chamfer_l2={:.5},val_fscore@0.01={:.2}",
+                r.mean.chamfer_l2, r.mean.fscore_1pct
+            ),
+        })
+    })
 }
 
 fn bench(preset: &str, config: Option<&Path>, devices: &[String], steps: usize) -> Result<()> {

@@ -29,9 +29,10 @@ use crate::eval::{point_metrics, PointMetrics};
 use crate::export::write_graph;
 use crate::inference::TractRunner;
 use crate::lmnet::{
-    base_metadata, batch_tensors, export_encoder, export_linear, floats, fmt_list, load_json,
-    lr_at, max_abs_diff, onnx_err, record_err, recorder, save_json, BatchOrder, EncoderConfig,
-    ImageEncoder, MetricsCsv, StageSummary, SynthData,
+    base_metadata, batch_tensors, export_encoder, export_linear, floats, fmt_list, load_checkpoint,
+    load_json, lr_at, max_abs_diff, onnx_err, record_err, recorder, resume_seed, save_checkpoint,
+    save_json, BatchOrder, CheckpointFiles, EncoderConfig, ImageEncoder, MetricsCsv, StageState,
+    StageSummary, SynthData,
 };
 use crate::loss::point_loss_indexed;
 use crate::TrainError;
@@ -270,6 +271,10 @@ pub struct MeshConfig {
     pub seed: u64,
     /// Steps between validations.
     pub eval_every: usize,
+    /// Steps between checkpoints (weights, Adam state, progress); 0 = at every validation.
+    /// The last step always checkpoints.
+    #[serde(default)]
+    pub checkpoint_every: usize,
     /// Input normalisation mean.
     pub mean: [f32; 3],
     /// Input normalisation std.
@@ -314,6 +319,7 @@ impl MeshConfig {
                 warmup: 5,
                 seed: 1,
                 eval_every: 50,
+                checkpoint_every: 0,
                 mean: [0.5; 3],
                 std: [0.5; 3],
             }),
@@ -348,6 +354,7 @@ impl MeshConfig {
                 warmup: 20,
                 seed: 1,
                 eval_every: 250,
+                checkpoint_every: 0,
                 mean: [0.5; 3],
                 std: [0.5; 3],
             }),
@@ -372,6 +379,22 @@ impl MeshConfig {
             return bad("model_id must be 1..=32 ASCII characters");
         }
         Ok(())
+    }
+
+    /// Steps between checkpoints (`checkpoint_every`, or `eval_every` when 0).
+    pub fn checkpoint_interval(&self) -> usize {
+        if self.checkpoint_every == 0 {
+            self.eval_every
+        } else {
+            self.checkpoint_every
+        }
+    }
+
+    /// Whether `other` builds the same network (a checkpoint of one loads into the other).
+    pub fn same_shape(&self, other: &Self) -> bool {
+        self.encoder == other.encoder
+            && self.subdivisions == other.subdivisions
+            && self.radius == other.radius
     }
 
     /// The template of this configuration.
@@ -565,7 +588,18 @@ pub mod files {
     pub const CURVE: &str = "loss.png";
     /// Summary (JSON).
     pub const SUMMARY: &str = "summary.json";
+    /// Adam state of the latest checkpoint.
+    pub const OPTIM: &str = "optim";
+    /// Progress of the latest checkpoint.
+    pub const STATE: &str = "state.json";
 }
+
+/// Checkpoint files of a mesh run.
+pub const CHECKPOINT: CheckpointFiles = CheckpointFiles {
+    weights: files::MODEL,
+    optim: files::OPTIM,
+    state: files::STATE,
+};
 
 fn to_cloud(v: &[f32]) -> Vec<[f32; 3]> {
     v.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect()
@@ -611,12 +645,15 @@ pub fn validate<B: Backend>(
 }
 
 /// Trains the mesh network; writes `config.json`, `model.mpk`, `metrics.csv`, `loss.png`,
-/// `summary.json` into `out`.
+/// `summary.json` into `out`, with a checkpoint (weights, Adam state, progress) every
+/// `checkpoint_interval` steps. With `resume`, continues from the checkpoint in `out`
+/// (refused when the saved configuration has another network shape).
 pub fn train_mesh<B: AutodiffBackend>(
     cfg: &MeshConfig,
     train: &[Sample],
     val: &[Sample],
     out: &Path,
+    resume: bool,
     device: &B::Device,
 ) -> Result<(MeshNet<B::InnerBackend>, StageSummary), TrainError> {
     cfg.validate()?;
@@ -624,20 +661,45 @@ pub fn train_mesh<B: AutodiffBackend>(
         return Err(TrainError::Config("no training samples".into()));
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
-    save_json(cfg, &out.join(files::CONFIG))?;
+    let config_path = out.join(files::CONFIG);
+    let resume = resume && config_path.exists();
+    if resume {
+        let saved: MeshConfig = load_json(&config_path)?;
+        if !saved.same_shape(cfg) {
+            return Err(TrainError::Config(format!(
+                "{}: the saved network differs in shape from this configuration; cannot resume",
+                config_path.display()
+            )));
+        }
+    }
+    save_json(cfg, &config_path)?;
     let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
     let t = cfg.template();
     let k = MeshConstants::<B>::new(&t, device);
     let mut net: MeshNet<B> = MeshNet::new(cfg, device);
     let mut optim = AdamConfig::new().init::<B, MeshNet<B>>();
-    let csv = MetricsCsv::create(&out.join(files::METRICS))?;
-    let mut order = BatchOrder::new(cfg.seed, train.len(), cfg.batch);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xface);
+    let mut state = StageState::default();
+    if resume {
+        let (m, o, st) =
+            load_checkpoint::<B, _, _, StageState>(net, optim, out, CHECKPOINT, device)?;
+        (net, optim) = (m, o);
+        if let Some(st) = st {
+            state = st;
+            state.restore_rng(&mut rng)?;
+            B::seed(device, resume_seed(cfg.seed, state.step));
+            log::info!("mesh: resumed from step {}", state.step);
+        }
+    } else {
+        let _ = std::fs::remove_file(out.join(files::STATE));
+    }
+    let start = state.step;
+    let csv = MetricsCsv::resume(&out.join(files::METRICS), start)?;
+    let mut order = BatchOrder::new(cfg.seed, train.len(), cfg.batch);
     let t0 = Instant::now();
-    let mut sum = StageSummary::default();
+    let elapsed0 = state.elapsed_s;
     let mut window = (0.0f64, 0.0f64, 0usize);
-    let mut first = None;
-    for step in 0..cfg.steps {
+    for step in start..cfg.steps {
         let refs: Vec<&Sample> = order.at(step).into_iter().map(|i| &train[i]).collect();
         let (img, pts) = batch_tensors::<B>(&refs, cfg.mean, cfg.std, device)?;
         let (fi, bary) = face_samples::<B, _>(&t, cfg.face_samples, &mut rng, device);
@@ -665,13 +727,15 @@ pub fn train_mesh<B: AutodiffBackend>(
         window.1 += f64::from(lap);
         window.2 += 1;
         let done = step + 1;
+        state.step = done;
+        state.elapsed_s = elapsed0 + t0.elapsed().as_secs_f64();
         let at_eval = done % cfg.eval_every == 0 || done == cfg.steps;
         if done % 10 == 0 || at_eval {
             let l = (window.0 / window.2 as f64) as f32;
             let lp = (window.1 / window.2 as f64) as f32;
             window = (0.0, 0.0, 0);
-            first.get_or_insert(l);
-            sum.last_loss = l;
+            state.first_loss.get_or_insert(l);
+            state.last_loss = Some(l);
             let m = if at_eval && !val.is_empty() {
                 let m = validate(&net.valid(), &t, val, cfg, device)?;
                 log::info!(
@@ -683,15 +747,17 @@ pub fn train_mesh<B: AutodiffBackend>(
             } else {
                 None
             };
-            csv.row(done, lr, l, lp, m.as_ref(), t0.elapsed().as_secs_f64())?;
+            csv.row(done, lr, l, lp, m.as_ref(), state.elapsed_s)?;
             if m.is_some() {
-                sum.val = m;
+                state.val = m;
             }
         }
+        if done % cfg.checkpoint_interval() == 0 || done == cfg.steps {
+            state.save_rng(&rng);
+            save_checkpoint(&net, &optim, &state, out, CHECKPOINT)?;
+        }
     }
-    sum.steps = cfg.steps;
-    sum.seconds = t0.elapsed().as_secs_f64();
-    sum.first_loss = first.unwrap_or(f32::NAN);
+    let sum = state.summary(start);
     let net = net.valid();
     net.clone()
         .save_file(out.join(files::MODEL), &recorder())

@@ -14,9 +14,11 @@ use shapecast_train::backend::{DeviceKind, NdArrayCpu};
 use shapecast_train::data::Split;
 use shapecast_train::implicit::eval::eval_onnx;
 use shapecast_train::implicit::export::{decoder_path, export_implicit, ImplicitExportInfo};
-use shapecast_train::implicit::train::{load_run, train_implicit, ImplicitSummary};
+use shapecast_train::implicit::train::{files, load_run, train_implicit, ImplicitSummary};
 use shapecast_train::implicit::{load_set, ImplicitConfig, Kind};
 use shapecast_train::with_autodiff_backend;
+
+use super::quant::{picture_inputs, quantize_gated, Gate, GateScore, QuantArgs};
 
 /// Arguments of `shapecast-train implicit`.
 #[derive(clap::Args, Debug)]
@@ -53,6 +55,9 @@ enum Cmd {
         /// Override the training pictures held in memory (0 = all).
         #[arg(long)]
         train_samples: Option<usize>,
+        /// Continue from the checkpoint in --out (its config.json; the steps may grow).
+        #[arg(long)]
+        resume: bool,
         /// Less logging.
         #[arg(long)]
         quiet: bool,
@@ -77,6 +82,24 @@ enum Cmd {
         /// Multiply the decoder output by this factor (scale a too-steep SDF below 1).
         #[arg(long)]
         value_scale: Option<f32>,
+    },
+    /// Quantize the image encoder to int8 (shapecast-onnx, tract form; the decoder, which
+    /// gets xyz queries, stays f32 and is shared through `shapecast.parts.decoder`),
+    /// calibrated on train-split pictures; fails (no file) when on the validation split the
+    /// surface F-score@1% drops by more than --max-drop points or Chamfer-L2 rises by more
+    /// than --max-chamfer-rise.
+    Quantize {
+        #[command(flatten)]
+        q: QuantArgs,
+        /// Largest allowed F-score@1% drop, points.
+        #[arg(long, default_value_t = 1.0)]
+        max_drop: f32,
+        /// Largest allowed relative Chamfer-L2 rise (0.05 = 5 %).
+        #[arg(long, default_value_t = 0.05)]
+        max_chamfer_rise: f32,
+        /// Lattice cells per axis of the gate's surfaces (0 = the configuration's val_res).
+        #[arg(long, default_value_t = 0)]
+        res: usize,
     },
     /// Evaluate an export with tract: dense lattice, marching cubes, Chamfer / F-score.
     Eval {
@@ -113,11 +136,16 @@ pub fn run(args: Args) -> Result<()> {
             steps,
             encoder_steps,
             train_samples,
+            resume,
             quiet,
             export,
         } => {
             let kind: Kind = kind.parse().context("--kind")?;
+            let saved = out.join(files::CONFIG);
             let mut cfg = match config {
+                _ if resume && saved.exists() => {
+                    ImplicitConfig::load(&saved).context("reading the run's config")?
+                }
                 Some(c) => ImplicitConfig::load(&c).context("reading --config")?,
                 None => ImplicitConfig::preset(&preset, kind).context("choosing the preset")?,
             };
@@ -146,8 +174,10 @@ pub fn run(args: Args) -> Result<()> {
                 t.elapsed().as_secs_f64(),
                 cfg.param_count()
             );
+            let data_s = t.elapsed().as_secs_f64();
             let summary: ImplicitSummary = with_autodiff_backend!(dev, |d: B| {
-                train_implicit::<B>(&cfg, &train, &val, &out, &d, quiet).context("training")?
+                train_implicit::<B>(&cfg, &train, &val, &out, resume, &d, quiet)
+                    .context("training")?
             });
             for s in &summary.stages {
                 println!(
@@ -162,9 +192,8 @@ pub fn run(args: Args) -> Result<()> {
                 );
             }
             println!(
-                "total {:.1} s (+ data {:.1} s); run folder {}",
+                "total {:.1} s (+ data {data_s:.1} s); run folder {}",
                 summary.elapsed_s,
-                t.elapsed().as_secs_f64() - summary.elapsed_s,
                 out.display()
             );
             if export {
@@ -179,6 +208,12 @@ pub fn run(args: Args) -> Result<()> {
             model_id,
             value_scale,
         } => export_run(&run, &out, metrics, model_id, value_scale),
+        Cmd::Quantize {
+            q,
+            max_drop,
+            max_chamfer_rise,
+            res,
+        } => quantize(q, max_drop, max_chamfer_rise, res),
         Cmd::Eval {
             run,
             model,
@@ -226,6 +261,63 @@ pub fn run(args: Args) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn quantize(q: QuantArgs, max_drop: f32, max_chamfer_rise: f32, res: usize) -> Result<()> {
+    let cfg = ImplicitConfig::load(&q.config_path()?).context("reading the configuration")?;
+    cfg.validate().context("checking the configuration")?;
+    let side = cfg.encoder.image;
+    let cal = load_set(&cfg, Split::Train, q.calib).context("loading calibration pictures")?;
+    let pictures = (0..cal.views.len())
+        .map(|v| cal.image_chw(v, cfg.mean, cfg.std))
+        .collect();
+    let inputs = picture_inputs(pictures, side)?;
+    let note = format!(
+        "{} train-split pictures, {}, min/max; decoder f32",
+        cal.views.len(),
+        cfg.dataset_note()
+    );
+    let val = load_set(&cfg, Split::Val, q.val).context("loading validation pictures")?;
+    let res = if res == 0 { cfg.val_res } else { res };
+    let decoder = decoder_path(&q.model);
+    // the evaluation loads NAME.decoder.onnx beside the encoder: score copies in a folder
+    let scratch = std::env::temp_dir().join(format!("shapecast-quant-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let enc_copy = scratch.join("implicit.onnx");
+    std::fs::copy(&decoder, decoder_path(&enc_copy))
+        .with_context(|| format!("copying {}", decoder.display()))?;
+    let gate = Gate {
+        name: "surface F-score@1%",
+        max_drop,
+        max_error_rise: max_chamfer_rise,
+    };
+    let r = quantize_gated(
+        &q.model,
+        &q.out,
+        &inputs,
+        note,
+        q.min_reduction,
+        gate,
+        |m| {
+            std::fs::copy(m, &enc_copy).with_context(|| format!("copying {}", m.display()))?;
+            let rep = eval_onnx(&enc_copy, &cfg, &val, "val", res, 0).context("evaluating")?;
+            let m = &rep.mean;
+            Ok(GateScore {
+            scores: vec![("F@1%".into(), m.fscore_1pct)],
+            error: Some(m.chamfer_l2),
+            text: format!(
+                "val ({} pictures, {res}^3 lattice) Chamfer-L2 {:.5}, F@1% {:.2}, F@2% {:.2}, empty {}; encoder {:.3} ms p50",
+                m.samples, m.chamfer_l2, m.fscore_1pct, m.fscore_2pct, m.empty, rep.encoder_ms_p50
+            ),
+            metrics: format!(
+                "val_chamfer_l2={:.5},val_fscore@0.01={:.2}",
+                m.chamfer_l2, m.fscore_1pct
+            ),
+        })
+        },
+    );
+    std::fs::remove_dir_all(&scratch).ok();
+    r
 }
 
 fn export_run(

@@ -8,11 +8,14 @@ use clap::Subcommand;
 
 use shapecast_train::backend::{DeviceKind, NdArrayCpu};
 use shapecast_train::data::Split;
+use shapecast_train::eval::{point_metrics, PointMetrics};
+use shapecast_train::inference::TractRunner;
 use shapecast_train::lmnet::{
     self, eval_lmnet, export_lmnet, files, load_run, probes, train_ae, train_image, LmnetConfig,
 };
 use shapecast_train::with_autodiff_backend;
 
+use super::quant::{picture_inputs, quantize_gated, Gate, GateScore, QuantArgs};
 use super::{RunEvalArgs, RunExportArgs};
 
 /// Arguments of `shapecast-train lmnet`.
@@ -48,6 +51,10 @@ enum Cmd {
         /// Override the image-encoder steps.
         #[arg(long)]
         image_steps: Option<usize>,
+        /// Continue from the checkpoints in --out (its config.json; the steps may grow).
+        /// The image stage restarts when the autoencoder trained further.
+        #[arg(long)]
+        resume: bool,
         /// Export OUT/model.onnx after training.
         #[arg(long)]
         export: bool,
@@ -56,6 +63,20 @@ enum Cmd {
     Export(RunExportArgs),
     /// Evaluate an export on a split: mean hypothesis, best of K, diversity (JSON).
     Eval(RunEvalArgs),
+    /// Quantize an export to int8 (shapecast-onnx, tract form), calibrated on train-split
+    /// pictures; fails (no file) when on the validation split the mean hypothesis's
+    /// F-score@1% drops by more than --max-drop points or its Chamfer-L2 rises by more than
+    /// --max-chamfer-rise.
+    Quantize {
+        #[command(flatten)]
+        q: QuantArgs,
+        /// Largest allowed F-score@1% drop, points.
+        #[arg(long, default_value_t = 1.0)]
+        max_drop: f32,
+        /// Largest allowed relative Chamfer-L2 rise (0.05 = 5 %).
+        #[arg(long, default_value_t = 0.05)]
+        max_chamfer_rise: f32,
+    },
 }
 
 /// Runs the subcommand.
@@ -69,9 +90,12 @@ pub fn run(args: Args) -> Result<()> {
             device,
             ae_steps,
             image_steps,
+            resume,
             export,
         } => {
+            let saved = out.join(files::CONFIG);
             let mut cfg = match config {
+                _ if resume && saved.exists() => lmnet_load_config(&saved)?,
                 Some(c) => lmnet_load_config(&c)?,
                 None => LmnetConfig::preset(&preset).context("choosing the preset")?,
             };
@@ -110,12 +134,15 @@ pub fn run(args: Args) -> Result<()> {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             with_autodiff_backend!(dev, |d: B| {
                 type I = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+                let mut ae_trained = false;
                 let (ae, std) = if do_ae {
-                    let (ae, s) = train_ae::<B>(&cfg, &train, &val, &out, &d)
+                    let (ae, s) = train_ae::<B>(&cfg, &train, &val, &out, resume, &d)
                         .context("training the autoencoder")?;
+                    ae_trained = s.steps > s.resumed_from;
                     println!(
-                        "autoencoder: {} steps in {:.1} s, train Chamfer {:.5} -> {:.5}{}",
+                        "autoencoder: {} steps ({} this call) in {:.1} s, train Chamfer {:.5} -> {:.5}{}",
                         s.steps,
+                        s.steps - s.resumed_from,
                         s.seconds,
                         s.first_loss,
                         s.last_loss,
@@ -144,11 +171,26 @@ pub fn run(args: Args) -> Result<()> {
                     (ae, std)
                 };
                 if do_image {
-                    let (_, s) = train_image::<B>(&cfg, &ae, &std, &train, &val, &out, &d)
-                        .context("training the image encoder")?;
+                    if resume && ae_trained {
+                        log::info!(
+                            "the autoencoder trained further: the image stage starts afresh"
+                        );
+                    }
+                    let (_, s) = train_image::<B>(
+                        &cfg,
+                        &ae,
+                        &std,
+                        &train,
+                        &val,
+                        &out,
+                        resume && !ae_trained,
+                        &d,
+                    )
+                    .context("training the image encoder")?;
                     println!(
-                        "image encoder: {} steps in {:.1} s, latent L1 {:.5} -> {:.5}{}",
+                        "image encoder: {} steps ({} this call) in {:.1} s, latent L1 {:.5} -> {:.5}{}",
                         s.steps,
+                        s.steps - s.resumed_from,
                         s.seconds,
                         s.first_loss,
                         s.last_loss,
@@ -180,6 +222,60 @@ pub fn run(args: Args) -> Result<()> {
                 out.display()
             );
             Ok(())
+        }
+        Cmd::Quantize {
+            q,
+            max_drop,
+            max_chamfer_rise,
+        } => {
+            let cfg = lmnet_load_config(&q.config_path()?)?;
+            cfg.validate().context("checking the configuration")?;
+            let side = cfg.encoder.image;
+            let cal = cfg
+                .data
+                .load(side, Split::Train, q.calib)
+                .context("loading calibration pictures")?;
+            let inputs = picture_inputs(probes(&cal, cal.len(), cfg.mean, cfg.std), side)?;
+            let note = format!(
+                "{} train-split pictures, {}, min/max",
+                cal.len(),
+                cfg.data.describe()
+            );
+            let vset = cfg
+                .data
+                .load(side, Split::Val, q.val)
+                .context("loading validation pictures")?;
+            let gate = Gate {
+                name: "mean-hypothesis F-score@1%",
+                max_drop,
+                max_error_rise: max_chamfer_rise,
+            };
+            quantize_gated(
+                &q.model,
+                &q.out,
+                &inputs,
+                note,
+                q.min_reduction,
+                gate,
+                |m| {
+                    let r = mean_hypothesis_metrics(m, &cfg, &vset)?;
+                    Ok(GateScore {
+                    scores: vec![("F@1%".into(), r.fscore_1pct)],
+                    error: Some(r.chamfer_l2),
+                    text: format!(
+                        "val ({} pictures) mean hypothesis F@1% {:.2}, Chamfer-L2 {:.5}, Chamfer-L1 {:.5}",
+                        vset.len(),
+                        r.fscore_1pct,
+                        r.chamfer_l2,
+                        r.chamfer_l1
+                    ),
+                    metrics: format!(
+                        "val_chamfer_l2={:.5},val_fscore@0.01={:.2}",
+                        r.chamfer_l2, r.fscore_1pct
+                    ),
+                })
+                },
+            )
         }
         Cmd::Eval(RunEvalArgs {
             run,
@@ -245,4 +341,21 @@ fn export_run(run: &Path, out: &Path, metrics: Option<String>) -> Result<f32> {
         .context("loading probe pictures")?;
     let p = probes(&val, 4, cfg.mean, cfg.std);
     export_lmnet(&net, &cfg, out, &p, 1e-4, metrics.as_deref(), &dev).context("exporting")
+}
+
+/// Figures of hypothesis 0 (the mean latent, what the runtime sends first) of an export.
+fn mean_hypothesis_metrics(
+    model: &Path,
+    cfg: &LmnetConfig,
+    set: &[shapecast_train::data::Sample],
+) -> Result<PointMetrics> {
+    let runner = TractRunner::load(model, cfg.encoder.image).context("loading the model")?;
+    let mut all = Vec::with_capacity(set.len());
+    for s in set {
+        let out = runner
+            .run(&s.image_chw(cfg.mean, cfg.std))
+            .context("running the model")?;
+        all.push(point_metrics(&out.hypothesis(0), &s.points));
+    }
+    Ok(PointMetrics::mean(&all))
 }

@@ -12,6 +12,7 @@ use shapecast_train::lmnet::probes;
 use shapecast_train::mesh::{eval_mesh, export_mesh, files, load_run, train_mesh, MeshConfig};
 use shapecast_train::with_autodiff_backend;
 
+use super::quant::{picture_inputs, quantize_gated, Gate, GateScore, QuantArgs};
 use super::{RunEvalArgs, RunExportArgs};
 
 /// Arguments of `shapecast-train mesh`.
@@ -41,6 +42,9 @@ enum Cmd {
         /// Override the steps.
         #[arg(long)]
         steps: Option<usize>,
+        /// Continue from the checkpoint in --out (its config.json; the steps may grow).
+        #[arg(long)]
+        resume: bool,
         /// Export OUT/model.onnx after training.
         #[arg(long)]
         export: bool,
@@ -49,6 +53,20 @@ enum Cmd {
     Export(RunExportArgs),
     /// Evaluate an export on a split (surface samples and vertices vs ground truth; JSON).
     Eval(RunEvalArgs),
+    /// Quantize an export to int8 (shapecast-onnx, tract form), calibrated on train-split
+    /// pictures; fails (no file) when on the validation split the surface F-score@1% drops
+    /// by more than --max-drop points or the surface Chamfer-L2 rises by more than
+    /// --max-chamfer-rise.
+    Quantize {
+        #[command(flatten)]
+        q: QuantArgs,
+        /// Largest allowed F-score@1% drop, points.
+        #[arg(long, default_value_t = 1.0)]
+        max_drop: f32,
+        /// Largest allowed relative Chamfer-L2 rise (0.05 = 5 %).
+        #[arg(long, default_value_t = 0.05)]
+        max_chamfer_rise: f32,
+    },
 }
 
 /// Runs the subcommand.
@@ -60,9 +78,12 @@ pub fn run(args: Args) -> Result<()> {
             out,
             device,
             steps,
+            resume,
             export,
         } => {
+            let saved = out.join(files::CONFIG);
             let mut cfg = match config {
+                _ if resume && saved.exists() => load_config(&saved)?,
                 Some(c) => load_config(&c)?,
                 None => MeshConfig::preset(&preset).context("choosing the preset")?,
             };
@@ -89,13 +110,14 @@ pub fn run(args: Args) -> Result<()> {
                 t.elapsed().as_secs_f64()
             );
             let s = with_autodiff_backend!(dev, |d: B| {
-                train_mesh::<B>(&cfg, &train, &val, &out, &d)
+                train_mesh::<B>(&cfg, &train, &val, &out, resume, &d)
                     .context("training")?
                     .1
             });
             println!(
-                "mesh: {} steps in {:.1} s, train Chamfer {:.5} -> {:.5}{}",
+                "mesh: {} steps ({} this call) in {:.1} s, train Chamfer {:.5} -> {:.5}{}",
                 s.steps,
+                s.steps - s.resumed_from,
                 s.seconds,
                 s.first_loss,
                 s.last_loss,
@@ -124,6 +146,61 @@ pub fn run(args: Args) -> Result<()> {
                 out.display()
             );
             Ok(())
+        }
+        Cmd::Quantize {
+            q,
+            max_drop,
+            max_chamfer_rise,
+        } => {
+            let cfg = load_config(&q.config_path()?)?;
+            cfg.validate().context("checking the configuration")?;
+            let side = cfg.encoder.image;
+            let cal = cfg
+                .data
+                .load(side, Split::Train, q.calib)
+                .context("loading calibration pictures")?;
+            let inputs = picture_inputs(probes(&cal, cal.len(), cfg.mean, cfg.std), side)?;
+            let note = format!(
+                "{} train-split pictures, {}, min/max",
+                cal.len(),
+                cfg.data.describe()
+            );
+            let vset = cfg
+                .data
+                .load(side, Split::Val, q.val)
+                .context("loading validation pictures")?;
+            let gate = Gate {
+                name: "surface F-score@1%",
+                max_drop,
+                max_error_rise: max_chamfer_rise,
+            };
+            quantize_gated(
+                &q.model,
+                &q.out,
+                &inputs,
+                note,
+                q.min_reduction,
+                gate,
+                |m| {
+                    let r = eval_mesh(m, &cfg, &vset).context("evaluating")?;
+                    Ok(GateScore {
+                    scores: vec![("F@1%".into(), r.surface.fscore_1pct)],
+                    error: Some(r.surface.chamfer_l2),
+                    text: format!(
+                        "val ({} pictures) surface F@1% {:.2}, Chamfer-L2 {:.5}; vertices Chamfer-L2 {:.5}; mean |offset| {:.4}",
+                        vset.len(),
+                        r.surface.fscore_1pct,
+                        r.surface.chamfer_l2,
+                        r.vertices.chamfer_l2,
+                        r.mean_offset
+                    ),
+                    metrics: format!(
+                        "val_surface_chamfer_l2={:.5},val_surface_fscore@0.01={:.2}",
+                        r.surface.chamfer_l2, r.surface.fscore_1pct
+                    ),
+                })
+                },
+            )
         }
         Cmd::Eval(RunEvalArgs {
             run,

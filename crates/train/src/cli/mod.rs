@@ -4,6 +4,7 @@
 pub mod implicit;
 pub mod lmnet;
 pub mod mesh;
+pub mod quant;
 pub mod voxels;
 
 use std::path::PathBuf;

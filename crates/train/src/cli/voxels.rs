@@ -16,6 +16,9 @@ use shapecast_train::voxels::train::{
 use shapecast_train::voxels::VoxelTrainConfig;
 use shapecast_train::with_autodiff_backend;
 
+use super::quant::{quantize_gated, Gate, GateScore, QuantArgs};
+use shapecast_onnx::run::F32Tensor;
+
 /// Arguments of `shapecast-train voxels`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -92,6 +95,17 @@ enum Cmd {
         #[arg(long)]
         baseline: bool,
     },
+    /// Quantize an export to int8 (shapecast-onnx, tract form), calibrated on the views of
+    /// train-split objects (fusion: with the states the f32 model carries along them);
+    /// fails (no file) when the validation IoU after any number of fused views drops by
+    /// more than --max-drop.
+    Quantize {
+        #[command(flatten)]
+        q: QuantArgs,
+        /// Largest allowed IoU drop (absolute, 0.01 = one IoU point).
+        #[arg(long, default_value_t = 0.01)]
+        max_drop: f32,
+    },
 }
 
 /// Runs the subcommand.
@@ -163,6 +177,7 @@ pub fn run(args: Args) -> Result<()> {
             tol,
             model_id,
         } => export_run(&run, &out, objects, tol, model_id),
+        Cmd::Quantize { q, max_drop } => quantize(q, max_drop),
         Cmd::Eval {
             run,
             onnx,
@@ -212,6 +227,86 @@ pub fn run(args: Args) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn quantize(q: QuantArgs, max_drop: f32) -> Result<()> {
+    let cfg = VoxelTrainConfig::load(&q.config_path()?).context("reading the configuration")?;
+    cfg.validate().context("checking the configuration")?;
+    let (cal, _) =
+        load_objects(&cfg, Split::Train, q.calib).context("loading calibration objects")?;
+    // inputs in graph order; a fusion model sees the states it carries along the views
+    let proto = shapecast_onnx::read(&q.model).context("reading the f32 model")?;
+    let names: Vec<String> = proto
+        .graph
+        .as_ref()
+        .map(|g| g.input.iter().map(|i| i.name.clone()).collect())
+        .unwrap_or_default();
+    let f32_runner = TractVoxels::load(&q.model).context("loading the f32 model")?;
+    let side = cfg.model.image;
+    let s = f32_runner.state_size();
+    let mut inputs = Vec::new();
+    for o in &cal {
+        let mut state = vec![0.0f32; s];
+        for v in &o.views {
+            let mut row = Vec::with_capacity(names.len());
+            for n in &names {
+                row.push(
+                    match n.as_str() {
+                        "image" => F32Tensor::new(vec![1, 3, side, side], v.clone()),
+                        "state_in" => F32Tensor::new(vec![1, s], state.clone()),
+                        other => anyhow::bail!("unexpected model input `{other}`"),
+                    }
+                    .context("building calibration inputs")?,
+                );
+            }
+            inputs.push(row);
+            if s > 0 {
+                state = f32_runner
+                    .step(v, &state)
+                    .context("running the f32 model")?
+                    .1;
+            }
+        }
+    }
+    let note = format!(
+        "{} views of {} train-split objects (states carried in view order), synthetic seed={}, min/max",
+        inputs.len(),
+        cal.len(),
+        cfg.data.seed
+    );
+    let (val, _) = load_objects(&cfg, Split::Val, q.val).context("loading validation objects")?;
+    let counts = view_counts(&cfg);
+    let gate = Gate {
+        name: "IoU",
+        max_drop,
+        max_error_rise: f32::INFINITY,
+    };
+    quantize_gated(
+        &q.model,
+        &q.out,
+        &inputs,
+        note,
+        q.min_reduction,
+        gate,
+        |m| {
+            let runner = TractVoxels::load(m).context("loading the model")?;
+            let ious =
+                evaluate_tract(&runner, &val, &counts, cfg.threshold).context("evaluating")?;
+            Ok(GateScore {
+                scores: ious
+                    .iter()
+                    .map(|v| (format!("IoU after {} views", v.views), v.iou))
+                    .collect(),
+                error: None,
+                text: format!("val ({} objects) IoU {}", val.len(), fmt_ious(&ious)),
+                metrics: ious
+                    .iter()
+                    .map(|m| format!("val_iou@{}view={:.4}", m.views, m.iou))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            })
+        },
+    )
 }
 
 fn fmt_ious(v: &[ViewIou]) -> String {

@@ -212,6 +212,23 @@ pub fn bce_logits<B: Backend>(logits: Tensor<B, 2>, target: Tensor<B, 2>) -> Ten
     (relu(logits.clone()) - logits * target + soft).mean()
 }
 
+/// Binary cross-entropy with logits and weight `pos_weight` on the inside (`target` 1)
+/// terms, mean over all elements: `w y softplus(-x) + (1 - y) softplus(x)`. With `w` = the
+/// outside/inside ratio of the samples, both classes weigh the same and the decision level
+/// 0 sits where an inside sample is as likely as `1 / (1 + w)`, not 1/2.
+pub fn weighted_bce_logits<B: Backend>(
+    logits: Tensor<B, 2>,
+    target: Tensor<B, 2>,
+    pos_weight: f32,
+) -> Tensor<B, 1> {
+    // softplus(x) = max(x, 0) + log(1 + exp(-|x|)); softplus(-x) = softplus(x) - x
+    let sp = relu(logits.clone()) + logits.clone().abs().neg().exp().log1p();
+    let sp_neg = sp.clone() - logits;
+    let inside = target.clone().mul_scalar(pos_weight) * sp_neg;
+    let outside = target.neg().add_scalar(1.0) * sp;
+    (inside + outside).mean()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,8 +287,14 @@ mod tests {
             (1.0 + (-3f32).exp()).ln(),
             10.0 + (1.0 + (-10f32).exp()).ln(),
         ];
-        let l: f32 = bce_logits(x, y).into_scalar();
+        let l: f32 = bce_logits(x.clone(), y.clone()).into_scalar();
         let w = want.iter().sum::<f32>() / 4.0;
         assert!((l - w).abs() < 1e-5, "{l} vs {w}");
+        // weight 1 is the plain form; weight 3 triples the inside terms
+        let l1: f32 = weighted_bce_logits(x.clone(), y.clone(), 1.0).into_scalar();
+        assert!((l1 - w).abs() < 1e-5, "{l1} vs {w}");
+        let l3: f32 = weighted_bce_logits(x, y, 3.0).into_scalar();
+        let w3 = (3.0 * (want[0] + want[1]) + want[2] + want[3]) / 4.0;
+        assert!((l3 - w3).abs() < 1e-5, "{l3} vs {w3}");
     }
 }

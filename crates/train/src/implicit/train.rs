@@ -20,8 +20,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::eval::{decode_surface, SurfaceMetrics};
-use super::net::{bce_logits, clamped_l1, ImageEncoder, ImplicitDecoder};
+use super::net::{clamped_l1, weighted_bce_logits, ImageEncoder, ImplicitDecoder};
 use super::{ImplicitConfig, ImplicitSet, Kind};
+use crate::lmnet::{
+    load_checkpoint, resume_seed, save_checkpoint, trim_csv_after, CheckpointFiles,
+};
 use crate::TrainError;
 
 /// File names inside an implicit run folder.
@@ -40,6 +43,60 @@ pub mod files {
     pub const AUTODECODER: &str = "autodecoder";
     /// Summary of the finished run.
     pub const SUMMARY: &str = "summary.json";
+    /// Weights of the joint occupancy network's latest checkpoint (encoder + decoder).
+    pub const OCCUPANCY: &str = "occupancy";
+    /// Progress of the latest checkpoint ([`super::ImplicitState`]).
+    pub const STATE: &str = "state.json";
+    /// Adam state of the auto-decoder stage's latest checkpoint.
+    pub const AUTODECODER_OPTIM: &str = "autodecoder_optim";
+    /// Adam state of the encoder stage's latest checkpoint.
+    pub const ENCODER_OPTIM: &str = "encoder_optim";
+    /// Adam state of the occupancy run's latest checkpoint.
+    pub const OCCUPANCY_OPTIM: &str = "occupancy_optim";
+}
+
+const AUTODECODER_CKPT: CheckpointFiles = CheckpointFiles {
+    weights: files::AUTODECODER,
+    optim: files::AUTODECODER_OPTIM,
+    state: files::STATE,
+};
+const ENCODER_CKPT: CheckpointFiles = CheckpointFiles {
+    weights: files::ENCODER,
+    optim: files::ENCODER_OPTIM,
+    state: files::STATE,
+};
+const OCCUPANCY_CKPT: CheckpointFiles = CheckpointFiles {
+    weights: files::OCCUPANCY,
+    optim: files::OCCUPANCY_OPTIM,
+    state: files::STATE,
+};
+
+/// Progress of an implicit run, saved with every checkpoint; a resumed run continues the
+/// stage it names.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImplicitState {
+    /// Stage of the checkpoint: `autodecoder`, `encoder` or `occupancy`.
+    pub stage: String,
+    /// Steps done in that stage.
+    pub step: usize,
+    /// Wall seconds of the whole run so far.
+    pub elapsed_s: f64,
+    /// Wall seconds of the stage so far.
+    pub stage_s: f64,
+    /// Mean loss of the stage's first logging window.
+    pub first_loss: Option<f32>,
+    /// Mean loss of the stage's latest logging window.
+    pub last_loss: Option<f32>,
+    /// Decoder queries trained on in the stage.
+    pub queries: usize,
+    /// Compute seconds of the stage.
+    pub compute_s: f64,
+    /// Word position of the query-sampling generator (decimal).
+    pub rng_word_pos: String,
+    /// Stages finished before this one.
+    pub finished: Vec<StageSummary>,
+    /// Latest validation figures.
+    pub last_val: Option<SurfaceMetrics>,
 }
 
 /// What one training stage did.
@@ -209,9 +266,68 @@ struct Log {
     queries: usize,
     compute_s: f64,
     quiet: bool,
+    /// Stage seconds before this call (resumed stage).
+    prior_s: f64,
+    /// Run seconds before this call (resumed run).
+    run_prior_s: f64,
 }
 
 impl Log {
+    fn new(stage: &'static str, csv: PathBuf, offset: usize, run_t0: Instant, quiet: bool) -> Self {
+        Log {
+            stage,
+            csv,
+            offset,
+            window: (0.0, 0),
+            first: None,
+            last: f32::NAN,
+            t0: Instant::now(),
+            run_t0,
+            queries: 0,
+            compute_s: 0.0,
+            quiet,
+            prior_s: 0.0,
+            run_prior_s: 0.0,
+        }
+    }
+
+    /// Continues the bookkeeping of a checkpoint's stage.
+    fn restore(&mut self, st: &ImplicitState) {
+        self.first = st.first_loss;
+        self.last = st.last_loss.unwrap_or(f32::NAN);
+        self.queries = st.queries;
+        self.compute_s = st.compute_s;
+        self.prior_s = st.stage_s;
+        self.run_prior_s = st.elapsed_s;
+    }
+
+    fn run_elapsed(&self) -> f64 {
+        self.run_prior_s + self.run_t0.elapsed().as_secs_f64()
+    }
+
+    /// The progress to save after `step` steps of this stage.
+    fn state(
+        &self,
+        step: usize,
+        rng: &ChaCha8Rng,
+        finished: &[StageSummary],
+        last_val: &Option<SurfaceMetrics>,
+    ) -> ImplicitState {
+        ImplicitState {
+            stage: self.stage.into(),
+            step,
+            elapsed_s: self.run_elapsed(),
+            stage_s: self.prior_s + self.t0.elapsed().as_secs_f64(),
+            first_loss: self.first,
+            last_loss: self.last.is_finite().then_some(self.last),
+            queries: self.queries,
+            compute_s: self.compute_s,
+            rng_word_pos: rng.get_word_pos().to_string(),
+            finished: finished.to_vec(),
+            last_val: last_val.clone(),
+        }
+    }
+
     fn push(&mut self, loss: f32) {
         self.window.0 += f64::from(loss);
         self.window.1 += 1;
@@ -248,7 +364,7 @@ impl Log {
             "{},{},{l:.6},{lr:.4e},{vc},{vf},{:.1}",
             self.offset + step,
             self.stage,
-            self.run_t0.elapsed().as_secs_f64()
+            self.run_elapsed()
         )
         .map_err(|e| TrainError::io(&self.csv, e))?;
         let line = format!(
@@ -275,7 +391,7 @@ impl Log {
             steps,
             first_loss: self.first.unwrap_or(f32::NAN),
             last_loss: self.last,
-            seconds: self.t0.elapsed().as_secs_f64(),
+            seconds: self.prior_s + self.t0.elapsed().as_secs_f64(),
             queries_per_s: self.queries as f64 / self.compute_s.max(1e-9),
         }
     }
@@ -370,44 +486,83 @@ fn fit_training_objects<B: Backend>(
     Ok(SurfaceMetrics::mean(&ms))
 }
 
-fn start_run(cfg: &ImplicitConfig, out: &Path) -> Result<PathBuf, TrainError> {
+/// Validates, checks a resume against the saved configuration, saves the configuration and
+/// opens the metrics CSV (new, or trimmed to the checkpoint); returns the CSV path and the
+/// checkpoint's progress when resuming from one.
+fn start_run(
+    cfg: &ImplicitConfig,
+    out: &Path,
+    resume: bool,
+) -> Result<(PathBuf, Option<ImplicitState>), TrainError> {
     cfg.validate()?;
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
-    cfg.save(&out.join(files::CONFIG))?;
+    let config_path = out.join(files::CONFIG);
+    let state_path = out.join(files::STATE);
+    let saved = if resume && config_path.exists() && state_path.exists() {
+        let old = ImplicitConfig::load(&config_path)?;
+        if !old.same_shape(cfg) {
+            return Err(TrainError::Config(format!(
+                "{}: the saved run has another kind, network shape or data; cannot resume",
+                config_path.display()
+            )));
+        }
+        let st: ImplicitState = crate::lmnet::load_json(&state_path)?;
+        Some(st)
+    } else {
+        let _ = std::fs::remove_file(&state_path);
+        None
+    };
+    cfg.save(&config_path)?;
     let csv = out.join(files::METRICS);
-    std::fs::write(
-        &csv,
-        "step,stage,loss,lr,val_chamfer_l2,val_fscore_1pct,elapsed_s\n",
-    )
-    .map_err(|e| TrainError::io(&csv, e))?;
-    Ok(csv)
+    match &saved {
+        Some(st) => {
+            let offset = if st.stage == "encoder" {
+                st.finished.first().map(|s| s.steps).unwrap_or(0)
+            } else {
+                0
+            };
+            trim_csv_after(&csv, offset + st.step)?;
+        }
+        None => std::fs::write(
+            &csv,
+            "step,stage,loss,lr,val_chamfer_l2,val_fscore_1pct,elapsed_s\n",
+        )
+        .map_err(|e| TrainError::io(&csv, e))?,
+    }
+    Ok((csv, saved))
 }
 
-/// Trains the configured kind; writes config, metrics, curve and weights into `out`.
+/// Trains the configured kind; writes config, metrics, curve and weights into `out`, with
+/// a checkpoint (weights, Adam state, progress) every `checkpoint_interval` steps. With
+/// `resume`, continues from the checkpoint in `out` (refused when the saved configuration
+/// has another kind, network shape or data).
 pub fn train_implicit<B: AutodiffBackend>(
     cfg: &ImplicitConfig,
     train: &ImplicitSet,
     val: &ImplicitSet,
     out: &Path,
+    resume: bool,
     device: &B::Device,
     quiet: bool,
 ) -> Result<ImplicitSummary, TrainError> {
     match cfg.kind {
-        Kind::Sdf => train_sdf::<B>(cfg, train, val, out, device, quiet),
-        Kind::Occupancy => train_occupancy::<B>(cfg, train, val, out, device, quiet),
+        Kind::Sdf => train_sdf::<B>(cfg, train, val, out, resume, device, quiet),
+        Kind::Occupancy => train_occupancy::<B>(cfg, train, val, out, resume, device, quiet),
     }
 }
 
-/// DeepSDF: auto-decoder, then the image encoder.
+/// DeepSDF: auto-decoder, then the image encoder. A resume continues the stage of the
+/// checkpoint; once stage 2 has a checkpoint, stage 1 can no longer grow.
 pub fn train_sdf<B: AutodiffBackend>(
     cfg: &ImplicitConfig,
     train: &ImplicitSet,
     val: &ImplicitSet,
     out: &Path,
+    resume: bool,
     device: &B::Device,
     quiet: bool,
 ) -> Result<ImplicitSummary, TrainError> {
-    let csv = start_run(cfg, out)?;
+    let (csv, saved) = start_run(cfg, out, resume)?;
     let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
     let run_t0 = Instant::now();
     let n_obj = train.objects.len();
@@ -419,69 +574,111 @@ pub fn train_sdf<B: AutodiffBackend>(
     // ---- stage 1: auto-decoder
     let mut ad = cfg.init_auto_decoder::<B>(n_obj, device);
     let mut optim = AdamConfig::new().init();
-    let mut batcher = Batcher::new(n_obj, cfg.batch, cfg.seed);
     let log_every = cfg.eval_every.clamp(1, 25);
-    let mut log = Log {
-        stage: "autodecoder",
-        csv: csv.clone(),
-        offset: 0,
-        window: (0.0, 0),
-        first: None,
-        last: f32::NAN,
-        t0: Instant::now(),
-        run_t0,
-        queries: 0,
-        compute_s: 0.0,
-        quiet,
-    };
-    for step in 0..cfg.steps {
-        let objs = batcher.at(step);
-        let b = objs.len();
-        let q = sample_queries(train, &objs, cfg.queries, cfg.clamp, &mut rng);
-        let t0 = Instant::now();
-        let idx: Vec<i64> = objs.iter().map(|&o| o as i64).collect();
-        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [b]), device);
-        let codes = ad.codes_of(idx);
-        let xyz = Tensor::<B, 3>::from_data(TensorData::new(q.xyz, [b, cfg.queries, 3]), device);
-        let pred = ad.decoder.forward(codes.clone(), xyz);
-        let data = clamped_l1(
-            pred,
-            t2::<B>(q.sdf, b, cfg.queries, device),
-            t2::<B>(q.near, b, cfg.queries, device),
-            t2::<B>(q.sign, b, cfg.queries, device),
-            cfg.clamp,
-        );
-        let reg = codes
-            .powi_scalar(2)
-            .sum_dim(1)
-            .mean()
-            .mul_scalar(cfg.latent_reg);
-        let loss = data.clone() + reg;
-        let grads = GradientsParams::from_grads(loss.backward(), &ad);
-        let lr = cfg.lr_at(step, cfg.steps);
-        ad = optim.step(lr, ad, grads);
-        let l: f32 = data.into_scalar().elem();
-        log.compute_s += t0.elapsed().as_secs_f64();
-        log.queries += b * cfg.queries;
-        check_finite(l, "autodecoder", step)?;
-        log.push(l);
-        let done = step + 1;
-        let at_eval = done % cfg.eval_every == 0 || done == cfg.steps;
-        if done % log_every == 0 || at_eval {
-            if at_eval {
-                // how well codes + decoder fit training objects (no pictures in this stage)
-                let m = fit_training_objects(&ad.valid(), train, cfg, device)?;
-                log::info!(
-                    "autodecoder step {done}: fit of {} training objects Chamfer-L2 {:.5} F@1% {:.2}",
-                    m.samples,
-                    m.chamfer_l2,
-                    m.fscore_1pct
-                );
-            }
-            log.flush(done, lr, None)?;
+    let ckpt_every = cfg.checkpoint_interval();
+    let mut log = Log::new("autodecoder", csv.clone(), 0, run_t0, quiet);
+    let mut start = 0;
+    let mut stage2: Option<ImplicitState> = None;
+    match saved {
+        Some(st) if st.stage == "autodecoder" => {
+            let (m, o, _) = load_checkpoint::<B, _, _, ImplicitState>(
+                ad,
+                optim,
+                out,
+                AUTODECODER_CKPT,
+                device,
+            )?;
+            (ad, optim) = (m, o);
+            restore_rng(&st, &mut rng)?;
+            log.restore(&st);
+            start = st.step;
+            log::info!("autodecoder: resumed from step {start}");
         }
+        Some(st) if st.stage == "encoder" => {
+            let done1 = st.finished.first().map(|s| s.steps).unwrap_or(0);
+            if done1 != cfg.steps {
+                return Err(TrainError::Config(format!(
+                    "the auto-decoder stage finished at {done1} steps and the encoder stage has \
+                     started; stage 1 cannot change to {} steps (start a new run)",
+                    cfg.steps
+                )));
+            }
+            ad = ad
+                .load_file(out.join(files::AUTODECODER), &recorder(), device)
+                .map_err(|e| record_err(out.join(files::AUTODECODER), e))?;
+            stage2 = Some(st);
+        }
+        Some(st) => {
+            return Err(TrainError::Config(format!(
+                "checkpoint of stage `{}` in an sdf run",
+                st.stage
+            )))
+        }
+        None => {}
     }
-    let s1 = log.summary(cfg.steps);
+    let s1 = if let Some(st) = &stage2 {
+        st.finished.first().cloned().ok_or_else(|| {
+            TrainError::Config("encoder checkpoint without the auto-decoder stage".into())
+        })?
+    } else {
+        if start > 0 {
+            B::seed(device, resume_seed(cfg.seed, start));
+        }
+        let mut batcher = Batcher::new(n_obj, cfg.batch, cfg.seed);
+        for step in start..cfg.steps {
+            let objs = batcher.at(step);
+            let b = objs.len();
+            let q = sample_queries(train, &objs, cfg.queries, cfg.clamp, &mut rng);
+            let t0 = Instant::now();
+            let idx: Vec<i64> = objs.iter().map(|&o| o as i64).collect();
+            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [b]), device);
+            let codes = ad.codes_of(idx);
+            let xyz =
+                Tensor::<B, 3>::from_data(TensorData::new(q.xyz, [b, cfg.queries, 3]), device);
+            let pred = ad.decoder.forward(codes.clone(), xyz);
+            let data = clamped_l1(
+                pred,
+                t2::<B>(q.sdf, b, cfg.queries, device),
+                t2::<B>(q.near, b, cfg.queries, device),
+                t2::<B>(q.sign, b, cfg.queries, device),
+                cfg.clamp,
+            );
+            let reg = codes
+                .powi_scalar(2)
+                .sum_dim(1)
+                .mean()
+                .mul_scalar(cfg.latent_reg);
+            let loss = data.clone() + reg;
+            let grads = GradientsParams::from_grads(loss.backward(), &ad);
+            let lr = cfg.lr_at(step, cfg.steps);
+            ad = optim.step(lr, ad, grads);
+            let l: f32 = data.into_scalar().elem();
+            log.compute_s += t0.elapsed().as_secs_f64();
+            log.queries += b * cfg.queries;
+            check_finite(l, "autodecoder", step)?;
+            log.push(l);
+            let done = step + 1;
+            let at_eval = done % cfg.eval_every == 0 || done == cfg.steps;
+            if done % log_every == 0 || at_eval {
+                if at_eval {
+                    // how well codes + decoder fit training objects (no pictures in this stage)
+                    let m = fit_training_objects(&ad.valid(), train, cfg, device)?;
+                    log::info!(
+                        "autodecoder step {done}: fit of {} training objects Chamfer-L2 {:.5} F@1% {:.2}",
+                        m.samples,
+                        m.chamfer_l2,
+                        m.fscore_1pct
+                    );
+                }
+                log.flush(done, lr, None)?;
+            }
+            if done % ckpt_every == 0 || done == cfg.steps {
+                let st = log.state(done, &rng, &[], &None);
+                save_checkpoint(&ad, &optim, &st, out, AUTODECODER_CKPT)?;
+            }
+        }
+        log.summary(cfg.steps)
+    };
     save::<B, _>(&ad, out, files::AUTODECODER)?;
     save::<B, _>(&ad.decoder, out, files::DECODER)?;
 
@@ -490,20 +687,25 @@ pub fn train_sdf<B: AutodiffBackend>(
     let dec = ad.decoder.clone().no_grad();
     let mut enc = cfg.init_encoder::<B>(device);
     let mut optim = AdamConfig::new().init();
-    let mut batcher = Batcher::new(train.views.len(), cfg.batch, cfg.seed ^ 2);
-    let mut log = Log {
-        stage: "encoder",
-        offset: cfg.steps,
-        window: (0.0, 0),
-        first: None,
-        last: f32::NAN,
-        t0: Instant::now(),
-        queries: 0,
-        compute_s: 0.0,
-        ..log
-    };
+    let run_prior = log.run_prior_s;
+    let mut log = Log::new("encoder", csv, cfg.steps, run_t0, quiet);
+    log.run_prior_s = run_prior;
     let mut last_val = None;
-    for step in 0..cfg.encoder_steps {
+    let mut start = 0;
+    if let Some(st) = &stage2 {
+        let (m, o, _) =
+            load_checkpoint::<B, _, _, ImplicitState>(enc, optim, out, ENCODER_CKPT, device)?;
+        (enc, optim) = (m, o);
+        restore_rng(st, &mut rng)?;
+        log.restore(st);
+        last_val = st.last_val.clone();
+        start = st.step;
+        B::seed(device, resume_seed(cfg.seed, cfg.steps + start));
+        log::info!("encoder: resumed from step {start}");
+    }
+    let finished = [s1.clone()];
+    let mut batcher = Batcher::new(train.views.len(), cfg.batch, cfg.seed ^ 2);
+    for step in start..cfg.encoder_steps {
         let views = batcher.at(step);
         let b = views.len();
         let objs: Vec<usize> = views.iter().map(|&v| train.views[v].obj).collect();
@@ -558,10 +760,15 @@ pub fn train_sdf<B: AutodiffBackend>(
                 last_val = m;
             }
         }
+        if done % ckpt_every == 0 || done == cfg.encoder_steps {
+            let st = log.state(done, &rng, &finished, &last_val);
+            save_checkpoint(&enc, &optim, &st, out, ENCODER_CKPT)?;
+        }
     }
     let s2 = log.summary(cfg.encoder_steps);
     save::<B, _>(&enc, out, files::ENCODER)?;
-    finish(out, vec![s1, s2], last_val, run_t0)
+    let elapsed = log.run_elapsed();
+    finish(out, vec![s1, s2], last_val, elapsed)
 }
 
 /// Occupancy network: encoder + decoder jointly with BCE.
@@ -570,35 +777,45 @@ pub fn train_occupancy<B: AutodiffBackend>(
     train: &ImplicitSet,
     val: &ImplicitSet,
     out: &Path,
+    resume: bool,
     device: &B::Device,
     quiet: bool,
 ) -> Result<ImplicitSummary, TrainError> {
-    let csv = start_run(cfg, out)?;
+    let (csv, saved) = start_run(cfg, out, resume)?;
     let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
     let run_t0 = Instant::now();
     if train.views.is_empty() {
         return Err(TrainError::Config("no training pictures".into()));
     }
+    let pos_weight = occupancy_pos_weight(cfg, train);
+    log::info!("occupancy: inside samples weigh {pos_weight:.2}x the outside ones");
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0cc);
     let mut net = cfg.init_occupancy::<B>(device);
     let mut optim = AdamConfig::new().init();
-    let mut batcher = Batcher::new(train.views.len(), cfg.batch, cfg.seed);
     let log_every = cfg.eval_every.clamp(1, 25);
-    let mut log = Log {
-        stage: "occupancy",
-        csv,
-        offset: 0,
-        window: (0.0, 0),
-        first: None,
-        last: f32::NAN,
-        t0: Instant::now(),
-        run_t0,
-        queries: 0,
-        compute_s: 0.0,
-        quiet,
-    };
+    let ckpt_every = cfg.checkpoint_interval();
+    let mut log = Log::new("occupancy", csv, 0, run_t0, quiet);
     let mut last_val = None;
-    for step in 0..cfg.steps {
+    let mut start = 0;
+    if let Some(st) = saved {
+        if st.stage != "occupancy" {
+            return Err(TrainError::Config(format!(
+                "checkpoint of stage `{}` in an occupancy run",
+                st.stage
+            )));
+        }
+        let (m, o, _) =
+            load_checkpoint::<B, _, _, ImplicitState>(net, optim, out, OCCUPANCY_CKPT, device)?;
+        (net, optim) = (m, o);
+        restore_rng(&st, &mut rng)?;
+        log.restore(&st);
+        last_val = st.last_val.clone();
+        start = st.step;
+        B::seed(device, resume_seed(cfg.seed, start));
+        log::info!("occupancy: resumed from step {start}");
+    }
+    let mut batcher = Batcher::new(train.views.len(), cfg.batch, cfg.seed);
+    for step in start..cfg.steps {
         let views = batcher.at(step);
         let b = views.len();
         let objs: Vec<usize> = views.iter().map(|&v| train.views[v].obj).collect();
@@ -607,7 +824,7 @@ pub fn train_occupancy<B: AutodiffBackend>(
         let z = net.encoder.forward(images::<B>(train, &views, cfg, device));
         let xyz = Tensor::<B, 3>::from_data(TensorData::new(q.xyz, [b, cfg.queries, 3]), device);
         let logits = net.decoder.forward(z, xyz);
-        let loss = bce_logits(logits, t2::<B>(q.occ, b, cfg.queries, device));
+        let loss = weighted_bce_logits(logits, t2::<B>(q.occ, b, cfg.queries, device), pos_weight);
         let grads = GradientsParams::from_grads(loss.backward(), &net);
         let lr = cfg.lr_at(step, cfg.steps);
         net = optim.step(lr, net, grads);
@@ -637,23 +854,56 @@ pub fn train_occupancy<B: AutodiffBackend>(
                 last_val = m;
             }
         }
+        if done % ckpt_every == 0 || done == cfg.steps {
+            let st = log.state(done, &rng, &[], &last_val);
+            save_checkpoint(&net, &optim, &st, out, OCCUPANCY_CKPT)?;
+        }
     }
     let s = log.summary(cfg.steps);
     save::<B, _>(&net.encoder, out, files::ENCODER)?;
     save::<B, _>(&net.decoder, out, files::DECODER)?;
-    finish(out, vec![s], last_val, run_t0)
+    let elapsed = log.run_elapsed();
+    finish(out, vec![s], last_val, elapsed)
+}
+
+/// The weight of inside samples: the configured one, or the outside/inside ratio of the
+/// training samples (clamped to 1..=50).
+pub fn occupancy_pos_weight(cfg: &ImplicitConfig, train: &ImplicitSet) -> f32 {
+    if cfg.occupancy_pos_weight > 0.0 {
+        return cfg.occupancy_pos_weight;
+    }
+    let (mut inside, mut total) = (0usize, 0usize);
+    for o in &train.objects {
+        inside += o.sdf.iter().filter(|s| s.1 < 0.0).count();
+        total += o.sdf.len();
+    }
+    if inside == 0 {
+        return 1.0;
+    }
+    ((total - inside) as f32 / inside as f32).clamp(1.0, 50.0)
+}
+
+fn restore_rng(st: &ImplicitState, rng: &mut ChaCha8Rng) -> Result<(), TrainError> {
+    let pos: u128 = st.rng_word_pos.parse().map_err(|_| {
+        TrainError::Config(format!(
+            "checkpoint: bad generator position `{}`",
+            st.rng_word_pos
+        ))
+    })?;
+    rng.set_word_pos(pos);
+    Ok(())
 }
 
 fn finish(
     out: &Path,
     stages: Vec<StageSummary>,
     last_val: Option<SurfaceMetrics>,
-    t0: Instant,
+    elapsed_s: f64,
 ) -> Result<ImplicitSummary, TrainError> {
     let summary = ImplicitSummary {
         stages,
         last_val,
-        elapsed_s: t0.elapsed().as_secs_f64(),
+        elapsed_s,
     };
     let p = out.join(files::SUMMARY);
     let text = serde_json::to_string_pretty(&summary).map_err(|e| TrainError::Parse {

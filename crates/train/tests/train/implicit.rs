@@ -30,7 +30,24 @@ fn pipeline(kind: Kind) {
     assert_eq!(train.views.len(), train.objects.len() * cfg.data.views);
     let out = super::tmp(&format!("implicit-{}", kind.name()));
     let dev = Default::default();
-    let s = train_implicit::<Ad>(&cfg, &train, &val, &out, &dev, true).unwrap();
+    // a first call stops half-way through the last stage; the second resumes from its
+    // checkpoint (sdf: the auto-decoder stage is finished and only reloaded)
+    let mut half = cfg.clone();
+    let resumed_at = if kind == Kind::Sdf {
+        half.encoder_steps = cfg.encoder_steps / 2;
+        cfg.steps + half.encoder_steps
+    } else {
+        half.steps = cfg.steps / 2;
+        half.steps
+    };
+    let s1 = train_implicit::<Ad>(&half, &train, &val, &out, false, &dev, true).unwrap();
+    let mut wrong = cfg.clone();
+    wrong.latent += 1;
+    assert!(train_implicit::<Ad>(&wrong, &train, &val, &out, true, &dev, true).is_err());
+    let s = train_implicit::<Ad>(&cfg, &train, &val, &out, true, &dev, true).unwrap();
+    let (a, b) = (s1.stages.last().unwrap(), s.stages.last().unwrap());
+    assert_eq!(b.first_loss, a.first_loss);
+    assert!(b.last_loss < a.last_loss, "{a:?} -> {b:?}");
 
     // every stage's loss falls
     let want_stages = if kind == Kind::Sdf { 2 } else { 1 };
@@ -44,25 +61,23 @@ fn pipeline(kind: Kind) {
             st.last_loss
         );
     }
-    assert!(s.last_val.is_some());
+    let v = s.last_val.clone().unwrap();
+    if kind == Kind::Occupancy {
+        // the balanced cross-entropy: surfaces, not "outside" everywhere
+        assert!(
+            v.empty < v.samples,
+            "no surface on any validation picture: {v:?}"
+        );
+        assert!(v.fscore_5pct > 0.0, "{v:?}");
+    }
     assert!(out.join(files::CURVE).exists());
-    let csv = std::fs::read_to_string(out.join(files::METRICS)).unwrap();
     let total = cfg.steps
         + if kind == Kind::Sdf {
             cfg.encoder_steps
         } else {
             0
         };
-    let last: usize = csv
-        .lines()
-        .last()
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(last, total);
+    super::lmnet::assert_continues(&out.join(files::METRICS), resumed_at, total);
 
     // weights reload on another backend and the export matches burn in tract
     let (cfg2, enc, dec) = load_run::<NdArrayCpu>(&out, &Default::default()).unwrap();

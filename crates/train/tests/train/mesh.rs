@@ -21,13 +21,24 @@ fn mesh_test_preset_trains_exports_and_matches_tract() {
         .unwrap();
     let out = tmp("mesh-train");
     let dev = Default::default();
-    let (_, s) = train_mesh::<Ad>(&cfg, &train, &val, &out, &dev).unwrap();
+    // half the steps, then resumed from the checkpoint to the end
+    let mut half = cfg.clone();
+    half.steps = cfg.steps / 2;
+    let (_, s1) = train_mesh::<Ad>(&half, &train, &val, &out, false, &dev).unwrap();
+    assert_eq!(s1.steps, cfg.steps / 2);
+    let mut wrong = cfg.clone();
+    wrong.subdivisions = 1;
+    assert!(train_mesh::<Ad>(&wrong, &train, &val, &out, true, &dev).is_err());
+    let (_, s) = train_mesh::<Ad>(&cfg, &train, &val, &out, true, &dev).unwrap();
+    assert_eq!((s.steps, s.resumed_from), (cfg.steps, cfg.steps / 2));
     assert!(
-        s.last_loss < 0.7 * s.first_loss,
-        "loss did not fall: {} -> {}",
+        s.last_loss < 0.7 * s.first_loss && s.last_loss < s1.last_loss,
+        "loss did not fall: {} -> {} -> {}",
         s.first_loss,
+        s1.last_loss,
         s.last_loss
     );
+    super::lmnet::assert_continues(&out.join("metrics.csv"), cfg.steps / 2, cfg.steps);
     assert!(out.join("metrics.csv").exists() && out.join("loss.png").exists());
 
     let (cfg2, net) = load_run::<NdArrayCpu>(&out, &Default::default()).unwrap();
