@@ -4,21 +4,34 @@
 #   cross/build.sh jetpack5   # Jetson Xavier/Orin on JetPack 5 (Ubuntu 20.04, glibc 2.31)
 #   cross/build.sh jetpack6   # Orin on JetPack 6 (Ubuntu 22.04, glibc 2.35)
 #   cross/build.sh rpi5       # Raspberry Pi OS bookworm (glibc 2.36)
+# The jetpack5 binary also runs on JetPack 6 and on Raspberry Pi OS bookworm (glibc is
+# backward compatible; it needs GLIBC_2.30 at most): jetpack6 / rpi5 only link the same
+# objects against the newer glibc (the crates are compiled in the glibc 2.31 environment
+# of jetpack5, whose compiled crates they share, so only the final link step reruns).
 # Options (environment): FEATURES (default "camera"), PROFILE (default "board"),
 #   INSTALL=1 installs what is missing (apt, pip, cargo) instead of only naming it,
 #   CHECK=1 then runs cross/check.sh (the default model under qemu-aarch64 against an x86
 #   build: needs qemu-user and `cargo build --release -p shapecast`),
-#   BOARD_RUSTFLAGS: extra rustc flags of the board profile (default below; "" for none).
+#   BOARD_RUSTFLAGS: extra rustc flags of the board profile (default below; "" for none),
+#   KEEP_EH_FRAME=1 keeps the unwind tables in the board binary (see cross/no-eh-frame.ld).
+# --min-size (first or second argument): the smallest binary, NIGHTLY Rust (rustup toolchain
+#   `nightly` with the rust-src component): std rebuilt with the board profile
+#   (-Z build-std), panics abort at once without a message (-C panic=immediate-abort),
+#   no panic locations, std's size-optimised algorithms. Own target dir (target/min-size),
+#   a full build of every crate. Not the shipped binary: a panic then says nothing.
 # Prints the path of the stripped binary and its size; checks the glibc symbol versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+min_size=0
+if [ "${1:-}" = --min-size ]; then min_size=1; shift; fi
+if [ "${2:-}" = --min-size ]; then min_size=1; set -- "$1"; fi
 board=${1:-}
 case "$board" in
   jetpack4) glibc=2.27 ;;
   jetpack5) glibc=2.31 ;;
   jetpack6) glibc=2.35 ;;
   rpi5) glibc=2.36 ;;
-  *) echo "usage: cross/build.sh jetpack4|jetpack5|jetpack6|rpi5" >&2; exit 2 ;;
+  *) echo "usage: cross/build.sh [--min-size] jetpack4|jetpack5|jetpack6|rpi5" >&2; exit 2 ;;
 esac
 features=${FEATURES-camera}
 profile=${PROFILE:-board}
@@ -53,14 +66,51 @@ export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--target=aarch64-linu
 # needs none; a panic still prints its message, without a backtrace) and a non-PIE
 # executable (no dynamic relocations; the binary loses ASLR of its own code: set
 # BOARD_RUSTFLAGS="-C force-unwind-tables=no" to keep PIE). Only target code gets them,
-# not build scripts. `cargo board-jp5` (.cargo/config.toml) passes the same flags.
+# not build scripts.
 if [ "$profile" = board ]; then
   flags=${BOARD_RUSTFLAGS--C force-unwind-tables=no -C relocation-model=static}
   [ -n "$flags" ] && export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$flags"
 fi
-args=(--profile "$profile" --target "$triple.$glibc" -p shapecast)
+cargo_z=(-Z build-std=std,panic_abort -Z build-std-features=optimize_for_size)
+if [ "$min_size" = 1 ]; then
+  [ "$profile" = board ] || { echo "cross/build.sh: --min-size needs PROFILE=board" >&2; exit 2; }
+  rustup run nightly rustc --version >/dev/null 2>&1 \
+    || { echo "cross/build.sh: --min-size needs the nightly toolchain (rustup toolchain install nightly)" >&2; exit 3; }
+  [ -d "$(rustup run nightly rustc --print sysroot)/lib/rustlib/src/rust/library" ] \
+    || { echo "cross/build.sh: --min-size needs rust-src (rustup component add rust-src --toolchain nightly)" >&2; exit 3; }
+  export RUSTUP_TOOLCHAIN=nightly
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/min-size"
+  export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS-} -Z unstable-options -C panic=immediate-abort -Z location-detail=none"
+else
+  cargo_z=()
+fi
+# Crates compile against glibc 2.31 headers for every board at or above it (a build with
+# another zig target reruns the build scripts and so recompiles all of tract), and the
+# final link alone targets the board's glibc (below: -C linker).
+compile_glibc=$glibc
+[ "$(printf '%s\n' "$glibc" 2.31 | sort -V | head -n 1)" = 2.31 ] && compile_glibc=2.31
+args=(--profile "$profile" --target "$triple.$compile_glibc" -p shapecast)
 [ -n "$features" ] && args+=(--features "$features")
-cargo zigbuild "${args[@]}"
+# Flags of the final link only: as rustc flags of every crate they would change all the
+# crates' fingerprints and rebuild every dependency.
+link=()
+if [ "$profile" = board ] && [ "${KEEP_EH_FRAME:-0}" != 1 ]; then
+  # no unwind tables in the binary: 1.8 MB (see cross/no-eh-frame.ld)
+  link+=(-C "link-arg=-Wl,-T,$PWD/cross/no-eh-frame.ld")
+fi
+if [ "$compile_glibc" != "$glibc" ]; then
+  wrapper="$(realpath -m "${CARGO_TARGET_DIR:-target}")/zigcc-$triple.$glibc.sh"
+  mkdir -p "$(dirname "$wrapper")"
+  printf '#!/bin/sh\nexec cargo-zigbuild zig cc -- -g -fno-sanitize=all -target aarch64-linux-gnu.%s "$@"\n' \
+    "$glibc" > "$wrapper"
+  chmod +x "$wrapper"
+  link+=(-C "linker=$wrapper")
+fi
+if [ ${#link[@]} -gt 0 ]; then
+  cargo-zigbuild rustc "${cargo_z[@]}" "${args[@]}" --bin shapecast -- "${link[@]}"
+else
+  cargo-zigbuild zigbuild "${cargo_z[@]}" "${args[@]}"
+fi
 
 dir=$profile; [ "$profile" = dev ] && dir=debug; [ "$profile" = test ] && dir=debug
 [ "$profile" = bench ] && dir=release
@@ -70,7 +120,11 @@ size=$(stat -c %s "$bin")
 if [ "$profile" != board ]; then   # the board profile strips; measure the others stripped too
   tmp=$(mktemp); aarch64-linux-gnu-strip -o "$tmp" "$bin"; size=$(stat -c %s "$tmp"); rm -f "$tmp"
 fi
-echo "binary: $bin"
+# one copy per board and feature set, so that several boards' binaries can sit side by side
+copy="$(dirname "$bin")/shapecast-$board${features:+-${features//,/-}}"
+[ "$min_size" = 1 ] && copy+=-min-size
+cp -f "$bin" "$copy"
+echo "binary: $bin (copy: $copy)"
 echo "size: $size bytes = $(awk "BEGIN{printf \"%.2f\", $size/1048576}") MiB stripped ($profile profile, features: ${features:-none})"
 echo "newest glibc symbol: $newest (board has $glibc)"
 if [ "$(printf '%s\n' "${newest#GLIBC_}" "$glibc" | sort -V | tail -n 1)" != "$glibc" ]; then
