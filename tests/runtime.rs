@@ -475,6 +475,9 @@ fn implicit_engine_runs_end_to_end() {
     assert!(!rec.mesh.unwrap().faces.is_empty());
 }
 
+#[path = "runtime/shipped.rs"]
+mod shipped;
+
 // ------------------------------------------------------------------ pipeline and wire
 
 mod pipeline_tests {
