@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times one ONNX model in onnxruntime (CPU, --threads intra-op and 1 inter-op thread, batch 1).
 
-usage: ort_bench.py MODEL [INPUT.f32] [--iters N] [--threads N] [--out OUT.f32]
+usage: ort_bench.py MODEL [INPUT.f32] [--iters N] [--threads N] [--sym N] [--out OUT.f32]
 Prints: ort MODEL load_ms=.. median_ms=.. mean_ms=.. min_ms=..  (same format as tract_bench)
 """
 import argparse
@@ -19,6 +19,7 @@ def main():
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--out")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sym", type=int, default=8192)
     a = ap.parse_args()
     so = ort.SessionOptions()
     so.intra_op_num_threads = a.threads
@@ -32,13 +33,19 @@ def main():
         print(f"ort {a.model} LOAD FAILED: {str(e).splitlines()[0]}", flush=True)
         return 2
     load_ms = (time.perf_counter() - t0) * 1e3
-    inp = sess.get_inputs()[0]
-    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-    if a.input:
-        x = np.fromfile(a.input, dtype="<f4").reshape(shape)
-    else:
-        x = np.zeros(shape, dtype=np.float32)
-    feed = {inp.name: x}
+    # input 0: INPUT.f32 or zeros; further inputs: the fixed pattern tract_bench uses;
+    # a symbolic dimension takes --sym (batch-like leading "N"/"batch" dims of input 0: 1)
+    feed = {}
+    for ix, inp in enumerate(sess.get_inputs()):
+        shape = [d if isinstance(d, int) else (1 if ix == 0 else a.sym) for d in inp.shape]
+        n = int(np.prod(shape))
+        if ix == 0 and a.input:
+            x = np.fromfile(a.input, dtype="<f4").reshape(shape)
+        elif ix == 0:
+            x = np.zeros(shape, dtype=np.float32)
+        else:
+            x = (((np.arange(n) * 7919) % 1000) / 1000.0 - 0.5).astype(np.float32).reshape(shape)
+        feed[inp.name] = x
     for _ in range(min(10, a.iters)):
         out = sess.run(None, feed)
     times = []

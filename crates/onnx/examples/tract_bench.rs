@@ -1,5 +1,5 @@
 //! Times one ONNX model in tract (single thread, batch 1):
-//! `cargo run --release -p shapecast-onnx --example tract_bench -- MODEL [INPUT.f32] [--iters N] [--threads N] [--f16] [--no-fuse] [--out OUT.f32]`
+//! `cargo run --release -p shapecast-onnx --example tract_bench -- MODEL [INPUT.f32] [--iters N] [--threads N] [--f16] [--no-fuse] [--sym N] [--out OUT.f32]`
 //!
 //! Prints one line: `tract MODEL load_ms=.. median_ms=.. mean_ms=.. min_ms=..`.
 //! INPUT.f32 is a raw little-endian f32 image for the `image` input (zeros when absent).
@@ -29,6 +29,7 @@ fn run() -> Result<()> {
     let mut f16 = false;
     let mut fuse = true;
     let mut threads = 1usize;
+    let mut sym = 8192usize;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--iters" => {
@@ -47,6 +48,13 @@ fn run() -> Result<()> {
                     .parse()
                     .context("--threads")?
             }
+            "--sym" => {
+                sym = args
+                    .next()
+                    .context("--sym needs a value")?
+                    .parse()
+                    .context("--sym")?
+            }
             "--out" => out_path = Some(args.next().context("--out needs a path")?),
             _ if model_path.is_none() => model_path = Some(a),
             _ if input_path.is_none() => input_path = Some(a),
@@ -56,8 +64,28 @@ fn run() -> Result<()> {
     let model_path =
         model_path.context("usage: tract_bench MODEL [INPUT.f32] [--iters N] [--f16] [--out F]")?;
     let t0 = Instant::now();
-    let proto =
+    let mut proto =
         shapecast_onnx::read(&model_path).with_context(|| format!("reading {model_path}"))?;
+    // fix every symbolic input dimension but the batch to --sym, as the runtime fixes the
+    // implicit decoder's query count to its chunk before optimising
+    if let Some(g) = proto.graph.as_mut() {
+        use shapecast_onnx::pb::tensor_shape_proto::dimension::Value;
+        for i in &mut g.input {
+            let dims = i
+                .r#type
+                .as_mut()
+                .and_then(|t| t.value.as_mut())
+                .and_then(|v| {
+                    let shapecast_onnx::pb::type_proto::Value::TensorType(t) = v;
+                    t.shape.as_mut()
+                });
+            for d in dims.into_iter().flat_map(|s| s.dim.iter_mut()) {
+                if matches!(&d.value, Some(Value::DimParam(p)) if p != shapecast_onnx::BATCH_DIM) {
+                    d.value = Some(Value::DimValue(sym as i64));
+                }
+            }
+        }
+    }
     let model = load(
         &proto,
         &LoadOptions {
@@ -69,58 +97,66 @@ fn run() -> Result<()> {
     )
     .context("loading into tract")?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let fact = model
-        .plan()
-        .model()
-        .input_fact(0)
-        .context("input fact")?
-        .clone();
-    let shape: Vec<usize> = fact
-        .shape
-        .as_concrete()
-        .context("input shape not concrete")?
-        .to_vec();
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = match &input_path {
-        Some(p) => {
-            let bytes = std::fs::read(p).with_context(|| format!("reading {p}"))?;
-            if bytes.len() != n * 4 {
-                bail!(
-                    "{p}: {} bytes, model input {shape:?} needs {}",
-                    bytes.len(),
-                    n * 4
-                );
+    // input 0: INPUT.f32 or zeros; further inputs (recurrent state, query points): a fixed
+    // pattern `((i * 7919) % 1000) / 1000 - 0.5`, the same as ort_bench.py; a symbolic
+    // dimension (e.g. the implicit decoder's query count Q) takes --sym (default 8192)
+    let n_inputs = model.plan().model().inputs.len();
+    let mut inputs: TVec<TValue> = tvec!();
+    for ix in 0..n_inputs {
+        let fact = model
+            .plan()
+            .model()
+            .input_fact(ix)
+            .context("input fact")?
+            .clone();
+        let shape: Vec<usize> = fact
+            .shape
+            .iter()
+            .map(|d| d.to_i64().map(|v| v as usize).unwrap_or(sym))
+            .collect();
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = match (&input_path, ix) {
+            (Some(p), 0) => {
+                let bytes = std::fs::read(p).with_context(|| format!("reading {p}"))?;
+                if bytes.len() != n * 4 {
+                    bail!(
+                        "{p}: {} bytes, model input {shape:?} needs {}",
+                        bytes.len(),
+                        n * 4
+                    );
+                }
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
             }
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        }
-        None => vec![0.0; n],
-    };
-    let input: TValue = Tensor::from_shape(&shape, &data)
-        .context("input tensor")?
-        .into_tvalue();
-    let dt = fact.datum_type;
-    let input = if dt == f32::datum_type() {
-        input
-    } else {
-        input
-            .cast_to_dt(dt)
-            .context("cast input")?
-            .into_owned()
-            .into_tvalue()
-    };
+            (None, 0) => vec![0.0; n],
+            _ => (0..n)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+                .collect(),
+        };
+        let input: TValue = Tensor::from_shape(&shape, &data)
+            .context("input tensor")?
+            .into_tvalue();
+        let dt = fact.datum_type;
+        inputs.push(if dt == f32::datum_type() {
+            input
+        } else {
+            input
+                .cast_to_dt(dt)
+                .context("cast input")?
+                .into_owned()
+                .into_tvalue()
+        });
+    }
     for _ in 0..10.min(iters) {
-        model
-            .run_values(tvec!(input.clone()))
-            .context("warm-up run")?;
+        model.run_values(inputs.clone()).context("warm-up run")?;
     }
     let mut times = Vec::with_capacity(iters);
     let mut last = tvec!();
     for _ in 0..iters {
         let t = Instant::now();
-        last = model.run_values(tvec!(input.clone())).context("run")?;
+        last = model.run_values(inputs.clone()).context("run")?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(|a, b| a.total_cmp(b));

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use burn::nn::conv::Conv2d;
-use burn::nn::BatchNorm;
+use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
 use shapecast_onnx::{Dim, GraphBuilder};
 
@@ -59,7 +59,8 @@ pub(crate) fn linear<B: Backend>(
         .map_err(onnx_err)
 }
 
-/// Writes a stack of `Conv -> Relu` layers (named `conv{i}`) on input `x` (3 channels),
+/// Writes a stack of `Conv -> Relu` layers (named `conv{i}`, each with its own kernel, stride
+/// and padding) on input `x` (3 channels),
 /// folding each layer's batch normalisation, when it has one, into the convolution:
 /// `y = gamma (conv(x) - mean) / sqrt(var + eps) + beta`. Returns the last activation.
 pub(crate) fn conv_relu_stack<'a, B: Backend + 'a>(
@@ -90,6 +91,12 @@ pub(crate) fn conv_relu_stack<'a, B: Backend + 'a>(
                 b[o] = (b[o] - mean[o]) * s + beta[o];
             }
         }
+        // the layer's own padding (3x3 layers: 1; patchify layers, kernel = stride: 0)
+        let pad = match *conv.padding {
+            PaddingConfig2d::Explicit(p, _) => p,
+            PaddingConfig2d::Valid => 0,
+            PaddingConfig2d::Same => k / 2,
+        };
         let y = g
             .conv2d(
                 &x,
@@ -100,7 +107,7 @@ pub(crate) fn conv_relu_stack<'a, B: Backend + 'a>(
                 cin,
                 k,
                 conv.stride[0],
-                1,
+                pad,
             )
             .map_err(onnx_err)?;
         x = g.relu(&y);

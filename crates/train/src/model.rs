@@ -27,11 +27,17 @@ fn he() -> Initializer {
 pub struct PointNetConfig {
     /// Input picture side in pixels (square RGB).
     pub image: usize,
-    /// Output channels of each 3x3 convolution; each layer has stride 2 when its entry in
+    /// Output channels of each convolution; each layer has stride 2 when its entry in
     /// `strides` is 2.
     pub channels: Vec<usize>,
-    /// Stride of each convolution (1 or 2).
+    /// Stride of each convolution.
     pub strides: Vec<usize>,
+    /// Kernel side of each convolution; empty (older runs) = 3 everywhere. A layer whose
+    /// kernel equals its stride is a patchify layer (non-overlapping patches, no padding:
+    /// tract lowers it without a `Pad` node, see bench/onnx/RESULTS.md section 0a);
+    /// any other kernel is padded by `kernel / 2` on each side.
+    #[serde(default)]
+    pub kernels: Vec<usize>,
     /// Width of the hidden fully connected layer.
     pub hidden: usize,
     /// Points per hypothesis `N`.
@@ -91,12 +97,28 @@ fn kaiming(gain: f64) -> Initializer {
 }
 
 impl PointNetConfig {
+    /// Kernel side of convolution `i` (3 when `kernels` does not name it).
+    pub fn kernel(&self, i: usize) -> usize {
+        self.kernels.get(i).copied().unwrap_or(3)
+    }
+
+    /// Padding (each side) of convolution `i`: 0 for a patchify layer (kernel = stride),
+    /// `kernel / 2` otherwise.
+    pub fn padding(&self, i: usize) -> usize {
+        let k = self.kernel(i);
+        if self.strides.get(i) == Some(&k) {
+            0
+        } else {
+            k / 2
+        }
+    }
+
     /// Spatial side of the encoder's last feature map.
     pub fn feature_side(&self) -> usize {
         let mut s = self.image;
-        for &st in &self.strides {
-            // 3x3, padding 1: out = floor((s + 2 - 3) / st) + 1
-            s = (s - 1) / st + 1;
+        for (i, &st) in self.strides.iter().enumerate() {
+            let (k, p) = (self.kernel(i), self.padding(i));
+            s = (s + 2 * p).saturating_sub(k) / st + 1;
         }
         s
     }
@@ -111,11 +133,12 @@ impl PointNetConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> PointNet<B> {
         let mut convs = Vec::with_capacity(self.channels.len());
         let mut cin = 3;
-        for (&cout, &st) in self.channels.iter().zip(&self.strides) {
+        for (i, (&cout, &st)) in self.channels.iter().zip(&self.strides).enumerate() {
+            let (k, p) = (self.kernel(i), self.padding(i));
             convs.push(
-                Conv2dConfig::new([cin, cout], [3, 3])
+                Conv2dConfig::new([cin, cout], [k, k])
                     .with_stride([st, st])
-                    .with_padding(PaddingConfig2d::Explicit(1, 1))
+                    .with_padding(PaddingConfig2d::Explicit(p, p))
                     .with_initializer(he())
                     .init(device),
             );
@@ -161,8 +184,9 @@ impl PointNetConfig {
     pub fn param_count(&self) -> usize {
         let mut n = 0;
         let mut cin = 3;
-        for &c in &self.channels {
-            n += cin * c * 9 + c + if self.batch_norm { 2 * c } else { 0 };
+        for (i, &c) in self.channels.iter().enumerate() {
+            let k = self.kernel(i);
+            n += cin * c * k * k + c + if self.batch_norm { 2 * c } else { 0 };
             cin = c;
         }
         let k = self.hypotheses * self.points;
@@ -190,7 +214,7 @@ pub struct PointOutput<B: Backend> {
 /// PSGN-style point-set generator.
 #[derive(Module, Debug)]
 pub struct PointNet<B: Backend> {
-    /// Encoder convolutions (3x3, padding 1, ReLU after each).
+    /// Encoder convolutions (`PointNetConfig::kernels`, ReLU after each).
     pub convs: Vec<Conv2d<B>>,
     /// Batch normalisations after the convolutions (empty: none).
     pub norms: Vec<BatchNorm<B>>,
@@ -279,6 +303,7 @@ mod tests {
             image: 16,
             channels: vec![4, 8],
             strides: vec![2, 2],
+            kernels: vec![],
             hidden: 32,
             points: 16,
             hypotheses: 1,
@@ -331,7 +356,13 @@ mod tests {
     fn old_configs_read_back_without_the_hidden_norm() {
         let mut v = serde_json::to_value(tiny(true)).unwrap();
         let o = v.as_object_mut().unwrap();
-        for k in ["hidden_norm", "hidden_leak", "hidden_gain", "head_gain"] {
+        for k in [
+            "hidden_norm",
+            "hidden_leak",
+            "hidden_gain",
+            "head_gain",
+            "kernels",
+        ] {
             o.remove(k);
         }
         let c: PointNetConfig = serde_json::from_value(v).unwrap();
@@ -339,6 +370,32 @@ mod tests {
         assert_eq!(c.hidden_leak, 0.0);
         assert_eq!(c.hidden_gain, std::f64::consts::SQRT_2);
         assert_eq!(c.head_gain, 1.0 / 3f64.sqrt());
-        assert!(c.init::<Ad>(&Default::default()).fc_norm.is_none());
+        assert!(c.kernels.is_empty());
+        let m = c.init::<Ad>(&Default::default());
+        assert!(m.fc_norm.is_none());
+        assert_eq!(m.convs[0].kernel_size, [3, 3]);
+        assert_eq!(c.feature_side(), 4);
+    }
+
+    #[test]
+    fn patchify_layers_have_no_padding_and_the_declared_output_side() {
+        let mut cfg = tiny(true);
+        cfg.kernels = vec![4, 3];
+        cfg.strides = vec![4, 1];
+        // 16 -> 4 (4x4/4, no padding) -> 4 (3x3/1, padding 1)
+        assert_eq!((cfg.padding(0), cfg.padding(1)), (0, 1));
+        assert_eq!(cfg.feature_side(), 4);
+        let m = cfg.init::<Ad>(&Default::default());
+        assert_eq!(m.convs[0].kernel_size, [4, 4]);
+        let z = m.hidden_pre(pictures(2, cfg.image));
+        assert_eq!(z.dims(), [2, cfg.hidden]);
+        let running = 2 * (cfg.channels.iter().sum::<usize>() + cfg.hidden);
+        assert_eq!(cfg.param_count() + running, m.num_params());
+        // 8x8/8 on 16 -> 2
+        cfg.kernels = vec![8, 2];
+        cfg.strides = vec![8, 2];
+        assert_eq!(cfg.feature_side(), 1);
+        let m = cfg.init::<Ad>(&Default::default());
+        assert_eq!(m.hidden_pre(pictures(2, cfg.image)).dims(), [2, cfg.hidden]);
     }
 }

@@ -107,6 +107,66 @@ fn test_preset_trains_exports_and_resumes() {
 }
 
 #[test]
+fn patchify_encoder_export_matches_burn() {
+    // the cpu-small preset's encoder form (kernel = stride, no padding), on a small picture,
+    // mixed with a padded 3x3 layer
+    let mut cfg = TrainConfig::preset("cpu-small").unwrap();
+    assert_eq!(
+        cfg.model.kernels, cfg.model.strides,
+        "cpu-small is a patchify encoder"
+    );
+    cfg.model.image = 32;
+    cfg.model.channels = vec![8, 12, 16];
+    cfg.model.strides = vec![4, 1, 2];
+    cfg.model.kernels = vec![4, 3, 2];
+    cfg.model.hidden = 32;
+    cfg.model.points = 64;
+    assert_eq!(cfg.model.feature_side(), 4);
+    let dev = Default::default();
+    let _rng = seed_exclusive::<NdArrayCpu>(&dev, 9);
+    let model = cfg.model.init::<NdArrayCpu>(&dev);
+    let side = cfg.model.image;
+    let probes: Vec<Vec<f32>> = (0..2)
+        .map(|k| {
+            (0..3 * side * side)
+                .map(|i| ((i * 11 + k * 5) % 23) as f32 / 11.0 - 1.0)
+                .collect()
+        })
+        .collect();
+    let out = tmp("patchify");
+    let onnx = out.join("m.onnx");
+    let diff = export_points(
+        &model,
+        &cfg,
+        &ExportInfo::default(),
+        &onnx,
+        &probes,
+        1e-4,
+        &dev,
+    )
+    .unwrap();
+    assert!(diff <= 1e-4);
+    // no explicit padding on the patchify layers
+    let proto = shapecast_onnx::read(&onnx).unwrap();
+    let pads: Vec<Vec<i64>> = proto
+        .graph
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv")
+        .map(|n| {
+            n.attribute
+                .iter()
+                .find(|a| a.name == "pads")
+                .map(|a| a.ints.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(pads, vec![vec![0; 4], vec![1; 4], vec![0; 4]]);
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
 fn label_head_and_hypotheses_export_matches_burn() {
     let mut cfg = TrainConfig::preset("test").unwrap();
     cfg.model.hypotheses = 2;
