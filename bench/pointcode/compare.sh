@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Point coder vs Google Draco (DracoPy, kd-tree, compression level 7), same
-# quantized clouds, same run. Usage: bench/pointcode/compare.sh [DIR]
+# quantized clouds, same run, with the information bound of each cloud
+# (bound.py). Usage: bench/pointcode/compare.sh [DIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR="${1:-/tmp/pointcode_bench}"

@@ -6,15 +6,21 @@ Reads the quantized clouds written by the `pointcode_bench` example
 (DIR/ours.tsv), encodes the SAME integer clouds with DracoPy (kd-tree point
 cloud coder, compression level 7, quantization_bits = bits; the integer
 coordinates span 0..2^bits-1 on every axis, so Draco's quantization is lossless
-on them; checked after decoding), and prints one table.
+on them; checked after decoding), and prints one table, with the information
+bound of each cloud (bound.py: log2 C(M, N) / N for the M grid cells its
+surface crosses; needs DIR/<shape>.bounds and the .ply files).
 
 Usage: draco.py DIR
 """
+import os
 import sys
 import time
 
 import numpy as np
 import DracoPy
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bound  # noqa: E402
 
 
 def timeit(f):
@@ -43,9 +49,9 @@ def main():
         for line in fh:
             r = dict(zip(head, line.split()))
             ours.append(r)
-    print("| shape | bits | ours B/pt | Draco B/pt | ratio | ours enc µs | ours dec µs "
-          "| Draco enc µs | Draco dec µs | enc speedup | dec speedup |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| shape | bits | bound B/pt | ours B/pt | Draco B/pt | ratio | ours/bound | ours enc µs "
+          "| ours dec µs | Draco enc µs | Draco dec µs | enc speedup | dec speedup |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     ratios = []
     for r in ours:
         bits = int(r["bits"])
@@ -70,8 +76,9 @@ def main():
         db = len(enc) / n
         oe, od = float(r["enc_us"]), float(r["dec_us"])
         ratios.append(ob / db)
-        print(f"| {r['shape']} | {bits} | {ob:.3f} | {db:.3f} | {ob / db:.3f} | {oe:.0f} | {od:.0f} "
-              f"| {de:.0f} | {dd:.0f} | {de / oe:.1f}x | {dd / od:.1f}x |")
+        bb = bound.bound(d, r["shape"], bits, n)[1] / 8
+        print(f"| {r['shape']} | {bits} | {bb:.3f} | {ob:.3f} | {db:.3f} | {ob / db:.3f} | {ob / bb:.2f} "
+              f"| {oe:.0f} | {od:.0f} | {de:.0f} | {dd:.0f} | {de / oe:.1f}x | {dd / od:.1f}x |")
     print(f"\nworst size ratio {max(ratios):.3f}, mean {sum(ratios) / len(ratios):.3f}")
     return 0
 

@@ -297,6 +297,16 @@ fn run(dir: &Path, mode: Mode) -> Result<(), String> {
                 b.max[i] = b.max[i].max(c as f32);
             }
         }
+        // Float bounds, for `bench/pointcode/bound.py` (information bound).
+        let bpath = dir.join(format!("{name}.bounds"));
+        std::fs::write(
+            &bpath,
+            format!(
+                "{} {} {}\n{} {} {}\n",
+                b.min[0], b.min[1], b.min[2], b.max[0], b.max[1], b.max[2]
+            ),
+        )
+        .map_err(|e| format!("write {}: {e}", bpath.display()))?;
         for bits in BITS {
             let q: Vec<[u16; 3]> = pts
                 .iter()

@@ -5,20 +5,22 @@
 use super::rc::{BitCoder, Decoder, Encoder, Prob};
 use crate::Error;
 
-/// Most neighbours used in a plane fit.
-pub const MAX_NEIGHBOURS: usize = 6;
-/// How many already-coded points (backwards in canonical order) are scanned
-/// for neighbours of an isolated point.
-const SCAN: usize = 16;
-/// Neighbour radius in units of the isolated cell's longest side.
-const RADIUS_CELLS: i32 = 3;
+/// How many already-coded points (backwards in canonical order) are
+/// considered as neighbours of an isolated point.
+pub const MAX_NEIGHBOURS: usize = 12;
+/// Neighbour radius `R` in units of the isolated cell's longest side.
+const RADIUS_CELLS: i32 = 2;
 
+/// Modelled top bits per axis of a point coded without a plane fit.
+const PLAIN_MODELLED: u8 = 2;
 /// Count buckets of a splitting cell: 2, 3, 4..=7, 8+.
 const NB: usize = 4;
-/// Distance buckets of the prediction to a bisection boundary.
-const DB: usize = 8;
 /// Spread buckets of the plane fit (5 by residual, 1 for few neighbours).
 const SB: usize = 6;
+/// Buckets of the prediction's distance to its rounded value.
+const ZB: usize = 3;
+/// Elias-gamma class contexts of the normal residual.
+const NC: usize = 6;
 
 #[inline(always)]
 fn nbucket(n: usize) -> usize {
@@ -30,7 +32,7 @@ fn nbucket(n: usize) -> usize {
     }
 }
 
-/// All adaptive contexts (536 models, about 2.1 KiB, on the stack).
+/// All adaptive contexts (on the stack).
 #[derive(Debug, Clone)]
 pub(crate) struct Models {
     one_sided: [[[[Prob; NB]; 9]; 3]; 3],
@@ -38,7 +40,9 @@ pub(crate) struct Models {
     interior: [[Prob; 8]; NB],
     plain: [[Prob; 16]; 3],
     tangent: [[[Prob; 4]; SB]; 2],
-    normal: [[Prob; DB]; SB],
+    nzero: [[Prob; ZB]; SB],
+    nsign: [[Prob; 3]; SB],
+    nclass: [[Prob; NC]; SB],
 }
 
 impl Models {
@@ -49,7 +53,9 @@ impl Models {
             interior: [[Prob::NEW; 8]; NB],
             plain: [[Prob::NEW; 16]; 3],
             tangent: [[[Prob::NEW; 4]; SB]; 2],
-            normal: [[Prob::NEW; DB]; SB],
+            nzero: [[Prob::NEW; ZB]; SB],
+            nsign: [[Prob::NEW; 3]; SB],
+            nclass: [[Prob::NEW; NC]; SB],
         }
     }
 }
@@ -104,6 +110,8 @@ struct Fit {
     bv: f64,
     /// Spread bucket (0..SB).
     sb: usize,
+    /// Mean squared residual (real units).
+    var: f64,
 }
 
 #[inline(always)]
@@ -115,64 +123,81 @@ fn tangents(axis: usize) -> (usize, usize) {
     }
 }
 
-/// Gathers neighbours among `past` and fits a plane; `None` when fewer than 3
-/// usable neighbours or a degenerate configuration. A backward scan over the
-/// last [`SCAN`] coded points keeps the [`MAX_NEIGHBOURS`] nearest (squared
-/// distance; ties keep the earlier scanned) inside the radius; when that
-/// gives no fit, the scan is repeated with twice the radius.
+/// Gathers neighbours among the last [`MAX_NEIGHBOURS`] coded points and
+/// fits a plane; `None` when fewer than 3 usable neighbours or a degenerate
+/// configuration. All points within Chebyshev radius `R` of the cell centre
+/// are used; when fewer than 3, all within `2R`, then `4R`. When the fit's
+/// residual is large (spread bucket >= [`SB_RETRY`]), the points within `R/2`
+/// are fitted too and the fit with the smaller residual is kept (repairs
+/// neighbourhoods that straddle two faces). Branch-free scan.
 fn fit_plane(past: &[[u16; 3]], cd: [i32; 3], r: [u8; 3]) -> Option<Fit> {
     let rmax = r[0].max(r[1]).max(r[2]);
     let radius = RADIUS_CELLS << (rmax as i32 + 1); // doubled units
-    let start = past.len().saturating_sub(SCAN);
-    let recent = &past[start..];
-    fit_in(recent, cd, radius).or_else(|| fit_in(recent, cd, 2 * radius))
-}
-
-/// The nearest neighbours inside `radius` among `recent` (scanned backwards),
-/// then [`fit_points`].
-fn fit_in(recent: &[[u16; 3]], cd: [i32; 3], radius: i32) -> Option<Fit> {
-    let mut d2 = [i64::MAX; MAX_NEIGHBOURS];
-    let mut pts = [[0i32; 3]; MAX_NEIGHBOURS];
-    let mut cnt = 0usize;
-    for q in recent.iter().rev() {
-        let rel = [
+                                                    // A fixed-size window (unrolled scan); at the start of the stream the
+                                                    // missing slots are masked out.
+    let mut pad = [[0u16; 3]; MAX_NEIGHBOURS];
+    let (win, valid): (&[[u16; 3]; MAX_NEIGHBOURS], u32) = match past.last_chunk::<MAX_NEIGHBOURS>()
+    {
+        Some(w) => (w, (1u32 << MAX_NEIGHBOURS) - 1),
+        None => {
+            let k = past.len().min(MAX_NEIGHBOURS);
+            pad[..k].copy_from_slice(&past[past.len() - k..]);
+            (&pad, (1u32 << k) - 1)
+        }
+    };
+    let mut rel = [[0i32; 3]; MAX_NEIGHBOURS];
+    let mut cheb = [0i32; MAX_NEIGHBOURS];
+    for i in 0..MAX_NEIGHBOURS {
+        let q = win[i];
+        let v = [
             2 * q[0] as i32 + 1 - cd[0],
             2 * q[1] as i32 + 1 - cd[1],
             2 * q[2] as i32 + 1 - cd[2],
         ];
-        if rel[0].abs().max(rel[1].abs()).max(rel[2].abs()) > radius {
-            continue;
-        }
-        let key = rel[0] as i64 * rel[0] as i64
-            + rel[1] as i64 * rel[1] as i64
-            + rel[2] as i64 * rel[2] as i64;
-        if key >= d2[MAX_NEIGHBOURS - 1] {
-            continue;
-        }
-        let mut at = MAX_NEIGHBOURS - 1;
-        while at > 0 && d2[at - 1] > key {
-            d2[at] = d2[at - 1];
-            pts[at] = pts[at - 1];
-            at -= 1;
-        }
-        d2[at] = key;
-        pts[at] = rel;
-        cnt = (cnt + 1).min(MAX_NEIGHBOURS);
+        cheb[i] = v[0].abs().max(v[1].abs()).max(v[2].abs());
+        rel[i] = v;
     }
-    fit_points(&pts[..cnt])
+    let (mut near, mut mid, mut far, mut vfar) = (0u32, 0u32, 0u32, 0u32);
+    for (i, &c) in cheb.iter().enumerate() {
+        near |= u32::from(c <= radius / 2) << i;
+        mid |= u32::from(c <= radius) << i;
+        far |= u32::from(c <= 2 * radius) << i;
+        vfar |= u32::from(c <= 4 * radius) << i;
+    }
+    let (near, mid, far, vfar) = (near & valid, mid & valid, far & valid, vfar & valid);
+    let mask = if mid.count_ones() >= 3 {
+        mid
+    } else if far.count_ones() >= 3 {
+        far
+    } else {
+        vfar
+    };
+    let fit = fit_mask(&rel, mask)?;
+    if fit.sb >= SB_RETRY && near.count_ones() >= 3 && near != mask {
+        if let Some(f2) = fit_mask(&rel, near) {
+            if f2.var < fit.var {
+                return Some(f2);
+            }
+        }
+    }
+    Some(fit)
 }
 
-/// Least-squares plane through `nb` (relative, doubled units). The scatter
-/// matrix `S_ij = n·Σ a_i·a_j - Σ a_i·Σ a_j` (n² times the covariance) is
-/// exact in `i64`; the 2×2 solves run on `f64` in a fixed operation order.
-fn fit_points(nb: &[[i32; 3]]) -> Option<Fit> {
-    let cnt = nb.len();
+/// Spread bucket from which a fit is retried on the nearest neighbours.
+const SB_RETRY: usize = 2;
+
+/// Plane fit of the neighbours selected by `mask` (bit i: `rel[i]`).
+fn fit_mask(rel: &[[i32; 3]; MAX_NEIGHBOURS], mask: u32) -> Option<Fit> {
+    let cnt = mask.count_ones();
     if cnt < 3 {
         return None;
     }
     let mut s = [0i64; 3];
     let mut ss = [0i64; 6]; // xx, yy, zz, xy, xz, yz
-    for v in nb {
+    let mut m = mask;
+    while m != 0 {
+        let v = rel[(m.trailing_zeros() as usize) % MAX_NEIGHBOURS];
+        m &= m - 1;
         let (x, y, z) = (v[0] as i64, v[1] as i64, v[2] as i64);
         s[0] += x;
         s[1] += y;
@@ -184,7 +209,16 @@ fn fit_points(nb: &[[i32; 3]]) -> Option<Fit> {
         ss[4] += x * z;
         ss[5] += y * z;
     }
-    let n = cnt as i64;
+    fit_sums(cnt as i64, s, ss)
+}
+
+/// Least-squares plane from the sums of `n` neighbours (relative, doubled
+/// units). The scatter matrix `S_ij = n·Σ a_i·a_j - Σ a_i·Σ a_j` (n² times
+/// the covariance) is exact in `i64`; the normal axis is the one whose 2×2
+/// tangent minor is largest (equivalently the smallest residual), solved on
+/// `f64` in a fixed operation order.
+fn fit_sums(n: i64, s: [i64; 3], ss: [i64; 6]) -> Option<Fit> {
+    let cnt = n as usize;
     let sc = |k: usize, i: usize, j: usize| (n * ss[k] - s[i] * s[j]) as f64;
     let (sxx, syy, szz) = (sc(0, 0, 0), sc(1, 1, 1), sc(2, 2, 2));
     let (sxy, sxz, syz) = (sc(3, 0, 1), sc(4, 0, 2), sc(5, 1, 2));
@@ -194,45 +228,40 @@ fn fit_points(nb: &[[i32; 3]]) -> Option<Fit> {
         (sxx, szz, sxz, sxy, syz, syy),
         (sxx, syy, sxy, sxz, syz, szz),
     ];
-    let mut best: Option<(f64, usize, f64, f64)> = None;
-    for (axis, &(suu, svv, suv, suw, svw, sww)) in cand.iter().enumerate() {
+    let mut best = (0.0f64, 3usize);
+    for (axis, &(suu, svv, suv, ..)) in cand.iter().enumerate() {
         let det = suu * svv - suv * suv;
-        if det <= 1e-9 * (suu * svv + 1.0) {
-            continue;
-        }
-        let bu = (suw * svv - svw * suv) / det;
-        let bv = (svw * suu - suw * suv) / det;
-        let msr = sww - bu * suw - bv * svw;
-        if best.is_none_or(|(b, ..)| msr < b) {
-            best = Some((msr, axis, bu, bv));
+        if det > best.0 && det > 1e-9 * (suu * svv + 1.0) {
+            best = (det, axis);
         }
     }
-    let (msr, axis, bu, bv) = best?;
+    let (det, axis) = best;
+    let &(suu, svv, suv, suw, svw, sww) = cand.get(axis)?;
+    let inv_det = 1.0 / det;
+    let bu = (suw * svv - svw * suv) * inv_det;
+    let bv = (svw * suu - suw * suv) * inv_det;
+    let msr = sww - bu * suw - bv * svw;
     let (u, v) = tangents(axis);
-    let nf = cnt as f64;
+    let inv_n = 1.0 / n as f64;
     // Mean squared residual in real units: msr / n² / 4 (doubled units).
-    let var = msr / (4.0 * nf * nf);
+    let var = msr * inv_n * inv_n * 0.25;
     let sb = if cnt < 5 {
         5
-    } else if var < 0.25 {
-        0
-    } else if var < 1.0 {
-        1
-    } else if var < 4.0 {
-        2
-    } else if var < 16.0 {
-        3
     } else {
-        4
+        usize::from(var >= 0.25)
+            + usize::from(var >= 1.0)
+            + usize::from(var >= 4.0)
+            + usize::from(var >= 16.0)
     };
     Some(Fit {
         axis,
-        w0: s[axis] as f64 / nf,
-        uc: s[u] as f64 / nf,
-        vc: s[v] as f64 / nf,
+        w0: s[axis] as f64 * inv_n,
+        uc: s[u] as f64 * inv_n,
+        vc: s[v] as f64 * inv_n,
         bu,
         bv,
         sb,
+        var,
     })
 }
 
@@ -246,17 +275,6 @@ fn fabs(x: f64) -> f64 {
         -x
     } else {
         x
-    }
-}
-
-#[inline(always)]
-fn dbucket(d: i64) -> usize {
-    // |d| in 1/16 units: <0.5, <1, <2, <4, <8, <16, <32, more.
-    let a = d.unsigned_abs();
-    if a < 8 {
-        0
-    } else {
-        ((64 - (a >> 3).leading_zeros()) as usize).min(DB - 1)
     }
 }
 
@@ -283,16 +301,22 @@ fn code_point<C: BitCoder>(
         2 * corner[2] as i32 + (1i32 << r[2]),
     ];
     let mut q = corner;
+    c.cat(1);
     let Some(fit) = fit_plane(past, cd, r) else {
+        // No fit: the top PLAIN_MODELLED bits of each axis modelled by bit
+        // index, the rest raw.
         for a in 0..3 {
-            for i in (0..r[a]).rev() {
+            let raw_bits = r[a].saturating_sub(PLAIN_MODELLED);
+            for i in (raw_bits..r[a]).rev() {
                 if c.bit(&mut m.plain[a][i as usize], (p[a] >> i) & 1 == 1) {
                     q[a] |= 1 << i;
                 }
             }
+            q[a] |= c.raw(p[a] as u32, raw_bits as u32) as u16;
         }
         return q;
     };
+    c.cat(2);
     let (u, v) = tangents(fit.axis);
     // Tangent coordinates: each bisection is coded in the context of which
     // halves the fitted plane crosses inside the cell's normal range.
@@ -334,24 +358,65 @@ fn code_point<C: BitCoder>(
             }
         }
     }
-    // Predicted normal coordinate, 1/16 units, absolute.
+    // Normal axis: residual to the rounded prediction, clamped to the cell.
+    c.cat(8 + fit.sb);
     let w = fit.axis;
     let u0 = (2 * q[u] as i32 + 1 - cd[u]) as f64;
     let v0 = (2 * q[v] as i32 + 1 - cd[v]) as f64;
     let rel = fit.w0 + fit.bu * (u0 - fit.uc) + fit.bv * (v0 - fit.vc);
-    // Doubled units -> 1/16 units; `as` saturates (and maps NaN to 0).
-    let pred = (cd[w] as i64) * 8 + (rel * 8.0) as i64;
-    let ctx = &mut m.normal[fit.sb];
-    for i in (0..r[w]).rev() {
-        let mid = (q[w] as i64 | (1 << i)) * 16;
-        let d = pred - mid;
-        let up = d >= 0;
-        let bit = (p[w] >> i) & 1 == 1;
-        let agree = c.bit(&mut ctx[dbucket(d)], bit == up);
-        if agree == up {
-            q[w] |= 1 << i;
-        }
+    // Doubled units relative to the centre -> 1/16 grid units, absolute
+    // (`as` saturates and maps NaN to 0).
+    let pred = (cd[w] as i64 - 1) * 8 + (rel * 8.0) as i64;
+    let lo = corner[w] as i64;
+    let hi = lo + (1i64 << r[w]) - 1;
+    if lo == hi {
+        return q; // no free bit on the normal axis: q[w] = corner[w]
     }
+    let pi = (pred.saturating_add(8) >> 4).clamp(lo, hi);
+    let frac = pred.saturating_sub(16 * pi);
+    let zb = (frac.unsigned_abs() as usize / 3).min(ZB - 1);
+    let e = p[w] as i64 - pi;
+    let zero = c.bit(&mut m.nzero[fit.sb][zb], e == 0);
+    let mut val = pi;
+    if !zero {
+        // Sign: forced at the cell's edges.
+        let pos = if pi == lo {
+            true
+        } else if pi == hi {
+            false
+        } else {
+            let sc = if frac > 0 {
+                0
+            } else if frac < 0 {
+                1
+            } else {
+                2
+            };
+            c.bit(&mut m.nsign[fit.sb][sc], e > 0)
+        };
+        // |e| >= 1 as Elias gamma: the class floor(log2 |e|) in unary with
+        // modelled bits, capped by the room left in the cell on that side,
+        // then the bits of |e| below its leading 1 raw.
+        let room = if pos { hi - pi } else { pi - lo } as u64; // >= 1
+        let maxc = 63 - room.leading_zeros(); // largest class that fits
+        let mag = e.unsigned_abs().max(1); // = m + 1
+        let cls = 63 - mag.leading_zeros();
+        let mut k = 0u32;
+        while k < maxc {
+            if !c.bit(&mut m.nclass[fit.sb][(k as usize).min(NC - 1)], k < cls) {
+                break;
+            }
+            k += 1;
+        }
+        let low = c.raw(mag as u32, k) as u64;
+        let got = (1u64 << k) | low;
+        if got > room {
+            c.invalid();
+        }
+        let got = got.min(room) as i64;
+        val = if pos { pi + got } else { pi - got };
+    }
+    q[w] = val as u16;
     q
 }
 
@@ -384,6 +449,7 @@ impl TreeEnc<'_, '_> {
         let shift = self.bits as u32 - 1 - t / 3;
         let mid = lo + self.pts[lo..hi].partition_point(|p| (p[axis] >> shift) & 1 == 0);
         let k = mid - lo;
+        self.c.cat(0);
         code_count(&mut self.c, &mut self.m, t, hist, n, k);
         let mut h = hist;
         h[axis] = if k == 0 || k == n { 1 } else { 2 };
@@ -468,8 +534,23 @@ pub(crate) fn decode_tree(body: &[u8], bits: u8, out: &mut [[u16; 3]]) -> Result
     if d.c.over > 0 {
         return Err(Error::Truncated);
     }
-    if !d.c.exact() {
+    if d.c.bad || !d.c.exact() {
         return Err(Error::Malformed);
     }
     Ok(())
+}
+
+/// Test-only: the ideal cost in bits per category (0 count splits, 1 points
+/// without a fit, 2 tangent coordinates, 8 + sb normal coordinate by spread
+/// bucket) and, at 16 + category, the number of modelled decisions.
+#[cfg(test)]
+pub(crate) fn cost_of(points: &[[u16; 3]], bits: u8, out: &mut [u8]) -> [f64; 32] {
+    let mut e = TreeEnc {
+        c: Encoder::new(out),
+        m: Models::new(),
+        pts: points,
+        bits,
+    };
+    e.node(0, 0, points.len(), [0; 3], [0; 3]);
+    e.c.cost
 }

@@ -4,16 +4,20 @@
 //! and coded as a multiset: a depth-first binary kd-tree over the Morton order
 //! codes how many points fall in the lower half of each cell (count
 //! splitting, so duplicates survive), and a cell holding a single point codes
-//! that point directly, predicting its coordinate along the local surface
-//! normal from a plane fitted to already-coded neighbours. Modelled decisions
-//! go through an adaptive binary range coder; tangent bits below the level
-//! where the plane crosses both halves of the cell are stored as raw bits in
-//! a separate section at the end of the stream (cheap to write and read). The bitstream is specified in
-//! section 5 of `crates/wire/SPEC.md`.
+//! that point directly: a plane is fitted to the already-coded points among
+//! the last [`MAX_NEIGHBOURS`] in canonical order that lie near the cell
+//! (refitted on the nearest ones when the residual is large); the tangent
+//! coordinates are coded bit by bit in the context of where the plane
+//! crosses the cell until the plane crosses both halves, the rest as raw
+//! bits; the normal coordinate as a residual to the plane's prediction
+//! (zero flag, sign, Elias-gamma magnitude). Modelled decisions go through an
+//! adaptive binary range coder, raw bits into a separate section read without
+//! any model. The bitstream (format version 3) is specified in section 5 of
+//! `crates/wire/SPEC.md`.
 //!
 //! No heap is used anywhere: working memory is on the stack (the recursion is
-//! at most `3 * 16 + 1` frames deep, the context tables hold 536 models, about
-//! 2.1 KiB, and a neighbour buffer of [`MAX_NEIGHBOURS`] points;
+//! at most `3 * 16 + 1` frames deep, the context tables hold 560 models,
+//! about 2.2 KiB, and a neighbour buffer of [`MAX_NEIGHBOURS`] points;
 //! [`sort_canonical`] recurses at most 8 levels with 768 bytes of counters
 //! each; estimated below 16 KiB in all, not measured on the target).
 
@@ -31,9 +35,9 @@ pub const MAX_BITS: u8 = 16;
 /// Most points one stream may hold (the count field is a LEB128 `u32`).
 pub const MAX_POINTS: usize = u32::MAX as usize;
 
-/// First header byte of an arithmetic-coded stream (format version 2; version
-/// 1, tag `0xA1`, is no longer read).
-pub const TAG_ARITH: u8 = 0xA2;
+/// First header byte of an arithmetic-coded stream (format version 3; versions
+/// 1 and 2, tags `0xA1` and `0xA2`, are no longer read).
+pub const TAG_ARITH: u8 = 0xA3;
 /// First header byte of a bit-packed (raw) stream, used when the arithmetic
 /// stream would be larger.
 pub const TAG_RAW: u8 = 0xA0;

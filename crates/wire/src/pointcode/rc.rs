@@ -18,6 +18,17 @@ const RATES: [u8; 40] = [
     6, 6, 6, 6, 6, 6, 6, 6,
 ];
 
+/// [`RATES`] widened to every `u8` index (entries past 39 repeat the last).
+const RATE_OF: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = RATES[if i < RATES.len() { i } else { RATES.len() - 1 }];
+        i += 1;
+    }
+    t
+};
+
 /// One adaptive binary context: probability of a 0 bit (16-bit) and a count of
 /// observations (saturating) that selects the adaptation speed.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +49,8 @@ impl Prob {
 
     #[inline(always)]
     fn update(&mut self, bit: bool) {
-        let rate = RATES[self.n as usize] as u32;
+        // `n` never exceeds 39; indexing the 256-entry table needs no check.
+        let rate = RATE_OF[self.n as usize] as u32;
         self.n += u8::from((self.n as usize) < RATES.len() - 1);
         let p = self.p0 as u32;
         // Branch-free: a 1 moves p toward 0, a 0 toward 65535.
@@ -55,6 +67,11 @@ pub(crate) trait BitCoder {
     /// Codes the low `k` (0..=16) bits of `v` as raw (equiprobable) bits in
     /// the separate raw section; returns them.
     fn raw(&mut self, v: u32, k: u32) -> u32;
+    /// Marks the stream invalid (the decoder met a value no encoder writes).
+    fn invalid(&mut self) {}
+    /// Test-only cost accounting: the category of the following decisions.
+    #[inline(always)]
+    fn cat(&mut self, _c: usize) {}
 }
 
 /// Range encoder writing into a borrowed slice.
@@ -74,6 +91,23 @@ pub(crate) struct Encoder<'a> {
     nacc: u32,
     /// Raw bytes written so far, stored backwards from the end of `out`.
     nraw: usize,
+    /// Test-only accounting: ideal cost in bits per category (`cat`).
+    #[cfg(test)]
+    pub(crate) cost: [f64; 32],
+    #[cfg(test)]
+    pub(crate) cat: usize,
+}
+
+/// log2 for the test-only cost accounting (no `std` float functions here).
+#[cfg(test)]
+pub(crate) fn log2(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
+    let t = (m - 1.0) / (m + 1.0);
+    let t2 = t * t;
+    let ln = 2.0 * t * (1.0 + t2 * (1.0 / 3.0 + t2 * (0.2 + t2 * (1.0 / 7.0 + t2 / 9.0))));
+    e as f64 + ln / core::f64::consts::LN_2
 }
 
 impl<'a> Encoder<'a> {
@@ -90,6 +124,10 @@ impl<'a> Encoder<'a> {
             acc: 0,
             nacc: 0,
             nraw: 0,
+            #[cfg(test)]
+            cost: [0.0; 32],
+            #[cfg(test)]
+            cat: 0,
         }
     }
 
@@ -193,9 +231,20 @@ impl<'a> Encoder<'a> {
 }
 
 impl BitCoder for Encoder<'_> {
+    #[cfg(test)]
+    fn cat(&mut self, c: usize) {
+        self.cat = c;
+    }
+
     #[inline(always)]
     fn bit(&mut self, m: &mut Prob, bit: bool) -> bool {
         let bound = (self.range >> PROB_BITS) * m.p12();
+        #[cfg(test)]
+        {
+            let p0 = m.p12() as f64 / 4096.0;
+            self.cost[self.cat] -= log2(if bit { 1.0 - p0 } else { p0 });
+            self.cost[(16 + self.cat) % 32] += 1.0;
+        }
         let mask = 0u32.wrapping_sub(u32::from(bit));
         self.low += (bound & mask) as u64;
         self.range = (bound & !mask) | ((self.range - bound) & mask);
@@ -207,6 +256,10 @@ impl BitCoder for Encoder<'_> {
     #[inline(always)]
     fn raw(&mut self, v: u32, k: u32) -> u32 {
         let v = v & ((1u32 << k) - 1);
+        #[cfg(test)]
+        {
+            self.cost[self.cat] += k as f64;
+        }
         self.acc |= (v as u64) << self.nacc;
         self.nacc += k;
         while self.nacc >= 8 {
@@ -232,6 +285,8 @@ pub(crate) struct Decoder<'a> {
     acc: u64,
     nacc: u32,
     nraw: usize,
+    /// Set when a decoded value is impossible (see [`BitCoder::invalid`]).
+    pub(crate) bad: bool,
 }
 
 impl<'a> Decoder<'a> {
@@ -269,6 +324,7 @@ impl<'a> Decoder<'a> {
             acc: 0,
             nacc: 0,
             nraw: 0,
+            bad: false,
         };
         for _ in 0..4 {
             d.code = (d.code << 8) | d.next() as u32;
@@ -306,6 +362,10 @@ impl<'a> Decoder<'a> {
 }
 
 impl BitCoder for Decoder<'_> {
+    fn invalid(&mut self) {
+        self.bad = true;
+    }
+
     #[inline(always)]
     fn bit(&mut self, m: &mut Prob, _bit: bool) -> bool {
         let bound = (self.range >> PROB_BITS) * m.p12();

@@ -73,11 +73,12 @@ fn golden_bytes() {
     assert_eq!(out, pts);
 }
 
-/// Refrozen 2026-11-21 for format version 2 (tag 0xA2: raw section for the
-/// tangent bits below the level where the plane crosses both halves, after
-/// the range-coder section whose length leads the body; scatter fit;
-/// single-pass neighbour lists). Version 1 was tag 0xA1.
-const GOLDEN_HEX: &str = "a20a405b41665f2bc121376fcf5454b13c75f0abc632bb009d9d8b952a7dfa36141f6de1f5b2d4de78482064ef7b8ab15ba16260aaab8f841ff461db2fd8f882448069a4a7be46a8d4e89ce39eccf2f4e5db1b537ea1957555ff9886cd58d82514020a1a1c02818280e36078028f000305808062110008080e0e1e068d82820200878680010682c0824108020fc0c22068187898";
+/// Refrozen 2026-11-21 (late) for format version 3 (tag 0xA3: neighbours
+/// are all of the last 12 points within a radius, refitted on the nearest
+/// when the residual is large; normal coordinate as zero flag, sign and
+/// Elias-gamma residual; low bits of points without a fit raw). Version 2
+/// was tag 0xA2, version 1 tag 0xA1.
+const GOLDEN_HEX: &str = "a30a405041665f2bc1215e232f807ecbd2d1e6914ad31af014fc340c073ed36b6957c3df7b611d62cdf6594009029369bdb0de27434d3aea72a0818bfb1f921d393c53092a1db5b5f4e79c286d7a1d8071ef5e10b01090c04061a8a0c18580000561c0c2271e0106280020a0c022002101050e70f083418f027a160a80e00e1d04c000169060c10201215e002b0c08f040f8c31c";
 
 #[test]
 fn canonical_order_is_morton() {
@@ -240,6 +241,69 @@ fn fuzz_regression_truncated_raw_section() {
     }
 }
 
+/// Points isolated at the last two kd levels, on a plane whose normal axis
+/// (x) has no free bit left in their cell: the normal residual must not be
+/// coded at all there (the early return of format 3 for `lo == hi`).
+#[test]
+fn isolated_points_without_free_normal_bits() {
+    for bits in [8u8, 10, 16] {
+        let mut pts = Vec::new();
+        for i in 0..12u16 {
+            for j in 0..12u16 {
+                let (y, z) = (20 + 8 * i, 30 + 8 * j);
+                pts.push([100, y, z]);
+                // A partner differing in the lowest y bit: the pair splits at
+                // depth 3B - 2 and each half holds one point with r = [0, 0, 1].
+                pts.push([100, y ^ 1, z]);
+            }
+        }
+        let n = roundtrip(&mut pts, bits);
+        assert!(n < pts.len() * 3 * bits as usize / 8);
+    }
+}
+
+/// Deterministic 2048-point sphere (radius = half the grid) at 10 bits.
+fn sphere_cloud(bits: u8) -> Vec<[u16; 3]> {
+    let mut s = 0x5EEDu64;
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    };
+    let m = ((1u32 << bits) - 1) as f64;
+    let mut v = Vec::new();
+    while v.len() < 2048 {
+        let p = [next(), next(), next()];
+        let r2 = p[0] * p[0] + p[1] * p[1] + p[2] * p[2];
+        if r2 > 1e-6 && r2 <= 1.0 {
+            // sqrt by Newton (no std float functions in this no_std crate).
+            let mut r = r2;
+            for _ in 0..40 {
+                r = 0.5 * (r + r2 / r);
+            }
+            v.push(p.map(|c| ((c / r * 0.5 + 0.5) * m + 0.5) as u16));
+        }
+    }
+    v
+}
+
+/// Compression regression guard: the sphere at 10 and 12 bits must stay at
+/// the size format 3 reached (bytes per point, with 1 % slack).
+#[test]
+fn sphere_compresses_as_designed() {
+    for (bits, limit) in [(10u8, SPHERE_LIMIT[0]), (12, SPHERE_LIMIT[1])] {
+        let mut pts = sphere_cloud(bits);
+        let n = roundtrip(&mut pts, bits);
+        let bpp = n as f64 / pts.len() as f64;
+        assert!(bpp <= limit, "{bits} bits: {bpp:.3} B/pt > {limit}");
+    }
+}
+
+/// Bytes per point of [`sphere_cloud`] at 10 and 12 bits (format 3: 2.310
+/// and 3.052) + 1 %.
+const SPHERE_LIMIT: [f64; 2] = [2.310 * 1.01, 3.052 * 1.01];
+
 /// Coordinates drawn from the extremes and their neighbours (0, 1, the top
 /// bit alone, max - 1, max), 1..=3 points, every depth.
 fn extreme_cloud() -> impl Strategy<Value = (u8, Vec<[u16; 3]>)> {
@@ -388,6 +452,50 @@ proptest! {
             // Half a step, plus f32 rounding of the coordinates themselves.
             let tol = 0.5 * step + 4.0 * f32::EPSILON * (b.min[i].abs() + b.max[i].abs());
             prop_assert!((p[i] - d[i]).abs() <= tol, "axis {} err {} step {}", i, (p[i] - d[i]).abs(), step);
+        }
+    }
+}
+
+/// Where the bits go (ideal cost per category, bits per point) on the clouds
+/// written by the `pointcode_bench` example: run with
+/// `PC_DIR=/tmp/pointcode_bench cargo test --release -p shapecast-wire bits_breakdown -- --ignored --nocapture`.
+#[test]
+#[ignore = "diagnostic: needs the clouds of the pointcode_bench example"]
+fn bits_breakdown() {
+    let dir = std::env::var("PC_DIR").unwrap_or_else(|_| "/tmp/pointcode_bench".into());
+    println!("shape bits | count | nofit | tangent | normal | total (bits/pt) | decisions/pt (same order)");
+    for shape in ["sphere", "box", "chair", "torus", "mug", "blob"] {
+        for bits in [8u8, 10, 12] {
+            let Ok(text) = std::fs::read_to_string(format!("{dir}/{shape}_{bits}.xyz")) else {
+                continue;
+            };
+            let mut pts: Vec<[u16; 3]> = text
+                .lines()
+                .map(|l| {
+                    let v: Vec<u16> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+                    [v[0], v[1], v[2]]
+                })
+                .collect();
+            sort_canonical(&mut pts, &mut [] as &mut [u8]);
+            let mut buf = vec![0u8; max_encoded_len(pts.len(), bits)];
+            let cost = code::cost_of(&pts, bits, &mut buf);
+            let n = pts.len() as f64;
+            let normal: f64 = cost[8..14].iter().sum();
+            let t = cost[0] + cost[1] + cost[2] + normal;
+            let dec = |i: usize| cost[16 + i] / n;
+            let ndec: f64 = (24..30).map(|i| cost[i]).sum::<f64>() / n;
+            println!(
+                "{shape} {bits} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | decisions/pt {:.1} {:.1} {:.1} {:.1}",
+                cost[0] / n,
+                cost[1] / n,
+                cost[2] / n,
+                normal / n,
+                t / n,
+                dec(0),
+                dec(1),
+                dec(2),
+                ndec,
+            );
         }
     }
 }
