@@ -338,6 +338,94 @@ impl StageState {
     }
 }
 
+/// Bookkeeping shared by the training loops of the run-folder stages (lmnet's two stages,
+/// mesh): the loss window, the validation and `metrics.csv` rows at logging steps, the
+/// progress in [`StageState`] and when to checkpoint.
+pub(crate) struct StageLoop {
+    /// Progress (saved with each checkpoint).
+    pub state: StageState,
+    /// Step this call started from.
+    pub start: usize,
+    steps: usize,
+    eval_every: usize,
+    checkpoint_interval: usize,
+    csv: MetricsCsv,
+    t0: Instant,
+    elapsed0: f64,
+    // sums of the main and the extra loss, and the steps in the window
+    window: (f64, f64, usize),
+}
+
+impl StageLoop {
+    /// Starts (or continues, from `state`) a stage of `steps` steps whose rows go to `csv`.
+    pub fn new(
+        state: StageState,
+        csv: &Path,
+        steps: usize,
+        eval_every: usize,
+        checkpoint_interval: usize,
+    ) -> Result<Self, TrainError> {
+        let start = state.step;
+        let csv = MetricsCsv::resume(csv, start)?;
+        Ok(Self {
+            elapsed0: state.elapsed_s,
+            state,
+            start,
+            steps,
+            eval_every,
+            checkpoint_interval,
+            csv,
+            t0: Instant::now(),
+            window: (0.0, 0.0, 0),
+        })
+    }
+
+    /// Records step `step`'s `loss` and `extra` loss (the CSV's extra column). At a logging
+    /// step writes a CSV row with the window means, and at a validation step (when `has_val`)
+    /// first calls `validate(done, loss, extra)` (which logs). Returns whether the step
+    /// checkpoints.
+    pub fn after_step(
+        &mut self,
+        step: usize,
+        lr: f64,
+        loss: f32,
+        extra: f32,
+        has_val: bool,
+        validate: impl FnOnce(usize, f32, f32) -> Result<PointMetrics, TrainError>,
+    ) -> Result<bool, TrainError> {
+        self.window.0 += f64::from(loss);
+        self.window.1 += f64::from(extra);
+        self.window.2 += 1;
+        let done = step + 1;
+        let state = &mut self.state;
+        state.step = done;
+        state.elapsed_s = self.elapsed0 + self.t0.elapsed().as_secs_f64();
+        let at_eval = done % self.eval_every == 0 || done == self.steps;
+        if done % log_window() == 0 || at_eval {
+            let n = self.window.2 as f64;
+            let (l, e) = ((self.window.0 / n) as f32, (self.window.1 / n) as f32);
+            self.window = (0.0, 0.0, 0);
+            state.first_loss.get_or_insert(l);
+            state.last_loss = Some(l);
+            let m = if at_eval && has_val {
+                Some(validate(done, l, e)?)
+            } else {
+                None
+            };
+            self.csv.row(done, lr, l, e, m.as_ref(), state.elapsed_s)?;
+            if m.is_some() {
+                state.val = m;
+            }
+        }
+        Ok(done % self.checkpoint_interval == 0 || done == self.steps)
+    }
+
+    /// The stage's summary and its CSV (to plot).
+    pub fn finish(self) -> (StageSummary, MetricsCsv) {
+        (self.state.summary(self.start), self.csv)
+    }
+}
+
 /// File names of one stage's checkpoint inside a run folder: the weights (burn adds
 /// `.mpk`), the optimizer state and the [`StageState`] JSON.
 #[derive(Debug, Clone, Copy)]
@@ -1074,12 +1162,15 @@ pub fn train_ae<B: AutodiffBackend>(
             let _ = std::fs::remove_file(out.join(f));
         }
     }
-    let start = state.step;
-    let csv = MetricsCsv::resume(&out.join(files::AE_CSV), start)?;
+    let mut lp = StageLoop::new(
+        state,
+        &out.join(files::AE_CSV),
+        cfg.ae_steps,
+        cfg.eval_every,
+        cfg.checkpoint_interval(),
+    )?;
+    let start = lp.start;
     let mut order = BatchOrder::new(cfg.seed, train.len(), cfg.batch);
-    let t = Instant::now();
-    let elapsed0 = state.elapsed_s;
-    let mut window = (0.0f64, 0usize);
     for step in start..cfg.ae_steps {
         let refs: Vec<&Sample> = order.at(step).into_iter().map(|i| &train[i]).collect();
         let (_, pts) = batch_tensors::<B>(&refs, cfg.mean, cfg.std, device)?;
@@ -1094,38 +1185,20 @@ pub fn train_ae<B: AutodiffBackend>(
             )));
         }
         ae = optim.step(lr, ae, grads);
-        window.0 += f64::from(v);
-        window.1 += 1;
-        let done = step + 1;
-        state.step = done;
-        state.elapsed_s = elapsed0 + t.elapsed().as_secs_f64();
-        let at_eval = done % cfg.eval_every == 0 || done == cfg.ae_steps;
-        if done % log_window() == 0 || at_eval {
-            let l = (window.0 / window.1 as f64) as f32;
-            window = (0.0, 0);
-            state.first_loss.get_or_insert(l);
-            state.last_loss = Some(l);
-            let m = if at_eval && !val.is_empty() {
-                let m = validate_ae(&ae.valid(), val, cfg, device)?;
-                log::info!(
-                    "ae step {done:>5}  train chamfer {l:.5}  val chamfer-L2 {:.5}  F@1% {:.2}",
-                    m.chamfer_l2,
-                    m.fscore_1pct
-                );
-                Some(m)
-            } else {
-                None
-            };
-            csv.row(done, lr, l, 0.0, m.as_ref(), state.elapsed_s)?;
-            if m.is_some() {
-                state.val = m;
-            }
-        }
-        if done % cfg.checkpoint_interval() == 0 || done == cfg.ae_steps {
-            save_checkpoint(&ae, &optim, &state, out, AE_CHECKPOINT)?;
+        let checkpoint = lp.after_step(step, lr, v, 0.0, !val.is_empty(), |done, l, _| {
+            let m = validate_ae(&ae.valid(), val, cfg, device)?;
+            log::info!(
+                "ae step {done:>5}  train chamfer {l:.5}  val chamfer-L2 {:.5}  F@1% {:.2}",
+                m.chamfer_l2,
+                m.fscore_1pct
+            );
+            Ok(m)
+        })?;
+        if checkpoint {
+            save_checkpoint(&ae, &optim, &lp.state, out, AE_CHECKPOINT)?;
         }
     }
-    let sum = state.summary(start);
+    let (sum, csv) = lp.finish();
     let ae = ae.valid();
     if start < cfg.ae_steps || !out.join(files::LATENT_STD).exists() {
         ae.clone()
@@ -1238,8 +1311,14 @@ pub fn train_image<B: AutodiffBackend>(
     } else {
         let _ = std::fs::remove_file(out.join(files::IMAGE_STATE));
     }
-    let start = state.step;
-    let csv = MetricsCsv::resume(&out.join(files::IMAGE_CSV), start)?;
+    let mut lp = StageLoop::new(
+        state,
+        &out.join(files::IMAGE_CSV),
+        cfg.image_steps,
+        cfg.eval_every,
+        cfg.checkpoint_interval(),
+    )?;
+    let start = lp.start;
     let mut order = BatchOrder::new(cfg.seed.wrapping_add(1), train.len(), cfg.batch);
     let std_t = Tensor::<B, 2>::from_data(
         TensorData::new(latent_std.to_vec(), [1, cfg.latent]),
@@ -1247,9 +1326,6 @@ pub fn train_image<B: AutodiffBackend>(
     )
     .mul_scalar(cfg.sigma_scale);
     let (z, k) = (cfg.latent, cfg.train_samples_k);
-    let t = Instant::now();
-    let elapsed0 = state.elapsed_s;
-    let mut window = (0.0f64, 0.0f64, 0usize);
     for step in start..cfg.image_steps {
         let refs: Vec<&Sample> = order.at(step).into_iter().map(|i| &train[i]).collect();
         let b = refs.len();
@@ -1283,44 +1359,24 @@ pub fn train_image<B: AutodiffBackend>(
             )));
         }
         net = optim.step(lr, net, grads);
-        window.0 += f64::from(v);
-        window.1 += f64::from(dv);
-        window.2 += 1;
-        let done = step + 1;
-        state.step = done;
-        state.elapsed_s = elapsed0 + t.elapsed().as_secs_f64();
-        let at_eval = done % cfg.eval_every == 0 || done == cfg.image_steps;
-        if done % log_window() == 0 || at_eval {
-            let l = (window.0 / window.2 as f64) as f32;
-            let d = (window.1 / window.2 as f64) as f32;
-            window = (0.0, 0.0, 0);
-            state.first_loss.get_or_insert(l);
-            state.last_loss = Some(l);
-            let m = if at_eval && !val.is_empty() {
-                let full = Lmnet {
-                    image: net.valid(),
-                    ae: ae.clone(),
-                };
-                let m = validate_image(&full, val, cfg, device)?;
-                log::info!(
-                    "image step {done:>5}  latent L1 {l:.5}  diversity {d:.5}  val chamfer-L2 {:.5}  F@1% {:.2}",
-                    m.chamfer_l2,
-                    m.fscore_1pct
-                );
-                Some(m)
-            } else {
-                None
+        let checkpoint = lp.after_step(step, lr, v, dv, !val.is_empty(), |done, l, d| {
+            let full = Lmnet {
+                image: net.valid(),
+                ae: ae.clone(),
             };
-            csv.row(done, lr, l, d, m.as_ref(), state.elapsed_s)?;
-            if m.is_some() {
-                state.val = m;
-            }
-        }
-        if done % cfg.checkpoint_interval() == 0 || done == cfg.image_steps {
-            save_checkpoint(&net, &optim, &state, out, IMAGE_CHECKPOINT)?;
+            let m = validate_image(&full, val, cfg, device)?;
+            log::info!(
+                "image step {done:>5}  latent L1 {l:.5}  diversity {d:.5}  val chamfer-L2 {:.5}  F@1% {:.2}",
+                m.chamfer_l2,
+                m.fscore_1pct
+            );
+            Ok(m)
+        })?;
+        if checkpoint {
+            save_checkpoint(&net, &optim, &lp.state, out, IMAGE_CHECKPOINT)?;
         }
     }
-    let sum = state.summary(start);
+    let (sum, csv) = lp.finish();
     let net = net.valid();
     net.clone()
         .save_file(out.join(files::IMAGE), &recorder())

@@ -25,6 +25,7 @@ use shapecast_train::training::{load_model, train_points};
 use shapecast_train::{datasets, with_autodiff_backend};
 
 mod cli;
+use cli::TrainRunArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,15 +45,8 @@ enum Cmd {
         /// Preset name.
         #[arg(long, default_value = "cpu-small")]
         preset: String,
-        /// A config.json to use instead of a preset.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Run folder (config, metrics.csv, loss.png, checkpoints).
-        #[arg(long)]
-        out: PathBuf,
-        /// cpu (burn candle), cpu-ndarray, cuda, cuda:N.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        run: TrainRunArgs,
         /// Override the number of steps.
         #[arg(long)]
         steps: Option<usize>,
@@ -193,9 +187,12 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Mesh(a) => cli::mesh::run(a),
         Cmd::Train {
             preset,
-            config,
-            out,
-            device,
+            run:
+                TrainRunArgs {
+                    config,
+                    out,
+                    device,
+                },
             steps,
             batch,
             resume,

@@ -31,7 +31,7 @@ use crate::inference::TractRunner;
 use crate::lmnet::{
     base_metadata, batch_tensors, export_encoder, export_linear, floats, fmt_list, load_checkpoint,
     load_json, lr_at, max_abs_diff, onnx_err, record_err, recorder, resume_seed, save_checkpoint,
-    save_json, BatchOrder, CheckpointFiles, EncoderConfig, ImageEncoder, MetricsCsv, StageState,
+    save_json, BatchOrder, CheckpointFiles, EncoderConfig, ImageEncoder, StageLoop, StageState,
     StageSummary, SynthData,
 };
 use crate::loss::point_loss_indexed;
@@ -693,12 +693,15 @@ pub fn train_mesh<B: AutodiffBackend>(
     } else {
         let _ = std::fs::remove_file(out.join(files::STATE));
     }
-    let start = state.step;
-    let csv = MetricsCsv::resume(&out.join(files::METRICS), start)?;
+    let mut lp = StageLoop::new(
+        state,
+        &out.join(files::METRICS),
+        cfg.steps,
+        cfg.eval_every,
+        cfg.checkpoint_interval(),
+    )?;
+    let start = lp.start;
     let mut order = BatchOrder::new(cfg.seed, train.len(), cfg.batch);
-    let t0 = Instant::now();
-    let elapsed0 = state.elapsed_s;
-    let mut window = (0.0f64, 0.0f64, 0usize);
     for step in start..cfg.steps {
         let refs: Vec<&Sample> = order.at(step).into_iter().map(|i| &train[i]).collect();
         let (img, pts) = batch_tensors::<B>(&refs, cfg.mean, cfg.std, device)?;
@@ -723,41 +726,21 @@ pub fn train_mesh<B: AutodiffBackend>(
             )));
         }
         net = optim.step(lr, net, grads);
-        window.0 += f64::from(cd);
-        window.1 += f64::from(lap);
-        window.2 += 1;
-        let done = step + 1;
-        state.step = done;
-        state.elapsed_s = elapsed0 + t0.elapsed().as_secs_f64();
-        let at_eval = done % cfg.eval_every == 0 || done == cfg.steps;
-        if done % 10 == 0 || at_eval {
-            let l = (window.0 / window.2 as f64) as f32;
-            let lp = (window.1 / window.2 as f64) as f32;
-            window = (0.0, 0.0, 0);
-            state.first_loss.get_or_insert(l);
-            state.last_loss = Some(l);
-            let m = if at_eval && !val.is_empty() {
-                let m = validate(&net.valid(), &t, val, cfg, device)?;
-                log::info!(
-                    "mesh step {done:>5}  train chamfer {l:.5}  laplacian {lp:.6}  val chamfer-L2 {:.5}  F@1% {:.2}",
-                    m.chamfer_l2,
-                    m.fscore_1pct
-                );
-                Some(m)
-            } else {
-                None
-            };
-            csv.row(done, lr, l, lp, m.as_ref(), state.elapsed_s)?;
-            if m.is_some() {
-                state.val = m;
-            }
-        }
-        if done % cfg.checkpoint_interval() == 0 || done == cfg.steps {
-            state.save_rng(&rng);
-            save_checkpoint(&net, &optim, &state, out, CHECKPOINT)?;
+        let checkpoint = lp.after_step(step, lr, cd, lap, !val.is_empty(), |done, l, lp| {
+            let m = validate(&net.valid(), &t, val, cfg, device)?;
+            log::info!(
+                "mesh step {done:>5}  train chamfer {l:.5}  laplacian {lp:.6}  val chamfer-L2 {:.5}  F@1% {:.2}",
+                m.chamfer_l2,
+                m.fscore_1pct
+            );
+            Ok(m)
+        })?;
+        if checkpoint {
+            lp.state.save_rng(&rng);
+            save_checkpoint(&net, &optim, &lp.state, out, CHECKPOINT)?;
         }
     }
-    let sum = state.summary(start);
+    let (sum, csv) = lp.finish();
     let net = net.valid();
     net.clone()
         .save_file(out.join(files::MODEL), &recorder())

@@ -19,6 +19,7 @@ use shapecast_train::implicit::{load_set, ImplicitConfig, Kind};
 use shapecast_train::with_autodiff_backend;
 
 use super::quant::{picture_inputs, quantize_gated, Gate, GateScore, QuantArgs};
+use super::TrainRunArgs;
 
 /// Arguments of `shapecast-train implicit`.
 #[derive(clap::Args, Debug)]
@@ -37,15 +38,8 @@ enum Cmd {
         /// Preset: test or cpu.
         #[arg(long, default_value = "cpu")]
         preset: String,
-        /// A config.json to use instead of a preset.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Run folder (config.json, metrics.csv, loss.png, weights, summary.json).
-        #[arg(long)]
-        out: PathBuf,
-        /// cpu (burn candle), cpu-ndarray, cuda, cuda:N.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        run: TrainRunArgs,
         /// Override stage 1 steps (auto-decoder or occupancy).
         #[arg(long)]
         steps: Option<usize>,
@@ -130,9 +124,12 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Train {
             kind,
             preset,
-            config,
-            out,
-            device,
+            run:
+                TrainRunArgs {
+                    config,
+                    out,
+                    device,
+                },
             steps,
             encoder_steps,
             train_samples,

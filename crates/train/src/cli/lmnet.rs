@@ -1,6 +1,6 @@
 //! `shapecast-train lmnet ...`: thin command over [`shapecast_train::lmnet`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -16,7 +16,10 @@ use shapecast_train::lmnet::{
 use shapecast_train::with_autodiff_backend;
 
 use super::quant::{picture_inputs, quantize_gated, Gate, GateScore, QuantArgs};
-use super::{RunEvalArgs, RunExportArgs};
+use super::{
+    export_probes, load_eval_split, load_train_val, print_exported, read_json, train_config,
+    write_report, RunEvalArgs, RunExportArgs, TrainRunArgs,
+};
 
 /// Arguments of `shapecast-train lmnet`.
 #[derive(clap::Args, Debug)]
@@ -33,18 +36,11 @@ enum Cmd {
         /// Preset (test, cpu-small).
         #[arg(long, default_value = "cpu-small")]
         preset: String,
-        /// A config.json to use instead of the preset.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Run folder.
-        #[arg(long)]
-        out: PathBuf,
+        #[command(flatten)]
+        run: TrainRunArgs,
         /// ae, image (needs a trained autoencoder in --out) or all.
         #[arg(long, default_value = "all")]
         stage: String,
-        /// cpu (candle), cpu-ndarray, cuda.
-        #[arg(long, default_value = "cpu")]
-        device: String,
         /// Override the autoencoder steps.
         #[arg(long)]
         ae_steps: Option<usize>,
@@ -84,21 +80,22 @@ pub fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::Train {
             preset,
-            config,
-            out,
+            run:
+                TrainRunArgs {
+                    config,
+                    out,
+                    device,
+                },
             stage,
-            device,
             ae_steps,
             image_steps,
             resume,
             export,
         } => {
-            let saved = out.join(files::CONFIG);
-            let mut cfg = match config {
-                _ if resume && saved.exists() => lmnet_load_config(&saved)?,
-                Some(c) => lmnet_load_config(&c)?,
-                None => LmnetConfig::preset(&preset).context("choosing the preset")?,
-            };
+            let mut cfg: LmnetConfig =
+                train_config(&out.join(files::CONFIG), resume, config, || {
+                    LmnetConfig::preset(&preset).context("choosing the preset")
+                })?;
             if let Some(s) = ae_steps {
                 cfg.ae_steps = s;
             }
@@ -109,21 +106,7 @@ pub fn run(args: Args) -> Result<()> {
             let dev: DeviceKind = device.parse().context("--device")?;
             dev.available().context("--device")?;
             let t = Instant::now();
-            let side = cfg.encoder.image;
-            let train = cfg
-                .data
-                .load(side, Split::Train, cfg.data.train_samples)
-                .context("loading the training split")?;
-            let val = cfg
-                .data
-                .load(side, Split::Val, cfg.data.val_samples)
-                .context("loading the validation split")?;
-            println!(
-                "data: {} train / {} val samples in {:.1} s",
-                train.len(),
-                val.len(),
-                t.elapsed().as_secs_f64()
-            );
+            let (train, val) = load_train_val(&cfg.data, cfg.encoder.image)?;
             let (do_ae, do_image) = match stage.as_str() {
                 "all" => (true, true),
                 "ae" => (false, false),
@@ -154,7 +137,7 @@ pub fn run(args: Args) -> Result<()> {
                             ))
                             .unwrap_or_default()
                     );
-                    let std: Vec<f32> = lmnet_json(&out.join(files::LATENT_STD))?;
+                    let std: Vec<f32> = read_json(&out.join(files::LATENT_STD))?;
                     (ae, std)
                 } else {
                     use burn::module::Module;
@@ -167,7 +150,7 @@ pub fn run(args: Args) -> Result<()> {
                             &d,
                         )
                         .context("loading the trained autoencoder (run --stage ae first)")?;
-                    let std: Vec<f32> = lmnet_json(&out.join(files::LATENT_STD))?;
+                    let std: Vec<f32> = read_json(&out.join(files::LATENT_STD))?;
                     (ae, std)
                 };
                 if do_image {
@@ -207,20 +190,12 @@ pub fn run(args: Args) -> Result<()> {
             println!("total {:.1} s", t.elapsed().as_secs_f64());
             if export && do_image {
                 let path = out.join("model.onnx");
-                let diff = export_run(&out, &path, None)?;
-                println!(
-                    "exported {} (tract vs burn max |diff| {diff:e})",
-                    path.display()
-                );
+                print_exported(&path, export_run(&out, &path, None)?);
             }
             Ok(())
         }
         Cmd::Export(RunExportArgs { run, out, metrics }) => {
-            let diff = export_run(&run, &out, metrics)?;
-            println!(
-                "exported {} (tract vs burn max |diff| {diff:e})",
-                out.display()
-            );
+            print_exported(&out, export_run(&run, &out, metrics)?);
             Ok(())
         }
         Cmd::Quantize {
@@ -228,7 +203,7 @@ pub fn run(args: Args) -> Result<()> {
             max_drop,
             max_chamfer_rise,
         } => {
-            let cfg = lmnet_load_config(&q.config_path()?)?;
+            let cfg: LmnetConfig = read_json(&q.config_path()?)?;
             cfg.validate().context("checking the configuration")?;
             let side = cfg.encoder.image;
             let cal = cfg
@@ -284,17 +259,8 @@ pub fn run(args: Args) -> Result<()> {
             samples,
             out,
         }) => {
-            let cfg = lmnet_load_config(&run.join(files::CONFIG))?;
-            let split: Split = split.parse().context("--split")?;
-            let n = if samples == 0 {
-                cfg.data.test_samples
-            } else {
-                samples
-            };
-            let set = cfg
-                .data
-                .load(cfg.encoder.image, split, n)
-                .context("loading the split")?;
+            let cfg: LmnetConfig = read_json(&run.join(files::CONFIG))?;
+            let set = load_eval_split(&cfg.data, cfg.encoder.image, &split, samples)?;
             let rep = eval_lmnet(&model, &cfg, &set).context("evaluating")?;
             println!(
                 "{}: {} samples, K={} | mean hypothesis: Chamfer-L2 {:.5}, F@1% {:.2} | best of K: Chamfer-L2 {:.5}, F@1% {:.2} | all hypotheses: Chamfer-L2 {:.5}, F@1% {:.2} | diversity (pairwise Chamfer-L2) {:.5} (ambiguous half {:.5}, clear half {:.5}) | tract {:.2} ms p50",
@@ -312,34 +278,15 @@ pub fn run(args: Args) -> Result<()> {
                 rep.diversity_clear,
                 rep.infer_ms_p50
             );
-            if let Some(o) = out {
-                let text = serde_json::to_string_pretty(&rep).context("encoding the report")?;
-                std::fs::write(&o, text).with_context(|| format!("writing {}", o.display()))?;
-                println!("wrote {}", o.display());
-            }
-            Ok(())
+            write_report(out.as_deref(), &rep)
         }
     }
-}
-
-fn lmnet_load_config(path: &Path) -> Result<LmnetConfig> {
-    lmnet_json(path)
-}
-
-fn lmnet_json<T: for<'de> serde::Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn export_run(run: &Path, out: &Path, metrics: Option<String>) -> Result<f32> {
     let dev = Default::default();
     let (cfg, net) = load_run::<NdArrayCpu>(run, &dev).context("loading the trained weights")?;
-    let val = cfg
-        .data
-        .load(cfg.encoder.image, Split::Val, 4)
-        .context("loading probe pictures")?;
-    let p = probes(&val, 4, cfg.mean, cfg.std);
+    let p = export_probes(&cfg.data, cfg.encoder.image, cfg.mean, cfg.std)?;
     export_lmnet(&net, &cfg, out, &p, 1e-4, metrics.as_deref(), &dev).context("exporting")
 }
 

@@ -1,7 +1,6 @@
 //! `shapecast-train mesh ...`: thin command over [`shapecast_train::mesh`].
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -13,7 +12,10 @@ use shapecast_train::mesh::{eval_mesh, export_mesh, files, load_run, train_mesh,
 use shapecast_train::with_autodiff_backend;
 
 use super::quant::{picture_inputs, quantize_gated, Gate, GateScore, QuantArgs};
-use super::{RunEvalArgs, RunExportArgs};
+use super::{
+    export_probes, load_eval_split, load_train_val, print_exported, read_json, train_config,
+    write_report, RunEvalArgs, RunExportArgs, TrainRunArgs,
+};
 
 /// Arguments of `shapecast-train mesh`.
 #[derive(clap::Args, Debug)]
@@ -30,15 +32,8 @@ enum Cmd {
         /// Preset (test, cpu-small).
         #[arg(long, default_value = "cpu-small")]
         preset: String,
-        /// A config.json to use instead of the preset.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Run folder.
-        #[arg(long)]
-        out: PathBuf,
-        /// cpu (candle), cpu-ndarray, cuda.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        run: TrainRunArgs,
         /// Override the steps.
         #[arg(long)]
         steps: Option<usize>,
@@ -74,41 +69,27 @@ pub fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::Train {
             preset,
-            config,
-            out,
-            device,
+            run:
+                TrainRunArgs {
+                    config,
+                    out,
+                    device,
+                },
             steps,
             resume,
             export,
         } => {
-            let saved = out.join(files::CONFIG);
-            let mut cfg = match config {
-                _ if resume && saved.exists() => load_config(&saved)?,
-                Some(c) => load_config(&c)?,
-                None => MeshConfig::preset(&preset).context("choosing the preset")?,
-            };
+            let mut cfg: MeshConfig =
+                train_config(&out.join(files::CONFIG), resume, config, || {
+                    MeshConfig::preset(&preset).context("choosing the preset")
+                })?;
             if let Some(s) = steps {
                 cfg.steps = s;
             }
             cfg.validate().context("checking the configuration")?;
             let dev: DeviceKind = device.parse().context("--device")?;
             dev.available().context("--device")?;
-            let t = Instant::now();
-            let side = cfg.encoder.image;
-            let train = cfg
-                .data
-                .load(side, Split::Train, cfg.data.train_samples)
-                .context("loading the training split")?;
-            let val = cfg
-                .data
-                .load(side, Split::Val, cfg.data.val_samples)
-                .context("loading the validation split")?;
-            println!(
-                "data: {} train / {} val samples in {:.1} s",
-                train.len(),
-                val.len(),
-                t.elapsed().as_secs_f64()
-            );
+            let (train, val) = load_train_val(&cfg.data, cfg.encoder.image)?;
             let s = with_autodiff_backend!(dev, |d: B| {
                 train_mesh::<B>(&cfg, &train, &val, &out, resume, &d)
                     .context("training")?
@@ -131,20 +112,12 @@ pub fn run(args: Args) -> Result<()> {
             );
             if export {
                 let path = out.join("model.onnx");
-                let diff = export_run(&out, &path, None)?;
-                println!(
-                    "exported {} (tract vs burn max |diff| {diff:e})",
-                    path.display()
-                );
+                print_exported(&path, export_run(&out, &path, None)?);
             }
             Ok(())
         }
         Cmd::Export(RunExportArgs { run, out, metrics }) => {
-            let diff = export_run(&run, &out, metrics)?;
-            println!(
-                "exported {} (tract vs burn max |diff| {diff:e})",
-                out.display()
-            );
+            print_exported(&out, export_run(&run, &out, metrics)?);
             Ok(())
         }
         Cmd::Quantize {
@@ -152,7 +125,7 @@ pub fn run(args: Args) -> Result<()> {
             max_drop,
             max_chamfer_rise,
         } => {
-            let cfg = load_config(&q.config_path()?)?;
+            let cfg: MeshConfig = read_json(&q.config_path()?)?;
             cfg.validate().context("checking the configuration")?;
             let side = cfg.encoder.image;
             let cal = cfg
@@ -209,17 +182,8 @@ pub fn run(args: Args) -> Result<()> {
             samples,
             out,
         }) => {
-            let cfg = load_config(&run.join(files::CONFIG))?;
-            let split: Split = split.parse().context("--split")?;
-            let n = if samples == 0 {
-                cfg.data.test_samples
-            } else {
-                samples
-            };
-            let set = cfg
-                .data
-                .load(cfg.encoder.image, split, n)
-                .context("loading the split")?;
+            let cfg: MeshConfig = read_json(&run.join(files::CONFIG))?;
+            let set = load_eval_split(&cfg.data, cfg.encoder.image, &split, samples)?;
             let rep = eval_mesh(&model, &cfg, &set).context("evaluating")?;
             println!(
                 "{}: {} samples | surface: Chamfer-L2 {:.5}, Chamfer-L1 {:.5}, F@1% {:.2}, F@2% {:.2} | vertices: Chamfer-L2 {:.5}, F@1% {:.2} | undeformed template: Chamfer-L2 {:.5}, F@1% {:.2} | mean |offset| {:.4} | tract {:.2} ms p50",
@@ -236,29 +200,14 @@ pub fn run(args: Args) -> Result<()> {
                 rep.mean_offset,
                 rep.infer_ms_p50
             );
-            if let Some(o) = out {
-                let text = serde_json::to_string_pretty(&rep).context("encoding the report")?;
-                std::fs::write(&o, text).with_context(|| format!("writing {}", o.display()))?;
-                println!("wrote {}", o.display());
-            }
-            Ok(())
+            write_report(out.as_deref(), &rep)
         }
     }
-}
-
-fn load_config(path: &Path) -> Result<MeshConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn export_run(run: &Path, out: &Path, metrics: Option<String>) -> Result<f32> {
     let dev = Default::default();
     let (cfg, net) = load_run::<NdArrayCpu>(run, &dev).context("loading the trained weights")?;
-    let val = cfg
-        .data
-        .load(cfg.encoder.image, Split::Val, 4)
-        .context("loading probe pictures")?;
-    let p = probes(&val, 4, cfg.mean, cfg.std);
+    let p = export_probes(&cfg.data, cfg.encoder.image, cfg.mean, cfg.std)?;
     export_mesh(&net, &cfg, out, &p, 1e-4, metrics.as_deref(), &dev).context("exporting")
 }

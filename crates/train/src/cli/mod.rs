@@ -45,3 +45,122 @@ pub struct RunEvalArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
+
+/// Reads a JSON file (a run's config.json, latent_std.json, ...).
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Loads the training and validation splits of a run-folder pipeline (lmnet, mesh) and
+/// prints how many samples it got and how long that took.
+pub fn load_train_val(
+    data: &shapecast_train::lmnet::SynthData,
+    side: usize,
+) -> anyhow::Result<(
+    Vec<shapecast_train::data::Sample>,
+    Vec<shapecast_train::data::Sample>,
+)> {
+    use anyhow::Context;
+    use shapecast_train::data::Split;
+    let t = std::time::Instant::now();
+    let train = data
+        .load(side, Split::Train, data.train_samples)
+        .context("loading the training split")?;
+    let val = data
+        .load(side, Split::Val, data.val_samples)
+        .context("loading the validation split")?;
+    println!(
+        "data: {} train / {} val samples in {:.1} s",
+        train.len(),
+        val.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok((train, val))
+}
+
+/// Loads the split an `eval` subcommand of a run-folder pipeline asks for (`samples` 0 = the
+/// configuration's `test_samples`).
+pub fn load_eval_split(
+    data: &shapecast_train::lmnet::SynthData,
+    side: usize,
+    split: &str,
+    samples: usize,
+) -> anyhow::Result<Vec<shapecast_train::data::Sample>> {
+    use anyhow::Context;
+    let split: shapecast_train::data::Split = split.parse().context("--split")?;
+    let n = if samples == 0 {
+        data.test_samples
+    } else {
+        samples
+    };
+    data.load(side, split, n).context("loading the split")
+}
+
+/// Writes an `eval` report as pretty JSON when `out` is given.
+pub fn write_report<T: serde::Serialize>(
+    out: Option<&std::path::Path>,
+    rep: &T,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(o) = out {
+        let text = serde_json::to_string_pretty(rep).context("encoding the report")?;
+        std::fs::write(o, text).with_context(|| format!("writing {}", o.display()))?;
+        println!("wrote {}", o.display());
+    }
+    Ok(())
+}
+
+/// Prints the line of a checked export.
+pub fn print_exported(path: &std::path::Path, diff: f32) {
+    println!(
+        "exported {} (tract vs burn max |diff| {diff:e})",
+        path.display()
+    );
+}
+
+/// Four normalised validation pictures to check an export of a run-folder pipeline with.
+pub fn export_probes(
+    data: &shapecast_train::lmnet::SynthData,
+    side: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    use anyhow::Context;
+    let val = data
+        .load(side, shapecast_train::data::Split::Val, 4)
+        .context("loading probe pictures")?;
+    Ok(shapecast_train::lmnet::probes(&val, 4, mean, std))
+}
+
+/// The configuration of a `train` subcommand of a run-folder pipeline: with `resume`, the
+/// run's own `saved` config.json when it exists; else `--config`; else the preset.
+pub fn train_config<C: serde::de::DeserializeOwned>(
+    saved: &std::path::Path,
+    resume: bool,
+    config: Option<PathBuf>,
+    preset: impl FnOnce() -> anyhow::Result<C>,
+) -> anyhow::Result<C> {
+    match config {
+        _ if resume && saved.exists() => read_json(saved),
+        Some(c) => read_json(&c),
+        None => preset(),
+    }
+}
+
+// Arguments shared by the `train` subcommands of every method.
+#[allow(missing_docs)]
+#[derive(clap::Args, Debug)]
+pub struct TrainRunArgs {
+    /// A config.json to use instead of the preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run folder (config.json, metrics CSV, loss curve, checkpoints, weights).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// cpu (burn candle), cpu-ndarray, cuda, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}

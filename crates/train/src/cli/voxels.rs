@@ -17,6 +17,7 @@ use shapecast_train::voxels::VoxelTrainConfig;
 use shapecast_train::with_autodiff_backend;
 
 use super::quant::{quantize_gated, Gate, GateScore, QuantArgs};
+use super::TrainRunArgs;
 use shapecast_onnx::run::F32Tensor;
 
 /// Arguments of `shapecast-train voxels`.
@@ -33,15 +34,8 @@ enum Cmd {
         /// Preset: test, cpu (GRU fusion), cpu-single.
         #[arg(long, default_value = "cpu")]
         preset: String,
-        /// A config.json to start from instead of a preset.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Run folder.
-        #[arg(long)]
-        out: PathBuf,
-        /// cpu (candle), cpu-ndarray, cuda[:N].
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        run: TrainRunArgs,
         /// Override the number of steps.
         #[arg(long)]
         steps: Option<usize>,
@@ -113,9 +107,12 @@ pub fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::Train {
             preset,
-            config,
-            out,
-            device,
+            run:
+                TrainRunArgs {
+                    config,
+                    out,
+                    device,
+                },
             steps,
             batch,
             resume,

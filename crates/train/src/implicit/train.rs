@@ -328,6 +328,36 @@ impl Log {
         }
     }
 
+    /// After step `done` of a stage of `steps` steps: at a logging step (every `log_every`)
+    /// writes the CSV row, at a validation step (every `eval_every`, when `has_val`) first
+    /// validating with `validate` and keeping the figures in `last_val`. Returns whether the
+    /// step checkpoints (every `ckpt_every`, and the last).
+    #[allow(clippy::too_many_arguments)]
+    fn step_done(
+        &mut self,
+        done: usize,
+        lr: f64,
+        steps: usize,
+        [eval_every, log_every, ckpt_every]: [usize; 3],
+        has_val: bool,
+        last_val: &mut Option<SurfaceMetrics>,
+        validate: impl FnOnce() -> Result<SurfaceMetrics, TrainError>,
+    ) -> Result<bool, TrainError> {
+        let at_eval = done % eval_every == 0 || done == steps;
+        if done % log_every == 0 || at_eval {
+            let m = if at_eval && has_val {
+                Some(validate()?)
+            } else {
+                None
+            };
+            self.flush(done, lr, m.as_ref())?;
+            if m.is_some() {
+                *last_val = m;
+            }
+        }
+        Ok(done % ckpt_every == 0 || done == steps)
+    }
+
     fn push(&mut self, loss: f32) {
         self.window.0 += f64::from(loss);
         self.window.1 += 1;
@@ -741,26 +771,20 @@ pub fn train_sdf<B: AutodiffBackend>(
         check_finite(l, "encoder", step)?;
         log.push(l);
         let done = step + 1;
-        let at_eval = done % cfg.eval_every == 0 || done == cfg.encoder_steps;
-        if done % log_every == 0 || at_eval {
-            let m = if at_eval && !val.views.is_empty() {
-                Some(validate(
-                    &enc.valid(),
-                    &dec.valid(),
-                    val,
-                    cfg,
-                    cfg.data.val_samples,
-                    device,
-                )?)
-            } else {
-                None
-            };
-            log.flush(done, lr, m.as_ref())?;
-            if m.is_some() {
-                last_val = m;
-            }
-        }
-        if done % ckpt_every == 0 || done == cfg.encoder_steps {
+        let every = [cfg.eval_every, log_every, ckpt_every];
+        let has_val = !val.views.is_empty();
+        if log.step_done(
+            done,
+            lr,
+            cfg.encoder_steps,
+            every,
+            has_val,
+            &mut last_val,
+            || {
+                let (e, d) = (enc.valid(), dec.valid());
+                validate(&e, &d, val, cfg, cfg.data.val_samples, device)
+            },
+        )? {
             let st = log.state(done, &rng, &finished, &last_val);
             save_checkpoint(&enc, &optim, &st, out, ENCODER_CKPT)?;
         }
@@ -834,27 +858,19 @@ pub fn train_occupancy<B: AutodiffBackend>(
         check_finite(l, "occupancy", step)?;
         log.push(l);
         let done = step + 1;
-        let at_eval = done % cfg.eval_every == 0 || done == cfg.steps;
-        if done % log_every == 0 || at_eval {
-            let m = if at_eval && !val.views.is_empty() {
-                let v = net.valid();
-                Some(validate(
-                    &v.encoder,
-                    &v.decoder,
-                    val,
-                    cfg,
-                    cfg.data.val_samples,
-                    device,
-                )?)
-            } else {
-                None
-            };
-            log.flush(done, lr, m.as_ref())?;
-            if m.is_some() {
-                last_val = m;
-            }
-        }
-        if done % ckpt_every == 0 || done == cfg.steps {
+        let every = [cfg.eval_every, log_every, ckpt_every];
+        let has_val = !val.views.is_empty();
+        if log.step_done(done, lr, cfg.steps, every, has_val, &mut last_val, || {
+            let v = net.valid();
+            validate(
+                &v.encoder,
+                &v.decoder,
+                val,
+                cfg,
+                cfg.data.val_samples,
+                device,
+            )
+        })? {
             let st = log.state(done, &rng, &[], &last_val);
             save_checkpoint(&net, &optim, &st, out, OCCUPANCY_CKPT)?;
         }
