@@ -7,15 +7,14 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 
 use shapecast_train::backend::{DeviceKind, NdArrayCpu};
-use shapecast_train::data::Split;
 use shapecast_train::eval::{point_metrics, PointMetrics};
 use shapecast_train::inference::TractRunner;
 use shapecast_train::lmnet::{
-    self, eval_lmnet, export_lmnet, files, load_run, probes, train_ae, train_image, LmnetConfig,
+    self, eval_lmnet, export_lmnet, files, load_run, train_ae, train_image, LmnetConfig,
 };
 use shapecast_train::with_autodiff_backend;
 
-use super::quant::{picture_inputs, quantize_gated, Gate, GateScore, QuantArgs};
+use super::quant::{quantize_gated, synth_picture_sets, Gate, GateScore, QuantArgs};
 use super::{
     export_probes, load_eval_split, load_train_val, print_exported, read_json, train_config,
     write_report, RunEvalArgs, RunExportArgs, TrainRunArgs,
@@ -205,21 +204,8 @@ pub fn run(args: Args) -> Result<()> {
         } => {
             let cfg: LmnetConfig = read_json(&q.config_path()?)?;
             cfg.validate().context("checking the configuration")?;
-            let side = cfg.encoder.image;
-            let cal = cfg
-                .data
-                .load(side, Split::Train, q.calib)
-                .context("loading calibration pictures")?;
-            let inputs = picture_inputs(probes(&cal, cal.len(), cfg.mean, cfg.std), side)?;
-            let note = format!(
-                "{} train-split pictures, {}, min/max",
-                cal.len(),
-                cfg.data.describe()
-            );
-            let vset = cfg
-                .data
-                .load(side, Split::Val, q.val)
-                .context("loading validation pictures")?;
+            let (inputs, note, vset) =
+                synth_picture_sets(&cfg.data, cfg.encoder.image, cfg.mean, cfg.std, &q)?;
             let gate = Gate {
                 name: "mean-hypothesis F-score@1%",
                 max_drop,

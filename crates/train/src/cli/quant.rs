@@ -195,6 +195,39 @@ pub fn quantize_gated(
     Ok(())
 }
 
+/// Calibration inputs (train split) with their description for the model's metadata, and the
+/// validation pictures of the gate: what the lmnet and mesh `quantize` commands regenerate
+/// from a run's synthetic-data configuration.
+pub fn synth_picture_sets(
+    data: &shapecast_train::lmnet::SynthData,
+    side: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+    q: &QuantArgs,
+) -> Result<(
+    Vec<Vec<F32Tensor>>,
+    String,
+    Vec<shapecast_train::data::Sample>,
+)> {
+    use shapecast_train::data::Split;
+    let cal = data
+        .load(side, Split::Train, q.calib)
+        .context("loading calibration pictures")?;
+    let inputs = picture_inputs(
+        shapecast_train::lmnet::probes(&cal, cal.len(), mean, std),
+        side,
+    )?;
+    let note = format!(
+        "{} train-split pictures, {}, min/max",
+        cal.len(),
+        data.describe()
+    );
+    let vset = data
+        .load(side, Split::Val, q.val)
+        .context("loading validation pictures")?;
+    Ok((inputs, note, vset))
+}
+
 /// Calibration inputs of a single-picture model: `[1, 3, side, side]` each.
 pub fn picture_inputs(pictures: Vec<Vec<f32>>, side: usize) -> Result<Vec<Vec<F32Tensor>>> {
     pictures
