@@ -18,7 +18,7 @@ use shapecast_train::implicit::train::{files, load_run, train_implicit, Implicit
 use shapecast_train::implicit::{load_set, ImplicitConfig, Kind};
 use shapecast_train::with_autodiff_backend;
 
-use super::quant::{picture_inputs, quantize_gated, Gate, GateScore, QuantArgs};
+use super::quant::{picture_inputs, quantize_gated, FscoreGateArgs, GateScore, QuantArgs};
 use super::TrainRunArgs;
 
 /// Arguments of `shapecast-train implicit`.
@@ -85,12 +85,8 @@ enum Cmd {
     Quantize {
         #[command(flatten)]
         q: QuantArgs,
-        /// Largest allowed F-score@1% drop, points.
-        #[arg(long, default_value_t = 1.0)]
-        max_drop: f32,
-        /// Largest allowed relative Chamfer-L2 rise (0.05 = 5 %).
-        #[arg(long, default_value_t = 0.05)]
-        max_chamfer_rise: f32,
+        #[command(flatten)]
+        gate: FscoreGateArgs,
         /// Lattice cells per axis of the gate's surfaces (0 = the configuration's val_res).
         #[arg(long, default_value_t = 0)]
         res: usize,
@@ -205,12 +201,7 @@ pub fn run(args: Args) -> Result<()> {
             model_id,
             value_scale,
         } => export_run(&run, &out, metrics, model_id, value_scale),
-        Cmd::Quantize {
-            q,
-            max_drop,
-            max_chamfer_rise,
-            res,
-        } => quantize(q, max_drop, max_chamfer_rise, res),
+        Cmd::Quantize { q, gate, res } => quantize(q, &gate, res),
         Cmd::Eval {
             run,
             model,
@@ -260,7 +251,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-fn quantize(q: QuantArgs, max_drop: f32, max_chamfer_rise: f32, res: usize) -> Result<()> {
+fn quantize(q: QuantArgs, gate: &FscoreGateArgs, res: usize) -> Result<()> {
     let cfg = ImplicitConfig::load(&q.config_path()?).context("reading the configuration")?;
     cfg.validate().context("checking the configuration")?;
     let side = cfg.encoder.image;
@@ -283,11 +274,7 @@ fn quantize(q: QuantArgs, max_drop: f32, max_chamfer_rise: f32, res: usize) -> R
     let enc_copy = scratch.join("implicit.onnx");
     std::fs::copy(&decoder, decoder_path(&enc_copy))
         .with_context(|| format!("copying {}", decoder.display()))?;
-    let gate = Gate {
-        name: "surface F-score@1%",
-        max_drop,
-        max_error_rise: max_chamfer_rise,
-    };
+    let gate = gate.gate("surface F-score@1%");
     let r = quantize_gated(
         &q.model,
         &q.out,

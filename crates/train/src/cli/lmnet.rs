@@ -14,7 +14,7 @@ use shapecast_train::lmnet::{
 };
 use shapecast_train::with_autodiff_backend;
 
-use super::quant::{quantize_gated, synth_picture_sets, Gate, GateScore, QuantArgs};
+use super::quant::{quantize_gated, synth_picture_sets, FscoreGateArgs, GateScore, QuantArgs};
 use super::{
     export_probes, load_eval_split, load_train_val, print_exported, read_json, train_config,
     write_report, RunEvalArgs, RunExportArgs, TrainRunArgs,
@@ -65,12 +65,8 @@ enum Cmd {
     Quantize {
         #[command(flatten)]
         q: QuantArgs,
-        /// Largest allowed F-score@1% drop, points.
-        #[arg(long, default_value_t = 1.0)]
-        max_drop: f32,
-        /// Largest allowed relative Chamfer-L2 rise (0.05 = 5 %).
-        #[arg(long, default_value_t = 0.05)]
-        max_chamfer_rise: f32,
+        #[command(flatten)]
+        gate: FscoreGateArgs,
     },
 }
 
@@ -197,20 +193,12 @@ pub fn run(args: Args) -> Result<()> {
             print_exported(&out, export_run(&run, &out, metrics)?);
             Ok(())
         }
-        Cmd::Quantize {
-            q,
-            max_drop,
-            max_chamfer_rise,
-        } => {
+        Cmd::Quantize { q, gate } => {
             let cfg: LmnetConfig = read_json(&q.config_path()?)?;
             cfg.validate().context("checking the configuration")?;
             let (inputs, note, vset) =
                 synth_picture_sets(&cfg.data, cfg.encoder.image, cfg.mean, cfg.std, &q)?;
-            let gate = Gate {
-                name: "mean-hypothesis F-score@1%",
-                max_drop,
-                max_error_rise: max_chamfer_rise,
-            };
+            let gate = gate.gate("mean-hypothesis F-score@1%");
             quantize_gated(
                 &q.model,
                 &q.out,

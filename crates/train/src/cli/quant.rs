@@ -77,6 +77,29 @@ pub struct Gate {
     pub max_error_rise: f32,
 }
 
+/// The gate flags of the points-like heads (lmnet, mesh, implicit): an F-score@1% drop and a
+/// relative Chamfer-L2 rise.
+#[derive(Debug, clap::Args)]
+pub struct FscoreGateArgs {
+    /// Largest allowed F-score@1% drop, points.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_drop: f32,
+    /// Largest allowed relative Chamfer-L2 rise (0.05 = 5 %).
+    #[arg(long, default_value_t = 0.05)]
+    pub max_chamfer_rise: f32,
+}
+
+impl FscoreGateArgs {
+    /// The gate on the score called `name`.
+    pub fn gate(&self, name: &'static str) -> Gate {
+        Gate {
+            name,
+            max_drop: self.max_drop,
+            max_error_rise: self.max_chamfer_rise,
+        }
+    }
+}
+
 /// Bytes of a file (0 when unreadable).
 pub fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
