@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod conv_stack;
 pub mod data;
 pub mod datasets;
 pub mod eval;

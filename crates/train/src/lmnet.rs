@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Initializer, Module};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
@@ -35,6 +35,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use shapecast_onnx::{Dim, GraphBuilder};
 
+use crate::conv_stack;
 use crate::data::{Sample, Split, SynthConfig, SyntheticDataset};
 use crate::eval::{point_metrics, PointMetrics};
 use crate::export::{conv_relu_stack, input_metadata, trained_by, write_graph};
@@ -68,6 +69,32 @@ pub struct SynthData {
 }
 
 impl SynthData {
+    /// The CI-sized data of the `test` presets (10 objects per class, 2 views).
+    pub fn test(gt_points: usize) -> Self {
+        Self {
+            seed: 7,
+            objects_per_class: 10,
+            views: 2,
+            gt_points,
+            train_samples: 0,
+            val_samples: 8,
+            test_samples: 8,
+        }
+    }
+
+    /// The data of the shipped models (160 objects per class, 4 views, 1024 points).
+    pub fn cpu_small() -> Self {
+        Self {
+            seed: 2026,
+            objects_per_class: 160,
+            views: 4,
+            gt_points: 1024,
+            train_samples: 0,
+            val_samples: 64,
+            test_samples: 0,
+        }
+    }
+
     /// The generator settings for pictures of `image` pixels.
     pub fn synth(&self, image: usize) -> SynthConfig {
         SynthConfig {
@@ -536,10 +563,14 @@ pub(crate) fn he() -> Initializer {
 pub struct EncoderConfig {
     /// Input picture side in pixels (square RGB).
     pub image: usize,
-    /// Output channels of each 3x3 convolution (batch norm + ReLU after each).
+    /// Output channels of each convolution (batch norm + ReLU after each).
     pub channels: Vec<usize>,
-    /// Stride of each convolution (1 or 2).
+    /// Stride of each convolution.
     pub strides: Vec<usize>,
+    /// Kernel side of each convolution: empty = 3x3 (padding 1) everywhere; a layer whose
+    /// kernel equals its stride is a patchify layer without padding ([`crate::conv_stack`]).
+    #[serde(default)]
+    pub kernels: Vec<usize>,
     /// Width of the fully connected layer after the convolutions.
     pub hidden: usize,
     /// ReLU after the fully connected layer. With it, most hidden units of the first
@@ -554,25 +585,51 @@ fn default_true() -> bool {
 }
 
 impl EncoderConfig {
+    /// The CI-sized encoder of the `test` presets: 32-pixel pictures, the shipped models'
+    /// patchify form at half size (4x4/s4 3 -> 16, then 2x2/s2 16 -> 32; 4x4x32 features).
+    pub fn test() -> Self {
+        Self {
+            image: 32,
+            channels: vec![16, 32],
+            strides: vec![4, 2],
+            kernels: vec![4, 2],
+            hidden: 64,
+            hidden_relu: true,
+        }
+    }
+
+    /// The encoder of the shipped models (64-pixel pictures): a patchify stack, 8x8/s8
+    /// (3 -> 32) and 2x2/s2 (32 -> 64) without padding, the default point model's form.
+    pub fn cpu_small() -> Self {
+        Self {
+            image: 64,
+            channels: vec![32, 64],
+            strides: vec![8, 2],
+            kernels: vec![8, 2],
+            hidden: 256,
+            hidden_relu: true,
+        }
+    }
+
     /// Length of the flattened convolution output.
     pub fn feature_len(&self) -> usize {
-        let mut s = self.image;
-        for &st in &self.strides {
-            s = (s - 1) / st + 1;
-        }
-        self.channels.last().copied().unwrap_or(3) * s * s
+        let side = conv_stack::feature_side(self.image, &self.kernels, &self.strides);
+        self.channels.last().copied().unwrap_or(3) * side * side
     }
 
     /// Checks the values.
     pub fn validate(&self) -> Result<(), TrainError> {
-        if self.channels.is_empty() || self.channels.len() != self.strides.len() {
+        conv_stack::check(
+            "encoder",
+            self.image,
+            &self.channels,
+            &self.strides,
+            &self.kernels,
+        )
+        .map_err(TrainError::Config)?;
+        if self.image < 8 || self.hidden == 0 {
             return Err(TrainError::Config(
-                "encoder.channels and encoder.strides must have the same, non-zero length".into(),
-            ));
-        }
-        if self.strides.iter().any(|&s| s != 1 && s != 2) || self.image < 8 || self.hidden == 0 {
-            return Err(TrainError::Config(
-                "encoder strides must be 1 or 2, image >= 8, hidden > 0".into(),
+                "encoder.image must be >= 8 and encoder.hidden > 0".into(),
             ));
         }
         Ok(())
@@ -583,14 +640,16 @@ impl EncoderConfig {
         let mut convs = Vec::new();
         let mut norms = Vec::new();
         let mut cin = 3;
-        for (&cout, &st) in self.channels.iter().zip(&self.strides) {
-            convs.push(
-                Conv2dConfig::new([cin, cout], [3, 3])
-                    .with_stride([st, st])
-                    .with_padding(PaddingConfig2d::Explicit(1, 1))
-                    .with_initializer(he())
-                    .init(device),
-            );
+        for (i, &cout) in self.channels.iter().enumerate() {
+            convs.push(conv_stack::conv(
+                cin,
+                cout,
+                &self.kernels,
+                &self.strides,
+                i,
+                he(),
+                device,
+            ));
             norms.push(BatchNormConfig::new(cout).init(device));
             cin = cout;
         }
@@ -606,7 +665,7 @@ impl EncoderConfig {
     }
 }
 
-/// A strided CNN (3x3 convolutions, batch norm, ReLU) and a fully connected layer (ReLU).
+/// A strided CNN (convolutions, batch norm, ReLU) and a fully connected layer (ReLU).
 #[derive(Module, Debug)]
 pub struct ImageEncoder<B: Backend> {
     /// Convolutions.
@@ -747,22 +806,8 @@ impl LmnetConfig {
             "test" => Ok(Self {
                 preset: name.into(),
                 model_id: "lmnet-test".into(),
-                data: SynthData {
-                    seed: 7,
-                    objects_per_class: 10,
-                    views: 2,
-                    gt_points: 128,
-                    train_samples: 0,
-                    val_samples: 8,
-                    test_samples: 8,
-                },
-                encoder: EncoderConfig {
-                    image: 32,
-                    channels: vec![8, 16, 32],
-                    strides: vec![2, 2, 2],
-                    hidden: 64,
-                    hidden_relu: true,
-                },
+                data: SynthData::test(128),
+                encoder: EncoderConfig::test(),
                 latent: 32,
                 ae_mlp: vec![32, 64],
                 ae_decoder: vec![64],
@@ -787,22 +832,8 @@ impl LmnetConfig {
             "cpu-small" => Ok(Self {
                 preset: name.into(),
                 model_id: "lmnet-cpu-small".into(),
-                data: SynthData {
-                    seed: 2026,
-                    objects_per_class: 160,
-                    views: 4,
-                    gt_points: 1024,
-                    train_samples: 0,
-                    val_samples: 64,
-                    test_samples: 0,
-                },
-                encoder: EncoderConfig {
-                    image: 64,
-                    channels: vec![16, 32, 64, 64, 128],
-                    strides: vec![2, 2, 2, 1, 2],
-                    hidden: 256,
-                    hidden_relu: true,
-                },
+                data: SynthData::cpu_small(),
+                encoder: EncoderConfig::cpu_small(),
                 latent: 128,
                 ae_mlp: vec![64, 128],
                 ae_decoder: vec![256, 256],

@@ -24,6 +24,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::conv_stack;
 use crate::data::{Sample, Split, SynthConfig, SyntheticDataset};
 use crate::TrainError;
 
@@ -60,16 +61,20 @@ impl std::str::FromStr for Kind {
     }
 }
 
-/// The image encoder: 3x3 convolutions (padding 1, ReLU), a hidden fully connected layer
-/// (ReLU) and a linear layer to the latent.
+/// The image encoder: convolutions (ReLU), a hidden fully connected layer (ReLU) and a
+/// linear layer to the latent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
     /// Input picture side (square RGB).
     pub image: usize,
     /// Output channels of each convolution.
     pub channels: Vec<usize>,
-    /// Stride of each convolution (1 or 2).
+    /// Stride of each convolution.
     pub strides: Vec<usize>,
+    /// Kernel side of each convolution: empty = 3x3 (padding 1) everywhere; a layer whose
+    /// kernel equals its stride is a patchify layer without padding ([`crate::conv_stack`]).
+    #[serde(default)]
+    pub kernels: Vec<usize>,
     /// Width of the hidden fully connected layer.
     pub hidden: usize,
 }
@@ -77,9 +82,7 @@ pub struct EncoderConfig {
 impl EncoderConfig {
     /// Side of the last feature map.
     pub fn feature_side(&self) -> usize {
-        self.strides
-            .iter()
-            .fold(self.image, |s, &st| (s - 1) / st + 1)
+        conv_stack::feature_side(self.image, &self.kernels, &self.strides)
     }
 
     /// Length of the flattened features.
@@ -205,6 +208,7 @@ impl ImplicitConfig {
                     image: 32,
                     channels: vec![8, 16, 32],
                     strides: vec![2, 2, 2],
+                    kernels: vec![],
                     hidden: 64,
                 },
                 decoder: DecoderConfig {
@@ -245,10 +249,12 @@ impl ImplicitConfig {
                 model_id: String::new(),
                 kind,
                 latent: 32,
+                // the default point model's patchify stack: 8x8/s8 then 2x2/s2, no padding
                 encoder: EncoderConfig {
                     image: 64,
-                    channels: vec![16, 32, 64, 64],
-                    strides: vec![2, 2, 2, 2],
+                    channels: vec![32, 64],
+                    strides: vec![8, 2],
+                    kernels: vec![8, 2],
                     hidden: 256,
                 },
                 decoder: DecoderConfig {
@@ -329,12 +335,8 @@ impl ImplicitConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |s: &str| Err(TrainError::Config(s.to_string()));
         let e = &self.encoder;
-        if e.channels.is_empty() || e.channels.len() != e.strides.len() {
-            return bad("encoder.channels and encoder.strides must have the same, non-zero length");
-        }
-        if e.strides.iter().any(|&s| s != 1 && s != 2) {
-            return bad("encoder.strides must be 1 or 2");
-        }
+        conv_stack::check("encoder", e.image, &e.channels, &e.strides, &e.kernels)
+            .map_err(TrainError::Config)?;
         if e.image < 8 || e.hidden == 0 || self.latent == 0 || self.latent > 4096 {
             return bad("encoder.image >= 8, encoder.hidden > 0 and 1 <= latent <= 4096");
         }

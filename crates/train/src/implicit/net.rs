@@ -1,12 +1,13 @@
 //! Networks of the implicit pipeline (generic over the burn backend) and their losses.
 
 use burn::module::{Initializer, Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::conv::Conv2d;
+use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use super::ImplicitConfig;
+use crate::conv_stack;
 
 /// He (Kaiming) uniform initialisation for ReLU layers.
 fn he() -> Initializer {
@@ -19,7 +20,7 @@ fn he() -> Initializer {
 /// Image encoder: picture `[B, 3, H, W]` -> latent `[B, Z]`.
 #[derive(Module, Debug)]
 pub struct ImageEncoder<B: Backend> {
-    /// 3x3 convolutions, padding 1, ReLU after each.
+    /// Convolutions ([`crate::conv_stack`]), ReLU after each.
     pub convs: Vec<Conv2d<B>>,
     /// Hidden fully connected layer (ReLU).
     pub fc: Linear<B>,
@@ -106,14 +107,16 @@ impl ImplicitConfig {
         let e = &self.encoder;
         let mut convs = Vec::with_capacity(e.channels.len());
         let mut cin = 3;
-        for (&cout, &st) in e.channels.iter().zip(&e.strides) {
-            convs.push(
-                Conv2dConfig::new([cin, cout], [3, 3])
-                    .with_stride([st, st])
-                    .with_padding(PaddingConfig2d::Explicit(1, 1))
-                    .with_initializer(he())
-                    .init(device),
-            );
+        for (i, &cout) in e.channels.iter().enumerate() {
+            convs.push(conv_stack::conv(
+                cin,
+                cout,
+                &e.kernels,
+                &e.strides,
+                i,
+                he(),
+                device,
+            ));
             cin = cout;
         }
         ImageEncoder {
