@@ -2,6 +2,8 @@
 # Point coder vs Google Draco (DracoPy, kd-tree, compression level 7), same
 # quantized clouds, same run, with the information bound of each cloud
 # (bound.py). Usage: bench/pointcode/compare.sh [DIR]
+# Our coder is the default (fast, format 4); PC_METHOD=compact selects
+# format 3 (the variable is read by the pointcode_bench example).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR="${1:-/tmp/pointcode_bench}"

@@ -6,7 +6,10 @@
 //!
 //! Usage: `cargo run --release -p shapecast-wire --example pointcode_bench -- [DIR]`
 //! (default DIR: /tmp/pointcode_bench; `-- DIR enc|dec REPS` only runs the
-//! coder REPS times per cloud, untimed, for `perf`). Exit code 1 on any failure. (That the
+//! coder REPS times per cloud, untimed, for `perf`; `PC_ONLY=<shape>_<bits>`
+//! restricts that mode to one cloud). `PC_METHOD=compact`
+//! selects the compact coder (format 3) instead of the default fast one
+//! (format 4). Exit code 1 on any failure. (That the
 //! coder does not allocate is checked by a test in `tests/wire.rs`.)
 use shapecast_wire::pointcode::{self, Bounds};
 use std::fmt::Write as _;
@@ -263,7 +266,7 @@ enum Mode {
     Dec(usize),
 }
 
-fn run(dir: &Path, mode: Mode) -> Result<(), String> {
+fn run(dir: &Path, mode: Mode, method: pointcode::Method) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let mut rng = Rng(0x5EED_0001);
     let mut shapes: Vec<(&str, Vec<V>)> = Vec::new();
@@ -320,9 +323,16 @@ fn run(dir: &Path, mode: Mode) -> Result<(), String> {
             std::fs::write(&path, xyz).map_err(|e| format!("write {}: {e}", path.display()))?;
             let mut buf = vec![0u8; pointcode::max_encoded_len(q.len(), bits)];
             if let Mode::Enc(reps) | Mode::Dec(reps) = mode {
+                // `PC_ONLY=<shape>_<bits>` limits the profiling mode to one
+                // cloud (bench/pointcode/cycles.sh).
+                if let Ok(only) = std::env::var("PC_ONLY") {
+                    if only != format!("{name}_{bits}") {
+                        continue;
+                    }
+                }
                 let mut work = q.clone();
                 pointcode::sort_canonical(&mut work, &mut [] as &mut [u8]);
-                let len = pointcode::encode(&work, bits, &mut buf).unwrap_or(0);
+                let len = pointcode::encode_with(&work, bits, method, &mut buf).unwrap_or(0);
                 let mut out = vec![[0u16; 3]; q.len()];
                 for _ in 0..reps {
                     if mode == Mode::Dec(reps) {
@@ -330,7 +340,9 @@ fn run(dir: &Path, mode: Mode) -> Result<(), String> {
                     } else {
                         work.copy_from_slice(&q);
                         pointcode::sort_canonical(&mut work, &mut [] as &mut [u8]);
-                        let _ = std::hint::black_box(pointcode::encode(&work, bits, &mut buf));
+                        let _ = std::hint::black_box(pointcode::encode_with(
+                            &work, bits, method, &mut buf,
+                        ));
                     }
                 }
                 let _ = writeln!(o, "{name}\t{bits}\t{}\t{len}", q.len());
@@ -342,7 +354,7 @@ fn run(dir: &Path, mode: Mode) -> Result<(), String> {
             let enc_us = time(|| {
                 work.copy_from_slice(&q);
                 pointcode::sort_canonical(&mut work, &mut [] as &mut [u8]);
-                len = pointcode::encode(&work, bits, &mut buf).unwrap_or(0);
+                len = pointcode::encode_with(&work, bits, method, &mut buf).unwrap_or(0);
             });
             if len == 0 {
                 return Err(format!("{name} {bits}: encode failed"));
@@ -402,7 +414,15 @@ fn main() -> ExitCode {
         Some("dec") => Mode::Dec(reps),
         _ => Mode::Bench,
     };
-    match run(&dir, mode) {
+    let method = match std::env::var("PC_METHOD").as_deref() {
+        Ok("compact") => pointcode::Method::Compact,
+        Ok("fast") | Err(_) => pointcode::Method::Fast,
+        Ok(other) => {
+            eprintln!("pointcode_bench: PC_METHOD must be fast or compact, not {other}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&dir, mode, method) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pointcode_bench: {e}");

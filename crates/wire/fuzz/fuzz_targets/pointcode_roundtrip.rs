@@ -1,6 +1,8 @@
-//! Arbitrary points (and bit depth): sort_canonical -> encode (into a buffer
-//! of exactly `max_encoded_len` bytes) -> decode must give back the sorted
-//! input, and the stream must be rejected when truncated by one byte.
+//! Arbitrary points (and bit depth and coder): sort_canonical -> encode
+//! (into a buffer of exactly `max_encoded_len` bytes) -> decode must give back
+//! the sorted input, and the stream must be rejected when truncated by one
+//! byte. The first byte picks the bit depth (low 7 bits) and the coder (high
+//! bit: compact, format 3; else fast, format 4).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,7 +12,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&b, rest)) = data.split_first() else {
         return;
     };
-    let bits = pointcode::MIN_BITS + b % (pointcode::MAX_BITS - pointcode::MIN_BITS + 1);
+    let bits = pointcode::MIN_BITS + (b & 0x7F) % (pointcode::MAX_BITS - pointcode::MIN_BITS + 1);
+    let method = if b & 0x80 != 0 {
+        pointcode::Method::Compact
+    } else {
+        pointcode::Method::Fast
+    };
     let mask = ((1u32 << bits) - 1) as u16;
     let mut pts: Vec<[u16; 3]> = rest
         .chunks_exact(6)
@@ -21,7 +28,8 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     pointcode::sort_canonical(&mut pts, &mut [] as &mut [u8]);
     let mut enc = vec![0u8; pointcode::max_encoded_len(pts.len(), bits)];
-    let m = pointcode::encode(&pts, bits, &mut enc).expect("encode within max_encoded_len");
+    let m = pointcode::encode_with(&pts, bits, method, &mut enc)
+        .expect("encode within max_encoded_len");
     assert_eq!(pointcode::peek_count(&enc[..m]), Ok((pts.len(), bits)));
     let mut back = vec![[0u16; 3]; pts.len()];
     let got = pointcode::decode(&enc[..m], &mut back);

@@ -1,6 +1,7 @@
-//! The tree coder shared by encoder and decoder: count splitting along a
-//! binary kd-tree (x, y, z, x, ... halvings, i.e. Morton order) and direct
-//! coding of isolated points with a plane prediction from coded neighbours.
+//! Format version 3 (tag `0xA3`, `Method::Compact`): the tree coder shared
+//! by encoder and decoder: count splitting along a binary kd-tree (x, y, z,
+//! x, ... halvings, i.e. Morton order) and direct coding of isolated points
+//! with a plane prediction from coded neighbours.
 
 use super::rc::{BitCoder, Decoder, Encoder, Prob};
 use crate::Error;
@@ -531,7 +532,7 @@ pub(crate) fn decode_tree(body: &[u8], bits: u8, out: &mut [[u16; 3]]) -> Result
     };
     d.node(0, 0, n, [0; 3], [0; 3]);
     // A valid stream is consumed exactly (see `Encoder::finish`).
-    if d.c.over > 0 {
+    if d.c.overrun() {
         return Err(Error::Truncated);
     }
     if d.c.bad || !d.c.exact() {

@@ -60,15 +60,43 @@ impl Prob {
     }
 }
 
+/// Adaptation shift of [`Fp`].
+pub(crate) const FP_SHIFT: u32 = 4;
+
+/// Fast adaptive binary model of format 4: the probability of a 0 bit in
+/// 16 bits, moved by 1/16 of the distance toward the observed bit. Starting
+/// at 32768 it stays within [15, 65521], so `(range >> 16) * p` lies strictly
+/// inside (0, range) for every range >= 2^24: no clamp, no counter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fp(pub(crate) u16);
+
+impl Fp {
+    pub(crate) const NEW: Fp = Fp(1 << 15);
+
+    #[inline(always)]
+    fn update(&mut self, bit: bool) {
+        let p = self.0 as u32;
+        let up = p + ((65536 - p) >> FP_SHIFT);
+        let down = p - (p >> FP_SHIFT);
+        self.0 = if bit { down } else { up } as u16;
+    }
+}
+
 /// Something that codes binary decisions: the encoder takes the bit and
 /// returns it, the decoder ignores the argument and returns the decoded bit.
 pub(crate) trait BitCoder {
     fn bit(&mut self, m: &mut Prob, bit: bool) -> bool;
+    /// Codes one decision with a [`Fp`] model (format 4).
+    fn fbit(&mut self, m: &mut Fp, bit: bool) -> bool;
     /// Codes the low `k` (0..=16) bits of `v` as raw (equiprobable) bits in
     /// the separate raw section; returns them.
     fn raw(&mut self, v: u32, k: u32) -> u32;
     /// Marks the stream invalid (the decoder met a value no encoder writes).
     fn invalid(&mut self) {}
+    /// Whether the encoder's output is full (the decoder: never).
+    fn full(&self) -> bool {
+        false
+    }
     /// Test-only cost accounting: the category of the following decisions.
     #[inline(always)]
     fn cat(&mut self, _c: usize) {}
@@ -231,6 +259,11 @@ impl<'a> Encoder<'a> {
 }
 
 impl BitCoder for Encoder<'_> {
+    #[inline(always)]
+    fn full(&self) -> bool {
+        self.overflow
+    }
+
     #[cfg(test)]
     fn cat(&mut self, c: usize) {
         self.cat = c;
@@ -248,6 +281,26 @@ impl BitCoder for Encoder<'_> {
         let mask = 0u32.wrapping_sub(u32::from(bit));
         self.low += (bound & mask) as u64;
         self.range = (bound & !mask) | ((self.range - bound) & mask);
+        m.update(bit);
+        self.normalize();
+        bit
+    }
+
+    #[inline(always)]
+    fn fbit(&mut self, m: &mut Fp, bit: bool) -> bool {
+        let bound = (self.range >> 16) * m.0 as u32;
+        #[cfg(test)]
+        {
+            let p0 = m.0 as f64 / 65536.0;
+            self.cost[self.cat] -= log2(if bit { 1.0 - p0 } else { p0 });
+            self.cost[(16 + self.cat) % 32] += 1.0;
+        }
+        if bit {
+            self.low += bound as u64;
+            self.range -= bound;
+        } else {
+            self.range = bound;
+        }
         m.update(bit);
         self.normalize();
         bit
@@ -279,12 +332,10 @@ pub(crate) struct Decoder<'a> {
     range: u32,
     input: &'a [u8],
     pos: usize,
-    pub(crate) over: usize,
     /// Raw section, read forwards.
     raw: &'a [u8],
-    acc: u64,
-    nacc: u32,
-    nraw: usize,
+    /// Raw bits consumed so far.
+    rbit: u64,
     /// Set when a decoded value is impossible (see [`BitCoder::invalid`]).
     pub(crate) bad: bool,
 }
@@ -319,11 +370,8 @@ impl<'a> Decoder<'a> {
             range: u32::MAX,
             input,
             pos: 0,
-            over: 0,
             raw,
-            acc: 0,
-            nacc: 0,
-            nraw: 0,
+            rbit: 0,
             bad: false,
         };
         for _ in 0..4 {
@@ -332,24 +380,36 @@ impl<'a> Decoder<'a> {
         Ok(d)
     }
 
+    /// Raw bytes the consumed raw bits occupy.
+    fn raw_used(&self) -> u64 {
+        self.rbit.div_ceil(8)
+    }
+
+    /// Whether a byte past the end of either section was needed.
+    pub(crate) fn overrun(&self) -> bool {
+        self.pos > self.input.len() || self.raw_used() > self.raw.len() as u64
+    }
+
     /// Whether both sections were consumed exactly (no byte left, none read
     /// past the end) and the padding bits of the last raw byte are 0.
     pub(crate) fn exact(&self) -> bool {
-        self.over == 0
+        let pad_zero = match self.raw.last() {
+            Some(&b) if self.rbit % 8 != 0 => b >> (self.rbit % 8) == 0,
+            _ => true,
+        };
+        !self.overrun()
             && self.pos == self.input.len()
-            && self.nraw == self.raw.len()
-            && self.acc == 0
+            && self.raw_used() == self.raw.len() as u64
+            && pad_zero
     }
 
+    /// The next byte (0 past the end; `pos` keeps counting, so an
+    /// over-read shows as `pos > input.len()`).
     #[inline(always)]
     fn next(&mut self) -> u8 {
-        if let Some(&b) = self.input.get(self.pos) {
-            self.pos += 1;
-            b
-        } else {
-            self.over += 1;
-            0
-        }
+        let b = self.input.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        b
     }
 
     #[inline(always)]
@@ -380,21 +440,34 @@ impl BitCoder for Decoder<'_> {
     }
 
     #[inline(always)]
+    fn fbit(&mut self, m: &mut Fp, _bit: bool) -> bool {
+        let bound = (self.range >> 16) * m.0 as u32;
+        let bit = self.code >= bound;
+        let mask = 0u32.wrapping_sub(u32::from(bit));
+        self.code -= bound & mask;
+        self.range = (bound & !mask) | ((self.range - bound) & mask);
+        m.update(bit);
+        self.normalize();
+        bit
+    }
+
+    #[inline(always)]
     fn raw(&mut self, _v: u32, k: u32) -> u32 {
-        while self.nacc < k {
-            let b = if let Some(&b) = self.raw.get(self.nraw) {
-                b
-            } else {
-                self.over += 1;
-                0
-            };
-            self.nraw += 1;
-            self.acc |= (b as u64) << self.nacc;
-            self.nacc += 8;
+        // Position-based reader: one 8-byte little-endian load at the byte
+        // holding the next bit (zeros past the end; over-reads are detected
+        // from `rbit` afterwards), no refill loop.
+        let i = (self.rbit >> 3) as usize;
+        let mut a = [0u8; 8];
+        match self.raw.get(i..i.saturating_add(8)) {
+            Some(b) => a.copy_from_slice(b),
+            None => {
+                for (j, x) in a.iter_mut().enumerate() {
+                    *x = self.raw.get(i + j).copied().unwrap_or(0);
+                }
+            }
         }
-        let v = (self.acc as u32) & ((1u32 << k) - 1);
-        self.acc >>= k;
-        self.nacc -= k;
-        v
+        let word = u64::from_le_bytes(a) >> (self.rbit & 7);
+        self.rbit += u64::from(k);
+        (word as u32) & ((1u32 << k) - 1)
     }
 }

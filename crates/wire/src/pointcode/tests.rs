@@ -20,9 +20,24 @@ fn golden_cloud() -> [[u16; 3]; 64] {
 }
 
 fn roundtrip(pts: &mut [[u16; 3]], bits: u8) -> usize {
+    let n = roundtrip_with(pts, bits, Method::Compact);
+    let m = roundtrip_with(pts, bits, Method::Fast);
+    // Both forms are bounded by the raw form.
+    assert!(n.max(m) <= max_encoded_len(pts.len(), bits));
+    m
+}
+
+fn roundtrip_with(pts: &mut [[u16; 3]], bits: u8, method: Method) -> usize {
     sort_canonical(pts, &mut [] as &mut [u8]);
     let mut buf = vec![0u8; max_encoded_len(pts.len(), bits)];
-    let n = encode(pts, bits, &mut buf).expect("encode");
+    let n = encode_with(pts, bits, method, &mut buf).expect("encode");
+    if !pts.is_empty() && buf[0] != TAG_RAW {
+        let tag = match method {
+            Method::Fast => TAG_FAST,
+            Method::Compact => TAG_ARITH,
+        };
+        assert_eq!(buf[0], tag);
+    }
     let mut out = vec![[0u16; 3]; pts.len()];
     let (m, b) = decode(&buf[..n], &mut out).expect("decode");
     assert_eq!((m, b), (pts.len(), bits));
@@ -43,41 +58,58 @@ fn roundtrip_small_with_duplicates() {
     let mut one = [[1023u16, 0, 1023]];
     roundtrip(&mut one, 10);
     let mut same = [[7u16, 7, 7]; 300];
-    let n = roundtrip(&mut same, 16);
+    let n = roundtrip_with(&mut same, 16, Method::Compact);
     assert!(n < 16, "300 identical points took {n} bytes");
+    // Format 4's models adapt at a fixed rate (1/16): 48 one-sided splits
+    // from p = 1/2 cost a little more.
+    let n = roundtrip(&mut same, 16);
+    assert!(n < 20, "300 identical points took {n} bytes (fast)");
 }
 
 #[test]
 fn empty_cloud() {
     let mut buf = [0u8; 8];
     let n = encode(&[], 12, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &[TAG_FAST, 12, 0]);
+    let n = encode_with(&[], 12, Method::Compact, &mut buf).unwrap();
     assert_eq!(&buf[..n], &[TAG_ARITH, 12, 0]);
     let mut out = [[0u16; 3]; 0];
     assert_eq!(decode(&buf[..n], &mut out), Ok((0, 12)));
 }
 
-/// Freezes the bitstream: any change of the format changes these bytes.
+/// Freezes both bitstreams: any change of a format changes these bytes.
 #[test]
 fn golden_bytes() {
     let mut pts = golden_cloud();
     sort_canonical(&mut pts, &mut [] as &mut [u8]);
-    let mut buf = [0u8; 512];
-    let n = encode(&pts, 10, &mut buf).unwrap();
-    let hex: String = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(
-        hex, GOLDEN_HEX,
-        "bitstream changed: bump the format tag and the spec"
-    );
-    let mut out = [[0u16; 3]; 64];
-    assert_eq!(decode(&buf[..n], &mut out), Ok((64, 10)));
-    assert_eq!(out, pts);
+    for (method, want) in [
+        (Method::Fast, GOLDEN_FAST_HEX),
+        (Method::Compact, GOLDEN_HEX),
+    ] {
+        let mut buf = [0u8; 512];
+        let n = encode_with(&pts, 10, method, &mut buf).unwrap();
+        let hex: String = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex, want,
+            "{method:?} bitstream changed: bump the format tag and the spec"
+        );
+        let mut out = [[0u16; 3]; 64];
+        assert_eq!(decode(&buf[..n], &mut out), Ok((64, 10)));
+        assert_eq!(out, pts);
+    }
 }
+
+/// Frozen 2026-11-22 for format version 4 (tag 0xA4, the fast coder:
+/// count-splitting kd-tree, plane from running moment sums of the last <= 12
+/// points of the smallest ancestor holding 3, raw tangents, normal residual,
+/// shift-4 binary models).
+const GOLDEN_FAST_HEX: &str = "a40a404741676eafee4562c909437f2150e5b3020247961f9b2b85243c017404574e6c1c74983fa25f6d740c9239d9876eec4fece2641bccb45ea99ed969294978e02bd8663e37cd0a3a00b01090800107d420c20a5ae8c300022820866738c08207c2f021046da0210c0228581000000268c0092ff083090da8a0c0864500851e6861081800872490831b30404042007f00b0c106093e20840f6002";
 
 /// Refrozen 2026-11-21 (late) for format version 3 (tag 0xA3: neighbours
 /// are all of the last 12 points within a radius, refitted on the nearest
 /// when the residual is large; normal coordinate as zero flag, sign and
 /// Elias-gamma residual; low bits of points without a fit raw). Version 2
-/// was tag 0xA2, version 1 tag 0xA1.
+/// was tag 0xA2, version 1 tag 0xA1. Still produced by `Method::Compact`.
 const GOLDEN_HEX: &str = "a30a405041665f2bc1215e232f807ecbd2d1e6914ad31af014fc340c073ed36b6957c3df7b611d62cdf6594009029369bdb0de27434d3aea72a0818bfb1f921d393c53092a1db5b5f4e79c286d7a1d8071ef5e10b01090c04061a8a0c18580000561c0c2271e0106280020a0c022002101050e70f083418f027a160a80e00e1d04c000169060c10201215e002b0c08f040f8c31c";
 
 #[test]
@@ -178,10 +210,12 @@ fn raw_fallback_roundtrips() {
 fn truncated_stream_is_detected() {
     let mut pts = golden_cloud();
     sort_canonical(&mut pts, &mut [] as &mut [u8]);
-    let mut buf = [0u8; 512];
-    let n = encode(&pts, 10, &mut buf).unwrap();
-    let mut out = [[0u16; 3]; 64];
-    assert_eq!(decode(&buf[..n / 2], &mut out), Err(Error::Truncated));
+    for method in [Method::Fast, Method::Compact] {
+        let mut buf = [0u8; 512];
+        let n = encode_with(&pts, 10, method, &mut buf).unwrap();
+        let mut out = [[0u16; 3]; 64];
+        assert_eq!(decode(&buf[..n / 2], &mut out), Err(Error::Truncated));
+    }
 }
 
 /// Exhaustive over every bit depth: all clouds of 1..=3 points (duplicates
@@ -232,12 +266,14 @@ fn fuzz_regression_truncated_raw_section() {
         [14, 255, 0],
         [15, 22528, 10752],
     ];
-    let n = roundtrip(&mut pts, 15);
-    let mut buf = vec![0u8; max_encoded_len(pts.len(), 15)];
-    assert_eq!(encode(&pts, 15, &mut buf), Ok(n));
-    let mut out = [[0u16; 3]; 7];
-    for cut in 1..4 {
-        assert!(decode(&buf[..n - cut], &mut out).is_err(), "cut {cut}");
+    roundtrip(&mut pts, 15);
+    for method in [Method::Fast, Method::Compact] {
+        let mut buf = vec![0u8; max_encoded_len(pts.len(), 15)];
+        let n = encode_with(&pts, 15, method, &mut buf).unwrap();
+        let mut out = [[0u16; 3]; 7];
+        for cut in 1..4 {
+            assert!(decode(&buf[..n - cut], &mut out).is_err(), "cut {cut}");
+        }
     }
 }
 
@@ -289,20 +325,30 @@ fn sphere_cloud(bits: u8) -> Vec<[u16; 3]> {
 }
 
 /// Compression regression guard: the sphere at 10 and 12 bits must stay at
-/// the size format 3 reached (bytes per point, with 1 % slack).
+/// the size each format reached (bytes per point, with 1 % slack).
 #[test]
 fn sphere_compresses_as_designed() {
-    for (bits, limit) in [(10u8, SPHERE_LIMIT[0]), (12, SPHERE_LIMIT[1])] {
-        let mut pts = sphere_cloud(bits);
-        let n = roundtrip(&mut pts, bits);
-        let bpp = n as f64 / pts.len() as f64;
-        assert!(bpp <= limit, "{bits} bits: {bpp:.3} B/pt > {limit}");
+    for (method, limits) in [
+        (Method::Fast, SPHERE_LIMIT_FAST),
+        (Method::Compact, SPHERE_LIMIT),
+    ] {
+        for (bits, limit) in [(10u8, limits[0]), (12, limits[1])] {
+            let mut pts = sphere_cloud(bits);
+            let n = roundtrip_with(&mut pts, bits, method);
+            let bpp = n as f64 / pts.len() as f64;
+            assert!(
+                bpp <= limit,
+                "{method:?} {bits} bits: {bpp:.3} B/pt > {limit}"
+            );
+        }
     }
 }
 
 /// Bytes per point of [`sphere_cloud`] at 10 and 12 bits (format 3: 2.310
 /// and 3.052) + 1 %.
 const SPHERE_LIMIT: [f64; 2] = [2.310 * 1.01, 3.052 * 1.01];
+/// The same for format 4 (2.346 and 3.105).
+const SPHERE_LIMIT_FAST: [f64; 2] = [2.346 * 1.01, 3.105 * 1.01];
 
 /// Coordinates drawn from the extremes and their neighbours (0, 1, the top
 /// bit alone, max - 1, max), 1..=3 points, every depth.
@@ -361,13 +407,15 @@ proptest! {
     #[test]
     fn prop_truncation_or_extension_is_rejected((bits, mut pts) in cloud(60), cut in 1usize..4, extra in any::<u8>()) {
         sort_canonical(&mut pts, &mut [] as &mut [u8]);
-        let mut buf = vec![0u8; max_encoded_len(pts.len(), bits) + 1];
-        let n = encode(&pts, bits, &mut buf).unwrap();
-        let mut out = vec![[0u16; 3]; pts.len()];
-        if !pts.is_empty() && n > 3 + cut {
-            prop_assert!(decode(&buf[..n - cut], &mut out).is_err());
-            buf[n] = extra;
-            prop_assert!(decode(&buf[..n + 1], &mut out).is_err());
+        for method in [Method::Fast, Method::Compact] {
+            let mut buf = vec![0u8; max_encoded_len(pts.len(), bits) + 1];
+            let n = encode_with(&pts, bits, method, &mut buf).unwrap();
+            let mut out = vec![[0u16; 3]; pts.len()];
+            if !pts.is_empty() && n > 3 + cut {
+                prop_assert!(decode(&buf[..n - cut], &mut out).is_err());
+                buf[n] = extra;
+                prop_assert!(decode(&buf[..n + 1], &mut out).is_err());
+            }
         }
     }
 
@@ -404,8 +452,8 @@ proptest! {
     }
 
     #[test]
-    fn prop_decode_valid_header_random_body(bits in 8u8..=16, n in 1usize..500, body in prop::collection::vec(any::<u8>(), 0..400)) {
-        let mut input = vec![TAG_ARITH, bits];
+    fn prop_decode_valid_header_random_body(fast in any::<bool>(), bits in 8u8..=16, n in 1usize..500, body in prop::collection::vec(any::<u8>(), 0..400)) {
+        let mut input = vec![if fast { TAG_FAST } else { TAG_ARITH }, bits];
         let mut v = n;
         loop {
             let b = (v & 0x7F) as u8;
@@ -478,8 +526,15 @@ fn bits_breakdown() {
                 .collect();
             sort_canonical(&mut pts, &mut [] as &mut [u8]);
             let mut buf = vec![0u8; max_encoded_len(pts.len(), bits)];
-            let cost = code::cost_of(&pts, bits, &mut buf);
+            let cost = if std::env::var("PC_METHOD").as_deref() == Ok("compact") {
+                code::cost_of(&pts, bits, &mut buf)
+            } else {
+                fast::cost_of(&pts, bits, &mut buf)
+            };
             let n = pts.len() as f64;
+            if std::env::var("PC_FULL").is_ok() && bits == 10 {
+                println!("{:?}", cost.map(|c| (c / n * 100.0).round() / 100.0));
+            }
             let normal: f64 = cost[8..14].iter().sum();
             let t = cost[0] + cost[1] + cost[2] + normal;
             let dec = |i: usize| cost[16 + i] / n;
