@@ -281,10 +281,32 @@ pub fn fscore_plot(reports: &[EvalReport], out: &Path) -> Result<(), TrainError>
 
 /// Draws `pts` as depth-shaded dots seen from the sample's camera into a `size` square.
 pub fn render_points(sample: &Sample, pts: &[[f32; 3]], size: u32, color: [u8; 3]) -> RgbImage {
+    render_points_in(sample, pts, size, color, false)
+}
+
+/// [`render_points`] for points in the object frame (`camera_frame` false) or in the
+/// viewer-centred camera frame (x right, y down, z forward, centred on the object: drawn
+/// as if the object's centre were at the camera's distance on its axis).
+pub fn render_points_in(
+    sample: &Sample,
+    pts: &[[f32; 3]],
+    size: u32,
+    color: [u8; 3],
+    camera_frame: bool,
+) -> RgbImage {
     let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
+    let cam = &sample.camera;
+    let (f, h) = (cam.focal_px(size), 0.5 * size as f32);
     let mut proj: Vec<[f32; 3]> = pts
         .iter()
-        .filter_map(|&p| sample.camera.project(p, size))
+        .filter_map(|&p| {
+            if camera_frame {
+                let z = p[2] + cam.distance;
+                (z > 1e-6).then(|| [h + f * p[0] / z, h + f * p[1] / z, z])
+            } else {
+                cam.project(p, size)
+            }
+        })
         .collect();
     if proj.is_empty() {
         return img;
@@ -323,6 +345,18 @@ pub fn contact_sheet(
     cell: u32,
     out: &Path,
 ) -> Result<(), TrainError> {
+    contact_sheet_in(samples, preds, cell, out, false)
+}
+
+/// [`contact_sheet`] with predictions and ground truth in the object frame or (when
+/// `camera_frame`) in the viewer-centred camera frame; see [`render_points_in`].
+pub fn contact_sheet_in(
+    samples: &[Sample],
+    preds: &[Vec<[f32; 3]>],
+    cell: u32,
+    out: &Path,
+    camera_frame: bool,
+) -> Result<(), TrainError> {
     let rows = samples.len().min(preds.len()) as u32;
     let mut sheet =
         RgbImage::from_pixel(3 * cell + 8, rows.max(1) * (cell + 4), Rgb([200, 200, 200]));
@@ -333,9 +367,9 @@ pub fn contact_sheet(
                 image::imageops::resize(&src, cell, cell, image::imageops::FilterType::Nearest);
             image::imageops::replace(&mut sheet, &big, 0, i64::from(y0));
         }
-        let pr = render_points(s, p, cell, [30, 90, 200]);
+        let pr = render_points_in(s, p, cell, [30, 90, 200], camera_frame);
         image::imageops::replace(&mut sheet, &pr, i64::from(cell + 4), i64::from(y0));
-        let gt = render_points(s, &s.points, cell, [40, 150, 40]);
+        let gt = render_points_in(s, &s.points, cell, [40, 150, 40], camera_frame);
         image::imageops::replace(&mut sheet, &gt, i64::from(2 * cell + 8), i64::from(y0));
         draw_text(
             &mut sheet,

@@ -176,6 +176,12 @@ pub struct ExportInfo {
 pub fn point_metadata(cfg: &TrainConfig, info: &ExportInfo) -> Vec<(String, String)> {
     let m = &cfg.model;
     let mut kv = input_metadata("points", &cfg.model_id, m.image, &cfg.mean, &cfg.std);
+    // the frame the run's ground truth was in (`object` or viewer-centred `camera`)
+    for (k, v) in kv.iter_mut() {
+        if k == "shapecast.frame" {
+            v.clone_from(&cfg.data.frame);
+        }
+    }
     kv.extend([
         ("shapecast.points".into(), m.points.to_string()),
         ("shapecast.hypotheses".into(), m.hypotheses.to_string()),

@@ -15,9 +15,9 @@ use clap::{Parser, Subcommand};
 
 use shapecast_train::backend::DeviceKind;
 use shapecast_train::config::TrainConfig;
-use shapecast_train::data::Split;
+use shapecast_train::data::{Sample, Split};
 use shapecast_train::eval::{
-    contact_sheet, eval_onnx, fscore_plot, picture_dependence, write_reports, EvalReport,
+    contact_sheet_in, eval_onnx, fscore_plot, picture_dependence, write_reports, EvalReport,
 };
 use shapecast_train::export::{export_points, ExportInfo};
 use shapecast_train::inference::TractRunner;
@@ -216,9 +216,9 @@ fn run(cli: Cli) -> Result<()> {
             let dev: DeviceKind = device.parse().context("--device")?;
             dev.available().context("--device")?;
             let t = Instant::now();
-            let (train, _) = datasets::load_split(&cfg, Split::Train, cfg.data.train_samples)
+            let (train, _) = load_points(&cfg, Split::Train, cfg.data.train_samples)
                 .context("loading the training split")?;
-            let (val, _) = datasets::load_split(&cfg, Split::Val, cfg.data.val_samples)
+            let (val, _) = load_points(&cfg, Split::Val, cfg.data.val_samples)
                 .context("loading the validation split")?;
             log::info!(
                 "data: {} train / {} val samples in {:.1} s",
@@ -288,12 +288,25 @@ fn run(cli: Cli) -> Result<()> {
             let cfg =
                 TrainConfig::load(&run.join("config.json")).context("reading the run's config")?;
             let split: Split = split.parse().context("--split")?;
-            let (set, _) =
+            // ground truth in the object frame; each model is scored in the frame its
+            // metadata names (`shapecast.frame`), so object- and camera-frame models compare
+            let (object_set, _) =
                 datasets::load_split(&cfg, split, samples).context("loading the split")?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let mut reports: Vec<EvalReport> = Vec::new();
             for (i, m) in model.iter().enumerate() {
                 let runner = TractRunner::load(m, cfg.model.image).context("loading the model")?;
+                let frame = model_frame(m)?;
+                let set: Vec<Sample> = if frame == "camera" {
+                    object_set
+                        .iter()
+                        .cloned()
+                        .map(Sample::into_camera_frame)
+                        .collect()
+                } else {
+                    object_set.clone()
+                };
+                println!("{}: frame {frame}", m.display());
                 let (rep, kept) = eval_onnx(
                     &runner,
                     &m.display().to_string(),
@@ -315,11 +328,12 @@ fn run(cli: Cli) -> Result<()> {
                     rep.infer_ms_p50,
                     rep.infer_ms_p99
                 );
-                contact_sheet(
+                contact_sheet_in(
                     &set[..kept.len()],
                     &kept,
                     128,
                     &out.join(format!("sheet{i}.png")),
+                    frame == "camera",
                 )
                 .context("drawing the contact sheet")?;
                 if dependence > 0 {
@@ -379,6 +393,32 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Loads up to `limit` samples of `split` (see [`datasets::load_split`]) with the ground
+/// truth in the run's frame (`data.frame`: `object`, or viewer-centred `camera`).
+fn load_points(
+    cfg: &TrainConfig,
+    split: Split,
+    limit: usize,
+) -> Result<(Vec<Sample>, Vec<String>)> {
+    let (set, parts) = datasets::load_split(cfg, split, limit)?;
+    let set = if cfg.data.frame == "camera" {
+        set.into_iter().map(Sample::into_camera_frame).collect()
+    } else {
+        set
+    };
+    Ok((set, parts))
+}
+
+/// The `shapecast.frame` an ONNX model declares (`object` when absent).
+fn model_frame(model: &Path) -> Result<String> {
+    let kv = shapecast_onnx::read_metadata(model)
+        .with_context(|| format!("reading the metadata of {}", model.display()))?;
+    Ok(kv
+        .into_iter()
+        .find(|(k, _)| k == "shapecast.frame")
+        .map_or_else(|| "object".to_string(), |(_, v)| v))
+}
+
 /// Exports a run folder's weights; returns the tract-vs-burn difference.
 fn export_run(
     run: &Path,
@@ -393,8 +433,7 @@ fn export_run(
         cfg.model_id = id;
     }
     cfg.validate().context("checking the configuration")?;
-    let (probe, parts) =
-        datasets::load_split(&cfg, Split::Val, 4).context("loading probe pictures")?;
+    let (probe, parts) = load_points(&cfg, Split::Val, 4).context("loading probe pictures")?;
     let probes: Vec<Vec<f32>> = probe
         .iter()
         .map(|s| s.image_chw(cfg.mean, cfg.std))
@@ -420,7 +459,7 @@ fn quantize(
     let cfg = TrainConfig::load(&run.join("config.json")).context("reading the run's config")?;
     let side = cfg.model.image;
     let (cal, _) =
-        datasets::load_split(&cfg, Split::Train, calib).context("loading calibration pictures")?;
+        load_points(&cfg, Split::Train, calib).context("loading calibration pictures")?;
     let inputs = cli::quant::picture_inputs(
         cal.iter().map(|s| s.image_chw(cfg.mean, cfg.std)).collect(),
         side,
@@ -431,8 +470,7 @@ fn quantize(
         cfg.data.seed,
         cfg.data.kind
     );
-    let (vset, _) =
-        datasets::load_split(&cfg, Split::Val, val).context("loading validation pictures")?;
+    let (vset, _) = load_points(&cfg, Split::Val, val).context("loading validation pictures")?;
     let gate = cli::quant::Gate {
         name: "F-score@1% (points)",
         max_drop,
@@ -464,8 +502,7 @@ fn bench(preset: &str, config: Option<&Path>, devices: &[String], steps: usize) 
         Some(c) => TrainConfig::load(c).context("reading --config")?,
         None => TrainConfig::preset(preset).context("choosing the preset")?,
     };
-    let (train, _) =
-        datasets::load_split(&cfg, Split::Train, cfg.batch * 2).context("loading data")?;
+    let (train, _) = load_points(&cfg, Split::Train, cfg.batch * 2).context("loading data")?;
     println!(
         "preset {preset}: batch {}, {} parameters",
         cfg.batch,

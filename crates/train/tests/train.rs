@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use burn::module::Module;
 use shapecast_onnx::read_metadata;
 use shapecast_train::backend::{seed_exclusive, CandleCpu, NdArrayCpu};
 use shapecast_train::config::TrainConfig;
@@ -163,6 +164,47 @@ fn patchify_encoder_export_matches_burn() {
         })
         .collect();
     assert_eq!(pads, vec![vec![0; 4], vec![1; 4], vec![0; 4]]);
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn camera_frame_export_declares_its_frame() {
+    let mut cfg = TrainConfig::preset("test").unwrap();
+    cfg.model.points = 64;
+    cfg.data.frame = "camera".into();
+    cfg.validate().unwrap();
+    let dev = Default::default();
+    let _rng = seed_exclusive::<NdArrayCpu>(&dev, 5);
+    let model = cfg.model.init::<NdArrayCpu>(&dev);
+    // weights counted by param_count (+ the running mean and variance of every batch norm)
+    let running = 2 * (cfg.model.channels.iter().sum::<usize>() + cfg.model.hidden);
+    assert_eq!(cfg.model.param_count() + running, model.num_params());
+    let side = cfg.model.image;
+    let probes: Vec<Vec<f32>> = (0..2)
+        .map(|k| {
+            (0..3 * side * side)
+                .map(|i| ((i * 13 + k * 7) % 29) as f32 / 14.0 - 1.0)
+                .collect()
+        })
+        .collect();
+    let out = tmp("camera-frame");
+    let onnx = out.join("m.onnx");
+    let diff = export_points(
+        &model,
+        &cfg,
+        &ExportInfo::default(),
+        &onnx,
+        &probes,
+        1e-4,
+        &dev,
+    )
+    .unwrap();
+    assert!(diff <= 1e-4);
+    let kv = read_metadata(&onnx).unwrap();
+    let frame = kv.iter().find(|(k, _)| k == "shapecast.frame").unwrap();
+    assert_eq!(frame.1, "camera");
+    cfg.data.frame = "world".into();
+    assert!(cfg.validate().is_err());
     std::fs::remove_dir_all(&out).ok();
 }
 

@@ -294,6 +294,17 @@ impl Sample {
         out
     }
 
+    /// Moves the surface points into the *viewer-centred* frame of [`Self::camera`]: rotated
+    /// into the camera's axes (x right, y down, z forward, the contract's `camera` frame),
+    /// then re-centred on their bounding box and scaled so its longest side is 1 (inside
+    /// [`BOUNDS`], like the object frame). The target then no longer depends on the azimuth
+    /// the picture was taken from, which a symmetric object (table, mug, vase) does not show.
+    /// Voxels and SDF samples are left in the object frame (point models only).
+    pub fn into_camera_frame(mut self) -> Self {
+        self.points = camera_frame_points(&self.points, &self.camera);
+        self
+    }
+
     /// Occupancy of the SDF samples (1 inside, 0 outside), same order as `sdf`.
     pub fn occupancy(&self) -> Vec<f32> {
         self.sdf
@@ -320,6 +331,30 @@ pub trait Dataset: Send + Sync {
     fn class_names(&self) -> &[String];
     /// Part names, index = `Sample::point_labels` value.
     fn part_names(&self) -> &[String];
+}
+
+/// Object-frame points rotated into `camera`'s axes (no translation), re-centred on their
+/// bounding box and scaled to a longest side of 1; see [`Sample::into_camera_frame`].
+pub fn camera_frame_points(points: &[[f32; 3]], camera: &Camera) -> Vec<[f32; 3]> {
+    let r = camera.rotation();
+    let rot: Vec<[f32; 3]> = points
+        .iter()
+        .map(|&p| [dot(r[0], p), dot(r[1], p), dot(r[2], p)])
+        .collect();
+    let mut lo = [f32::INFINITY; 3];
+    let mut hi = [f32::NEG_INFINITY; 3];
+    for p in &rot {
+        for k in 0..3 {
+            lo[k] = lo[k].min(p[k]);
+            hi[k] = hi[k].max(p[k]);
+        }
+    }
+    let side = (0..3).map(|k| hi[k] - lo[k]).fold(0.0f32, f32::max);
+    if !(side.is_finite() && side > 0.0) {
+        return rot;
+    }
+    let c = scale(add(lo, hi), 0.5);
+    rot.iter().map(|&p| scale(sub(p, c), 1.0 / side)).collect()
 }
 
 // ---------------------------------------------------------------- small vector helpers
@@ -379,6 +414,36 @@ mod tests {
         let up = cam0.project([0.0, 0.3, 0.0], 64).unwrap();
         assert!(up[1] < 32.0, "{up:?}");
         assert!((up[0] - 32.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn camera_frame_points_follow_the_camera_and_stay_in_bounds() {
+        let cam = Camera {
+            azimuth_deg: 90.0,
+            elevation_deg: 0.0,
+            ..Camera::default()
+        };
+        // a long thin bar along object x, a short stub along +y
+        let mut pts: Vec<[f32; 3]> = (0..=10)
+            .map(|i| [i as f32 / 10.0 - 0.5, 0.0, 0.0])
+            .collect();
+        pts.push([0.0, 0.25, 0.0]);
+        let q = camera_frame_points(&pts, &cam);
+        // camera on +x looking at -x: object x is the viewing axis (z), object +y is up
+        // (camera -y); the bar spans z with length 1, centred
+        let (zmin, zmax) = q
+            .iter()
+            .fold((f32::MAX, f32::MIN), |a, p| (a.0.min(p[2]), a.1.max(p[2])));
+        assert!((zmax - zmin - 1.0).abs() < 1e-5 && (zmax + zmin).abs() < 1e-5);
+        assert!(q.iter().all(|p| p[0].abs() < 1e-5));
+        let stub = q[11];
+        assert!(stub[1] < 0.0, "object up must be camera -y: {stub:?}");
+        for p in &q {
+            assert!(p.iter().all(|c| c.abs() <= 0.5 + 1e-6));
+        }
+        // distances are scaled uniformly (1 here: the bar already had length 1)
+        let d = |a: [f32; 3], b: [f32; 3]| norm(sub(a, b));
+        assert!((d(q[0], q[11]) - d(pts[0], pts[11])).abs() < 1e-5);
     }
 
     #[test]
