@@ -11,7 +11,8 @@ use shapecast_train::voxels::export::{
     evaluate_tract, export_voxels, TractVoxels, VoxelExportInfo,
 };
 use shapecast_train::voxels::train::{
-    evaluate, files, load_voxel_model, mean_shape_iou, train_voxels, view_counts, ViewIou,
+    class_mean_iou, evaluate, files, load_voxel_model, mean_shape_iou, train_voxels, view_counts,
+    ViewIou,
 };
 use shapecast_train::voxels::VoxelTrainConfig;
 use shapecast_train::with_autodiff_backend;
@@ -31,7 +32,8 @@ pub struct Args {
 enum Cmd {
     /// Trains a voxel model (writes config.json, metrics.csv, loss.png, checkpoints).
     Train {
-        /// Preset: test, cpu (GRU fusion), cpu-single.
+        /// Preset: cpu (3D convolutional GRU fusion), cpu-flat (flat GRU over the latent),
+        /// cpu-single (no fusion), test / test-flat (CI sizes).
         #[arg(long, default_value = "cpu")]
         preset: String,
         #[command(flatten)]
@@ -220,6 +222,11 @@ pub fn run(args: Args) -> Result<()> {
                     mean_shape_iou(&train, &objs, 0.3),
                     mean_shape_iou(&train, &objs, 0.5)
                 );
+                println!(
+                    "class-mean oracle (knows the class): IoU {:.4} (cells > 30 %), {:.4} (> 50 %)",
+                    class_mean_iou(&train, &objs, 0.3),
+                    class_mean_iou(&train, &objs, 0.5)
+                );
             }
             Ok(())
         }
@@ -241,6 +248,7 @@ fn quantize(q: QuantArgs, max_drop: f32) -> Result<()> {
     let f32_runner = TractVoxels::load(&q.model).context("loading the f32 model")?;
     let side = cfg.model.image;
     let s = f32_runner.state_size();
+    let sshape = f32_runner.state_shape().to_vec();
     let mut inputs = Vec::new();
     for o in &cal {
         let mut state = vec![0.0f32; s];
@@ -250,7 +258,7 @@ fn quantize(q: QuantArgs, max_drop: f32) -> Result<()> {
                 row.push(
                     match n.as_str() {
                         "image" => F32Tensor::new(vec![1, 3, side, side], v.clone()),
-                        "state_in" => F32Tensor::new(vec![1, s], state.clone()),
+                        "state_in" => F32Tensor::new(sshape.clone(), state.clone()),
                         other => anyhow::bail!("unexpected model input `{other}`"),
                     }
                     .context("building calibration inputs")?,

@@ -2,10 +2,19 @@
 //! export, and the check that tract reproduces burn along sequences of views.
 //!
 //! Graph (batch 1): `image` `[1, 3, H, W]` -> Conv (batch norm folded) / Relu ... -> Flatten
-//! -> Gemm (latent) [-> GRU cell with `state_in` `[1, S]`, its output is `state_out`] ->
-//! Gemm / Relu -> Reshape `[G^3, C]` -> Gemm / Relu / Gemm -> Reshape `[G, G, G, b, b, b]`
-//! -> Transpose -> Reshape -> `occupancy` `[1, R, R, R]` (logits).
-//! Ops: Conv, Relu, LeakyRelu, Flatten, Gemm, Sigmoid, Tanh, Mul, Add, Sub, Reshape, Transpose.
+//! -> Gemm (latent, batch norm folded) then
+//! * grid models: LeakyRelu -> 3D convolutional GRU with `state_in` `[1, C, G, G, G]`
+//!   (per gate a Gemm reshaped to the grid plus a 3x3x3 `Conv` on the hidden grid; Sigmoid /
+//!   Tanh / Mul / Add / Sub), its output is `state_out` -> Reshape / Transpose to cells ->
+//!   per upsampling a Gemm `[cells, C] -> [cells, 8 C']` and a 3D pixel shuffle (Reshape /
+//!   Transpose / Reshape / Transpose / Reshape), LeakyRelu, after the first one optional 3x3x3
+//!   `Conv` refinements -> `occupancy` `[1, R, R, R]` (logits);
+//! * flat models: [GRU cell with `state_in` `[1, S]`, its output is `state_out`] -> Gemm /
+//!   LeakyRelu -> Reshape `[G^3, C]` -> Gemm / LeakyRelu / Gemm -> Reshape `[G, G, G, b, b,
+//!   b]` -> Transpose -> Reshape -> `occupancy`.
+//!
+//! Ops: Conv (2D and 3D), Relu, LeakyRelu, Flatten, Gemm, Sigmoid, Tanh, Mul, Add, Sub,
+//! Reshape, Transpose.
 
 use std::path::Path;
 
@@ -13,7 +22,14 @@ use burn::prelude::*;
 use shapecast_onnx::run::{F32Tensor, LoadOptions, TractModel};
 use shapecast_onnx::{Dim, GraphBuilder};
 
-use super::model::{VoxelNet, LEAKY_SLOPE, PRIOR_LOGIT};
+use burn::nn::conv::Conv3d;
+use burn::nn::Linear;
+use shapecast_onnx::Attr;
+
+use super::model::{
+    ConvGru, GruCell, VoxelNet, VoxelNetConfig, LEAKY_SLOPE, PRIOR_LOGIT, SHUFFLE_PERM_1,
+    SHUFFLE_PERM_2,
+};
 use super::train::ViewIou;
 use super::{iou, VoxelTrainConfig};
 use crate::export::{
@@ -61,6 +77,215 @@ pub fn voxel_metadata(cfg: &VoxelTrainConfig, info: &VoxelExportInfo) -> Vec<(St
     kv
 }
 
+/// Writes `conv` (3x3x3, stride 1, padding 1) as a standard 3D `Conv` node on `x`
+/// (`[1, C, D, H, W]`).
+fn conv3d_node<B: Backend>(
+    g: &mut GraphBuilder,
+    x: &str,
+    name: &str,
+    conv: &Conv3d<B>,
+) -> Result<String, TrainError> {
+    let dims = conv.weight.dims();
+    let w = g
+        .init_f32(
+            &format!("{name}.weight"),
+            &dims,
+            &floats(conv.weight.val())?,
+        )
+        .map_err(onnx_err)?;
+    let mut inputs = vec![x.to_string(), w];
+    if let Some(b) = &conv.bias {
+        let b = g
+            .init_f32(&format!("{name}.bias"), &[dims[0]], &floats(b.val())?)
+            .map_err(onnx_err)?;
+        inputs.push(b);
+    }
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    Ok(g.node(
+        "Conv",
+        &refs,
+        &[
+            ("kernel_shape", Attr::Ints(vec![3, 3, 3])),
+            ("pads", Attr::Ints(vec![1; 6])),
+            ("strides", Attr::Ints(vec![1; 3])),
+        ],
+    ))
+}
+
+/// The flat GRU cell on latent `z` and state `h` `[1, S]`; returns the new state.
+fn flat_gru<B: Backend>(
+    g: &mut GraphBuilder,
+    gru: &GruCell<B>,
+    z: &str,
+    h: &str,
+) -> Result<String, TrainError> {
+    let xr = linear(g, z, "gru.xr", &gru.xr)?;
+    let hr = linear(g, h, "gru.hr", &gru.hr)?;
+    let a = g.add(&xr, &hr);
+    let r = g.sigmoid(&a);
+    let xz = linear(g, z, "gru.xz", &gru.xz)?;
+    let hz = linear(g, h, "gru.hz", &gru.hz)?;
+    let a = g.add(&xz, &hz);
+    let u = g.sigmoid(&a);
+    let xn = linear(g, z, "gru.xn", &gru.xn)?;
+    let hn = linear(g, h, "gru.hn", &gru.hn)?;
+    let rh = g.mul(&r, &hn);
+    let a = g.add(&xn, &rh);
+    let n = g.tanh(&a);
+    let diff = g.sub(h, &n);
+    let ud = g.mul(&u, &diff);
+    Ok(g.add(&n, &ud))
+}
+
+/// The 3D convolutional GRU on latent `z` `[1, Z]` and state grid `h` `[1, C, G, G, G]`;
+/// returns the new grid.
+fn conv_gru<B: Backend>(
+    g: &mut GraphBuilder,
+    cg: &ConvGru<B>,
+    z: &str,
+    h: &str,
+    grid: &[i64],
+) -> Result<String, TrainError> {
+    let gate_in = |g: &mut GraphBuilder, name: &str, l: &Linear<B>| {
+        linear(g, z, name, l).map(|y| g.reshape(&y, grid))
+    };
+    let xr = gate_in(g, "cgru.xr", &cg.xr)?;
+    let xu = gate_in(g, "cgru.xu", &cg.xu)?;
+    let xn = gate_in(g, "cgru.xn", &cg.xn)?;
+    let hr = conv3d_node(g, h, "cgru.hr", &cg.hr)?;
+    let a = g.add(&xr, &hr);
+    let r = g.sigmoid(&a);
+    let hu = conv3d_node(g, h, "cgru.hu", &cg.hu)?;
+    let a = g.add(&xu, &hu);
+    let u = g.sigmoid(&a);
+    let rh = g.mul(&r, h);
+    let hn = conv3d_node(g, &rh, "cgru.hn", &cg.hn)?;
+    let a = g.add(&xn, &hn);
+    let n = g.tanh(&a);
+    let diff = g.sub(h, &n);
+    let ud = g.mul(&u, &diff);
+    Ok(g.add(&n, &ud))
+}
+
+/// [`shuffle_up`] on `[d^3, 8 C']` (batch 1) -> `[(2d)^3, C']`.
+fn shuffle_node(g: &mut GraphBuilder, x: &str, d: i64, c: i64) -> String {
+    let x = g.reshape(x, &[d, d, d, 2, 4 * c]);
+    let p1: Vec<i64> = SHUFFLE_PERM_1.iter().map(|&v| v as i64).collect();
+    let x = g.transpose(&x, &p1);
+    let x = g.reshape(&x, &[2 * d, d, d, 2, 2 * c]);
+    let p2: Vec<i64> = SHUFFLE_PERM_2.iter().map(|&v| v as i64).collect();
+    let x = g.transpose(&x, &p2);
+    g.reshape(&x, &[8 * d * d * d, c])
+}
+
+/// The grid decoder on the state grid `h` `[1, C, G, G, G]` -> logits `[1, R, R, R]`.
+fn grid_decoder<B: Backend>(
+    g: &mut GraphBuilder,
+    model: &VoxelNet<B>,
+    h: &str,
+) -> Result<String, TrainError> {
+    let (c, gs) = (model.grid_channels as i64, model.grid as i64);
+    let x = g.reshape(h, &[1, c, gs * gs * gs]);
+    let x = g.transpose(&x, &[0, 2, 1]);
+    let mut x = g.reshape(&x, &[gs * gs * gs, c]);
+    let mut side = gs;
+    let last = model.ups.len().saturating_sub(1);
+    for (i, up) in model.ups.iter().enumerate() {
+        let y = linear(g, &x, &format!("up{i}"), up)?;
+        let co = (up.weight.dims()[1] / 8) as i64;
+        x = shuffle_node(g, &y, side, co);
+        side *= 2;
+        if i == last {
+            break;
+        }
+        x = g.leaky_relu(&x, LEAKY_SLOPE);
+        if i == 0 {
+            for (k, conv) in model.refine.iter().enumerate() {
+                let cells = side * side * side;
+                let y = g.reshape(&x, &[1, cells, co]);
+                let y = g.transpose(&y, &[0, 2, 1]);
+                let y = g.reshape(&y, &[1, co, side, side, side]);
+                let y = conv3d_node(g, &y, &format!("refine{k}"), conv)?;
+                let y = g.leaky_relu(&y, LEAKY_SLOPE);
+                let y = g.reshape(&y, &[1, co, cells]);
+                let y = g.transpose(&y, &[0, 2, 1]);
+                x = g.reshape(&y, &[cells, co]);
+            }
+        }
+    }
+    let prior = g
+        .init_f32("prior_logit", &[], &[PRIOR_LOGIT])
+        .map_err(onnx_err)?;
+    let x = g.add(&x, &prior);
+    let r = model.resolution as i64;
+    Ok(g.reshape(&x, &[1, r, r, r]))
+}
+
+/// The flat decoder on `d` `[1, D]` -> logits `[1, R, R, R]`.
+fn flat_decoder<B: Backend>(
+    g: &mut GraphBuilder,
+    model: &VoxelNet<B>,
+    m: &VoxelNetConfig,
+    d: &str,
+) -> Result<String, TrainError> {
+    let (Some(coarse), Some(cell1), Some(cell2)) = (&model.coarse, &model.cell1, &model.cell2)
+    else {
+        return Err(TrainError::Config("flat decoder weights missing".into()));
+    };
+    let (gs, r, c) = (m.coarse as i64, m.resolution as i64, m.cell_channels as i64);
+    let b = r / gs;
+    let cells = linear(g, d, "coarse", coarse)?;
+    let cells = g.leaky_relu(&cells, LEAKY_SLOPE);
+    let cells = g.reshape(&cells, &[gs * gs * gs, c]);
+    let h1 = linear(g, &cells, "cell1", cell1)?;
+    let h1 = g.leaky_relu(&h1, LEAKY_SLOPE);
+    let blocks = linear(g, &h1, "cell2", cell2)?;
+    let prior = g
+        .init_f32("prior_logit", &[], &[PRIOR_LOGIT])
+        .map_err(onnx_err)?;
+    let blocks = g.add(&blocks, &prior);
+    let blocks = g.reshape(&blocks, &[gs, gs, gs, b, b, b]);
+    let grid = g.transpose(&blocks, &[0, 3, 1, 4, 2, 5]);
+    Ok(g.reshape(&grid, &[1, r, r, r]))
+}
+
+/// The encoder's linear layer with the latent batch normalisation (if any) folded in:
+/// `W'[i, o] = W[i, o] s[o]`, `b'[o] = (b[o] - mean[o]) s[o] + beta[o]`,
+/// `s = gamma / sqrt(var + eps)`.
+fn latent_fc<B: Backend>(
+    g: &mut GraphBuilder,
+    x: &str,
+    model: &VoxelNet<B>,
+) -> Result<String, TrainError> {
+    let Some(bn) = &model.fc_norm else {
+        return linear(g, x, "fc", &model.fc);
+    };
+    let l = &model.fc;
+    let [d_in, d_out] = l.weight.dims();
+    let mut w = floats(l.weight.val())?;
+    let mut b = match &l.bias {
+        Some(b) => floats(b.val())?,
+        None => vec![0.0; d_out],
+    };
+    let gamma = floats(bn.gamma.val())?;
+    let beta = floats(bn.beta.val())?;
+    let mean = floats(bn.running_mean.value())?;
+    let var = floats(bn.running_var.value())?;
+    let s: Vec<f32> = (0..d_out)
+        .map(|o| gamma[o] / (var[o] + bn.epsilon as f32).sqrt())
+        .collect();
+    for row in w.chunks_mut(d_out) {
+        for (v, so) in row.iter_mut().zip(&s) {
+            *v *= so;
+        }
+    }
+    for (o, bo) in b.iter_mut().enumerate() {
+        *bo = (*bo - mean[o]) * s[o] + beta[o];
+    }
+    g.linear(x, "fc", &w, Some(&b), d_in, d_out)
+        .map_err(onnx_err)
+}
+
 /// Builds the ONNX graph of a voxel model (see the module documentation).
 pub fn voxel_graph<B: Backend>(
     model: &VoxelNet<B>,
@@ -69,7 +294,7 @@ pub fn voxel_graph<B: Backend>(
 ) -> Result<GraphBuilder, TrainError> {
     let m = &cfg.model;
     m.validate()?;
-    if m.fusion != model.gru.is_some() {
+    if m.fusion != model.fuses() || (m.grid > 0) != model.cgru.is_some() {
         return Err(TrainError::Config(
             "configuration and weights disagree on fusion".into(),
         ));
@@ -79,53 +304,32 @@ pub fn voxel_graph<B: Backend>(
         "image",
         &[Dim::Fixed(1), 3.into(), m.image.into(), m.image.into()],
     );
-    let s = model.state_size();
-    let state_in = m
-        .fusion
-        .then(|| g.input("state_in", &[Dim::Fixed(1), s.into()]));
+    let sdims: Vec<Dim> = std::iter::once(Dim::Fixed(1))
+        .chain(m.state_dims().into_iter().map(Dim::from))
+        .collect();
+    let state_in = m.fusion.then(|| g.input("state_in", &sdims));
     let x = conv_relu_stack(
         &mut g,
         &x,
         model.convs.iter().zip(model.norms.iter().map(Some)),
     )?;
     let flat = g.flatten(&x, 1);
-    let z = linear(&mut g, &flat, "fc", &model.fc)?;
-    let d = match (&model.gru, &state_in) {
-        (Some(gru), Some(h)) => {
-            let xr = linear(&mut g, &z, "gru.xr", &gru.xr)?;
-            let hr = linear(&mut g, h, "gru.hr", &gru.hr)?;
-            let a = g.add(&xr, &hr);
-            let r = g.sigmoid(&a);
-            let xz = linear(&mut g, &z, "gru.xz", &gru.xz)?;
-            let hz = linear(&mut g, h, "gru.hz", &gru.hz)?;
-            let a = g.add(&xz, &hz);
-            let u = g.sigmoid(&a);
-            let xn = linear(&mut g, &z, "gru.xn", &gru.xn)?;
-            let hn = linear(&mut g, h, "gru.hn", &gru.hn)?;
-            let rh = g.mul(&r, &hn);
-            let a = g.add(&xn, &rh);
-            let n = g.tanh(&a);
-            let diff = g.sub(h, &n);
-            let ud = g.mul(&u, &diff);
-            g.add(&n, &ud)
+    let z = latent_fc(&mut g, &flat, model)?;
+    let (grid, state) = match (&model.cgru, &model.gru, &state_in) {
+        (Some(cg), _, Some(h)) => {
+            let z = g.leaky_relu(&z, LEAKY_SLOPE);
+            let shape: Vec<i64> = std::iter::once(1)
+                .chain(m.state_dims().iter().map(|&v| v as i64))
+                .collect();
+            let h2 = conv_gru(&mut g, cg, &z, h, &shape)?;
+            (grid_decoder(&mut g, model, &h2)?, Some(h2))
         }
-        _ => z,
+        (None, Some(gru), Some(h)) => {
+            let h2 = flat_gru(&mut g, gru, &z, h)?;
+            (flat_decoder(&mut g, model, m, &h2)?, Some(h2))
+        }
+        _ => (flat_decoder(&mut g, model, m, &z)?, None),
     };
-    let (gs, r, c) = (m.coarse as i64, m.resolution as i64, m.cell_channels as i64);
-    let b = r / gs;
-    let cells = linear(&mut g, &d, "coarse", &model.coarse)?;
-    let cells = g.leaky_relu(&cells, LEAKY_SLOPE);
-    let cells = g.reshape(&cells, &[gs * gs * gs, c]);
-    let h1 = linear(&mut g, &cells, "cell1", &model.cell1)?;
-    let h1 = g.leaky_relu(&h1, LEAKY_SLOPE);
-    let blocks = linear(&mut g, &h1, "cell2", &model.cell2)?;
-    let prior = g
-        .init_f32("prior_logit", &[], &[PRIOR_LOGIT])
-        .map_err(onnx_err)?;
-    let blocks = g.add(&blocks, &prior);
-    let blocks = g.reshape(&blocks, &[gs, gs, gs, b, b, b]);
-    let grid = g.transpose(&blocks, &[0, 3, 1, 4, 2, 5]);
-    let grid = g.reshape(&grid, &[1, r, r, r]);
     let ru = m.resolution;
     g.output_with_dims(
         &grid,
@@ -133,8 +337,8 @@ pub fn voxel_graph<B: Backend>(
         &[1.into(), ru.into(), ru.into(), ru.into()],
     )
     .map_err(onnx_err)?;
-    if m.fusion {
-        g.output_with_dims(&d, "state_out", &[1.into(), s.into()])
+    if let Some(s) = state {
+        g.output_with_dims(&s, "state_out", &sdims)
             .map_err(onnx_err)?;
     }
     g.metadata_list(&voxel_metadata(cfg, info));
@@ -147,6 +351,7 @@ pub struct TractVoxels {
     model: TractModel,
     side: usize,
     state: usize,
+    state_shape: Vec<usize>,
     image_ix: usize,
     state_ix: Option<usize>,
     occ_ix: usize,
@@ -184,9 +389,8 @@ impl TractVoxels {
             })
         };
         let side = dims("image").and_then(|d| d.get(3).copied()).unwrap_or(0);
-        let state = dims("state_in")
-            .and_then(|d| d.get(1).copied())
-            .unwrap_or(0);
+        let state_shape = dims("state_in").unwrap_or_default();
+        let state = state_shape.iter().skip(1).product::<usize>();
         let model = shapecast_onnx::run::load(&proto, &LoadOptions::default())
             .map_err(|e| TrainError::Onnx(format!("{}: {e:#}", path.display())))?;
         let find = |v: &[String], n: &str| v.iter().position(|x| x == n);
@@ -206,6 +410,7 @@ impl TractVoxels {
             model,
             side,
             state,
+            state_shape,
             image_ix,
             state_ix,
             occ_ix,
@@ -222,6 +427,15 @@ impl TractVoxels {
         }
     }
 
+    /// Shape of `state_in` (`[1, S]` or `[1, C, G, G, G]`; empty without fusion).
+    pub fn state_shape(&self) -> &[usize] {
+        if self.state_ix.is_some() {
+            &self.state_shape
+        } else {
+            &[]
+        }
+    }
+
     /// One frame: a normalised `[1, 3, H, W]` picture and the state (ignored without
     /// fusion) -> (occupancy logits `R^3`, new state).
     pub fn step(&self, image: &[f32], state: &[f32]) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
@@ -231,7 +445,8 @@ impl TractVoxels {
         inputs[self.image_ix] =
             F32Tensor::new(vec![1, 3, s, s], image.to_vec()).map_err(onnx_err)?;
         if let Some(si) = self.state_ix {
-            inputs[si] = F32Tensor::new(vec![1, self.state], state.to_vec()).map_err(onnx_err)?;
+            inputs[si] =
+                F32Tensor::new(self.state_shape.clone(), state.to_vec()).map_err(onnx_err)?;
         }
         let mut outs = self.model.run(&inputs).map_err(onnx_err)?;
         let new_state = match self.state_out_ix {

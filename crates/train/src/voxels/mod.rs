@@ -1,6 +1,7 @@
 //! Voxel models (3D-R2N2): single-view 32^3 occupancy trained with a (positively weighted)
-//! binary cross-entropy, and the multi-view variant whose recurrent fusion state (a GRU over
-//! the image latent) is exported as the contract's `state_in` / `state_out` pair.
+//! binary cross-entropy, and the multi-view variant whose recurrent fusion state (3D-R2N2's
+//! 3D convolutional GRU over a `4^3` grid of cells, or a flat GRU over the image latent) is
+//! exported as the contract's `state_in` / `state_out` pair.
 //!
 //! * [`model`]: the network ([`VoxelNet`]), generic over the burn backend.
 //! * [`data`]: objects with all their views and their `R^3` occupancy, from the synthetic
@@ -10,8 +11,8 @@
 //!   evaluation per number of fused views.
 //! * [`export`]: ONNX with the contract's metadata, checked against burn in tract.
 //!
-//! Run configuration: [`VoxelTrainConfig`] (presets `test`, `cpu`, `cpu-single`), saved as
-//! `config.json` in the run folder.
+//! Run configuration: [`VoxelTrainConfig`] (presets `test`, `test-flat`, `cpu`, `cpu-flat`,
+//! `cpu-single`), saved as `config.json` in the run folder.
 
 pub mod data;
 pub mod export;
@@ -84,94 +85,133 @@ pub struct VoxelTrainConfig {
 }
 
 /// Names of the built-in presets.
-pub const PRESETS: &[&str] = &["test", "cpu", "cpu-single"];
+pub const PRESETS: &[&str] = &["test", "test-flat", "cpu", "cpu-flat", "cpu-single"];
 
 impl VoxelTrainConfig {
-    /// A built-in preset: `test` (CI smoke run, fusion, seconds), `cpu` (the shipped fusion
-    /// model, about 15 minutes on a shared 2-core CPU), `cpu-single` (same without fusion).
+    /// A built-in preset: `test` (CI smoke run, 3D convolutional GRU, seconds), `test-flat`
+    /// (the same with the flat GRU), `cpu` (the shipped model: patchify encoder, 3D
+    /// convolutional GRU over a `32 x 4^3` state, upsampling decoder), `cpu-flat` (the
+    /// previous shipped model: 3x3 encoder, flat GRU), `cpu-single` (`cpu-flat` without
+    /// fusion).
     pub fn preset(name: &str) -> Result<Self, TrainError> {
+        let grid_model = |image: usize| VoxelNetConfig {
+            image,
+            channels: vec![32, 64, 128],
+            strides: vec![4, 2, 2],
+            kernels: vec![4, 2, 2],
+            latent: 256,
+            fusion: true,
+            state: 0,
+            resolution: 32,
+            coarse: 0,
+            cell_channels: 0,
+            cell_hidden: 0,
+            grid: 4,
+            grid_channels: 32,
+            up_channels: vec![32, 16],
+            refine: 1,
+            latent_norm: true,
+        };
+        let flat_model = |fusion: bool| VoxelNetConfig {
+            image: 64,
+            channels: vec![16, 32, 64, 64, 128],
+            strides: vec![2, 2, 2, 1, 2],
+            kernels: vec![],
+            latent: 128,
+            fusion,
+            state: 128,
+            resolution: 32,
+            coarse: 8,
+            cell_channels: 8,
+            cell_hidden: 64,
+            grid: 0,
+            grid_channels: 0,
+            up_channels: vec![],
+            refine: 0,
+            latent_norm: false,
+        };
+        let cpu = |model_id: &str, model: VoxelNetConfig| VoxelTrainConfig {
+            preset: name.into(),
+            model_id: model_id.into(),
+            model,
+            data: VoxelDataConfig {
+                kind: "synthetic".into(),
+                seed: 2026,
+                objects_per_class: 120,
+                views: 4,
+                train_objects: 0,
+                val_objects: 40,
+            },
+            batch: 8,
+            seq_views: 4,
+            steps: 1500,
+            lr: 1e-3,
+            lr_final_ratio: 0.05,
+            warmup: 30,
+            pos_weight: 2.0,
+            threshold: 0.5,
+            seed: 1,
+            eval_every: 250,
+            checkpoint_every: 250,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        };
         match name {
-            "test" => Ok(VoxelTrainConfig {
-                preset: name.into(),
-                model_id: "r2n2-gru-test".into(),
-                model: VoxelNetConfig {
-                    image: 32,
-                    channels: vec![8, 16, 32],
-                    strides: vec![2, 2, 2],
-                    latent: 32,
-                    fusion: true,
-                    state: 32,
-                    resolution: 32,
-                    coarse: 4,
-                    cell_channels: 4,
-                    cell_hidden: 32,
-                },
-                data: VoxelDataConfig {
-                    kind: "synthetic".into(),
-                    seed: 7,
-                    objects_per_class: 6,
-                    views: 3,
-                    train_objects: 0,
-                    val_objects: 4,
-                },
-                batch: 4,
-                seq_views: 3,
-                steps: 150,
-                lr: 3e-3,
-                lr_final_ratio: 0.1,
-                warmup: 3,
-                pos_weight: 2.0,
-                threshold: 0.5,
-                seed: 1,
-                eval_every: 75,
-                checkpoint_every: 75,
-                mean: [0.5; 3],
-                std: [0.5; 3],
-            }),
-            "cpu" | "cpu-single" => {
-                let fusion = name == "cpu";
+            "test" | "test-flat" => {
+                let model = if name == "test" {
+                    VoxelNetConfig {
+                        image: 32,
+                        channels: vec![8, 16],
+                        strides: vec![4, 2],
+                        kernels: vec![4, 2],
+                        latent: 32,
+                        grid_channels: 4,
+                        up_channels: vec![8, 4],
+                        ..grid_model(32)
+                    }
+                } else {
+                    VoxelNetConfig {
+                        image: 32,
+                        channels: vec![8, 16, 32],
+                        strides: vec![2, 2, 2],
+                        latent: 32,
+                        state: 32,
+                        coarse: 4,
+                        cell_channels: 4,
+                        cell_hidden: 32,
+                        ..flat_model(true)
+                    }
+                };
                 Ok(VoxelTrainConfig {
                     preset: name.into(),
-                    model_id: if fusion {
-                        "r2n2-gru64-cpu".into()
-                    } else {
-                        "r2n2-single64-cpu".into()
-                    },
-                    model: VoxelNetConfig {
-                        image: 64,
-                        channels: vec![16, 32, 64, 64, 128],
-                        strides: vec![2, 2, 2, 1, 2],
-                        latent: 128,
-                        fusion,
-                        state: 128,
-                        resolution: 32,
-                        coarse: 8,
-                        cell_channels: 8,
-                        cell_hidden: 64,
-                    },
+                    model_id: "r2n2-test".into(),
+                    model,
                     data: VoxelDataConfig {
                         kind: "synthetic".into(),
-                        seed: 2026,
-                        objects_per_class: 120,
-                        views: 4,
+                        seed: 7,
+                        objects_per_class: 6,
+                        views: 3,
                         train_objects: 0,
-                        val_objects: 40,
+                        val_objects: 4,
                     },
-                    batch: 8,
-                    seq_views: 4,
-                    steps: 1500,
-                    lr: 1e-3,
-                    lr_final_ratio: 0.05,
-                    warmup: 30,
+                    batch: 4,
+                    seq_views: 3,
+                    steps: 150,
+                    lr: 3e-3,
+                    lr_final_ratio: 0.1,
+                    warmup: 3,
                     pos_weight: 2.0,
                     threshold: 0.5,
                     seed: 1,
-                    eval_every: 250,
-                    checkpoint_every: 250,
+                    eval_every: 75,
+                    checkpoint_every: 75,
                     mean: [0.5; 3],
                     std: [0.5; 3],
                 })
             }
+            "cpu" => Ok(cpu("r2n2-convgru-cpu", grid_model(64))),
+            "cpu-flat" => Ok(cpu("r2n2-gru64-cpu", flat_model(true))),
+            "cpu-single" => Ok(cpu("r2n2-single64-cpu", flat_model(false))),
             other => Err(TrainError::Config(format!(
                 "unknown voxel preset `{other}` (one of {})",
                 PRESETS.join(", ")
