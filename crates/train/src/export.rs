@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::prelude::*;
 use shapecast_onnx::{Dim, GraphBuilder};
 
@@ -233,7 +233,7 @@ pub fn point_graph<B: Backend>(
             .map(|(i, c)| (c, model.norms.get(i))),
     )?;
     let flat = g.flatten(&x, 1);
-    let z = hidden_fc(&mut g, &flat, model)?;
+    let z = linear_folded(&mut g, &flat, "fc", &model.fc, model.fc_norm.as_ref())?;
     let z = if !model.hidden_relu {
         z
     } else if model.hidden_leak > 0.0 {
@@ -274,18 +274,19 @@ pub fn point_graph<B: Backend>(
     Ok(g)
 }
 
-/// The hidden fully connected layer with its batch normalisation (if any) folded in:
+/// A fully connected layer with the batch normalisation after it (if any) folded in:
 /// `y = gamma (x W + b - mean) / sqrt(var + eps) + beta` becomes `x W' + b'` with
 /// `W'[i, o] = W[i, o] s[o]`, `b'[o] = (b[o] - mean[o]) s[o] + beta[o]`, `s = gamma / sqrt(var + eps)`.
-fn hidden_fc<B: Backend>(
+pub(crate) fn linear_folded<B: Backend>(
     g: &mut GraphBuilder,
     x: &str,
-    model: &PointNet<B>,
+    name: &str,
+    l: &Linear<B>,
+    norm: Option<&BatchNorm<B>>,
 ) -> Result<String, TrainError> {
-    let Some(bn) = &model.fc_norm else {
-        return linear(g, x, "fc", &model.fc);
+    let Some(bn) = norm else {
+        return linear(g, x, name, l);
     };
-    let l = &model.fc;
     let [d_in, d_out] = l.weight.dims();
     let mut w = floats(l.weight.val())?;
     let mut b = match &l.bias {
@@ -307,7 +308,7 @@ fn hidden_fc<B: Backend>(
     for (o, bo) in b.iter_mut().enumerate() {
         *bo = (*bo - mean[o]) * s[o] + beta[o];
     }
-    g.linear(x, "fc", &w, Some(&b), d_in, d_out)
+    g.linear(x, name, &w, Some(&b), d_in, d_out)
         .map_err(onnx_err)
 }
 

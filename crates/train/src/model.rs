@@ -99,18 +99,13 @@ fn kaiming(gain: f64) -> Initializer {
 impl PointNetConfig {
     /// Kernel side of convolution `i` (3 when `kernels` does not name it).
     pub fn kernel(&self, i: usize) -> usize {
-        self.kernels.get(i).copied().unwrap_or(3)
+        crate::conv_stack::kernel(&self.kernels, i)
     }
 
     /// Padding (each side) of convolution `i`: 0 for a patchify layer (kernel = stride),
     /// `kernel / 2` otherwise.
     pub fn padding(&self, i: usize) -> usize {
-        let k = self.kernel(i);
-        if self.strides.get(i) == Some(&k) {
-            0
-        } else {
-            k / 2
-        }
+        crate::conv_stack::padding(&self.kernels, &self.strides, i)
     }
 
     /// Spatial side of the encoder's last feature map.

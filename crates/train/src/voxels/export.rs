@@ -33,7 +33,8 @@ use super::model::{
 use super::train::ViewIou;
 use super::{iou, VoxelTrainConfig};
 use crate::export::{
-    conv_relu_stack, floats, input_metadata, linear, onnx_err, trained_by, write_graph,
+    conv_relu_stack, floats, input_metadata, linear, linear_folded, onnx_err, trained_by,
+    write_graph,
 };
 use crate::TrainError;
 
@@ -249,43 +250,6 @@ fn flat_decoder<B: Backend>(
     Ok(g.reshape(&grid, &[1, r, r, r]))
 }
 
-/// The encoder's linear layer with the latent batch normalisation (if any) folded in:
-/// `W'[i, o] = W[i, o] s[o]`, `b'[o] = (b[o] - mean[o]) s[o] + beta[o]`,
-/// `s = gamma / sqrt(var + eps)`.
-fn latent_fc<B: Backend>(
-    g: &mut GraphBuilder,
-    x: &str,
-    model: &VoxelNet<B>,
-) -> Result<String, TrainError> {
-    let Some(bn) = &model.fc_norm else {
-        return linear(g, x, "fc", &model.fc);
-    };
-    let l = &model.fc;
-    let [d_in, d_out] = l.weight.dims();
-    let mut w = floats(l.weight.val())?;
-    let mut b = match &l.bias {
-        Some(b) => floats(b.val())?,
-        None => vec![0.0; d_out],
-    };
-    let gamma = floats(bn.gamma.val())?;
-    let beta = floats(bn.beta.val())?;
-    let mean = floats(bn.running_mean.value())?;
-    let var = floats(bn.running_var.value())?;
-    let s: Vec<f32> = (0..d_out)
-        .map(|o| gamma[o] / (var[o] + bn.epsilon as f32).sqrt())
-        .collect();
-    for row in w.chunks_mut(d_out) {
-        for (v, so) in row.iter_mut().zip(&s) {
-            *v *= so;
-        }
-    }
-    for (o, bo) in b.iter_mut().enumerate() {
-        *bo = (*bo - mean[o]) * s[o] + beta[o];
-    }
-    g.linear(x, "fc", &w, Some(&b), d_in, d_out)
-        .map_err(onnx_err)
-}
-
 /// Builds the ONNX graph of a voxel model (see the module documentation).
 pub fn voxel_graph<B: Backend>(
     model: &VoxelNet<B>,
@@ -314,7 +278,7 @@ pub fn voxel_graph<B: Backend>(
         model.convs.iter().zip(model.norms.iter().map(Some)),
     )?;
     let flat = g.flatten(&x, 1);
-    let z = latent_fc(&mut g, &flat, model)?;
+    let z = linear_folded(&mut g, &flat, "fc", &model.fc, model.fc_norm.as_ref())?;
     let (grid, state) = match (&model.cgru, &model.gru, &state_in) {
         (Some(cg), _, Some(h)) => {
             let z = g.leaky_relu(&z, LEAKY_SLOPE);

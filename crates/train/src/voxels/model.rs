@@ -104,17 +104,12 @@ pub struct VoxelNetConfig {
 impl VoxelNetConfig {
     /// Kernel side of convolution `i` (3 when `kernels` does not name it).
     pub fn kernel(&self, i: usize) -> usize {
-        self.kernels.get(i).copied().unwrap_or(3)
+        crate::conv_stack::kernel(&self.kernels, i)
     }
 
     /// Padding of convolution `i`: 0 for a patchify layer (kernel = stride), else `k / 2`.
     pub fn padding(&self, i: usize) -> usize {
-        let k = self.kernel(i);
-        if self.strides.get(i) == Some(&k) {
-            0
-        } else {
-            k / 2
-        }
+        crate::conv_stack::padding(&self.kernels, &self.strides, i)
     }
 
     /// Number of 2x upsamplings of the grid decoder (`log2(R / G)`).
