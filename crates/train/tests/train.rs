@@ -31,6 +31,18 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 /// The step of the last row of `out/metrics.csv`.
+/// Two deterministic probe pictures `[3, side, side]` in [-1, 1): pixel `i` of picture `k`
+/// is `((i * a + k * b) % m) / d - 1`.
+fn probe_pictures(side: usize, [a, b, m]: [usize; 3], d: f32) -> Vec<Vec<f32>> {
+    (0..2)
+        .map(|k| {
+            (0..3 * side * side)
+                .map(|i| ((i * a + k * b) % m) as f32 / d - 1.0)
+                .collect()
+        })
+        .collect()
+}
+
 fn last_csv_step(out: &std::path::Path) -> usize {
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     csv.lines()
@@ -126,14 +138,7 @@ fn patchify_encoder_export_matches_burn() {
     let dev = Default::default();
     let _rng = seed_exclusive::<NdArrayCpu>(&dev, 9);
     let model = cfg.model.init::<NdArrayCpu>(&dev);
-    let side = cfg.model.image;
-    let probes: Vec<Vec<f32>> = (0..2)
-        .map(|k| {
-            (0..3 * side * side)
-                .map(|i| ((i * 11 + k * 5) % 23) as f32 / 11.0 - 1.0)
-                .collect()
-        })
-        .collect();
+    let probes = probe_pictures(cfg.model.image, [11, 5, 23], 11.0);
     let out = tmp("patchify");
     let onnx = out.join("m.onnx");
     let diff = export_points(
@@ -179,14 +184,7 @@ fn camera_frame_export_declares_its_frame() {
     // weights counted by param_count (+ the running mean and variance of every batch norm)
     let running = 2 * (cfg.model.channels.iter().sum::<usize>() + cfg.model.hidden);
     assert_eq!(cfg.model.param_count() + running, model.num_params());
-    let side = cfg.model.image;
-    let probes: Vec<Vec<f32>> = (0..2)
-        .map(|k| {
-            (0..3 * side * side)
-                .map(|i| ((i * 13 + k * 7) % 29) as f32 / 14.0 - 1.0)
-                .collect()
-        })
-        .collect();
+    let probes = probe_pictures(cfg.model.image, [13, 7, 29], 14.0);
     let out = tmp("camera-frame");
     let onnx = out.join("m.onnx");
     let diff = export_points(
@@ -218,14 +216,7 @@ fn label_head_and_hypotheses_export_matches_burn() {
     // the backend's generator is shared with the tests training beside this one
     let _rng = seed_exclusive::<NdArrayCpu>(&dev, 5);
     let model = cfg.model.init::<NdArrayCpu>(&dev);
-    let side = cfg.model.image;
-    let probes: Vec<Vec<f32>> = (0..2)
-        .map(|k| {
-            (0..3 * side * side)
-                .map(|i| ((i * 7 + k * 13) % 17) as f32 / 8.0 - 1.0)
-                .collect()
-        })
-        .collect();
+    let probes = probe_pictures(cfg.model.image, [7, 13, 17], 8.0);
     let info = ExportInfo {
         classes: vec!["a".into(), "b".into(), "c".into()],
         ..Default::default()
