@@ -1,7 +1,10 @@
 //! Per-node time profile of one ONNX model in tract (batch 1, single thread):
-//! `cargo run --release -p shapecast-onnx --example tract_profile -- MODEL [INPUT.f32] [--iters N] [--f16]`
+//! `cargo run --release -p shapecast-onnx --example tract_profile -- MODEL [INPUT.f32] [--iters N] [--f16] [--sym N]`
 //!
-//! Prints the optimized nodes sorted by total time, with their share of the run.
+//! Prints the optimized nodes sorted by total time, with their share of the run. Inputs as
+//! `tract_bench`: input 0 from INPUT.f32 (zeros when absent), further inputs the fixed pattern
+//! `((i * 7919) % 1000) / 1000 - 0.5`; symbolic input dimensions but the batch take `--sym`
+//! (default 8192, the runtime's implicit decoder chunk).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -25,6 +28,7 @@ fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut model_path, mut input_path, mut iters, mut f16, mut verbose, mut dump) =
         (None, None, 50usize, false, false, false);
+    let mut sym = 8192usize;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--iters" => {
@@ -35,6 +39,13 @@ fn run() -> Result<()> {
                     .context("--iters")?
             }
             "--f16" => f16 = true,
+            "--sym" => {
+                sym = args
+                    .next()
+                    .context("--sym needs a value")?
+                    .parse()
+                    .context("--sym")?
+            }
             "-v" => verbose = true,
             "--dump" => dump = true,
             _ if model_path.is_none() => model_path = Some(a),
@@ -44,8 +55,9 @@ fn run() -> Result<()> {
     }
     let model_path =
         model_path.context("usage: tract_profile MODEL [INPUT.f32] [--iters N] [--f16]")?;
-    let proto =
+    let mut proto =
         shapecast_onnx::read(&model_path).with_context(|| format!("reading {model_path}"))?;
+    fix_symbols(&mut proto, sym);
     let model = load(
         &proto,
         &LoadOptions {
@@ -70,24 +82,32 @@ fn run() -> Result<()> {
             );
         }
     }
-    let fact = plan.model().input_fact(0).context("input fact")?.clone();
-    let shape: Vec<usize> = fact
-        .shape
-        .as_concrete()
-        .context("input shape not concrete")?
-        .to_vec();
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = match &input_path {
-        Some(p) => std::fs::read(p)
-            .with_context(|| format!("reading {p}"))?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        None => vec![0.0; n],
-    };
-    let input = Tensor::from_shape(&shape, &data)
-        .context("input tensor")?
-        .into_tvalue();
+    let mut inputs: TVec<TValue> = tvec!();
+    for ix in 0..plan.model().inputs.len() {
+        let fact = plan.model().input_fact(ix).context("input fact")?.clone();
+        let shape: Vec<usize> = fact
+            .shape
+            .as_concrete()
+            .context("input shape not concrete")?
+            .to_vec();
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = match (&input_path, ix) {
+            (Some(p), 0) => std::fs::read(p)
+                .with_context(|| format!("reading {p}"))?
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            (None, 0) => vec![0.0; n],
+            _ => (0..n)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+                .collect(),
+        };
+        inputs.push(
+            Tensor::from_shape(&shape, &data)
+                .context("input tensor")?
+                .into_tvalue(),
+        );
+    }
     let mut state = SimpleState::new(plan).context("state")?;
     let mut per_node: HashMap<usize, f64> = HashMap::new();
     let mut total = 0f64;
@@ -95,7 +115,7 @@ fn run() -> Result<()> {
         let t0 = Instant::now();
         let mut local: Vec<(usize, f64)> = vec![];
         state
-            .run_plan_with_eval(tvec!(input.clone()), |session, op_state, node, inputs| {
+            .run_plan_with_eval(inputs.clone(), |session, op_state, node, inputs| {
                 let t = Instant::now();
                 let r = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
                 local.push((node.id, t.elapsed().as_secs_f64()));
@@ -136,4 +156,28 @@ fn run() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fixes every symbolic input dimension but the batch to `sym`, as the runtime fixes the
+/// implicit decoder's query count to its chunk before optimising.
+fn fix_symbols(proto: &mut shapecast_onnx::pb::ModelProto, sym: usize) {
+    use shapecast_onnx::pb::tensor_shape_proto::dimension::Value;
+    let Some(g) = proto.graph.as_mut() else {
+        return;
+    };
+    for i in &mut g.input {
+        let dims = i
+            .r#type
+            .as_mut()
+            .and_then(|t| t.value.as_mut())
+            .and_then(|v| {
+                let shapecast_onnx::pb::type_proto::Value::TensorType(t) = v;
+                t.shape.as_mut()
+            });
+        for d in dims.into_iter().flat_map(|s| s.dim.iter_mut()) {
+            if matches!(&d.value, Some(Value::DimParam(p)) if p != shapecast_onnx::BATCH_DIM) {
+                d.value = Some(Value::DimValue(sym as i64));
+            }
+        }
+    }
 }

@@ -3,9 +3,12 @@
 //!
 //! * [`GraphBuilder`] writes ONNX graphs (opset [`OPSET`]) with `metadata_props`.
 //! * [`quant::calibrate`] / [`quant::quantize`] turn an f32 model into int8 (docs/int8.md).
+//! * [`mlp::MlpDecoder`] writes the implicit decoder in its fast f32 form and
+//!   [`mlp::quantize_decoder`] in an int8 form that stays int8 between layers.
 //! * [`run::TractModel`] loads and runs a model with tract; [`run::compare`] measures the
 //!   difference between two models (f32 vs int8) on sample inputs.
 
+pub mod mlp;
 pub mod quant;
 pub mod run;
 pub mod testnet;

@@ -449,3 +449,259 @@ fn conv_activations_fuse_into_the_matrix_product() {
     let d = compare(&a, &b, &[vec![img]]).unwrap();
     assert!(d.max_abs[0] < 1e-5, "{d:?}");
 }
+
+// ---- implicit decoder (shapecast_onnx::mlp) ----
+
+use shapecast_onnx::mlp::{quantize_decoder, DecoderSample, MlpDecoder};
+
+/// A seeded random decoder (latent 8, hidden 32, two hidden layers).
+fn random_decoder(seed: u64) -> MlpDecoder {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (z, h) = (8, 32);
+    let mut u = |n: usize, a: f32| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-a..a)).collect() };
+    let wx = u(3 * h, 2.0);
+    let wz = u(z * h, 0.5);
+    let bx = u(h, 0.2);
+    let layers = (0..2).map(|_| (u(h * h, 0.3), u(h, 0.1))).collect();
+    let wo = u(h, 0.3);
+    MlpDecoder {
+        latent: z,
+        hidden: h,
+        wx,
+        wz,
+        bx,
+        layers,
+        wo,
+        bo: 0.05,
+    }
+}
+
+/// Fixes the symbolic query dimension of a decoder to `q`.
+fn fix_queries(model: &pb::ModelProto, q: usize) -> pb::ModelProto {
+    use pb::tensor_shape_proto::dimension::Value;
+    let mut m = model.clone();
+    for i in m.graph.iter_mut().flat_map(|g| g.input.iter_mut()) {
+        let dims = i
+            .r#type
+            .as_mut()
+            .and_then(|t| t.value.as_mut())
+            .and_then(|v| {
+                let pb::type_proto::Value::TensorType(t) = v;
+                t.shape.as_mut()
+            });
+        for d in dims.into_iter().flat_map(|s| s.dim.iter_mut()) {
+            if matches!(d.value, Some(Value::DimParam(_))) {
+                d.value = Some(Value::DimValue(q as i64));
+            }
+        }
+    }
+    m
+}
+
+fn queries(n: usize, seed: u64) -> Vec<[f32; 3]> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| std::array::from_fn(|_| rng.gen_range(-0.5f32..0.5)))
+        .collect()
+}
+
+fn run_decoder(model: &pb::ModelProto, latent: &[f32], xyz: &[[f32; 3]]) -> Vec<f32> {
+    let m = load(&fix_queries(model, xyz.len()), &LoadOptions::default()).unwrap();
+    let out = m
+        .run(&[
+            F32Tensor::new(vec![1, latent.len()], latent.to_vec()).unwrap(),
+            F32Tensor::new(vec![xyz.len(), 3], xyz.iter().flatten().copied().collect()).unwrap(),
+        ])
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].shape, vec![xyz.len()]);
+    out[0].data.clone()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// The f32 form (activations [H, Q], padded output layer) computes the plain-Rust reference,
+/// keeps the contract's names, and `from_model` reads back exactly the weights it was given,
+/// from this form and from the earlier [Q, H] MatMul form.
+#[test]
+fn mlp_decoder_f32_form_matches_reference_and_reads_back() {
+    let d = random_decoder(3);
+    let model = d.f32_graph("dec", "Q").unwrap().build();
+    let lat: Vec<f32> = (0..d.latent).map(|i| (i as f32 * 0.37).sin()).collect();
+    // 500 queries: not a multiple of any kernel tile
+    let xyz = queries(500, 1);
+    let got = run_decoder(&model, &lat, &xyz);
+    let (want, _) = d.eval(&lat, &xyz);
+    let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    assert!(scale > 0.1, "degenerate test decoder (max |value| {scale})");
+    assert!(
+        max_abs_diff(&got, &want) <= 1e-5 * scale.max(1.0),
+        "tract vs reference"
+    );
+    let m = load(&fix_queries(&model, 64), &LoadOptions::default()).unwrap();
+    assert_eq!(m.inputs, vec!["latent".to_string(), "xyz".to_string()]);
+    assert_eq!(m.outputs, vec!["value".to_string()]);
+    assert_eq!(MlpDecoder::from_model(&model).unwrap(), d);
+
+    // the earlier form: MatMul(xyz, Wx) + MatMul(latent, Wz) + b, [Q, H], out weight [H, 1]
+    let (z, h) = (d.latent, d.hidden);
+    let mut g = GraphBuilder::new("old");
+    let latent = g.input("latent", &[Dim::Fixed(1), z.into()]);
+    let xyz_in = g.input("xyz", &[Dim::Symbol("Q".into()), 3.into()]);
+    let wx = g.init_f32("dec.wx.weight", &[3, h], &d.wx).unwrap();
+    let bx = g.init_f32("dec.wx.bias", &[h], &d.bx).unwrap();
+    let wz = g.init_f32("dec.wz.weight", &[z, h], &d.wz).unwrap();
+    let hp = g.matmul(&xyz_in, &wx);
+    let hz = g.matmul(&latent, &wz);
+    let s = g.add(&hp, &hz);
+    let s = g.add(&s, &bx);
+    let mut x = g.relu(&s);
+    for (i, (w, b)) in d.layers.iter().enumerate() {
+        let w = g
+            .init_f32(&format!("dec.hidden{i}.weight"), &[h, h], w)
+            .unwrap();
+        let b = g.init_f32(&format!("dec.hidden{i}.bias"), &[h], b).unwrap();
+        let y = g.matmul(&x, &w);
+        let y = g.add(&y, &b);
+        x = g.relu(&y);
+    }
+    let wo = g.init_f32("dec.out.weight", &[h, 1], &d.wo).unwrap();
+    let bo = g.init_f32("dec.out.bias", &[1], &[d.bo]).unwrap();
+    let v = g.matmul(&x, &wo);
+    let v = g.add(&v, &bo);
+    let v = g.reshape(&v, &[-1]);
+    g.output_with_dims(&v, "value", &[Dim::Symbol("Q".into())])
+        .unwrap();
+    let old = g.build();
+    assert_eq!(MlpDecoder::from_model(&old).unwrap(), d);
+    assert!(max_abs_diff(&run_decoder(&old, &lat, &xyz), &got) <= 1e-5 * scale.max(1.0));
+
+    // a file without the decoder's initializers is an error, not a panic
+    let (_, _, points) = tiny();
+    assert!(MlpDecoder::from_model(&points).is_err());
+}
+
+/// Cross-layer equalization changes the weights but not the function.
+#[test]
+fn mlp_decoder_equalization_keeps_the_function() {
+    let d = random_decoder(5);
+    let mut e = d.clone();
+    e.equalize(10);
+    assert_ne!(e, d);
+    let lat = vec![0.3; d.latent];
+    let xyz = queries(300, 2);
+    let (a, _) = d.eval(&lat, &xyz);
+    let (b, _) = e.eval(&lat, &xyz);
+    assert!(max_abs_diff(&a, &b) < 1e-4, "{}", max_abs_diff(&a, &b));
+}
+
+/// The int8 decoder keeps the contract, stays close to f32, and tract runs it as int8 matrix
+/// products with everything fused: one quantization (of `xyz`), no separate requantization,
+/// clamp or activation-sum pass.
+#[test]
+fn quantized_decoder_is_close_and_fully_fused_in_tract() {
+    let d = random_decoder(11);
+    let model = d.f32_graph("dec", "Q").unwrap().build();
+    let latents: Vec<Vec<f32>> = (0..4)
+        .map(|s| {
+            (0..d.latent)
+                .map(|i| ((i + 3 * s) as f32 * 0.61).cos())
+                .collect()
+        })
+        .collect();
+    let samples: Vec<DecoderSample> = latents
+        .iter()
+        .enumerate()
+        .map(|(s, l)| DecoderSample {
+            latent: l.clone(),
+            xyz: queries(2000, 100 + s as u64),
+        })
+        .collect();
+    let q = quantize_decoder(&model, &samples, "test").unwrap();
+    let meta = shapecast_onnx::metadata(&q);
+    assert!(meta.contains(&("shapecast.precision".into(), "int8".into())));
+    assert!(meta.contains(&("shapecast.calibration".into(), "test".into())));
+    let types = op_types(&q);
+    assert_eq!(types.iter().filter(|t| *t == "QLinearConv").count(), 3);
+    assert!(types.iter().any(|t| t == "MatMulInteger"));
+
+    let xyz = queries(777, 7);
+    for lat in &latents {
+        let (want, _) = d.eval(lat, &xyz);
+        let got = run_decoder(&q, lat, &xyz);
+        let range = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let mean = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / want.len() as f32;
+        assert!(
+            max_abs_diff(&got, &want) < 0.08 * range && mean < 0.02 * range,
+            "int8 max {} mean {mean} (range {range})",
+            max_abs_diff(&got, &want)
+        );
+    }
+    let m = load(&fix_queries(&q, 1024), &LoadOptions::default()).unwrap();
+    let ops = m.op_names();
+    let count = |p: &str| ops.iter().filter(|o| o.contains(p)).count();
+    assert_eq!(count("QuantizeLinear"), 1, "{ops:?}");
+    for unfused in [
+        "Scale",
+        "QSum",
+        "MaxByScalar",
+        "MinByScalar",
+        "DequantizeLinear",
+    ] {
+        assert_eq!(count(unfused), 0, "{unfused} left in {ops:?}");
+    }
+    // 3 QLinearConv + the output MatMulInteger on int8 kernels, + the latent product
+    assert!(count("OptMatMul") >= 5, "{ops:?}");
+
+    assert!(quantize_decoder(&model, &[], "").is_err());
+    let wrong = [DecoderSample {
+        latent: vec![0.0; d.latent + 1],
+        xyz: queries(4, 1),
+    }];
+    assert!(quantize_decoder(&model, &wrong, "").is_err());
+}
+
+/// The shipped implicit decoders (models/): the f32 file reads back into `MlpDecoder` and
+/// tract computes its reference; the int8 file stays close to it and keeps the contract.
+#[test]
+fn shipped_implicit_decoders_agree() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let f32m = shapecast_onnx::read(dir.join("implicit.decoder.onnx")).unwrap();
+    let int8 = shapecast_onnx::read(dir.join("implicit.int8.decoder.onnx")).unwrap();
+    let d = MlpDecoder::from_model(&f32m).unwrap();
+    assert_eq!((d.latent, d.hidden, d.layers.len()), (32, 64, 3));
+    let meta = shapecast_onnx::metadata(&int8);
+    assert!(meta.contains(&("shapecast.precision".into(), "int8".into())));
+    assert!(meta.contains(&("shapecast.part".into(), "decoder".into())));
+    let xyz = queries(2048, 9);
+    let mut sum = 0f32;
+    for s in 0..3 {
+        let lat: Vec<f32> = (0..32)
+            .map(|i| ((i * 7 + s * 13) as f32 * 0.29).sin() * 0.8)
+            .collect();
+        let (want, _) = d.eval(&lat, &xyz);
+        let a = run_decoder(&f32m, &lat, &xyz);
+        let b = run_decoder(&int8, &lat, &xyz);
+        assert!(
+            max_abs_diff(&a, &want) < 1e-4,
+            "{}",
+            max_abs_diff(&a, &want)
+        );
+        assert!(max_abs_diff(&a, &b) < 0.05, "{}", max_abs_diff(&a, &b));
+        sum += a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
+    }
+    assert!(sum / 3.0 < 0.01, "mean |int8 - f32| {}", sum / 3.0);
+}

@@ -3,6 +3,8 @@
 //! * `train --kind sdf|occupancy --preset test|cpu --out RUN [--export]`
 //! * `export --run RUN --out models/implicit.onnx` (writes `implicit.decoder.onnx` beside)
 //! * `eval --run RUN --model models/implicit.onnx [--split test] [--res 64]`
+//! * `quantize --model models/implicit.onnx --out models/implicit.int8.onnx --run RUN
+//!   [--decoder]` (with --decoder also `implicit.int8.decoder.onnx`)
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,10 +12,14 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::module::Module;
 
+use shapecast_onnx::mlp::{quantize_decoder, DecoderSample};
 use shapecast_train::backend::{DeviceKind, NdArrayCpu};
 use shapecast_train::data::Split;
+use shapecast_train::data::BOUNDS;
 use shapecast_train::implicit::eval::eval_onnx;
-use shapecast_train::implicit::export::{decoder_path, export_implicit, ImplicitExportInfo};
+use shapecast_train::implicit::export::{
+    decoder_path, export_implicit, ImplicitExportInfo, TractImplicit,
+};
 use shapecast_train::implicit::train::{files, load_run, train_implicit, ImplicitSummary};
 use shapecast_train::implicit::{load_set, ImplicitConfig, Kind};
 use shapecast_train::with_autodiff_backend;
@@ -77,11 +83,11 @@ enum Cmd {
         #[arg(long)]
         value_scale: Option<f32>,
     },
-    /// Quantize the image encoder to int8 (shapecast-onnx, tract form; the decoder, which
-    /// gets xyz queries, stays f32 and is shared through `shapecast.parts.decoder`),
-    /// calibrated on train-split pictures; fails (no file) when on the validation split the
-    /// surface F-score@1% drops by more than --max-drop points or Chamfer-L2 rises by more
-    /// than --max-chamfer-rise.
+    /// Quantize the image encoder to int8 (shapecast-onnx, tract form; the decoder stays
+    /// f32 and is shared through `shapecast.parts.decoder`, unless --decoder), calibrated on
+    /// train-split pictures; fails (no file) when on the validation split the surface
+    /// F-score@1% drops by more than --max-drop points or Chamfer-L2 rises by more than
+    /// --max-chamfer-rise.
     Quantize {
         #[command(flatten)]
         q: QuantArgs,
@@ -90,6 +96,13 @@ enum Cmd {
         /// Lattice cells per axis of the gate's surfaces (0 = the configuration's val_res).
         #[arg(long, default_value_t = 0)]
         res: usize,
+        /// Also quantize the decoder (`shapecast_onnx::mlp::quantize_decoder`: int8 between
+        /// layers, calibrated on the f32 encoder's latents of the calibration pictures with a
+        /// 16^3 lattice over the bounds), written beside --out as NAME.decoder.onnx and named
+        /// by its `shapecast.parts.decoder`; the gate scores the int8 pair against the f32
+        /// pair.
+        #[arg(long)]
+        decoder: bool,
     },
     /// Evaluate an export with tract: dense lattice, marching cubes, Chamfer / F-score.
     Eval {
@@ -201,7 +214,12 @@ pub fn run(args: Args) -> Result<()> {
             model_id,
             value_scale,
         } => export_run(&run, &out, metrics, model_id, value_scale),
-        Cmd::Quantize { q, gate, res } => quantize(q, &gate, res),
+        Cmd::Quantize {
+            q,
+            gate,
+            res,
+            decoder,
+        } => quantize(q, &gate, res, decoder),
         Cmd::Eval {
             run,
             model,
@@ -251,19 +269,61 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-fn quantize(q: QuantArgs, gate: &FscoreGateArgs, res: usize) -> Result<()> {
+/// Writes the int8 decoder of `encoder`'s f32 decoder to `out`, calibrated on the latents of
+/// `pictures` (f32 encoder, tract) with a 16^3 lattice over the bounds.
+fn quantize_decoder_file(
+    cfg: &ImplicitConfig,
+    encoder: &Path,
+    pictures: &[Vec<f32>],
+    out: &Path,
+) -> Result<()> {
+    let tr = TractImplicit::load(encoder, cfg.encoder.image, cfg.latent, 4096)
+        .context("loading the f32 model")?;
+    let n = 16;
+    let at = |axis: usize, i: usize| {
+        BOUNDS[axis] + (BOUNDS[axis + 3] - BOUNDS[axis]) * i as f32 / (n - 1) as f32
+    };
+    let lattice: Vec<[f32; 3]> = (0..n * n * n)
+        .map(|i| [at(0, i / (n * n)), at(1, i / n % n), at(2, i % n)])
+        .collect();
+    let mut samples = Vec::with_capacity(pictures.len());
+    for p in pictures {
+        samples.push(DecoderSample {
+            latent: tr.latent(p).context("encoding a calibration picture")?,
+            xyz: lattice.clone(),
+        });
+    }
+    let f32_dec = decoder_path(encoder);
+    let proto =
+        shapecast_onnx::read(&f32_dec).with_context(|| format!("reading {}", f32_dec.display()))?;
+    let note = format!(
+        "{} train-split latents x {n}^3 lattice, max; {}; cross-layer equalized",
+        samples.len(),
+        cfg.dataset_note()
+    );
+    let q = quantize_decoder(&proto, &samples, &note).context("quantizing the decoder")?;
+    shapecast_onnx::write(&q, out).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+fn quantize(q: QuantArgs, gate: &FscoreGateArgs, res: usize, with_decoder: bool) -> Result<()> {
     let cfg = ImplicitConfig::load(&q.config_path()?).context("reading the configuration")?;
     cfg.validate().context("checking the configuration")?;
     let side = cfg.encoder.image;
     let cal = load_set(&cfg, Split::Train, q.calib).context("loading calibration pictures")?;
-    let pictures = (0..cal.views.len())
+    let pictures: Vec<Vec<f32>> = (0..cal.views.len())
         .map(|v| cal.image_chw(v, cfg.mean, cfg.std))
         .collect();
+    let int8_decoder = decoder_path(&q.out);
+    if with_decoder {
+        quantize_decoder_file(&cfg, &q.model, &pictures, &int8_decoder)?;
+    }
     let inputs = picture_inputs(pictures, side)?;
     let note = format!(
-        "{} train-split pictures, {}, min/max; decoder f32",
+        "{} train-split pictures, {}, min/max; decoder {}",
         cal.views.len(),
-        cfg.dataset_note()
+        cfg.dataset_note(),
+        if with_decoder { "int8" } else { "f32" }
     );
     let val = load_set(&cfg, Split::Val, q.val).context("loading validation pictures")?;
     let res = if res == 0 { cfg.val_res } else { res };
@@ -272,8 +332,6 @@ fn quantize(q: QuantArgs, gate: &FscoreGateArgs, res: usize) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("shapecast-quant-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let enc_copy = scratch.join("implicit.onnx");
-    std::fs::copy(&decoder, decoder_path(&enc_copy))
-        .with_context(|| format!("copying {}", decoder.display()))?;
     let gate = gate.gate("surface F-score@1%");
     let r = quantize_gated(
         &q.model,
@@ -284,6 +342,14 @@ fn quantize(q: QuantArgs, gate: &FscoreGateArgs, res: usize) -> Result<()> {
         gate,
         |m| {
             std::fs::copy(m, &enc_copy).with_context(|| format!("copying {}", m.display()))?;
+            // the f32 model with its f32 decoder, the int8 encoder with the int8 decoder
+            let dec = if with_decoder && m != q.model.as_path() {
+                &int8_decoder
+            } else {
+                &decoder
+            };
+            std::fs::copy(dec, decoder_path(&enc_copy))
+                .with_context(|| format!("copying {}", dec.display()))?;
             let rep = eval_onnx(&enc_copy, &cfg, &val, "val", res, 0).context("evaluating")?;
             let m = &rep.mean;
             Ok(GateScore {
@@ -301,6 +367,27 @@ fn quantize(q: QuantArgs, gate: &FscoreGateArgs, res: usize) -> Result<()> {
         },
     );
     std::fs::remove_dir_all(&scratch).ok();
+    if with_decoder {
+        if r.is_err() {
+            std::fs::remove_file(&int8_decoder).ok();
+            return r;
+        }
+        // the int8 encoder names its int8 decoder
+        let name = int8_decoder
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("decoder file name")?
+            .to_string();
+        let mut enc = shapecast_onnx::read(&q.out).context("reading the int8 encoder")?;
+        shapecast_onnx::set_metadata(&mut enc, "shapecast.parts.decoder", &name);
+        shapecast_onnx::write(&enc, &q.out).context("writing the int8 encoder")?;
+        println!(
+            "int8 decoder {} ({} B), named by {}",
+            int8_decoder.display(),
+            super::quant::file_size(&int8_decoder),
+            q.out.display()
+        );
+    }
     r
 }
 
