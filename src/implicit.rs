@@ -10,11 +10,10 @@
 //! marching cubes ([`shapecast_geom::mcubes`]). [`dense`] evaluates the whole lattice, as
 //! the reference.
 
-use std::collections::{HashMap, HashSet};
-
 use crate::heads::{Cloud, HeadError, Mesh, Reconstruction};
 use crate::meta::{Bounds, ImplicitKind};
 use crate::model::{as_f32, Decoder, ModelError};
+use shapecast_geom::fasthash::{FastMap, FastSet};
 use shapecast_geom::mcubes::Extractor;
 
 /// Options of the coarse-to-fine search.
@@ -118,14 +117,74 @@ pub struct Surface {
     pub fine_cells: usize,
 }
 
+/// Lattices up to this many corners keep their values in a flat array (16 MiB at most:
+/// fine <= 128); larger ones in a hash map of the corners actually queried.
+const DENSE_MAX_CORNERS: u64 = 1 << 22;
+
+/// Marks a corner queued for the decoder in this round (never a stored value: those are
+/// finite or `f32::MAX`).
+const PENDING: f32 = f32::NEG_INFINITY;
+
+/// Corner values, `NaN` = not queried yet.
+enum Store {
+    Dense { side: usize, v: Vec<f32> },
+    Sparse(FastMap<u64, f32>),
+}
+
+impl Store {
+    fn new(fine: u32) -> Self {
+        let side = fine as u64 + 1;
+        if side * side * side <= DENSE_MAX_CORNERS {
+            Store::Dense {
+                side: side as usize,
+                v: vec![f32::NAN; (side * side * side) as usize],
+            }
+        } else {
+            Store::Sparse(FastMap::default())
+        }
+    }
+
+    #[inline]
+    fn key(c: [u32; 3]) -> u64 {
+        u64::from(c[0]) | u64::from(c[1]) << 21 | u64::from(c[2]) << 42
+    }
+
+    /// The stored value (`NaN` when unknown, [`PENDING`] while queued).
+    #[inline]
+    fn get(&self, c: [u32; 3]) -> f32 {
+        match self {
+            Store::Dense { side, v } => {
+                v[(c[2] as usize * side + c[1] as usize) * side + c[0] as usize]
+            }
+            Store::Sparse(m) => m.get(&Self::key(c)).copied().unwrap_or(f32::NAN),
+        }
+    }
+
+    #[inline]
+    fn set(&mut self, c: [u32; 3], x: f32) {
+        match self {
+            Store::Dense { side, v } => {
+                v[(c[2] as usize * *side + c[1] as usize) * *side + c[0] as usize] = x
+            }
+            Store::Sparse(m) => {
+                m.insert(Self::key(c), x);
+            }
+        }
+    }
+}
+
 struct Lattice {
     bounds: Bounds,
     fine: u32,
     /// sign: values are stored as `s * (v - level)` so that inside < 0
     sign: f32,
     level: f32,
-    values: HashMap<[u32; 3], f32>,
+    values: Store,
     queries: u64,
+    /// Reused buffers of [`Lattice::fill`].
+    todo: Vec<[u32; 3]>,
+    xyz: Vec<[f32; 3]>,
+    out: Vec<f32>,
 }
 
 impl Lattice {
@@ -139,59 +198,93 @@ impl Lattice {
         ]
     }
 
-    /// Evaluates every corner in `need` that is not yet known.
-    fn fill(&mut self, need: &mut Vec<[u32; 3]>, field: &mut dyn Field) -> Result<(), ModelError> {
-        need.sort_unstable();
-        need.dedup();
-        need.retain(|c| !self.values.contains_key(c));
-        if need.is_empty() {
+    /// Evaluates every corner of `cells` (cubes of side `step`) that is not yet known,
+    /// each once, in the order first met.
+    fn fill(
+        &mut self,
+        cells: &[[u32; 3]],
+        step: u32,
+        field: &mut dyn Field,
+    ) -> Result<(), ModelError> {
+        let mut todo = std::mem::take(&mut self.todo);
+        todo.clear();
+        for c in cells {
+            for k in cell_corners(*c, step) {
+                if self.values.get(k).is_nan() {
+                    self.values.set(k, PENDING);
+                    todo.push(k);
+                }
+            }
+        }
+        let res = self.eval(&todo, field);
+        if res.is_err() {
+            // leave no corner marked as queued
+            for k in &todo {
+                self.values.set(*k, f32::NAN);
+            }
+        }
+        self.todo = todo;
+        res
+    }
+
+    fn eval(&mut self, todo: &[[u32; 3]], field: &mut dyn Field) -> Result<(), ModelError> {
+        if todo.is_empty() {
             return Ok(());
         }
-        let xyz: Vec<[f32; 3]> = need.iter().map(|c| self.pos(*c)).collect();
-        let mut out = Vec::with_capacity(xyz.len());
-        field.eval(&xyz, &mut out)?;
-        if out.len() != xyz.len() {
-            return Err(ModelError::Run(format!(
+        let mut xyz = std::mem::take(&mut self.xyz);
+        let mut out = std::mem::take(&mut self.out);
+        xyz.clear();
+        xyz.extend(todo.iter().map(|c| self.pos(*c)));
+        out.clear();
+        let res = field.eval(&xyz, &mut out);
+        let res = match res {
+            Ok(()) if out.len() != xyz.len() => Err(ModelError::Run(format!(
                 "field gave {} values for {} points",
                 out.len(),
                 xyz.len()
-            )));
+            ))),
+            r => r,
+        };
+        if res.is_ok() {
+            self.queries += xyz.len() as u64;
+            for (c, v) in todo.iter().zip(&out) {
+                // non-finite values count as outside
+                let s = if v.is_finite() {
+                    self.sign * (v - self.level)
+                } else {
+                    f32::MAX
+                };
+                self.values.set(*c, s);
+            }
         }
-        self.queries += xyz.len() as u64;
-        for (c, v) in need.iter().zip(out) {
-            // non-finite values count as outside
-            let s = if v.is_finite() {
-                self.sign * (v - self.level)
-            } else {
-                f32::MAX
-            };
-            self.values.insert(*c, s);
-        }
-        Ok(())
+        self.xyz = xyz;
+        self.out = out;
+        res
     }
 
     fn corners(&self, c: [u32; 3], step: u32) -> [f32; 8] {
-        let mut v = [0f32; 8];
-        for (n, slot) in v.iter_mut().enumerate() {
-            let k = [
-                c[0] + (n as u32 & 1) * step,
-                c[1] + ((n as u32 >> 1) & 1) * step,
-                c[2] + ((n as u32 >> 2) & 1) * step,
-            ];
-            *slot = self.values.get(&k).copied().unwrap_or(f32::MAX);
-        }
-        v
+        cell_corners(c, step).map(|k| {
+            let v = self.values.get(k);
+            if v.is_nan() {
+                f32::MAX
+            } else {
+                v
+            }
+        })
     }
 }
 
-fn cell_corners(c: [u32; 3], step: u32, need: &mut Vec<[u32; 3]>) {
-    for n in 0..8u32 {
-        need.push([
+/// The 8 corners of the cube of side `step` at `c`, in marching-cubes corner order.
+#[inline]
+fn cell_corners(c: [u32; 3], step: u32) -> [[u32; 3]; 8] {
+    std::array::from_fn(|n| {
+        let n = n as u32;
+        [
             c[0] + (n & 1) * step,
             c[1] + ((n >> 1) & 1) * step,
             c[2] + ((n >> 2) & 1) * step,
-        ]);
-    }
+        ]
+    })
 }
 
 fn check_opts(o: &ImplicitOptions) -> Result<(), HeadError> {
@@ -233,8 +326,11 @@ pub fn coarse_to_fine(
         // SDF: inside is negative; occupancy logit: inside is above the level
         sign: if kind == ImplicitKind::Sdf { 1.0 } else { -1.0 },
         level,
-        values: HashMap::new(),
+        values: Store::new(opts.fine),
         queries: 0,
+        todo: Vec::new(),
+        xyz: Vec::new(),
+        out: Vec::new(),
     };
     let e = bounds.extent();
     let mut res = opts.coarse;
@@ -247,32 +343,29 @@ pub fn coarse_to_fine(
             }
         }
     }
-    let mut need = Vec::new();
     loop {
-        need.clear();
-        for c in &cells {
-            cell_corners(*c, step, &mut need);
-        }
-        lat.fill(&mut need, field)?;
+        lat.fill(&cells, step, field)?;
         if step == 1 {
             break;
         }
         // which cells may hold surface
         let h = [e[0] / res as f32, e[1] / res as f32, e[2] / res as f32];
         let diag = (h[0] * h[0] + h[1] * h[1] + h[2] * h[2]).sqrt();
-        let mut active: HashSet<[u32; 3]> = HashSet::new();
+        // cells in a deterministic order (the order of `cells`, then dilation order), each once
+        let mut active: Vec<[u32; 3]> = Vec::new();
         for c in &cells {
             let v = lat.corners(*c, step);
             let inside = v.iter().filter(|x| **x < 0.0).count();
             let near = kind == ImplicitKind::Sdf && v.iter().any(|x| x.abs() < opts.margin * diag);
             if (inside > 0 && inside < 8) || near {
-                active.insert(*c);
+                active.push(*c);
             }
         }
         if kind == ImplicitKind::Occupancy {
             // dilate by one cell: logits say nothing about distance
-            let seeds: Vec<[u32; 3]> = active.iter().copied().collect();
-            for c in seeds {
+            let mut seen: FastSet<[u32; 3]> = active.iter().copied().collect();
+            for ix in 0..active.len() {
+                let c = active[ix];
                 for dz in -1i64..=1 {
                     for dy in -1i64..=1 {
                         for dx in -1i64..=1 {
@@ -282,7 +375,10 @@ pub fn coarse_to_fine(
                                 c[2] as i64 + dz * step as i64,
                             ];
                             if n.iter().all(|x| *x >= 0 && *x < opts.fine as i64) {
-                                active.insert([n[0] as u32, n[1] as u32, n[2] as u32]);
+                                let n = [n[0] as u32, n[1] as u32, n[2] as u32];
+                                if seen.insert(n) {
+                                    active.push(n);
+                                }
                             }
                         }
                     }
@@ -300,7 +396,6 @@ pub fn coarse_to_fine(
                 ]);
             }
         }
-        next.sort_unstable();
         cells = next;
         step = half;
         res *= 2;

@@ -47,22 +47,38 @@ fn layout(sw: usize, sh: usize, spec: &InputSpec) -> ([f32; 4], [usize; 4]) {
     }
 }
 
+/// One axis of a bilinear sample: the two source pixels and the weight of the second.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    i0: usize,
+    i1: usize,
+    a: f32,
+}
+
+impl Tap {
+    /// The tap at source coordinate `v` on an axis of `n` pixels (pixel centres at
+    /// integer + 0.5, clamped to the edge pixels).
+    fn new(v: f32, n: usize) -> Tap {
+        let f = (v - 0.5).clamp(0.0, (n - 1) as f32);
+        let i0 = f as usize;
+        Tap {
+            i0,
+            i1: (i0 + 1).min(n - 1),
+            a: f - i0 as f32,
+        }
+    }
+}
+
+/// Bilinear sample of an RGB8 picture of width `sw` at taps `tx`, `ty`.
 #[inline]
-fn bilinear(src: &[u8], sw: usize, sh: usize, x: f32, y: f32) -> [f32; 3] {
-    // pixel centres at integer + 0.5
-    let fx = (x - 0.5).clamp(0.0, (sw - 1) as f32);
-    let fy = (y - 0.5).clamp(0.0, (sh - 1) as f32);
-    let x0 = fx as usize;
-    let y0 = fy as usize;
-    let x1 = (x0 + 1).min(sw - 1);
-    let y1 = (y0 + 1).min(sh - 1);
-    let ax = fx - x0 as f32;
-    let ay = fy - y0 as f32;
-    let p = |x: usize, y: usize, c: usize| src[(y * sw + x) * 3 + c] as f32;
+fn bilinear(src: &[u8], sw: usize, tx: Tap, ty: Tap) -> [f32; 3] {
+    let r0 = &src[ty.i0 * sw * 3..(ty.i0 + 1) * sw * 3];
+    let r1 = &src[ty.i1 * sw * 3..(ty.i1 + 1) * sw * 3];
+    let (x0, x1, ax, ay) = (tx.i0 * 3, tx.i1 * 3, tx.a, ty.a);
     let mut out = [0f32; 3];
     for (c, o) in out.iter_mut().enumerate() {
-        let top = p(x0, y0, c) * (1.0 - ax) + p(x1, y0, c) * ax;
-        let bot = p(x0, y1, c) * (1.0 - ax) + p(x1, y1, c) * ax;
+        let top = r0[x0 + c] as f32 * (1.0 - ax) + r0[x1 + c] as f32 * ax;
+        let bot = r1[x0 + c] as f32 * (1.0 - ax) + r1[x1 + c] as f32 * ax;
         *o = top * (1.0 - ay) + bot * ay;
     }
     out
@@ -115,14 +131,33 @@ pub fn preprocess_rgb8(
     let nx = (sx.ceil() as usize).clamp(1, 16);
     let ny = (sy.ceil() as usize).clamp(1, 16);
     let inv = 1.0 / (nx * ny) as f32;
+    // the sample positions are separable: taps per output column and per output row
+    let xtaps: Vec<Tap> = (0..d[2])
+        .flat_map(|ox| {
+            (0..nx).map(move |i| {
+                Tap::new(
+                    s[0] + (ox as f32 + (i as f32 + 0.5) / nx as f32) * sx,
+                    width,
+                )
+            })
+        })
+        .collect();
+    let ytaps: Vec<Tap> = (0..d[3])
+        .flat_map(|oy| {
+            (0..ny).map(move |j| {
+                Tap::new(
+                    s[1] + (oy as f32 + (j as f32 + 0.5) / ny as f32) * sy,
+                    height,
+                )
+            })
+        })
+        .collect();
     for oy in 0..d[3] {
         for ox in 0..d[2] {
             let mut acc = [0f32; 3];
-            for j in 0..ny {
-                let y = s[1] + (oy as f32 + (j as f32 + 0.5) / ny as f32) * sy;
-                for i in 0..nx {
-                    let x = s[0] + (ox as f32 + (i as f32 + 0.5) / nx as f32) * sx;
-                    let p = bilinear(rgb, width, height, x, y);
+            for &ty in &ytaps[oy * ny..(oy + 1) * ny] {
+                for &tx in &xtaps[ox * nx..(ox + 1) * nx] {
+                    let p = bilinear(rgb, width, tx, ty);
                     acc[0] += p[0];
                     acc[1] += p[1];
                     acc[2] += p[2];

@@ -10,7 +10,7 @@
 //!
 //! Vertices on shared edges are shared (indexed mesh).
 
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 use std::sync::OnceLock;
 
 /// An indexed triangle mesh.
@@ -117,7 +117,7 @@ pub struct Extractor {
     level: f32,
     mesh: McMesh,
     /// (lower corner lattice coords, axis) -> vertex index
-    edge_vertex: HashMap<([u32; 3], u8), u32>,
+    edge_vertex: FastMap<([u32; 3], u8), u32>,
 }
 
 impl Extractor {
@@ -129,7 +129,7 @@ impl Extractor {
             spacing,
             level,
             mesh: McMesh::default(),
-            edge_vertex: HashMap::new(),
+            edge_vertex: FastMap::default(),
         }
     }
 
@@ -271,7 +271,7 @@ mod tests {
 
     /// Every directed edge appears once and its reverse once: closed, consistently wound.
     fn assert_closed(m: &McMesh) {
-        let mut edges = HashMap::new();
+        let mut edges = std::collections::HashMap::new();
         for f in &m.faces {
             for i in 0..3 {
                 *edges.entry((f[i], f[(i + 1) % 3])).or_insert(0) += 1;
