@@ -357,19 +357,26 @@ fn mesh_head_template_plus_offsets_with_labels() {
     assert_eq!(mesh.labels.as_ref().unwrap().len(), 12);
 }
 
-#[test]
-fn implicit_encoder_and_decoder_match_onnxruntime_at_32768_points() {
-    // regression: the split first layer (xyz.Wp + latent.Wz) optimises at 32768 queries
+/// The implicit fixture loaded with decoder chunks of `chunk` queries, and its encoder's
+/// raw outputs on the fixture's input.
+fn implicit_fixture(chunk: usize) -> (Model, Vec<Vec<f32>>) {
     let m = Model::load_with(
         &fixture("implicit/model.onnx"),
         LoadOptions {
-            decoder_chunk: 32768,
+            decoder_chunk: chunk,
             ..LoadOptions::default()
         },
     )
     .unwrap();
     let (_, x) = tensor(&fixture("implicit/input.txt"));
     let raw = run_raw(&m, &x);
+    (m, raw)
+}
+
+#[test]
+fn implicit_encoder_and_decoder_match_onnxruntime_at_32768_points() {
+    // regression: the split first layer (xyz.Wp + latent.Wz) optimises at 32768 queries
+    let (m, raw) = implicit_fixture(32768);
     let (_, lat) = tensor(&fixture("implicit/expected_latent.txt"));
     assert_close(&raw[0], &lat, 1e-4, "latent");
     let dec = m.decoder.as_ref().unwrap();
@@ -400,16 +407,7 @@ fn chamfer(a: &[[f32; 3]], b: &[[f32; 3]]) -> f32 {
 
 #[test]
 fn implicit_coarse_to_fine_needs_10x_fewer_queries_than_dense_128() {
-    let m = Model::load_with(
-        &fixture("implicit/model.onnx"),
-        LoadOptions {
-            decoder_chunk: 8192,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
-    let (_, x) = tensor(&fixture("implicit/input.txt"));
-    let raw = run_raw(&m, &x);
+    let (m, raw) = implicit_fixture(8192);
     let dec = m.decoder.as_ref().unwrap();
     let im = m.meta.implicit.as_ref().unwrap();
     assert_eq!(im.kind, ImplicitKind::Sdf);
@@ -533,6 +531,23 @@ mod pipeline_tests {
         }
     }
 
+    /// The engine of the points fixture and an encoder (device 7) for its head.
+    fn points_engine() -> (Engine, Encoder) {
+        let model = Model::load(&fixture("points/model.onnx")).unwrap();
+        let meta = model.meta.clone();
+        let engine = Engine::new(model, EngineOptions::default());
+        let enc = Encoder::new(7, 10, meta.bounds, default_send(meta.head)).unwrap();
+        (engine, enc)
+    }
+
+    /// A link whose every write takes `write_time` and lands in the returned list.
+    #[allow(clippy::type_complexity)]
+    fn keeping_link(write_time: Duration) -> (Arc<Mutex<Vec<Vec<u8>>>>, LinkSender) {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let link = LinkSender::new(Keep(Arc::clone(&got), write_time), 1 << 20).unwrap();
+        (got, link)
+    }
+
     fn decode_all(got: &[Vec<u8>]) -> (usize, usize, usize) {
         use shapecast_wire::message::{decode_message, Message};
         let (mut hello, mut clouds, mut stats) = (0, 0, 0);
@@ -561,12 +576,8 @@ mod pipeline_tests {
 
     #[test]
     fn slow_inference_drops_stale_frames_and_counts_them() {
-        let model = Model::load(&fixture("points/model.onnx")).unwrap();
-        let meta = model.meta.clone();
-        let mut engine = Engine::new(model, EngineOptions::default());
-        let mut enc = Encoder::new(7, 10, meta.bounds, default_send(meta.head)).unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let link = LinkSender::new(Keep(Arc::clone(&got), Duration::ZERO), 1 << 20).unwrap();
+        let (mut engine, mut enc) = points_engine();
+        let (got, link) = keeping_link(Duration::ZERO);
         // 60 frames at ~1 ms; inference paced to 100 fps -> most frames are stale
         let src = Burst {
             n: 60,
@@ -609,13 +620,8 @@ mod pipeline_tests {
 
     #[test]
     fn paced_file_run_sends_every_frame_and_stats() {
-        let model = Model::load(&fixture("points/model.onnx")).unwrap();
-        let meta = model.meta.clone();
-        let mut engine = Engine::new(model, EngineOptions::default());
-        let mut enc = Encoder::new(7, 10, meta.bounds, default_send(meta.head)).unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let link =
-            LinkSender::new(Keep(Arc::clone(&got), Duration::from_millis(2)), 1 << 20).unwrap();
+        let (mut engine, mut enc) = points_engine();
+        let (got, link) = keeping_link(Duration::from_millis(2));
         let src = Burst {
             n: 12,
             seq: 0,
@@ -649,10 +655,7 @@ mod pipeline_tests {
 
     #[test]
     fn stop_flag_ends_a_never_ending_source() {
-        let model = Model::load(&fixture("points/model.onnx")).unwrap();
-        let meta = model.meta.clone();
-        let mut engine = Engine::new(model, EngineOptions::default());
-        let mut enc = Encoder::new(7, 10, meta.bounds, default_send(meta.head)).unwrap();
+        let (mut engine, mut enc) = points_engine();
         let controls = Controls::default();
         let stop = controls.stop.clone();
         let src = Burst {

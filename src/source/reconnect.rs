@@ -246,13 +246,29 @@ mod tests {
         }
     }
 
-    fn recorder() -> (
-        Arc<Mutex<Vec<Duration>>>,
-        impl FnMut(Duration) + Send + 'static,
-    ) {
-        let log = Arc::new(Mutex::new(Vec::new()));
+    /// `opener` behind a back-off from `initial` to `max` whose waits are recorded instead
+    /// of slept; the source and the waits so far (ms).
+    fn recorded<S, F>(
+        opener: F,
+        initial: Duration,
+        max: Duration,
+    ) -> (Reconnecting<S, F>, impl Fn() -> Vec<u128>)
+    where
+        S: FrameSource,
+        F: FnMut() -> Result<S, SourceError> + Send,
+    {
+        let log = Arc::new(Mutex::new(Vec::<Duration>::new()));
         let l = log.clone();
-        (log, move |d| l.lock().unwrap().push(d))
+        let r = Reconnecting::new(opener, Backoff::new(initial, max))
+            .with_sleeper(move |d| l.lock().unwrap().push(d));
+        let waits = move || {
+            log.lock()
+                .unwrap()
+                .iter()
+                .map(Duration::as_millis)
+                .collect()
+        };
+        (r, waits)
     }
 
     #[test]
@@ -281,12 +297,7 @@ mod tests {
                 })
             }
         };
-        let (log, sleeper) = recorder();
-        let mut r = Reconnecting::new(
-            opener,
-            Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
-        )
-        .with_sleeper(sleeper);
+        let (mut r, waits) = recorded(opener, Duration::from_millis(10), Duration::from_millis(50));
         let f = r.next_frame().unwrap();
         assert_eq!((f.seq, f.data[0]), (0, 5));
         assert_eq!(r.next_frame().unwrap().seq, 1);
@@ -294,13 +305,7 @@ mod tests {
             r.next_frame().unwrap_err().is_end(),
             "end of stream passes through"
         );
-        let ms: Vec<u128> = log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(Duration::as_millis)
-            .collect();
-        assert_eq!(ms, [10, 20, 40, 50]);
+        assert_eq!(waits(), [10, 20, 40, 50]);
         assert_eq!(
             (r.failed_opens(), r.reconnects()),
             (4, 0),
@@ -323,12 +328,7 @@ mod tests {
                 }),
             }
         };
-        let (log, sleeper) = recorder();
-        let mut r = Reconnecting::new(
-            opener,
-            Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
-        )
-        .with_sleeper(sleeper);
+        let (mut r, waits) = recorded(opener, Duration::from_millis(100), Duration::from_secs(5));
         let frames: Vec<Frame> = (0..9).map(|_| r.next_frame().unwrap()).collect();
         let seqs: Vec<u64> = frames.iter().map(|f| f.seq).collect();
         assert_eq!(seqs, (0..9).collect::<Vec<_>>());
@@ -336,13 +336,7 @@ mod tests {
         assert_eq!(ids, [1, 1, 1, 4, 4, 4, 5, 5, 5]);
         // Lost (100), open fails (200), fails (400), opened; frames reset the back-off;
         // lost again (100), reopened at once.
-        let ms: Vec<u128> = log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(Duration::as_millis)
-            .collect();
-        assert_eq!(ms, [100, 200, 400, 100]);
+        assert_eq!(waits(), [100, 200, 400, 100]);
         assert_eq!(r.reconnects(), 2);
     }
 

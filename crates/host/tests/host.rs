@@ -4,12 +4,10 @@
 //! gate, the device bound, and the CLI (`encode`, `decode`, `listen`).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -28,6 +26,9 @@ use shapecast_wire::message::{
 };
 use shapecast_wire::pointcode::{self, Bounds};
 
+#[path = "../../link/tests/support/proxy.rs"]
+mod proxy;
+use proxy::Proxy;
 #[path = "../../link/tests/support/socat.rs"]
 mod socat;
 use socat::socat;
@@ -169,76 +170,6 @@ fn stats_msg(dev: u32) -> Vec<u8> {
     }))
 }
 
-/// Lossy UDP proxy (seeded): drops, duplicates, holds back (reorders)
-/// datagrams and injects garbage datagrams.
-struct Proxy {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Proxy {
-    fn start(to: SocketAddr, seed: u64, loss: f64) -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(10)))
-            .unwrap();
-        let addr = sock.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let mut held: Vec<Vec<u8>> = Vec::new();
-            let mut buf = vec![0u8; 2048];
-            while !st.load(Ordering::Relaxed) {
-                match sock.recv_from(&mut buf) {
-                    Ok((n, _)) => {
-                        let d = buf[..n].to_vec();
-                        if rng.gen_bool(0.05) {
-                            let g: Vec<u8> =
-                                (0..rng.gen_range(1..1300)).map(|_| rng.gen()).collect();
-                            let _ = sock.send_to(&g, to);
-                        }
-                        if rng.gen_bool(loss) {
-                            continue;
-                        }
-                        if rng.gen_bool(0.1) {
-                            held.push(d);
-                            continue;
-                        }
-                        let _ = sock.send_to(&d, to);
-                        if rng.gen_bool(0.1) {
-                            let _ = sock.send_to(&d, to);
-                        }
-                        if !held.is_empty() && rng.gen_bool(0.3) {
-                            let i = rng.gen_range(0..held.len());
-                            let _ = sock.send_to(&held.swap_remove(i), to);
-                        }
-                    }
-                    Err(_) => {
-                        for d in held.drain(..) {
-                            let _ = sock.send_to(&d, to);
-                        }
-                    }
-                }
-            }
-        });
-        Proxy {
-            addr,
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 type Seen = Arc<Mutex<Vec<(u32, Option<u32>, Vec<u8>)>>>;
 
 /// A sink that records (device, frame id, payload) of every message.
@@ -322,7 +253,7 @@ fn udp_many_devices_through_lossy_proxy_write_exact_ply() {
         Tee(PlyDirSink::new(&dir).unwrap(), rec),
     )
     .unwrap();
-    let proxy = Proxy::start(rx.udp_addr().unwrap(), 11, 0.03);
+    let proxy = Proxy::start(rx.udp_addr().unwrap(), 11, 0.03, 0.1, 0.1, 0.05);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut sent = HashMap::new();
     let mut senders: Vec<UdpSender> = (1..=3)
@@ -346,7 +277,7 @@ fn udp_many_devices_through_lossy_proxy_write_exact_ply() {
         std::thread::sleep(Duration::from_millis(2));
     }
     std::thread::sleep(Duration::from_millis(500));
-    drop(proxy);
+    proxy.finish();
     let stats = rx.stop();
     let frames = check_files(&dir, &sent, &seen);
     assert_eq!(stats.frames as usize, frames);
@@ -492,6 +423,17 @@ fn bin() -> Command {
     }
 }
 
+/// Runs `cmd`, which must succeed (its stderr is the failure message); its output.
+fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn cli_encode_decode_roundtrip_and_errors() {
     let dir = tmpdir("cli");
@@ -511,16 +453,11 @@ fn cli_encode_decode_roundtrip_and_errors() {
     )
     .unwrap();
     let code = dir.join("in.scpc");
-    let out = bin()
-        .args(["encode", "--bits", "12", "-o"])
-        .arg(&code)
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        bin()
+            .args(["encode", "--bits", "12", "-o"])
+            .arg(&code)
+            .arg(&input),
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -528,18 +465,7 @@ fn cli_encode_decode_roundtrip_and_errors() {
         "{text}"
     );
     let back = dir.join("back.ply");
-    let out = bin()
-        .arg("decode")
-        .arg(&code)
-        .arg("-o")
-        .arg(&back)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(bin().arg("decode").arg(&code).arg("-o").arg(&back));
     let got = ply::load(&back).unwrap();
     assert_eq!(got.vertices.len(), 3000);
     assert!(got.labels.is_some());

@@ -330,8 +330,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn latest_wins_and_offer_never_blocks() {
+    /// A sender of 16-byte frames over [`Gated`]: the gate (one send lets one frame
+    /// through) and the frames written.
+    #[allow(clippy::type_complexity)]
+    fn gated_sender() -> (LinkSender, mpsc::Sender<()>, mpsc::Receiver<(u32, Vec<u8>)>) {
         let (gtx, grx) = mpsc::channel();
         let (otx, orx) = mpsc::channel();
         let s = LinkSender::new(
@@ -342,11 +344,22 @@ mod tests {
             16,
         )
         .unwrap();
-        // First frame is taken by the writer, which then blocks in the gate.
-        assert_eq!(s.offer(b"f0").unwrap(), 0);
+        (s, gtx, orx)
+    }
+
+    /// Waits until the writer holds a frame (and blocks in the gate).
+    fn wait_busy(s: &LinkSender) {
         while !s.shared.lock().busy {
             std::thread::yield_now();
         }
+    }
+
+    #[test]
+    fn latest_wins_and_offer_never_blocks() {
+        let (s, gtx, orx) = gated_sender();
+        // First frame is taken by the writer, which then blocks in the gate.
+        assert_eq!(s.offer(b"f0").unwrap(), 0);
+        wait_busy(&s);
         // Writer is stuck: these all land in the mailbox, each replacing the last.
         for i in 1..=100u32 {
             assert_eq!(s.offer(format!("f{i}").as_bytes()).unwrap(), i);
@@ -373,20 +386,9 @@ mod tests {
 
     #[test]
     fn control_queue_is_separate_and_bounded() {
-        let (gtx, grx) = mpsc::channel();
-        let (otx, orx) = mpsc::channel();
-        let s = LinkSender::new(
-            Gated {
-                gate: grx,
-                out: otx,
-            },
-            16,
-        )
-        .unwrap();
+        let (s, gtx, orx) = gated_sender();
         s.offer(b"busy").unwrap();
-        while !s.shared.lock().busy {
-            std::thread::yield_now();
-        }
+        wait_busy(&s);
         s.offer(b"frame-a").unwrap();
         for i in 0..6u8 {
             s.offer_control(&[b'c', b'0' + i]).unwrap();

@@ -106,6 +106,34 @@ impl TrainConfig {
             mean: [0.5; 3],
             std: [0.5; 3],
         };
+        // what every preset's network and data share
+        let net = PointNetConfig {
+            image: 0,
+            channels: vec![],
+            strides: vec![],
+            kernels: vec![],
+            hidden: 0,
+            points: 0,
+            hypotheses: 1,
+            classes: 0,
+            extent: 0.5,
+            batch_norm: true,
+            hidden_relu: true,
+            hidden_norm: true,
+            hidden_leak: 0.01,
+            hidden_gain: 1.0,
+            head_gain: 1.0 / 3f64.sqrt(),
+        };
+        let data = DataConfig {
+            kind: "synthetic".into(),
+            seed: 0,
+            objects_per_class: 0,
+            views: 0,
+            gt_points: 0,
+            train_samples: 0,
+            val_samples: 0,
+            frame: "object".into(),
+        };
         match name {
             "test" => Ok(TrainConfig {
                 steps: 200,
@@ -122,25 +150,15 @@ impl TrainConfig {
                         kernels: vec![],
                         hidden: 64,
                         points: 256,
-                        hypotheses: 1,
-                        classes: 0,
-                        extent: 0.5,
-                        batch_norm: true,
-                        hidden_relu: true,
-                        hidden_norm: true,
-                        hidden_leak: 0.01,
-                        hidden_gain: 1.0,
-                        head_gain: 1.0 / 3f64.sqrt(),
+                        ..net
                     },
                     DataConfig {
-                        kind: "synthetic".into(),
                         seed: 7,
                         objects_per_class: 12,
                         views: 2,
                         gt_points: 256,
-                        train_samples: 0,
                         val_samples: 8,
-                        frame: "object".into(),
+                        ..data
                     },
                 )
             }),
@@ -165,27 +183,17 @@ impl TrainConfig {
                         kernels: vec![4, 2],
                         hidden: 256,
                         points: 1024,
-                        hypotheses: 1,
-                        classes: 0,
-                        extent: 0.5,
-                        batch_norm: true,
-                        hidden_relu: true,
-                        hidden_norm: true,
-                        hidden_leak: 0.01,
-                        hidden_gain: 1.0,
-                        head_gain: 1.0 / 3f64.sqrt(),
+                        ..net
                     },
                     DataConfig {
-                        kind: "synthetic".into(),
                         seed: 2026,
                         // 800 (15k training pictures) since session 4; the objects of a
                         // smaller count keep their split, so older test sets stay unseen
                         objects_per_class: 800,
                         views: 4,
                         gt_points: 1024,
-                        train_samples: 0,
                         val_samples: 128,
-                        frame: "object".into(),
+                        ..data
                     },
                 )
             }),
@@ -206,25 +214,15 @@ impl TrainConfig {
                         kernels: vec![],
                         hidden: 1024,
                         points: 2048,
-                        hypotheses: 1,
-                        classes: 0,
-                        extent: 0.5,
-                        batch_norm: true,
-                        hidden_relu: true,
-                        hidden_norm: true,
-                        hidden_leak: 0.01,
-                        hidden_gain: 1.0,
-                        head_gain: 1.0 / 3f64.sqrt(),
+                        ..net
                     },
                     DataConfig {
-                        kind: "synthetic".into(),
                         seed: 2026,
                         objects_per_class: 4000,
                         views: 12,
                         gt_points: 2048,
-                        train_samples: 0,
                         val_samples: 512,
-                        frame: "object".into(),
+                        ..data
                     },
                 )
             }),
@@ -237,42 +235,15 @@ impl TrainConfig {
 
     /// Learning rate at `step` (linear warm-up, cosine decay).
     pub fn lr_at(&self, step: usize) -> f64 {
-        if step < self.warmup {
-            return self.lr * (step + 1) as f64 / self.warmup as f64;
-        }
-        let t =
-            (step - self.warmup) as f64 / (self.steps.saturating_sub(self.warmup).max(1)) as f64;
-        let lo = self.lr * self.lr_final_ratio;
-        lo + 0.5 * (self.lr - lo) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+        crate::lmnet::lr_at(self.lr, self.lr_final_ratio, self.warmup, self.steps, step)
     }
 
     /// Checks the values that would otherwise fail deep inside training.
     pub fn validate(&self) -> Result<(), TrainError> {
         let m = &self.model;
         let bad = |s: &str| Err(TrainError::Config(s.to_string()));
-        if m.channels.len() != m.strides.len() || m.channels.is_empty() {
-            return bad("model.channels and model.strides must have the same, non-zero length");
-        }
-        if !m.kernels.is_empty() && m.kernels.len() != m.strides.len() {
-            return bad("model.kernels must be empty (3x3 everywhere) or name every layer");
-        }
-        for (i, &s) in m.strides.iter().enumerate() {
-            let k = m.kernel(i);
-            // 3x3 (or any odd kernel) with stride 1 or 2, or a patchify layer (kernel = stride)
-            if !((k % 2 == 1 && (s == 1 || s == 2)) || (k == s && k >= 2)) {
-                return bad("each model layer must be an odd kernel with stride 1 or 2, or a patchify layer (kernel = stride >= 2)");
-            }
-        }
-        {
-            // every layer must still see at least one kernel window
-            let mut side = m.image;
-            for i in 0..m.strides.len() {
-                if side + 2 * m.padding(i) < m.kernel(i) {
-                    return bad("model.image is too small for the encoder's kernels and strides");
-                }
-                side = (side + 2 * m.padding(i) - m.kernel(i)) / m.strides[i] + 1;
-            }
-        }
+        crate::conv_stack::check("model", m.image, &m.channels, &m.strides, &m.kernels)
+            .map_err(TrainError::Config)?;
         if m.points == 0 || m.hypotheses == 0 || m.hidden == 0 || m.image < 8 {
             return bad("model.points, hypotheses, hidden must be > 0 and image >= 8");
         }
@@ -285,9 +256,7 @@ impl TrainConfig {
         if self.batch == 0 || self.steps == 0 || self.lr <= 0.0 {
             return bad("batch and steps must be > 0 and lr > 0");
         }
-        if self.model_id.is_empty() || self.model_id.len() > 32 || !self.model_id.is_ascii() {
-            return bad("model_id must be 1..=32 ASCII characters");
-        }
+        crate::lmnet::check_model_id(&self.model_id)?;
         if self.data.gt_points == 0 || self.data.objects_per_class == 0 || self.data.views == 0 {
             return bad("data.gt_points, objects_per_class, views must be > 0");
         }
@@ -296,20 +265,12 @@ impl TrainConfig {
 
     /// Reads a saved `config.json`.
     pub fn load(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| TrainError::Parse {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })
+        crate::lmnet::load_json(path)
     }
 
     /// Writes `config.json`.
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| TrainError::Parse {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+        crate::lmnet::save_json(self, path)
     }
 }
 

@@ -341,16 +341,11 @@ pub fn export_points<B: Backend>(
             worst = worst.max(max_abs_diff(&floats(wl)?, gl)?);
         }
     }
-    if worst > tol {
-        return Err(TrainError::Check(format!(
-            "{}: tract output differs from burn by {worst:e} (> {tol:e})",
-            path.display()
-        )));
-    }
-    Ok(worst)
+    within_tolerance(path, worst, tol)
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32, TrainError> {
+/// Largest absolute difference of two equally long slices (burn's and tract's outputs).
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32, TrainError> {
     if a.len() != b.len() {
         return Err(TrainError::Check(format!(
             "output sizes differ: burn {} vs tract {}",
@@ -362,4 +357,16 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32, TrainError> {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max))
+}
+
+/// The export check's verdict: `worst`, the largest tract-vs-burn difference of the export
+/// at `path`, when it is finite and at most `tol`; an error otherwise.
+pub(crate) fn within_tolerance(path: &Path, worst: f32, tol: f32) -> Result<f32, TrainError> {
+    if !worst.is_finite() || worst > tol {
+        return Err(TrainError::Check(format!(
+            "{}: tract output differs from burn by {worst:e} (> {tol:e})",
+            path.display()
+        )));
+    }
+    Ok(worst)
 }

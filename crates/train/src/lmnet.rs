@@ -38,8 +38,8 @@ use shapecast_onnx::{Dim, GraphBuilder};
 use crate::conv_stack;
 use crate::data::{Sample, Split, SynthConfig, SyntheticDataset};
 use crate::eval::{point_metrics, PointMetrics};
-use crate::export::{conv_relu_stack, input_metadata, trained_by, write_graph};
-pub(crate) use crate::export::{floats, fmt_list, linear as export_linear, onnx_err};
+use crate::export::{conv_relu_stack, input_metadata, trained_by, within_tolerance, write_graph};
+pub(crate) use crate::export::{floats, fmt_list, linear as export_linear, max_abs_diff, onnx_err};
 use crate::inference::TractRunner;
 use crate::loss::point_loss_indexed;
 use crate::TrainError;
@@ -281,6 +281,25 @@ impl MetricsCsv {
     }
 }
 
+/// Checks a configuration's `model_id` (`shapecast.model_id`: 1..=32 ASCII characters).
+pub(crate) fn check_model_id(model_id: &str) -> Result<(), TrainError> {
+    if model_id.is_empty() || model_id.len() > 32 || !model_id.is_ascii() {
+        return Err(TrainError::Config(
+            "model_id must be 1..=32 ASCII characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Steps between checkpoints: `checkpoint_every`, or `eval_every` when that is 0.
+pub(crate) fn checkpoint_interval(checkpoint_every: usize, eval_every: usize) -> usize {
+    if checkpoint_every == 0 {
+        eval_every
+    } else {
+        checkpoint_every
+    }
+}
+
 pub(crate) fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::<FullPrecisionSettings>::new()
 }
@@ -290,6 +309,23 @@ pub(crate) fn record_err(path: &Path, e: burn::record::RecorderError) -> TrainEr
         path: path.to_path_buf(),
         msg: e.to_string(),
     }
+}
+
+/// Saves a module's weights under `path` (burn adds `.mpk`).
+pub(crate) fn save_module<B: Backend, M: Module<B>>(m: &M, path: &Path) -> Result<(), TrainError> {
+    m.clone()
+        .save_file(path, &recorder())
+        .map_err(|e| record_err(path, e))
+}
+
+/// Loads the weights saved under `path` into `m`.
+pub(crate) fn load_module<B: Backend, M: Module<B>>(
+    m: M,
+    path: &Path,
+    device: &B::Device,
+) -> Result<M, TrainError> {
+    m.load_file(path, &recorder(), device)
+        .map_err(|e| record_err(path, e))
 }
 
 pub(crate) fn save_json<T: Serialize>(v: &T, path: &Path) -> Result<(), TrainError> {
@@ -480,10 +516,7 @@ where
     O: Optimizer<M, B>,
     S: Serialize,
 {
-    model
-        .clone()
-        .save_file(out.join(files.weights), &recorder())
-        .map_err(|e| record_err(&out.join(files.weights), e))?;
+    save_module(model, &out.join(files.weights))?;
     Recorder::<B>::record(&recorder(), optim.to_record(), out.join(files.optim))
         .map_err(|e| record_err(&out.join(files.optim), e))?;
     save_json(state, &out.join(files.state))
@@ -510,9 +543,7 @@ where
         return Ok((model, optim, None));
     }
     let state: S = load_json(&sp)?;
-    let model = model
-        .load_file(out.join(files.weights), &recorder(), device)
-        .map_err(|e| record_err(&out.join(files.weights), e))?;
+    let model = load_module(model, &out.join(files.weights), device)?;
     let rec = Recorder::<B>::load(&recorder(), out.join(files.optim), device)
         .map_err(|e| record_err(&out.join(files.optim), e))?;
     Ok((model, optim.load_record(rec), Some(state)))
@@ -550,13 +581,7 @@ pub fn resume_seed(seed: u64, step: usize) -> u64 {
 
 // ------------------------------------------------------------------ shared: image encoder
 
-/// He (Kaiming) uniform initialisation for ReLU layers.
-pub(crate) fn he() -> Initializer {
-    Initializer::KaimingUniform {
-        gain: std::f64::consts::SQRT_2,
-        fan_out_only: false,
-    }
-}
+pub(crate) use crate::conv_stack::he;
 
 /// Shape of an [`ImageEncoder`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -722,21 +747,6 @@ pub fn base_metadata(
     kv
 }
 
-/// Largest absolute difference of two equally long slices.
-pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32, TrainError> {
-    if a.len() != b.len() {
-        return Err(TrainError::Check(format!(
-            "output sizes differ: burn {} vs tract {}",
-            a.len(),
-            b.len()
-        )));
-    }
-    Ok(a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max))
-}
-
 // ------------------------------------------------------------------ configuration
 
 /// Everything an LMNet run needs; saved as `config.json` in the run folder.
@@ -875,19 +885,13 @@ impl LmnetConfig {
         if self.train_samples_k == 0 || self.lr <= 0.0 || self.eval_every == 0 {
             return bad("train_samples_k, eval_every must be > 0 and lr > 0");
         }
-        if self.model_id.is_empty() || self.model_id.len() > 32 || !self.model_id.is_ascii() {
-            return bad("model_id must be 1..=32 ASCII characters");
-        }
+        check_model_id(&self.model_id)?;
         Ok(())
     }
 
     /// Steps between checkpoints (`checkpoint_every`, or `eval_every` when 0).
     pub fn checkpoint_interval(&self) -> usize {
-        if self.checkpoint_every == 0 {
-            self.eval_every
-        } else {
-            self.checkpoint_every
-        }
+        checkpoint_interval(self.checkpoint_every, self.eval_every)
     }
 
     /// Whether `other` builds the same networks (a checkpoint of one loads into the other).
@@ -1137,21 +1141,31 @@ pub const IMAGE_CHECKPOINT: CheckpointFiles = CheckpointFiles {
     state: files::IMAGE_STATE,
 };
 
-/// Refuses to resume a run whose saved configuration builds other networks; returns
-/// whether a saved configuration exists.
-fn check_resume_shape(cfg: &LmnetConfig, out: &Path) -> Result<bool, TrainError> {
+/// Refuses to resume a run whose saved configuration (`config.json` in `out`) builds
+/// other networks (`same_shape` false; `what` names them in the message); returns whether
+/// a saved configuration exists.
+pub(crate) fn check_resume_shape<C: for<'de> Deserialize<'de>>(
+    out: &Path,
+    what: &str,
+    same_shape: impl FnOnce(&C) -> bool,
+) -> Result<bool, TrainError> {
     let path = out.join(files::CONFIG);
     if !path.exists() {
         return Ok(false);
     }
-    let saved: LmnetConfig = load_json(&path)?;
-    if !saved.same_shape(cfg) {
+    let saved: C = load_json(&path)?;
+    if !same_shape(&saved) {
         return Err(TrainError::Config(format!(
-            "{}: the saved networks differ in shape from this configuration; cannot resume",
+            "{}: the saved {what} in shape from this configuration; cannot resume",
             path.display()
         )));
     }
     Ok(true)
+}
+
+/// [`check_resume_shape`] of an LMNet run.
+fn check_lmnet_resume(cfg: &LmnetConfig, out: &Path) -> Result<bool, TrainError> {
+    check_resume_shape(out, "networks differ", |s: &LmnetConfig| s.same_shape(cfg))
 }
 
 /// Trains the autoencoder on the ground-truth clouds of `train`; saves `ae.mpk`,
@@ -1172,7 +1186,7 @@ pub fn train_ae<B: AutodiffBackend>(
         return Err(TrainError::Config("no training samples".into()));
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
-    let resume = resume && check_resume_shape(cfg, out)?;
+    let resume = resume && check_lmnet_resume(cfg, out)?;
     save_json(cfg, &out.join(files::CONFIG))?;
     let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
     let mut ae: PointAe<B> = PointAe::new(cfg, device);
@@ -1232,9 +1246,7 @@ pub fn train_ae<B: AutodiffBackend>(
     let (sum, csv) = lp.finish();
     let ae = ae.valid();
     if start < cfg.ae_steps || !out.join(files::LATENT_STD).exists() {
-        ae.clone()
-            .save_file(out.join(files::AE), &recorder())
-            .map_err(|e| record_err(&out.join(files::AE), e))?;
+        save_module(&ae, &out.join(files::AE))?;
         csv.plot(&out.join("loss_ae.png"))?;
         // spread of the training latents (scale of the diversity targets)
         let std = latent_std(&ae, train, cfg, device)?;
@@ -1325,7 +1337,7 @@ pub fn train_image<B: AutodiffBackend>(
         )));
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
-    let resume = resume && check_resume_shape(cfg, out)?;
+    let resume = resume && check_lmnet_resume(cfg, out)?;
     let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed.wrapping_add(1));
     let mut net: LmImage<B> = LmImage::new(cfg, device);
     let mut optim = AdamConfig::new().init::<B, LmImage<B>>();
@@ -1409,9 +1421,7 @@ pub fn train_image<B: AutodiffBackend>(
     }
     let (sum, csv) = lp.finish();
     let net = net.valid();
-    net.clone()
-        .save_file(out.join(files::IMAGE), &recorder())
-        .map_err(|e| record_err(&out.join(files::IMAGE), e))?;
+    save_module(&net, &out.join(files::IMAGE))?;
     csv.plot(&out.join("loss_image.png"))?;
     Ok((net, sum))
 }
@@ -1423,12 +1433,16 @@ pub fn load_run<B: Backend>(
 ) -> Result<(LmnetConfig, Lmnet<B>), TrainError> {
     let cfg: LmnetConfig = load_json(&run.join(files::CONFIG))?;
     cfg.validate()?;
-    let ae = PointAe::<B>::new(&cfg, device)
-        .load_file(run.join(files::AE), &recorder(), device)
-        .map_err(|e| record_err(&run.join(files::AE), e))?;
-    let image = LmImage::<B>::new(&cfg, device)
-        .load_file(run.join(files::IMAGE), &recorder(), device)
-        .map_err(|e| record_err(&run.join(files::IMAGE), e))?;
+    let ae = load_module(
+        PointAe::<B>::new(&cfg, device),
+        &run.join(files::AE),
+        device,
+    )?;
+    let image = load_module(
+        LmImage::<B>::new(&cfg, device),
+        &run.join(files::IMAGE),
+        device,
+    )?;
     Ok((cfg, Lmnet { image, ae }))
 }
 
@@ -1522,13 +1536,7 @@ pub fn export_lmnet<B: Backend>(
         }
         worst = worst.max(max_abs_diff(&want, &got.points)?);
     }
-    if worst > tol {
-        return Err(TrainError::Check(format!(
-            "{}: tract output differs from burn by {worst:e} (> {tol:e})",
-            path.display()
-        )));
-    }
-    Ok(worst)
+    within_tolerance(path, worst, tol)
 }
 
 // ------------------------------------------------------------------ evaluation

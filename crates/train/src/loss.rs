@@ -26,6 +26,17 @@ fn chamfer_from_dist<B: Backend>(d: Tensor<B, 3>) -> Tensor<B, 1> {
     fwd + bwd
 }
 
+/// `gt` `[B, M, 3]` once per hypothesis: `[B * K, M, 3]` (hypothesis-major within a picture).
+fn per_hypothesis<B: Backend>(gt: Tensor<B, 3>, k: usize) -> Tensor<B, 3> {
+    if k == 1 {
+        return gt;
+    }
+    let [b, m, _] = gt.dims();
+    gt.unsqueeze_dim::<4>(1)
+        .repeat_dim(1, k)
+        .reshape([b * k, m, 3])
+}
+
 /// Loss terms of a point-set batch.
 #[derive(Debug, Clone)]
 pub struct PointLoss<B: Backend> {
@@ -49,24 +60,34 @@ pub fn point_loss<B: Backend>(
     label_weight: f32,
 ) -> PointLoss<B> {
     let [b, k, n, _] = pred.dims();
-    let [_, m, _] = gt.dims();
     let pred = pred.reshape([b * k, n, 3]);
-    let gt_k = if k == 1 {
-        gt
-    } else {
-        gt.unsqueeze_dim::<4>(1)
-            .repeat_dim(1, k)
-            .reshape([b * k, m, 3])
-    };
+    let gt_k = per_hypothesis(gt, k);
     let d = pairwise_sq_dist(pred, gt_k);
     let cd = chamfer_from_dist(d.clone()).reshape([b, k]);
     let chamfer = cd.min_dim(1).mean();
+    // nearest ground-truth point of every predicted point (no gradient through argmin)
+    with_label_loss(chamfer, logits, gt_labels, label_weight, || {
+        d.detach().argmin(2).reshape([b * k, n])
+    })
+}
+
+/// The [`PointLoss`] of the min-of-K Chamfer `chamfer`, plus (when `logits` `[B, K, N, L]`
+/// and `gt_labels` `[B, M]` are given) the cross-entropy of every predicted point's label
+/// against the label of its nearest ground-truth point (`nearest()`: `[B * K, N]` indices),
+/// weighted by `label_weight`.
+fn with_label_loss<B: Backend>(
+    chamfer: Tensor<B, 1>,
+    logits: Option<Tensor<B, 4>>,
+    gt_labels: Option<Tensor<B, 2, Int>>,
+    label_weight: f32,
+    nearest: impl FnOnce() -> Tensor<B, 2, Int>,
+) -> PointLoss<B> {
     let mut total = chamfer.clone();
     let mut label_loss = None;
     if let (Some(logits), Some(gl)) = (logits, gt_labels) {
-        let l = logits.dims()[3];
-        // nearest ground-truth point of every predicted point (no gradient through argmin)
-        let nn = d.detach().argmin(2).reshape([b * k, n]); // [B*K, N]
+        let [b, k, n, l] = logits.dims();
+        let m = gl.dims()[1];
+        let nn = nearest();
         let gl = if k == 1 {
             gl
         } else {
@@ -159,13 +180,7 @@ pub fn point_loss_indexed<B: Backend>(
     let [_, m, _] = gt.dims();
     let device = pred.device();
     let pred = pred.reshape([b * k, n, 3]);
-    let gt_k = if k == 1 {
-        gt
-    } else {
-        gt.unsqueeze_dim::<4>(1)
-            .repeat_dim(1, k)
-            .reshape([b * k, m, 3])
-    };
+    let gt_k = per_hypothesis(gt, k);
     let host = |t: Tensor<B, 3>| -> Vec<f32> {
         t.into_data()
             .convert::<f32>()
@@ -200,28 +215,7 @@ pub fn point_loss_indexed<B: Backend>(
         .reshape([b * k]);
     let cd = (fwd + bwd).reshape([b, k]);
     let chamfer = cd.min_dim(1).mean();
-    let mut total = chamfer.clone();
-    let mut label_loss = None;
-    if let (Some(logits), Some(gl)) = (logits, gt_labels) {
-        let l = logits.dims()[3];
-        let gl = if k == 1 {
-            gl
-        } else {
-            gl.unsqueeze_dim::<3>(1)
-                .repeat_dim(1, k)
-                .reshape([b * k, m])
-        };
-        let target = gl.gather(1, idx_p).reshape([b * k * n, 1]);
-        let logp = log_softmax(logits.reshape([b * k * n, l]), 1);
-        let ce = logp.gather(1, target).mean().neg();
-        total = total + ce.clone().mul_scalar(label_weight);
-        label_loss = Some(ce);
-    }
-    PointLoss {
-        total,
-        chamfer,
-        labels: label_loss,
-    }
+    with_label_loss(chamfer, logits, gt_labels, label_weight, || idx_p)
 }
 
 #[cfg(test)]

@@ -187,25 +187,16 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Mesh(a) => cli::mesh::run(a),
         Cmd::Train {
             preset,
-            run:
-                TrainRunArgs {
-                    config,
-                    out,
-                    device,
-                },
+            run,
             steps,
             batch,
             resume,
             quiet,
             export,
         } => {
-            let mut cfg = if resume && out.join("config.json").exists() {
-                TrainConfig::load(&out.join("config.json")).context("reading the run's config")?
-            } else if let Some(c) = config {
-                TrainConfig::load(&c).context("reading --config")?
-            } else {
-                TrainConfig::preset(&preset).context("choosing the preset")?
-            };
+            let mut cfg: TrainConfig = run.train_config(resume, || {
+                TrainConfig::preset(&preset).context("choosing the preset")
+            })?;
             if let Some(s) = steps {
                 cfg.steps = s;
             }
@@ -213,8 +204,8 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.batch = b;
             }
             cfg.validate().context("checking the configuration")?;
-            let dev: DeviceKind = device.parse().context("--device")?;
-            dev.available().context("--device")?;
+            let dev = run.device()?;
+            let out = run.out;
             let t = Instant::now();
             let (train, _) = load_points(&cfg, Split::Train, cfg.data.train_samples)
                 .context("loading the training split")?;
@@ -248,11 +239,8 @@ fn run(cli: Cli) -> Result<()> {
                     .unwrap_or_default()
             );
             if export {
-                let diff = export_run(&out, &out.join("model.onnx"), None, None)?;
-                println!(
-                    "exported {} (tract vs burn max |diff| {diff:e})",
-                    out.join("model.onnx").display()
-                );
+                let path = out.join("model.onnx");
+                cli::print_exported(&path, export_run(&out, &path, None, None)?);
             }
             Ok(())
         }
@@ -262,11 +250,7 @@ fn run(cli: Cli) -> Result<()> {
             metrics,
             model_id,
         } => {
-            let diff = export_run(&run, &out, metrics, model_id)?;
-            println!(
-                "exported {} (tract vs burn max |diff| {diff:e})",
-                out.display()
-            );
+            cli::print_exported(&out, export_run(&run, &out, metrics, model_id)?);
             Ok(())
         }
         Cmd::Quantize {

@@ -26,13 +26,14 @@ use shapecast_onnx::{Dim, GraphBuilder};
 
 use crate::data::Sample;
 use crate::eval::{point_metrics, PointMetrics};
-use crate::export::write_graph;
+use crate::export::{within_tolerance, write_graph};
 use crate::inference::TractRunner;
 use crate::lmnet::{
-    base_metadata, batch_tensors, export_encoder, export_linear, floats, fmt_list, load_checkpoint,
-    load_json, lr_at, max_abs_diff, onnx_err, record_err, recorder, resume_seed, save_checkpoint,
-    save_json, BatchOrder, CheckpointFiles, EncoderConfig, ImageEncoder, StageLoop, StageState,
-    StageSummary, SynthData,
+    base_metadata, batch_tensors, check_model_id, check_resume_shape, checkpoint_interval,
+    export_encoder, export_linear, floats, fmt_list, load_checkpoint, load_json, load_module,
+    lr_at, max_abs_diff, onnx_err, resume_seed, save_checkpoint, save_json, save_module,
+    BatchOrder, CheckpointFiles, EncoderConfig, ImageEncoder, StageLoop, StageState, StageSummary,
+    SynthData,
 };
 use crate::loss::point_loss_indexed;
 use crate::TrainError;
@@ -347,19 +348,13 @@ impl MeshConfig {
         if self.batch == 0 || self.steps == 0 || self.lr <= 0.0 || self.eval_every == 0 {
             return bad("batch, steps, eval_every must be > 0 and lr > 0");
         }
-        if self.model_id.is_empty() || self.model_id.len() > 32 || !self.model_id.is_ascii() {
-            return bad("model_id must be 1..=32 ASCII characters");
-        }
+        check_model_id(&self.model_id)?;
         Ok(())
     }
 
     /// Steps between checkpoints (`checkpoint_every`, or `eval_every` when 0).
     pub fn checkpoint_interval(&self) -> usize {
-        if self.checkpoint_every == 0 {
-            self.eval_every
-        } else {
-            self.checkpoint_every
-        }
+        checkpoint_interval(self.checkpoint_every, self.eval_every)
     }
 
     /// Whether `other` builds the same network (a checkpoint of one loads into the other).
@@ -548,30 +543,15 @@ pub fn face_samples<B: Backend, R: Rng>(
 
 // ------------------------------------------------------------------ training
 
-/// File names inside a run folder.
+/// File names inside a run folder: those of a point run and the summary.
 pub mod files {
-    /// Configuration.
-    pub const CONFIG: &str = "config.json";
-    /// Weights (burn adds `.mpk`).
-    pub const MODEL: &str = "model";
-    /// Metrics.
-    pub const METRICS: &str = "metrics.csv";
-    /// Loss curve.
-    pub const CURVE: &str = "loss.png";
+    pub use crate::training::files::*;
     /// Summary (JSON).
     pub const SUMMARY: &str = "summary.json";
-    /// Adam state of the latest checkpoint.
-    pub const OPTIM: &str = "optim";
-    /// Progress of the latest checkpoint.
-    pub const STATE: &str = "state.json";
 }
 
 /// Checkpoint files of a mesh run.
-pub const CHECKPOINT: CheckpointFiles = CheckpointFiles {
-    weights: files::MODEL,
-    optim: files::OPTIM,
-    state: files::STATE,
-};
+pub const CHECKPOINT: CheckpointFiles = crate::training::CHECKPOINT;
 
 fn to_cloud(v: &[f32]) -> Vec<[f32; 3]> {
     v.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect()
@@ -633,18 +613,9 @@ pub fn train_mesh<B: AutodiffBackend>(
         return Err(TrainError::Config("no training samples".into()));
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
-    let config_path = out.join(files::CONFIG);
-    let resume = resume && config_path.exists();
-    if resume {
-        let saved: MeshConfig = load_json(&config_path)?;
-        if !saved.same_shape(cfg) {
-            return Err(TrainError::Config(format!(
-                "{}: the saved network differs in shape from this configuration; cannot resume",
-                config_path.display()
-            )));
-        }
-    }
-    save_json(cfg, &config_path)?;
+    let resume =
+        resume && check_resume_shape(out, "network differs", |s: &MeshConfig| s.same_shape(cfg))?;
+    save_json(cfg, &out.join(files::CONFIG))?;
     let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
     let t = cfg.template();
     let k = MeshConstants::<B>::new(&t, device);
@@ -714,9 +685,7 @@ pub fn train_mesh<B: AutodiffBackend>(
     }
     let (sum, csv) = lp.finish();
     let net = net.valid();
-    net.clone()
-        .save_file(out.join(files::MODEL), &recorder())
-        .map_err(|e| record_err(&out.join(files::MODEL), e))?;
+    save_module(&net, &out.join(files::MODEL))?;
     csv.plot(&out.join(files::CURVE))?;
     save_json(&sum, &out.join(files::SUMMARY))?;
     Ok((net, sum))
@@ -729,9 +698,11 @@ pub fn load_run<B: Backend>(
 ) -> Result<(MeshConfig, MeshNet<B>), TrainError> {
     let cfg: MeshConfig = load_json(&run.join(files::CONFIG))?;
     cfg.validate()?;
-    let net = MeshNet::<B>::new(&cfg, device)
-        .load_file(run.join(files::MODEL), &recorder(), device)
-        .map_err(|e| record_err(&run.join(files::MODEL), e))?;
+    let net = load_module(
+        MeshNet::<B>::new(&cfg, device),
+        &run.join(files::MODEL),
+        device,
+    )?;
     Ok((cfg, net))
 }
 
@@ -811,13 +782,7 @@ pub fn export_mesh<B: Backend>(
         }
         worst = worst.max(max_abs_diff(&want, &got.points)?);
     }
-    if worst > tol {
-        return Err(TrainError::Check(format!(
-            "{}: tract output differs from burn by {worst:e} (> {tol:e})",
-            path.display()
-        )));
-    }
-    Ok(worst)
+    within_tolerance(path, worst, tol)
 }
 
 // ------------------------------------------------------------------ evaluation

@@ -11,16 +11,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, relu, tanh};
 use serde::{Deserialize, Serialize};
 
-/// He (Kaiming) uniform initialisation for ReLU layers (gain sqrt 2). burn's default gain
-/// (1/sqrt 3) shrinks the activation variance 6x per layer; without normalisation layers
-/// the encoder's output then hardly depends on the picture and training stalls at the mean
-/// shape.
-fn he() -> Initializer {
-    Initializer::KaimingUniform {
-        gain: std::f64::consts::SQRT_2,
-        fan_out_only: false,
-    }
-}
+use crate::conv_stack::he;
 
 /// Shape of a [`PointNet`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,25 +2,24 @@
 //! periodic validation, metrics CSV, loss-curve PNG, checkpoints and resume.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
 use crate::data::Sample;
 use crate::eval::{point_metrics, PointMetrics};
 use crate::inference::predict_points;
-use crate::loss::{point_loss, point_loss_indexed};
-use crate::model::PointNet;
+use crate::lmnet::{load_checkpoint, load_module, save_checkpoint, BatchOrder, CheckpointFiles};
+use crate::loss::{point_loss, point_loss_indexed, PointLoss};
+use crate::model::{PointNet, PointOutput};
 use crate::TrainError;
 
 /// File names inside a run folder.
@@ -38,6 +37,13 @@ pub mod files {
     /// Progress of the latest checkpoint.
     pub const STATE: &str = "state.json";
 }
+
+/// Checkpoint files of a point run (also those of a voxel run: the same names).
+pub const CHECKPOINT: CheckpointFiles = CheckpointFiles {
+    weights: files::MODEL,
+    optim: files::OPTIM,
+    state: files::STATE,
+};
 
 /// Progress saved with every checkpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -63,10 +69,6 @@ pub struct TrainSummary {
     pub last_loss: f32,
     /// Training images per second (compute only, data already in memory).
     pub images_per_s: f64,
-}
-
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
-    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
 }
 
 /// A batch in tensors.
@@ -173,6 +175,28 @@ pub fn hidden_activity<B: Backend>(
     Ok((live.iter().filter(|&&l| l).count(), hidden))
 }
 
+/// The training loss of a point batch: min-of-K Chamfer (dense or indexed, as configured)
+/// plus the part-label cross-entropy when the model has classes.
+fn batch_loss<B: Backend>(
+    cfg: &TrainConfig,
+    out: PointOutput<B>,
+    points: Tensor<B, 3>,
+    labels: Tensor<B, 2, Int>,
+) -> PointLoss<B> {
+    let use_labels = cfg.model.classes > 0;
+    (if cfg.chamfer == "dense" {
+        point_loss
+    } else {
+        point_loss_indexed
+    })(
+        out.points,
+        points,
+        out.labels,
+        use_labels.then_some(labels),
+        cfg.label_weight,
+    )
+}
+
 /// Trains a point model on in-memory samples; writes everything into `out`. With
 /// `resume`, continues from the checkpoint in `out` (same configuration).
 pub fn train_points<B: AutodiffBackend>(
@@ -192,110 +216,53 @@ pub fn train_points<B: AutodiffBackend>(
     cfg.save(&out.join(files::CONFIG))?;
     let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
 
-    let mut model: PointNet<B> = cfg.model.init(device);
-    let mut optim = AdamConfig::new().init::<B, PointNet<B>>();
-    let mut state = TrainState::default();
-    let state_path = out.join(files::STATE);
     let metrics_path = out.join(files::METRICS);
-    if resume && state_path.exists() {
-        let text =
-            std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-        state = serde_json::from_str(&text).map_err(|e| TrainError::Parse {
-            path: state_path.clone(),
-            msg: e.to_string(),
-        })?;
-        model = model
-            .load_file(out.join(files::MODEL), &recorder(), device)
-            .map_err(|e| record_err(out.join(files::MODEL), e))?;
-        let orec = Recorder::<B>::load(&recorder(), out.join(files::OPTIM), device)
-            .map_err(|e| record_err(out.join(files::OPTIM), e))?;
-        optim = optim.load_record(orec);
-        log::info!("resumed from step {}", state.step);
-    } else {
-        let mut f =
-            std::fs::File::create(&metrics_path).map_err(|e| TrainError::io(&metrics_path, e))?;
-        writeln!(f, "step,lr,train_chamfer,train_label_ce,val_chamfer_l2,val_chamfer_l1,val_fscore_1pct,elapsed_s,images_per_s")
-            .map_err(|e| TrainError::io(&metrics_path, e))?;
-    }
-
-    let pb = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(cfg.steps as u64)
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let (mut model, mut optim, mut state) = resume_or_start::<B, _, _, TrainState>(
+        cfg.model.init(device),
+        AdamConfig::new().init::<B, PointNet<B>>(),
+        out,
+        resume,
+        &metrics_path,
+        "step,lr,train_chamfer,train_label_ce,val_chamfer_l2,val_chamfer_l1,val_fscore_1pct,elapsed_s,images_per_s",
+        device,
+    )?;
+    let mut run = RunProgress::new(
+        quiet,
+        cfg.steps,
+        state.step,
+        state.elapsed_s,
+        cfg.eval_every,
     );
-    pb.set_position(state.step as u64);
-
-    let log_every = cfg.eval_every.clamp(1, 25);
     let mut window = (0.0f64, 0.0f64, 0usize);
-    let mut first_loss = None;
-    let mut last_loss = f32::NAN;
-    let mut compute_s = 0.0f64;
-    let mut images = 0usize;
-    let mut order: Vec<usize> = Vec::new();
-    let t_run = Instant::now();
-    let elapsed0 = state.elapsed_s;
-    let use_labels = cfg.model.classes > 0;
+    let mut order = BatchOrder::new(cfg.seed, train.len(), cfg.batch);
 
     while state.step < cfg.steps {
         let step = state.step;
         // deterministic batch order: an epoch permutation from (seed, epoch)
-        let per_epoch = (train.len() / cfg.batch).max(1);
-        let epoch = step / per_epoch;
-        if step % per_epoch == 0 || order.is_empty() {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-                cfg.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9),
-            );
-            order = (0..train.len()).collect();
-            order.shuffle(&mut rng);
-        }
-        let pos = (step % per_epoch) * cfg.batch;
-        let refs: Vec<&Sample> = (0..cfg.batch)
-            .map(|i| &train[order[(pos + i) % order.len()]])
-            .collect();
+        let refs: Vec<&Sample> = order.at(step).into_iter().map(|i| &train[i]).collect();
         let batch = make_batch::<B>(&refs, cfg.mean, cfg.std, device)?;
         let t0 = Instant::now();
-        let out_ = model.forward(batch.images);
-        let loss = (if cfg.chamfer == "dense" {
-            point_loss
-        } else {
-            point_loss_indexed
-        })(
-            out_.points,
-            batch.points,
-            out_.labels,
-            use_labels.then_some(batch.labels),
-            cfg.label_weight,
-        );
+        let loss = batch_loss(cfg, model.forward(batch.images), batch.points, batch.labels);
         let grads = loss.total.backward();
         let grads = GradientsParams::from_grads(grads, &model);
         let lr = cfg.lr_at(step);
         model = optim.step(lr, model, grads);
         let cd: f32 = loss.chamfer.into_scalar().elem();
         let ce: f32 = loss.labels.map(|l| l.into_scalar().elem()).unwrap_or(0.0);
-        compute_s += t0.elapsed().as_secs_f64();
-        images += cfg.batch;
-        if !cd.is_finite() {
-            return Err(TrainError::Check(format!(
-                "loss is not finite at step {step}"
-            )));
-        }
+        run.computed(t0, cfg.batch);
+        check_finite(cd, step)?;
         window.0 += f64::from(cd);
         window.1 += f64::from(ce);
         window.2 += 1;
         state.step += 1;
-        pb.inc(1);
+        run.inc();
 
-        let at_eval = state.step % cfg.eval_every == 0 || state.step == cfg.steps;
-        if state.step % log_every == 0 || at_eval {
+        let at_eval = run.at_eval(state.step, cfg.steps);
+        if run.at_log(state.step) || at_eval {
             let tl = (window.0 / window.2 as f64) as f32;
             let tce = (window.1 / window.2 as f64) as f32;
             window = (0.0, 0.0, 0);
-            first_loss.get_or_insert(tl);
-            last_loss = tl;
+            run.logged(tl);
             state.last_train_loss = Some(tl);
             let mut val_cols = ",,".to_string();
             if at_eval && !val.is_empty() {
@@ -306,19 +273,14 @@ pub fn train_points<B: AutodiffBackend>(
                     "{:.6},{:.6},{:.3}",
                     m.chamfer_l2, m.chamfer_l1, m.fscore_1pct
                 );
-                let line = format!(
+                run.say(format!(
                     "step {:>6}  train chamfer {tl:.5}  val chamfer-L2 {:.5}  F@1% {:.2}  live hidden units {live}/{units}",
                     state.step, m.chamfer_l2, m.fscore_1pct
-                );
-                if pb.is_hidden() {
-                    log::info!("{line}");
-                } else {
-                    pb.println(line);
-                }
+                ));
                 state.last_val = Some(m);
             }
-            state.elapsed_s = elapsed0 + t_run.elapsed().as_secs_f64();
-            let ips = images as f64 / compute_s.max(1e-9);
+            state.elapsed_s = run.elapsed();
+            let ips = run.images_per_s();
             append_line(
                 &metrics_path,
                 &format!(
@@ -326,32 +288,83 @@ pub fn train_points<B: AutodiffBackend>(
                     state.step, state.elapsed_s
                 ),
             )?;
-            pb.set_message(format!("loss {tl:.5} {ips:.1} img/s"));
+            run.message(tl, ips);
         }
         if state.step % cfg.checkpoint_every == 0 || state.step == cfg.steps {
-            state.elapsed_s = elapsed0 + t_run.elapsed().as_secs_f64();
-            checkpoint(&model, &optim, &state, out)?;
+            state.elapsed_s = run.elapsed();
+            save_checkpoint(&model, &optim, &state, out, CHECKPOINT)?;
             let _ = crate::plot::loss_curve_png(&metrics_path, &out.join(files::CURVE));
         }
     }
-    pb.finish_and_clear();
+    let (first_loss, last_loss, images_per_s) = run.finish();
     crate::plot::loss_curve_png(&metrics_path, &out.join(files::CURVE))?;
     Ok(TrainSummary {
-        first_loss: first_loss.unwrap_or(f32::NAN),
+        first_loss,
         last_loss,
-        images_per_s: images as f64 / compute_s.max(1e-9),
+        images_per_s,
         state,
     })
 }
 
-fn record_err(path: PathBuf, e: burn::record::RecorderError) -> TrainError {
-    TrainError::Record {
-        path,
-        msg: e.to_string(),
+/// Fails when the training loss of `step` is not finite.
+pub(crate) fn check_finite(loss: f32, step: usize) -> Result<(), TrainError> {
+    if loss.is_finite() {
+        Ok(())
+    } else {
+        Err(TrainError::Check(format!(
+            "loss is not finite at step {step}"
+        )))
     }
 }
 
-fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {
+/// Progress of a run-folder training loop, as [`resume_or_start`] restores it.
+pub(crate) trait RunState: DeserializeOwned + Default {
+    /// Steps done.
+    fn step(&self) -> usize;
+}
+
+impl RunState for TrainState {
+    fn step(&self) -> usize {
+        self.step
+    }
+}
+
+/// Start of a run-folder training loop (points, voxels): with `resume` and a checkpoint
+/// ([`CHECKPOINT`]) in `out`, the saved weights, Adam state and progress; otherwise the
+/// fresh `model` and `optim`, default progress, and a new metrics CSV with `header`.
+pub(crate) fn resume_or_start<B, M, O, S>(
+    model: M,
+    optim: O,
+    out: &Path,
+    resume: bool,
+    metrics: &Path,
+    header: &str,
+    device: &B::Device,
+) -> Result<(M, O, S), TrainError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+    S: RunState,
+{
+    let (model, optim) = if resume {
+        match load_checkpoint::<B, M, O, S>(model, optim, out, CHECKPOINT, device)? {
+            (model, optim, Some(state)) => {
+                log::info!("resumed from step {}", state.step());
+                return Ok((model, optim, state));
+            }
+            (model, optim, None) => (model, optim),
+        }
+    } else {
+        (model, optim)
+    };
+    let mut f = std::fs::File::create(metrics).map_err(|e| TrainError::io(metrics, e))?;
+    writeln!(f, "{header}").map_err(|e| TrainError::io(metrics, e))?;
+    Ok((model, optim, S::default()))
+}
+
+/// Appends a line to a metrics CSV.
+pub(crate) fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -360,24 +373,110 @@ fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {
     writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
 }
 
-fn checkpoint<B: AutodiffBackend, O: Optimizer<PointNet<B>, B>>(
-    model: &PointNet<B>,
-    optim: &O,
-    state: &TrainState,
-    out: &Path,
-) -> Result<(), TrainError> {
-    model
-        .clone()
-        .save_file(out.join(files::MODEL), &recorder())
-        .map_err(|e| record_err(out.join(files::MODEL), e))?;
-    Recorder::<B>::record(&recorder(), optim.to_record(), out.join(files::OPTIM))
-        .map_err(|e| record_err(out.join(files::OPTIM), e))?;
-    let p = out.join(files::STATE);
-    let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::Parse {
-        path: p.clone(),
-        msg: e.to_string(),
-    })?;
-    std::fs::write(&p, text).map_err(|e| TrainError::io(&p, e))
+/// The progress bar, the logging cadence, the loss of the first and last logging window
+/// and the throughput of a run-folder training loop (points, voxels).
+pub(crate) struct RunProgress {
+    pb: ProgressBar,
+    log_every: usize,
+    eval_every: usize,
+    first_loss: Option<f32>,
+    last_loss: f32,
+    compute_s: f64,
+    images: usize,
+    t_run: Instant,
+    elapsed0: f64,
+}
+
+impl RunProgress {
+    /// A loop of `steps` steps continuing at `step` after `elapsed0` seconds (a hidden bar
+    /// when `quiet`); logs every `eval_every` steps, at most every 25.
+    pub fn new(quiet: bool, steps: usize, step: usize, elapsed0: f64, eval_every: usize) -> Self {
+        let pb = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(steps as u64)
+        };
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb.set_position(step as u64);
+        Self {
+            pb,
+            log_every: eval_every.clamp(1, 25),
+            eval_every,
+            first_loss: None,
+            last_loss: f32::NAN,
+            compute_s: 0.0,
+            images: 0,
+            t_run: Instant::now(),
+            elapsed0,
+        }
+    }
+
+    /// Counts a step's compute time (since `t0`) and pictures.
+    pub fn computed(&mut self, t0: Instant, images: usize) {
+        self.compute_s += t0.elapsed().as_secs_f64();
+        self.images += images;
+    }
+
+    /// Advances the bar by a step.
+    pub fn inc(&self) {
+        self.pb.inc(1);
+    }
+
+    /// Whether `done` steps (of `steps`) is a validation step.
+    pub fn at_eval(&self, done: usize, steps: usize) -> bool {
+        done % self.eval_every == 0 || done == steps
+    }
+
+    /// Whether `done` steps is a logging step.
+    pub fn at_log(&self, done: usize) -> bool {
+        done % self.log_every == 0
+    }
+
+    /// Records the mean loss of a logging window.
+    pub fn logged(&mut self, loss: f32) {
+        self.first_loss.get_or_insert(loss);
+        self.last_loss = loss;
+    }
+
+    /// Prints a line above the bar (or logs it when the bar is hidden).
+    pub fn say(&self, line: String) {
+        if self.pb.is_hidden() {
+            log::info!("{line}");
+        } else {
+            self.pb.println(line);
+        }
+    }
+
+    /// Shows the loss and throughput beside the bar.
+    pub fn message(&self, loss: f32, images_per_s: f64) {
+        self.pb
+            .set_message(format!("loss {loss:.5} {images_per_s:.1} img/s"));
+    }
+
+    /// Training seconds of the run so far (all calls together).
+    pub fn elapsed(&self) -> f64 {
+        self.elapsed0 + self.t_run.elapsed().as_secs_f64()
+    }
+
+    /// Pictures per second of compute in this call.
+    pub fn images_per_s(&self) -> f64 {
+        self.images as f64 / self.compute_s.max(1e-9)
+    }
+
+    /// Clears the bar; the first and last window losses and the throughput.
+    pub fn finish(self) -> (f32, f32, f64) {
+        self.pb.finish_and_clear();
+        (
+            self.first_loss.unwrap_or(f32::NAN),
+            self.last_loss,
+            self.images_per_s(),
+        )
+    }
 }
 
 /// Loads the weights saved in a run folder onto `device` (any backend).
@@ -386,11 +485,7 @@ pub fn load_model<B: Backend>(
     device: &B::Device,
 ) -> Result<(TrainConfig, PointNet<B>), TrainError> {
     let cfg = TrainConfig::load(&run.join(files::CONFIG))?;
-    let model = cfg
-        .model
-        .init::<B>(device)
-        .load_file(run.join(files::MODEL), &recorder(), device)
-        .map_err(|e| record_err(run.join(files::MODEL), e))?;
+    let model = load_module(cfg.model.init::<B>(device), &run.join(files::MODEL), device)?;
     Ok((cfg, model))
 }
 
@@ -411,19 +506,7 @@ pub fn bench_steps<B: AutodiffBackend>(
             t = Instant::now();
         }
         let batch = make_batch::<B>(&refs, cfg.mean, cfg.std, device)?;
-        let out = model.forward(batch.images);
-        let use_labels = cfg.model.classes > 0;
-        let loss = (if cfg.chamfer == "dense" {
-            point_loss
-        } else {
-            point_loss_indexed
-        })(
-            out.points,
-            batch.points,
-            out.labels,
-            use_labels.then_some(batch.labels),
-            cfg.label_weight,
-        );
+        let loss = batch_loss(cfg, model.forward(batch.images), batch.points, batch.labels);
         let grads = GradientsParams::from_grads(loss.total.backward(), &model);
         model = optim.step(cfg.lr, model, grads);
         let _: f32 = loss.chamfer.into_scalar().elem();

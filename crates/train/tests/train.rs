@@ -10,6 +10,7 @@ use shapecast_train::config::TrainConfig;
 use shapecast_train::data::Split;
 use shapecast_train::datasets::load_split;
 use shapecast_train::export::{export_points, ExportInfo};
+use shapecast_train::model::PointNet;
 use shapecast_train::training::{load_model, train_points};
 
 #[path = "train/implicit.rs"]
@@ -30,7 +31,6 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-/// The step of the last row of `out/metrics.csv`.
 /// Two deterministic probe pictures `[3, side, side]` in [-1, 1): pixel `i` of picture `k`
 /// is `((i * a + k * b) % m) / d - 1`.
 fn probe_pictures(side: usize, [a, b, m]: [usize; 3], d: f32) -> Vec<Vec<f32>> {
@@ -43,6 +43,33 @@ fn probe_pictures(side: usize, [a, b, m]: [usize; 3], d: f32) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Exports `model` to `onnx`; tract must reproduce burn on `probes` within 1e-4.
+fn export_checked(
+    model: &PointNet<NdArrayCpu>,
+    cfg: &TrainConfig,
+    info: &ExportInfo,
+    onnx: &std::path::Path,
+    probes: &[Vec<f32>],
+) {
+    let diff = export_points(model, cfg, info, onnx, probes, 1e-4, &Default::default()).unwrap();
+    assert!(diff <= 1e-4, "{diff}");
+}
+
+/// The training split (all of it) and the validation samples of a run-folder pipeline's
+/// data, with pictures of `side` pixels.
+fn synth_train_val(
+    data: &shapecast_train::lmnet::SynthData,
+    side: usize,
+) -> (
+    Vec<shapecast_train::data::Sample>,
+    Vec<shapecast_train::data::Sample>,
+) {
+    let train = data.load(side, Split::Train, 0).unwrap();
+    let val = data.load(side, Split::Val, data.val_samples).unwrap();
+    (train, val)
+}
+
+/// The step of the last row of `out/metrics.csv`.
 fn last_csv_step(out: &std::path::Path) -> usize {
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     csv.lines()
@@ -94,17 +121,7 @@ fn test_preset_trains_exports_and_resumes() {
         ..Default::default()
     };
     let onnx = out.join("model.onnx");
-    let diff = export_points(
-        &model,
-        &cfg2,
-        &info,
-        &onnx,
-        &probes,
-        1e-4,
-        &Default::default(),
-    )
-    .unwrap();
-    assert!(diff <= 1e-4);
+    export_checked(&model, &cfg2, &info, &onnx, &probes);
     let meta = read_metadata(&onnx).unwrap();
     let get = |k: &str| {
         meta.iter()
@@ -141,17 +158,7 @@ fn patchify_encoder_export_matches_burn() {
     let probes = probe_pictures(cfg.model.image, [11, 5, 23], 11.0);
     let out = tmp("patchify");
     let onnx = out.join("m.onnx");
-    let diff = export_points(
-        &model,
-        &cfg,
-        &ExportInfo::default(),
-        &onnx,
-        &probes,
-        1e-4,
-        &dev,
-    )
-    .unwrap();
-    assert!(diff <= 1e-4);
+    export_checked(&model, &cfg, &ExportInfo::default(), &onnx, &probes);
     // no explicit padding on the patchify layers
     let proto = shapecast_onnx::read(&onnx).unwrap();
     let pads: Vec<Vec<i64>> = proto
@@ -187,17 +194,7 @@ fn camera_frame_export_declares_its_frame() {
     let probes = probe_pictures(cfg.model.image, [13, 7, 29], 14.0);
     let out = tmp("camera-frame");
     let onnx = out.join("m.onnx");
-    let diff = export_points(
-        &model,
-        &cfg,
-        &ExportInfo::default(),
-        &onnx,
-        &probes,
-        1e-4,
-        &dev,
-    )
-    .unwrap();
-    assert!(diff <= 1e-4);
+    export_checked(&model, &cfg, &ExportInfo::default(), &onnx, &probes);
     let kv = read_metadata(&onnx).unwrap();
     let frame = kv.iter().find(|(k, _)| k == "shapecast.frame").unwrap();
     assert_eq!(frame.1, "camera");
@@ -223,8 +220,7 @@ fn label_head_and_hypotheses_export_matches_burn() {
     };
     let out = tmp("labels");
     let onnx = out.join("m.onnx");
-    let diff = export_points(&model, &cfg, &info, &onnx, &probes, 1e-4, &dev).unwrap();
-    assert!(diff <= 1e-4);
+    export_checked(&model, &cfg, &info, &onnx, &probes);
     let meta = read_metadata(&onnx).unwrap();
     assert!(meta
         .iter()

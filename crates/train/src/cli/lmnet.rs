@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use shapecast_train::backend::{DeviceKind, NdArrayCpu};
+use shapecast_train::backend::NdArrayCpu;
 use shapecast_train::eval::{point_metrics, PointMetrics};
 use shapecast_train::inference::TractRunner;
 use shapecast_train::lmnet::{
@@ -16,7 +16,7 @@ use shapecast_train::with_autodiff_backend;
 
 use super::quant::{quantize_gated, synth_picture_sets, FscoreGateArgs, GateScore, QuantArgs};
 use super::{
-    export_probes, load_eval_split, load_train_val, print_exported, read_json, train_config,
+    export_probes, load_eval_split, load_train_val, print_exported, print_stage, read_json,
     write_report, RunEvalArgs, RunExportArgs, TrainRunArgs,
 };
 
@@ -75,22 +75,16 @@ pub fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::Train {
             preset,
-            run:
-                TrainRunArgs {
-                    config,
-                    out,
-                    device,
-                },
+            run,
             stage,
             ae_steps,
             image_steps,
             resume,
             export,
         } => {
-            let mut cfg: LmnetConfig =
-                train_config(&out.join(files::CONFIG), resume, config, || {
-                    LmnetConfig::preset(&preset).context("choosing the preset")
-                })?;
+            let mut cfg: LmnetConfig = run.train_config(resume, || {
+                LmnetConfig::preset(&preset).context("choosing the preset")
+            })?;
             if let Some(s) = ae_steps {
                 cfg.ae_steps = s;
             }
@@ -98,45 +92,29 @@ pub fn run(args: Args) -> Result<()> {
                 cfg.image_steps = s;
             }
             cfg.validate().context("checking the configuration")?;
-            let dev: DeviceKind = device.parse().context("--device")?;
-            dev.available().context("--device")?;
+            let dev = run.device()?;
+            let out = run.out;
             let t = Instant::now();
             let (train, val) = load_train_val(&cfg.data, cfg.encoder.image)?;
             let (do_ae, do_image) = match stage.as_str() {
                 "all" => (true, true),
-                "ae" => (false, false),
+                "ae" => (true, false),
                 "image" => (false, true),
                 other => anyhow::bail!("--stage must be ae, image or all, not `{other}`"),
             };
-            let do_ae = do_ae || stage == "ae";
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             with_autodiff_backend!(dev, |d: B| {
                 type I = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
                 let mut ae_trained = false;
-                let (ae, std) = if do_ae {
+                let ae = if do_ae {
                     let (ae, s) = train_ae::<B>(&cfg, &train, &val, &out, resume, &d)
                         .context("training the autoencoder")?;
                     ae_trained = s.steps > s.resumed_from;
-                    println!(
-                        "autoencoder: {} steps ({} this call) in {:.1} s, train Chamfer {:.5} -> {:.5}{}",
-                        s.steps,
-                        s.steps - s.resumed_from,
-                        s.seconds,
-                        s.first_loss,
-                        s.last_loss,
-                        s.val
-                            .as_ref()
-                            .map(|m| format!(
-                                ", val reconstruction Chamfer-L2 {:.5}, F@1% {:.2}",
-                                m.chamfer_l2, m.fscore_1pct
-                            ))
-                            .unwrap_or_default()
-                    );
-                    let std: Vec<f32> = read_json(&out.join(files::LATENT_STD))?;
-                    (ae, std)
+                    print_stage("autoencoder", "train Chamfer", "val reconstruction", &s);
+                    ae
                 } else {
                     use burn::module::Module;
-                    let ae = lmnet::PointAe::<I>::new(&cfg, &d)
+                    lmnet::PointAe::<I>::new(&cfg, &d)
                         .load_file(
                             out.join(files::AE),
                             &burn::record::NamedMpkFileRecorder::<
@@ -144,10 +122,9 @@ pub fn run(args: Args) -> Result<()> {
                             >::new(),
                             &d,
                         )
-                        .context("loading the trained autoencoder (run --stage ae first)")?;
-                    let std: Vec<f32> = read_json(&out.join(files::LATENT_STD))?;
-                    (ae, std)
+                        .context("loading the trained autoencoder (run --stage ae first)")?
                 };
+                let std: Vec<f32> = read_json(&out.join(files::LATENT_STD))?;
                 if do_image {
                     if resume && ae_trained {
                         log::info!(
@@ -165,21 +142,7 @@ pub fn run(args: Args) -> Result<()> {
                         &d,
                     )
                     .context("training the image encoder")?;
-                    println!(
-                        "image encoder: {} steps ({} this call) in {:.1} s, latent L1 {:.5} -> {:.5}{}",
-                        s.steps,
-                        s.steps - s.resumed_from,
-                        s.seconds,
-                        s.first_loss,
-                        s.last_loss,
-                        s.val
-                            .as_ref()
-                            .map(|m| format!(
-                                ", val mean-hypothesis Chamfer-L2 {:.5}, F@1% {:.2}",
-                                m.chamfer_l2, m.fscore_1pct
-                            ))
-                            .unwrap_or_default()
-                    );
+                    print_stage("image encoder", "latent L1", "val mean-hypothesis", &s);
                 }
             });
             println!("total {:.1} s", t.elapsed().as_secs_f64());

@@ -5,13 +5,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use shapecast_train::backend::{DeviceKind, NdArrayCpu};
+use shapecast_train::backend::NdArrayCpu;
 use shapecast_train::mesh::{eval_mesh, export_mesh, files, load_run, train_mesh, MeshConfig};
 use shapecast_train::with_autodiff_backend;
 
 use super::quant::{quantize_gated, synth_picture_sets, FscoreGateArgs, GateScore, QuantArgs};
 use super::{
-    export_probes, load_eval_split, load_train_val, print_exported, read_json, train_config,
+    export_probes, load_eval_split, load_train_val, print_exported, print_stage, read_json,
     write_report, RunEvalArgs, RunExportArgs, TrainRunArgs,
 };
 
@@ -63,47 +63,27 @@ pub fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::Train {
             preset,
-            run:
-                TrainRunArgs {
-                    config,
-                    out,
-                    device,
-                },
+            run,
             steps,
             resume,
             export,
         } => {
-            let mut cfg: MeshConfig =
-                train_config(&out.join(files::CONFIG), resume, config, || {
-                    MeshConfig::preset(&preset).context("choosing the preset")
-                })?;
+            let mut cfg: MeshConfig = run.train_config(resume, || {
+                MeshConfig::preset(&preset).context("choosing the preset")
+            })?;
             if let Some(s) = steps {
                 cfg.steps = s;
             }
             cfg.validate().context("checking the configuration")?;
-            let dev: DeviceKind = device.parse().context("--device")?;
-            dev.available().context("--device")?;
+            let dev = run.device()?;
+            let out = run.out;
             let (train, val) = load_train_val(&cfg.data, cfg.encoder.image)?;
             let s = with_autodiff_backend!(dev, |d: B| {
                 train_mesh::<B>(&cfg, &train, &val, &out, resume, &d)
                     .context("training")?
                     .1
             });
-            println!(
-                "mesh: {} steps ({} this call) in {:.1} s, train Chamfer {:.5} -> {:.5}{}",
-                s.steps,
-                s.steps - s.resumed_from,
-                s.seconds,
-                s.first_loss,
-                s.last_loss,
-                s.val
-                    .as_ref()
-                    .map(|m| format!(
-                        ", val surface Chamfer-L2 {:.5}, F@1% {:.2}",
-                        m.chamfer_l2, m.fscore_1pct
-                    ))
-                    .unwrap_or_default()
-            );
+            print_stage("mesh", "train Chamfer", "val surface", &s);
             if export {
                 let path = out.join("model.onnx");
                 print_exported(&path, export_run(&out, &path, None)?);

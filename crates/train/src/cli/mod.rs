@@ -135,19 +135,24 @@ pub fn export_probes(
     Ok(shapecast_train::lmnet::probes(&val, 4, mean, std))
 }
 
-/// The configuration of a `train` subcommand of a run-folder pipeline: with `resume`, the
-/// run's own `saved` config.json when it exists; else `--config`; else the preset.
-pub fn train_config<C: serde::de::DeserializeOwned>(
-    saved: &std::path::Path,
-    resume: bool,
-    config: Option<PathBuf>,
-    preset: impl FnOnce() -> anyhow::Result<C>,
-) -> anyhow::Result<C> {
-    match config {
-        _ if resume && saved.exists() => read_json(saved),
-        Some(c) => read_json(&c),
-        None => preset(),
-    }
+/// Prints the figures of a finished stage of a run-folder pipeline (lmnet, mesh): `what`
+/// names the stage, `loss` its training loss and `val` its validation figures.
+pub fn print_stage(what: &str, loss: &str, val: &str, s: &shapecast_train::lmnet::StageSummary) {
+    println!(
+        "{what}: {} steps ({} this call) in {:.1} s, {loss} {:.5} -> {:.5}{}",
+        s.steps,
+        s.steps - s.resumed_from,
+        s.seconds,
+        s.first_loss,
+        s.last_loss,
+        s.val
+            .as_ref()
+            .map(|m| format!(
+                ", {val} Chamfer-L2 {:.5}, F@1% {:.2}",
+                m.chamfer_l2, m.fscore_1pct
+            ))
+            .unwrap_or_default()
+    );
 }
 
 // Arguments shared by the `train` subcommands of every method.
@@ -163,4 +168,29 @@ pub struct TrainRunArgs {
     /// cpu (burn candle), cpu-ndarray, cuda, cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+impl TrainRunArgs {
+    /// The configuration to train: with `resume`, the run's own `config.json` when it
+    /// exists; else `--config`; else the `preset`.
+    pub fn train_config<C: serde::de::DeserializeOwned>(
+        &self,
+        resume: bool,
+        preset: impl FnOnce() -> anyhow::Result<C>,
+    ) -> anyhow::Result<C> {
+        let saved = self.out.join("config.json");
+        match &self.config {
+            _ if resume && saved.exists() => read_json(&saved),
+            Some(c) => read_json(c),
+            None => preset(),
+        }
+    }
+
+    /// `--device`, checked to be built in and present.
+    pub fn device(&self) -> anyhow::Result<shapecast_train::backend::DeviceKind> {
+        use anyhow::Context;
+        let dev: shapecast_train::backend::DeviceKind = self.device.parse().context("--device")?;
+        dev.available().context("--device")?;
+        Ok(dev)
+    }
 }

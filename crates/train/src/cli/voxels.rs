@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use shapecast_train::backend::{CandleCpu, DeviceKind, NdArrayCpu};
+use shapecast_train::backend::{CandleCpu, NdArrayCpu};
 use shapecast_train::data::Split;
 use shapecast_train::voxels::data::{load_objects, VoxelObject};
 use shapecast_train::voxels::export::{
@@ -109,26 +109,16 @@ pub fn run(args: Args) -> Result<()> {
     match args.cmd {
         Cmd::Train {
             preset,
-            run:
-                TrainRunArgs {
-                    config,
-                    out,
-                    device,
-                },
+            run,
             steps,
             batch,
             resume,
             quiet,
             export,
         } => {
-            let saved = out.join(files::CONFIG);
-            let mut cfg = if resume && saved.exists() {
-                VoxelTrainConfig::load(&saved).context("reading the run's config")?
-            } else if let Some(c) = config {
-                VoxelTrainConfig::load(&c).context("reading --config")?
-            } else {
-                VoxelTrainConfig::preset(&preset).context("choosing the preset")?
-            };
+            let mut cfg: VoxelTrainConfig = run.train_config(resume, || {
+                VoxelTrainConfig::preset(&preset).context("choosing the preset")
+            })?;
             if let Some(s) = steps {
                 cfg.steps = s;
             }
@@ -136,8 +126,8 @@ pub fn run(args: Args) -> Result<()> {
                 cfg.batch = b;
             }
             cfg.validate().context("checking the configuration")?;
-            let dev: DeviceKind = device.parse().context("--device")?;
-            dev.available().context("--device")?;
+            let dev = run.device()?;
+            let out = run.out;
             let t = Instant::now();
             let (train, _) = load_objects(&cfg, Split::Train, cfg.data.train_objects)
                 .context("loading the training split")?;

@@ -303,21 +303,12 @@ impl ImplicitConfig {
 
     /// Learning rate at `step` of a stage of `total` steps (linear warm-up, cosine decay).
     pub fn lr_at(&self, step: usize, total: usize) -> f64 {
-        if step < self.warmup {
-            return self.lr * (step + 1) as f64 / self.warmup as f64;
-        }
-        let t = (step - self.warmup) as f64 / (total.saturating_sub(self.warmup).max(1)) as f64;
-        let lo = self.lr * self.lr_final_ratio;
-        lo + 0.5 * (self.lr - lo) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+        crate::lmnet::lr_at(self.lr, self.lr_final_ratio, self.warmup, total, step)
     }
 
     /// Steps between checkpoints (`checkpoint_every`, or `eval_every` when 0).
     pub fn checkpoint_interval(&self) -> usize {
-        if self.checkpoint_every == 0 {
-            self.eval_every
-        } else {
-            self.checkpoint_every
-        }
+        crate::lmnet::checkpoint_interval(self.checkpoint_every, self.eval_every)
     }
 
     /// Whether a checkpoint of `other` loads into this configuration's networks: same kind,
@@ -362,9 +353,7 @@ impl ImplicitConfig {
                 "clamp and code_lr_scale must be > 0, latent_reg, encoder_sdf_weight and occupancy_pos_weight >= 0",
             );
         }
-        if self.model_id.is_empty() || self.model_id.len() > 32 || !self.model_id.is_ascii() {
-            return bad("model_id must be 1..=32 ASCII characters");
-        }
+        crate::lmnet::check_model_id(&self.model_id)?;
         let d = &self.data;
         if d.objects_per_class == 0 || d.views == 0 || d.gt_points == 0 || d.sdf_samples == 0 {
             return bad("data.objects_per_class, views, gt_points, sdf_samples must be > 0");
@@ -377,20 +366,12 @@ impl ImplicitConfig {
 
     /// Reads a saved `config.json`.
     pub fn load(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| TrainError::Parse {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })
+        crate::lmnet::load_json(path)
     }
 
     /// Writes `config.json`.
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| TrainError::Parse {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+        crate::lmnet::save_json(self, path)
     }
 
     /// The synthetic dataset this configuration describes (no voxels).

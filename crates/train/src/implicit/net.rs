@@ -1,21 +1,13 @@
 //! Networks of the implicit pipeline (generic over the burn backend) and their losses.
 
-use burn::module::{Initializer, Module, Param};
+use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use super::ImplicitConfig;
-use crate::conv_stack;
-
-/// He (Kaiming) uniform initialisation for ReLU layers.
-fn he() -> Initializer {
-    Initializer::KaimingUniform {
-        gain: std::f64::consts::SQRT_2,
-        fan_out_only: false,
-    }
-}
+use crate::conv_stack::{self, he};
 
 /// Image encoder: picture `[B, 3, H, W]` -> latent `[B, Z]`.
 #[derive(Module, Debug)]

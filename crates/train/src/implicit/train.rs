@@ -12,9 +12,7 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -23,7 +21,8 @@ use super::eval::{decode_surface, SurfaceMetrics};
 use super::net::{clamped_l1, weighted_bce_logits, ImageEncoder, ImplicitDecoder};
 use super::{ImplicitConfig, ImplicitSet, Kind};
 use crate::lmnet::{
-    load_checkpoint, resume_seed, save_checkpoint, trim_csv_after, CheckpointFiles,
+    load_checkpoint, load_module, resume_seed, save_checkpoint, save_module, trim_csv_after,
+    BatchOrder, CheckpointFiles,
 };
 use crate::TrainError;
 
@@ -127,22 +126,9 @@ pub struct ImplicitSummary {
     pub elapsed_s: f64,
 }
 
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
-    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-}
-
-pub(crate) fn record_err(path: PathBuf, e: burn::record::RecorderError) -> TrainError {
-    TrainError::Record {
-        path,
-        msg: e.to_string(),
-    }
-}
-
 /// Saves a module under `name` in `out`.
 fn save<B: Backend, M: Module<B>>(m: &M, out: &Path, name: &str) -> Result<(), TrainError> {
-    m.clone()
-        .save_file(out.join(name), &recorder())
-        .map_err(|e| record_err(out.join(name), e))
+    save_module(m, &out.join(name))
 }
 
 /// Loads the encoder and decoder saved in a run folder (any backend).
@@ -152,14 +138,16 @@ pub fn load_run<B: Backend>(
     device: &B::Device,
 ) -> Result<(ImplicitConfig, ImageEncoder<B>, ImplicitDecoder<B>), TrainError> {
     let cfg = ImplicitConfig::load(&run.join(files::CONFIG))?;
-    let enc = cfg
-        .init_encoder::<B>(device)
-        .load_file(run.join(files::ENCODER), &recorder(), device)
-        .map_err(|e| record_err(run.join(files::ENCODER), e))?;
-    let dec = cfg
-        .init_decoder::<B>(device)
-        .load_file(run.join(files::DECODER), &recorder(), device)
-        .map_err(|e| record_err(run.join(files::DECODER), e))?;
+    let enc = load_module(
+        cfg.init_encoder::<B>(device),
+        &run.join(files::ENCODER),
+        device,
+    )?;
+    let dec = load_module(
+        cfg.init_decoder::<B>(device),
+        &run.join(files::DECODER),
+        device,
+    )?;
     Ok((cfg, enc, dec))
 }
 
@@ -218,39 +206,6 @@ fn images<B: Backend>(
         v.extend(set.image_chw(i, cfg.mean, cfg.std));
     }
     Tensor::from_data(TensorData::new(v, [views.len(), 3, s, s]), dev)
-}
-
-/// Deterministic epoch-permutation batches over `0..n`.
-struct Batcher {
-    n: usize,
-    batch: usize,
-    seed: u64,
-    order: Vec<usize>,
-}
-
-impl Batcher {
-    fn new(n: usize, batch: usize, seed: u64) -> Self {
-        Batcher {
-            n,
-            batch: batch.min(n).max(1),
-            seed,
-            order: Vec::new(),
-        }
-    }
-
-    fn at(&mut self, step: usize) -> Vec<usize> {
-        let per_epoch = (self.n / self.batch).max(1);
-        if step % per_epoch == 0 || self.order.is_empty() {
-            let epoch = (step / per_epoch) as u64;
-            let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9e37_79b9));
-            self.order = (0..self.n).collect();
-            self.order.shuffle(&mut rng);
-        }
-        let pos = (step % per_epoch) * self.batch;
-        (0..self.batch)
-            .map(|i| self.order[(pos + i) % self.n])
-            .collect()
-    }
 }
 
 /// Loss bookkeeping of one stage: logging windows, CSV rows, progress line.
@@ -633,9 +588,7 @@ pub fn train_sdf<B: AutodiffBackend>(
                     cfg.steps
                 )));
             }
-            ad = ad
-                .load_file(out.join(files::AUTODECODER), &recorder(), device)
-                .map_err(|e| record_err(out.join(files::AUTODECODER), e))?;
+            ad = load_module(ad, &out.join(files::AUTODECODER), device)?;
             stage2 = Some(st);
         }
         Some(st) => {
@@ -654,7 +607,7 @@ pub fn train_sdf<B: AutodiffBackend>(
         if start > 0 {
             B::seed(device, resume_seed(cfg.seed, start));
         }
-        let mut batcher = Batcher::new(n_obj, cfg.batch, cfg.seed);
+        let mut batcher = BatchOrder::new(cfg.seed, n_obj, cfg.batch.min(n_obj));
         for step in start..cfg.steps {
             let objs = batcher.at(step);
             let b = objs.len();
@@ -734,7 +687,8 @@ pub fn train_sdf<B: AutodiffBackend>(
         log::info!("encoder: resumed from step {start}");
     }
     let finished = [s1.clone()];
-    let mut batcher = Batcher::new(train.views.len(), cfg.batch, cfg.seed ^ 2);
+    let n = train.views.len();
+    let mut batcher = BatchOrder::new(cfg.seed ^ 2, n, cfg.batch.min(n));
     for step in start..cfg.encoder_steps {
         let views = batcher.at(step);
         let b = views.len();
@@ -838,7 +792,8 @@ pub fn train_occupancy<B: AutodiffBackend>(
         B::seed(device, resume_seed(cfg.seed, start));
         log::info!("occupancy: resumed from step {start}");
     }
-    let mut batcher = Batcher::new(train.views.len(), cfg.batch, cfg.seed);
+    let n = train.views.len();
+    let mut batcher = BatchOrder::new(cfg.seed, n, cfg.batch.min(n));
     for step in start..cfg.steps {
         let views = batcher.at(step);
         let b = views.len();

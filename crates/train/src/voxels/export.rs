@@ -30,11 +30,11 @@ use super::model::{
     ConvGru, GruCell, VoxelNet, VoxelNetConfig, LEAKY_SLOPE, PRIOR_LOGIT, SHUFFLE_PERM_1,
     SHUFFLE_PERM_2,
 };
-use super::train::ViewIou;
-use super::{iou, VoxelTrainConfig};
+use super::train::{usable_objects, ViewIou, ViewIouSums};
+use super::VoxelTrainConfig;
 use crate::export::{
-    conv_relu_stack, floats, input_metadata, linear, linear_folded, onnx_err, trained_by,
-    write_graph,
+    conv_relu_stack, floats, input_metadata, linear, linear_folded, max_abs_diff, onnx_err,
+    trained_by, within_tolerance, write_graph,
 };
 use crate::TrainError;
 
@@ -461,27 +461,7 @@ pub fn export_voxels<B: Backend>(
             tstate = ts;
         }
     }
-    if !worst.is_finite() || worst > tol {
-        return Err(TrainError::Check(format!(
-            "{}: tract output differs from burn by {worst:e} (> {tol:e})",
-            path.display()
-        )));
-    }
-    Ok(worst)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32, TrainError> {
-    if a.len() != b.len() {
-        return Err(TrainError::Check(format!(
-            "output sizes differ: burn {} vs tract {}",
-            a.len(),
-            b.len()
-        )));
-    }
-    Ok(a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max))
+    within_tolerance(path, worst, tol)
 }
 
 /// Mean IoU of an export run by tract, fusing 1..=T views per object for each `T` in
@@ -492,18 +472,9 @@ pub fn evaluate_tract(
     counts: &[usize],
     threshold: f32,
 ) -> Result<Vec<ViewIou>, TrainError> {
-    let tmax = counts.iter().copied().max().unwrap_or(1).max(1);
-    let usable: Vec<_> = objects.iter().filter(|o| o.views.len() >= tmax).collect();
-    if usable.is_empty() {
-        return Err(TrainError::Config(format!(
-            "no object has {tmax} views to evaluate"
-        )));
-    }
-    let lthr = (threshold / (1.0 - threshold)).ln();
-    let fusion = runner.state_size() > 0;
-    let mut sums = vec![0.0f64; counts.len()];
+    let (usable, tmax) = usable_objects(objects, counts)?;
+    let mut sums = ViewIouSums::new(counts, threshold, runner.state_size() > 0);
     for o in &usable {
-        let gt: Vec<bool> = o.voxels.iter().map(|&v| v > 0).collect();
         let mut state = vec![0.0f32; runner.state_size()];
         let mut outs = Vec::with_capacity(tmax);
         for pic in o.views.iter().take(tmax) {
@@ -511,30 +482,8 @@ pub fn evaluate_tract(
             state = s;
             outs.push(occ);
         }
-        for (ci, &k) in counts.iter().enumerate() {
-            let k = k.max(1);
-            let pred: Vec<bool> = if fusion {
-                outs[k - 1].iter().map(|&l| l > lthr).collect()
-            } else {
-                (0..gt.len())
-                    .map(|c| {
-                        (0..k)
-                            .map(|t| 1.0 / (1.0 + (-outs[t][c]).exp()))
-                            .sum::<f32>()
-                            / k as f32
-                            > threshold
-                    })
-                    .collect()
-            };
-            sums[ci] += f64::from(iou(&pred, &gt));
-        }
+        let cells = outs.first().map_or(0, Vec::len);
+        sums.add(&o.voxels, cells, |t, c| outs[t][c]);
     }
-    Ok(counts
-        .iter()
-        .zip(sums)
-        .map(|(&views, s)| ViewIou {
-            views,
-            iou: (s / usable.len() as f64) as f32,
-        })
-        .collect())
+    Ok(sums.means())
 }

@@ -233,9 +233,7 @@ impl VoxelTrainConfig {
         if !in_range {
             return bad("threshold must be in (0, 1) and pos_weight > 0");
         }
-        if self.model_id.is_empty() || self.model_id.len() > 32 || !self.model_id.is_ascii() {
-            return bad("model_id must be 1..=32 ASCII characters");
-        }
+        crate::lmnet::check_model_id(&self.model_id)?;
         if self.data.objects_per_class == 0 || self.data.views == 0 {
             return bad("data.objects_per_class and data.views must be > 0");
         }
@@ -247,13 +245,7 @@ impl VoxelTrainConfig {
 
     /// Learning rate at `step` (linear warm-up, cosine decay).
     pub fn lr_at(&self, step: usize) -> f64 {
-        if step < self.warmup {
-            return self.lr * (step + 1) as f64 / self.warmup as f64;
-        }
-        let t =
-            (step - self.warmup) as f64 / (self.steps.saturating_sub(self.warmup).max(1)) as f64;
-        let lo = self.lr * self.lr_final_ratio;
-        lo + 0.5 * (self.lr - lo) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+        crate::lmnet::lr_at(self.lr, self.lr_final_ratio, self.warmup, self.steps, step)
     }
 
     /// Logit of the threshold (a cell is occupied when its logit is above it).
@@ -263,20 +255,12 @@ impl VoxelTrainConfig {
 
     /// Reads a saved `config.json`.
     pub fn load(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| TrainError::Parse {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })
+        crate::lmnet::load_json(path)
     }
 
     /// Writes `config.json`.
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| TrainError::Parse {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+        crate::lmnet::save_json(self, path)
     }
 }
 

@@ -24,7 +24,7 @@
 //!     MLP shared by all cells that turns a cell code into the `(R/G)^3` occupancy logits of
 //!     the cell's block, put in place by a reshape / transpose (a 3D "pixel shuffle").
 
-use burn::module::{Initializer, Module};
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, Conv3d, Conv3dConfig};
 use burn::nn::{
     BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, PaddingConfig3d,
@@ -33,6 +33,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, relu, sigmoid, tanh};
 use serde::{Deserialize, Serialize};
 
+use crate::conv_stack::he;
 use crate::TrainError;
 
 /// Negative slope of the decoder's LeakyReLUs. With plain ReLUs the first `cpu` run died:
@@ -44,13 +45,6 @@ pub const LEAKY_SLOPE: f32 = 0.1;
 /// Logit added to every output cell (the occupancy prior, about 10 % occupied): the network
 /// starts near the empty-heavy optimum instead of learning it by shutting units down.
 pub const PRIOR_LOGIT: f32 = -2.0;
-
-fn he() -> Initializer {
-    Initializer::KaimingUniform {
-        gain: std::f64::consts::SQRT_2,
-        fan_out_only: false,
-    }
-}
 
 /// Shape of a [`VoxelNet`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

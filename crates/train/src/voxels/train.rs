@@ -2,16 +2,13 @@
 //! cross-entropy after every view of a sequence, validation IoU, metrics CSV, loss curve,
 //! checkpoints and resume.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -19,23 +16,16 @@ use serde::{Deserialize, Serialize};
 use super::data::VoxelObject;
 use super::model::VoxelNet;
 use super::{iou, VoxelTrainConfig};
+use crate::export::floats;
+use crate::lmnet::{load_module, save_checkpoint, BatchOrder};
+use crate::training::{
+    append_line, check_finite, resume_or_start, RunProgress, RunState, CHECKPOINT,
+};
 use crate::TrainError;
 
-/// File names inside a voxel run folder.
-pub mod files {
-    /// Saved configuration.
-    pub const CONFIG: &str = "config.json";
-    /// Metrics, one row per logged step.
-    pub const METRICS: &str = "metrics.csv";
-    /// Loss curve picture (train BCE and 1 - validation IoU, log scale).
-    pub const CURVE: &str = "loss.png";
-    /// Latest model weights (burn named MessagePack, extension added by burn).
-    pub const MODEL: &str = "model";
-    /// Optimizer state of the latest checkpoint.
-    pub const OPTIM: &str = "optim";
-    /// Progress of the latest checkpoint.
-    pub const STATE: &str = "state.json";
-}
+/// File names inside a voxel run folder: those of a point run (the loss curve shows the
+/// train BCE and 1 - validation IoU, log scale).
+pub use crate::training::files;
 
 /// Mean IoU after fusing `views` views.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -59,6 +49,12 @@ pub struct VoxelTrainState {
     pub last_train_loss: Option<f32>,
 }
 
+impl RunState for VoxelTrainState {
+    fn step(&self) -> usize {
+        self.step
+    }
+}
+
 /// What a finished run reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VoxelTrainSummary {
@@ -70,17 +66,6 @@ pub struct VoxelTrainSummary {
     pub last_loss: f32,
     /// Training pictures per second (compute only).
     pub images_per_s: f64,
-}
-
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
-    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-}
-
-fn record_err(path: PathBuf, e: burn::record::RecorderError) -> TrainError {
-    TrainError::Record {
-        path,
-        msg: e.to_string(),
-    }
 }
 
 /// Binary cross-entropy on logits with a weight `pos_weight` on occupied cells, averaged
@@ -155,11 +140,83 @@ pub fn target_tensor<B: Backend>(
     ))
 }
 
-fn floats<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, TrainError> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| TrainError::Check(format!("tensor readout: {e:?}")))
+/// The objects of `objects` with at least as many views as the largest of `counts`, and
+/// that number of views.
+pub(crate) fn usable_objects<'a>(
+    objects: &'a [VoxelObject],
+    counts: &[usize],
+) -> Result<(Vec<&'a VoxelObject>, usize), TrainError> {
+    let tmax = counts.iter().copied().max().unwrap_or(1).max(1);
+    let usable: Vec<&VoxelObject> = objects.iter().filter(|o| o.views.len() >= tmax).collect();
+    if usable.is_empty() {
+        return Err(TrainError::Config(format!(
+            "no object has {tmax} views to evaluate"
+        )));
+    }
+    Ok((usable, tmax))
+}
+
+/// IoU sums per number of fused views (burn and tract evaluations alike): a fusion model's
+/// grid after `k` views is its logits after view `k` above the threshold's logit; a
+/// single-view model's is the mean occupancy probability of the first `k` views above the
+/// threshold.
+pub(crate) struct ViewIouSums<'a> {
+    counts: &'a [usize],
+    sums: Vec<f64>,
+    objects: usize,
+    threshold: f32,
+    logit_threshold: f32,
+    fusion: bool,
+}
+
+impl<'a> ViewIouSums<'a> {
+    /// Sums for the view counts `counts` of a model that fuses (`fusion`) or not.
+    pub fn new(counts: &'a [usize], threshold: f32, fusion: bool) -> Self {
+        Self {
+            counts,
+            sums: vec![0.0; counts.len()],
+            objects: 0,
+            threshold,
+            logit_threshold: (threshold / (1.0 - threshold)).ln(),
+            fusion,
+        }
+    }
+
+    /// Adds an object with ground truth `voxels`; `logit(t, c)` is the model's logit of
+    /// cell `c` (of `cells`) after view `t` (0-based).
+    pub fn add(&mut self, voxels: &[u8], cells: usize, logit: impl Fn(usize, usize) -> f32) {
+        let gt: Vec<bool> = voxels.iter().map(|&v| v > 0).collect();
+        for (ci, &k) in self.counts.iter().enumerate() {
+            let k = k.max(1);
+            let pred: Vec<bool> = if self.fusion {
+                (0..cells)
+                    .map(|c| logit(k - 1, c) > self.logit_threshold)
+                    .collect()
+            } else {
+                (0..cells)
+                    .map(|c| {
+                        let p: f32 = (0..k).map(|t| sigmoid1(logit(t, c))).sum::<f32>() / k as f32;
+                        p > self.threshold
+                    })
+                    .collect()
+            };
+            self.sums[ci] += f64::from(iou(&pred, &gt));
+        }
+        self.objects += 1;
+    }
+
+    /// Mean IoU per view count over the objects added.
+    pub fn means(self) -> Vec<ViewIou> {
+        let n = self.objects as f64;
+        self.counts
+            .iter()
+            .zip(self.sums)
+            .map(|(&views, s)| ViewIou {
+                views,
+                iou: (s / n) as f32,
+            })
+            .collect()
+    }
 }
 
 /// Mean IoU on `objects` after 1..=T views for each `T` in `counts` (views taken in view
@@ -172,19 +229,10 @@ pub fn evaluate<B: Backend>(
     cfg: &VoxelTrainConfig,
     device: &B::Device,
 ) -> Result<Vec<ViewIou>, TrainError> {
-    let tmax = counts.iter().copied().max().unwrap_or(1).max(1);
-    let usable: Vec<&VoxelObject> = objects.iter().filter(|o| o.views.len() >= tmax).collect();
-    if usable.is_empty() {
-        return Err(TrainError::Config(format!(
-            "no object has {tmax} views to evaluate"
-        )));
-    }
+    let (usable, tmax) = usable_objects(objects, counts)?;
     let r = cfg.model.resolution;
     let cells = r * r * r;
-    let thr = cfg.logit_threshold();
-    let pthr = cfg.threshold;
-    let fusion = model.fuses();
-    let mut sums = vec![0.0f64; counts.len()];
+    let mut sums = ViewIouSums::new(counts, cfg.threshold, model.fuses());
     for chunk in usable.chunks(cfg.batch.max(1)) {
         let seq: Vec<Vec<usize>> = chunk.iter().map(|_| (0..tmax).collect()).collect();
         let x = sequence_tensor::<B>(chunk, &seq, cfg.model.image, device)?;
@@ -194,37 +242,10 @@ pub fn evaluate<B: Backend>(
             .map(floats)
             .collect::<Result<_, _>>()?;
         for (n, o) in chunk.iter().enumerate() {
-            let gt: Vec<bool> = o.voxels.iter().map(|&v| v > 0).collect();
-            for (ci, &k) in counts.iter().enumerate() {
-                let k = k.max(1);
-                let pred: Vec<bool> = if fusion {
-                    outs[k - 1][n * cells..(n + 1) * cells]
-                        .iter()
-                        .map(|&l| l > thr)
-                        .collect()
-                } else {
-                    (0..cells)
-                        .map(|c| {
-                            let p: f32 = (0..k)
-                                .map(|t| sigmoid1(outs[t][n * cells + c]))
-                                .sum::<f32>()
-                                / k as f32;
-                            p > pthr
-                        })
-                        .collect()
-                };
-                sums[ci] += f64::from(iou(&pred, &gt));
-            }
+            sums.add(&o.voxels, cells, |t, c| outs[t][n * cells + c]);
         }
     }
-    Ok(counts
-        .iter()
-        .zip(sums)
-        .map(|(&views, s)| ViewIou {
-            views,
-            iou: (s / usable.len() as f64) as f32,
-        })
-        .collect())
+    Ok(sums.means())
 }
 
 /// The mean-shape baseline: one fixed grid for every picture, the cells occupied in more
@@ -329,73 +350,35 @@ pub fn train_voxels<B: AutodiffBackend>(
     cfg.save(&config_path)?;
     let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed);
 
-    let mut model: VoxelNet<B> = cfg.model.init(device);
-    let mut optim = AdamConfig::new().init::<B, VoxelNet<B>>();
-    let mut state = VoxelTrainState::default();
-    if resuming {
-        let text =
-            std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-        state = serde_json::from_str(&text).map_err(|e| TrainError::Parse {
-            path: state_path.clone(),
-            msg: e.to_string(),
-        })?;
-        model = model
-            .load_file(out.join(files::MODEL), &recorder(), device)
-            .map_err(|e| record_err(out.join(files::MODEL), e))?;
-        let orec = Recorder::<B>::load(&recorder(), out.join(files::OPTIM), device)
-            .map_err(|e| record_err(out.join(files::OPTIM), e))?;
-        optim = optim.load_record(orec);
-        log::info!("resumed from step {}", state.step);
-    } else {
-        let mut f =
-            std::fs::File::create(&metrics_path).map_err(|e| TrainError::io(&metrics_path, e))?;
-        writeln!(
-            f,
-            "step,lr,train_bce,val_iou_1view,val_iou_{}views,elapsed_s,images_per_s",
-            cfg.seq_views
-        )
-        .map_err(|e| TrainError::io(&metrics_path, e))?;
-    }
-
-    let pb = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(cfg.steps as u64)
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let header = format!(
+        "step,lr,train_bce,val_iou_1view,val_iou_{}views,elapsed_s,images_per_s",
+        cfg.seq_views
     );
-    pb.set_position(state.step as u64);
-
-    let log_every = cfg.eval_every.clamp(1, 25);
+    let (mut model, mut optim, mut state) = resume_or_start::<B, _, _, VoxelTrainState>(
+        cfg.model.init(device),
+        AdamConfig::new().init::<B, VoxelNet<B>>(),
+        out,
+        resuming,
+        &metrics_path,
+        &header,
+        device,
+    )?;
+    let mut run = RunProgress::new(
+        quiet,
+        cfg.steps,
+        state.step,
+        state.elapsed_s,
+        cfg.eval_every,
+    );
     let mut window = (0.0f64, 0usize);
-    let mut first_loss = None;
-    let mut last_loss = f32::NAN;
-    let mut compute_s = 0.0f64;
-    let mut images = 0usize;
-    let mut order: Vec<usize> = Vec::new();
-    let t_run = Instant::now();
-    let elapsed0 = state.elapsed_s;
+    let mut order = BatchOrder::new(cfg.seed, train.len(), cfg.batch);
     let r = cfg.model.resolution;
     let val_counts = [1, cfg.seq_views];
 
     while state.step < cfg.steps {
         let step = state.step;
-        let per_epoch = (train.len() / cfg.batch).max(1);
-        let epoch = step / per_epoch;
         // deterministic from (seed, step): resuming continues the same order and views
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-            cfg.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9),
-        );
-        if step % per_epoch == 0 || order.is_empty() {
-            order = (0..train.len()).collect();
-            order.shuffle(&mut rng);
-        }
-        let pos = (step % per_epoch) * cfg.batch;
-        let objs: Vec<&VoxelObject> = (0..cfg.batch)
-            .map(|i| train[order[(pos + i) % order.len()]])
-            .collect();
+        let objs: Vec<&VoxelObject> = order.at(step).into_iter().map(|i| train[i]).collect();
         let mut vrng = rand_chacha::ChaCha8Rng::seed_from_u64(
             cfg.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ step as u64,
         );
@@ -428,42 +411,31 @@ pub fn train_voxels<B: AutodiffBackend>(
         let lr = cfg.lr_at(step);
         let lv: f32 = loss.into_scalar().elem();
         model = optim.step(lr, model, grads);
-        compute_s += t0.elapsed().as_secs_f64();
-        images += cfg.batch * cfg.seq_views;
-        if !lv.is_finite() {
-            return Err(TrainError::Check(format!(
-                "loss is not finite at step {step}"
-            )));
-        }
+        run.computed(t0, cfg.batch * cfg.seq_views);
+        check_finite(lv, step)?;
         window.0 += f64::from(lv);
         window.1 += 1;
         state.step += 1;
-        pb.inc(1);
+        run.inc();
 
-        let at_eval = state.step % cfg.eval_every == 0 || state.step == cfg.steps;
-        if state.step % log_every == 0 || at_eval {
+        let at_eval = run.at_eval(state.step, cfg.steps);
+        if run.at_log(state.step) || at_eval {
             let tl = (window.0 / window.1.max(1) as f64) as f32;
             window = (0.0, 0);
-            first_loss.get_or_insert(tl);
-            last_loss = tl;
+            run.logged(tl);
             state.last_train_loss = Some(tl);
             let mut val_cols = ",".to_string();
             if at_eval && !val.is_empty() {
                 let m = evaluate(&model.valid(), val, &val_counts, cfg, device)?;
                 val_cols = format!("{:.4},{:.4}", m[0].iou, m[1].iou);
-                let line = format!(
+                run.say(format!(
                     "step {:>6}  train bce {tl:.5}  val IoU 1 view {:.4}, {} views {:.4}",
                     state.step, m[0].iou, cfg.seq_views, m[1].iou
-                );
-                if pb.is_hidden() {
-                    log::info!("{line}");
-                } else {
-                    pb.println(line);
-                }
+                ));
                 state.last_val = m;
             }
-            state.elapsed_s = elapsed0 + t_run.elapsed().as_secs_f64();
-            let ips = images as f64 / compute_s.max(1e-9);
+            state.elapsed_s = run.elapsed();
+            let ips = run.images_per_s();
             append_line(
                 &metrics_path,
                 &format!(
@@ -471,20 +443,20 @@ pub fn train_voxels<B: AutodiffBackend>(
                     state.step, state.elapsed_s
                 ),
             )?;
-            pb.set_message(format!("loss {tl:.5} {ips:.1} img/s"));
+            run.message(tl, ips);
         }
         if state.step % cfg.checkpoint_every == 0 || state.step == cfg.steps {
-            state.elapsed_s = elapsed0 + t_run.elapsed().as_secs_f64();
-            checkpoint(&model, &optim, &state, out)?;
+            state.elapsed_s = run.elapsed();
+            save_checkpoint(&model, &optim, &state, out, CHECKPOINT)?;
             let _ = loss_curve(&metrics_path, &out.join(files::CURVE));
         }
     }
-    pb.finish_and_clear();
+    let (first_loss, last_loss, images_per_s) = run.finish();
     loss_curve(&metrics_path, &out.join(files::CURVE))?;
     Ok(VoxelTrainSummary {
-        first_loss: first_loss.unwrap_or(f32::NAN),
+        first_loss,
         last_loss,
-        images_per_s: images as f64 / compute_s.max(1e-9),
+        images_per_s,
         state,
     })
 }
@@ -510,46 +482,13 @@ pub fn loss_curve(metrics_csv: &Path, out: &Path) -> Result<(), TrainError> {
     crate::plot::line_plot(&[train, val], true, out)
 }
 
-fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| TrainError::io(path, e))?;
-    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
-}
-
-fn checkpoint<B: AutodiffBackend, O: Optimizer<VoxelNet<B>, B>>(
-    model: &VoxelNet<B>,
-    optim: &O,
-    state: &VoxelTrainState,
-    out: &Path,
-) -> Result<(), TrainError> {
-    model
-        .clone()
-        .save_file(out.join(files::MODEL), &recorder())
-        .map_err(|e| record_err(out.join(files::MODEL), e))?;
-    Recorder::<B>::record(&recorder(), optim.to_record(), out.join(files::OPTIM))
-        .map_err(|e| record_err(out.join(files::OPTIM), e))?;
-    let p = out.join(files::STATE);
-    let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::Parse {
-        path: p.clone(),
-        msg: e.to_string(),
-    })?;
-    std::fs::write(&p, text).map_err(|e| TrainError::io(&p, e))
-}
-
 /// Loads the configuration and weights saved in a run folder onto `device` (any backend).
 pub fn load_voxel_model<B: Backend>(
     run: &Path,
     device: &B::Device,
 ) -> Result<(VoxelTrainConfig, VoxelNet<B>), TrainError> {
     let cfg = VoxelTrainConfig::load(&run.join(files::CONFIG))?;
-    let model = cfg
-        .model
-        .init::<B>(device)
-        .load_file(run.join(files::MODEL), &recorder(), device)
-        .map_err(|e| record_err(run.join(files::MODEL), e))?;
+    let model = load_module(cfg.model.init::<B>(device), &run.join(files::MODEL), device)?;
     Ok((cfg, model))
 }
 

@@ -4,12 +4,11 @@
 
 use shapecast_onnx::read_metadata;
 use shapecast_train::backend::NdArrayCpu;
-use shapecast_train::data::Split;
 use shapecast_train::lmnet::{
     eval_lmnet, export_lmnet, files, load_run, probes, train_ae, train_image, LmnetConfig,
 };
 
-use super::{tmp, Ad};
+use super::{synth_train_val, tmp, Ad};
 
 /// The steps of a metrics CSV rise strictly through `resumed_at` (the resumed call's rows
 /// follow the first call's, none repeated) and end at `total`.
@@ -30,11 +29,7 @@ pub(crate) fn assert_continues(csv: &std::path::Path, resumed_at: usize, total: 
 fn lmnet_test_preset_trains_exports_and_matches_tract() {
     let cfg = LmnetConfig::preset("test").unwrap();
     let side = cfg.encoder.image;
-    let train = cfg.data.load(side, Split::Train, 0).unwrap();
-    let val = cfg
-        .data
-        .load(side, Split::Val, cfg.data.val_samples)
-        .unwrap();
+    let (train, val) = synth_train_val(&cfg.data, side);
     assert!(train.len() >= 40, "{}", train.len());
     let out = tmp("lmnet-train");
     let dev = Default::default();

@@ -4,21 +4,16 @@
 
 use shapecast_onnx::read_metadata;
 use shapecast_train::backend::NdArrayCpu;
-use shapecast_train::data::Split;
 use shapecast_train::lmnet::probes;
 use shapecast_train::mesh::{eval_mesh, export_mesh, load_run, train_mesh, MeshConfig};
 
-use super::{tmp, Ad};
+use super::{synth_train_val, tmp, Ad};
 
 #[test]
 fn mesh_test_preset_trains_exports_and_matches_tract() {
     let cfg = MeshConfig::preset("test").unwrap();
     let side = cfg.encoder.image;
-    let train = cfg.data.load(side, Split::Train, 0).unwrap();
-    let val = cfg
-        .data
-        .load(side, Split::Val, cfg.data.val_samples)
-        .unwrap();
+    let (train, val) = synth_train_val(&cfg.data, side);
     let out = tmp("mesh-train");
     let dev = Default::default();
     // half the steps, then resumed from the checkpoint to the end
