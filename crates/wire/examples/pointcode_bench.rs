@@ -7,7 +7,10 @@
 //! Usage: `cargo run --release -p shapecast-wire --example pointcode_bench -- [DIR]`
 //! (default DIR: /tmp/pointcode_bench; `-- DIR enc|dec REPS` only runs the
 //! coder REPS times per cloud, untimed, for `perf`; `PC_ONLY=<shape>_<bits>`
-//! restricts that mode to one cloud). `PC_METHOD=compact`
+//! restricts that mode to one cloud; `PC_DUMP=<dir>` also writes each
+//! stream there as `<shape>_<bits>.pc`; `PC_SAMPLES=N` times each cloud as
+//! the fastest of N single calls instead of the best of 11 batches).
+//! `PC_METHOD=compact`
 //! selects the compact coder (format 3) instead of the default fast one
 //! (format 4). Exit code 1 on any failure. (That the
 //! coder does not allocate is checked by a test in `tests/wire.rs`.)
@@ -333,7 +336,17 @@ fn run(dir: &Path, mode: Mode, method: pointcode::Method) -> Result<(), String> 
                 let mut work = q.clone();
                 pointcode::sort_canonical(&mut work, &mut [] as &mut [u8]);
                 let len = pointcode::encode_with(&work, bits, method, &mut buf).unwrap_or(0);
+                // `PC_DUMP=<dir>`: also write the stream (byte-identity checks
+                // between two builds).
+                if let Ok(d) = std::env::var("PC_DUMP") {
+                    let path = Path::new(&d).join(format!("{name}_{bits}.pc"));
+                    std::fs::write(&path, &buf[..len])
+                        .map_err(|e| format!("write {}: {e}", path.display()))?;
+                }
                 let mut out = vec![[0u16; 3]; q.len()];
+                if pointcode::decode(&buf[..len], &mut out) != Ok((q.len(), bits)) || out != work {
+                    return Err(format!("{name} {bits}: decode mismatch"));
+                }
                 for _ in 0..reps {
                     if mode == Mode::Dec(reps) {
                         let _ = std::hint::black_box(pointcode::decode(&buf[..len], &mut out));
@@ -383,6 +396,20 @@ fn run(dir: &Path, mode: Mode, method: pointcode::Method) -> Result<(), String> 
 /// minimum is the figure least disturbed by other processes on the machine).
 fn time(mut f: impl FnMut()) -> f64 {
     f();
+    // `PC_SAMPLES=N`: the fastest of N single calls instead (robust to
+    // interruptions by other processes on a shared machine).
+    if let Some(n) = std::env::var("PC_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        return (0..n.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .fold(f64::INFINITY, f64::min);
+    }
     let t = Instant::now();
     f();
     let one = t.elapsed().as_secs_f64();

@@ -3,6 +3,7 @@
 //! x, ... halvings, i.e. Morton order) and direct coding of isolated points
 //! with a plane prediction from coded neighbours.
 
+use super::model::{code_count, code_residual, CountModels, ResidualModels, SB};
 use super::rc::{BitCoder, Decoder, Encoder, Prob};
 use crate::Error;
 
@@ -14,88 +15,25 @@ const RADIUS_CELLS: i32 = 2;
 
 /// Modelled top bits per axis of a point coded without a plane fit.
 const PLAIN_MODELLED: u8 = 2;
-/// Count buckets of a splitting cell: 2, 3, 4..=7, 8+.
-const NB: usize = 4;
-/// Spread buckets of the plane fit (5 by residual, 1 for few neighbours).
-const SB: usize = 6;
-/// Buckets of the prediction's distance to its rounded value.
-const ZB: usize = 3;
-/// Elias-gamma class contexts of the normal residual.
-const NC: usize = 6;
-
-#[inline(always)]
-fn nbucket(n: usize) -> usize {
-    match n {
-        0..=2 => 0,
-        3 => 1,
-        4..=7 => 2,
-        _ => 3,
-    }
-}
 
 /// All adaptive contexts (on the stack).
 #[derive(Debug, Clone)]
 pub(crate) struct Models {
-    one_sided: [[[[Prob; NB]; 9]; 3]; 3],
-    side: [[[Prob; NB]; 3]; 3],
-    interior: [[Prob; 8]; NB],
+    count: CountModels<Prob>,
     plain: [[Prob; 16]; 3],
     tangent: [[[Prob; 4]; SB]; 2],
-    nzero: [[Prob; ZB]; SB],
-    nsign: [[Prob; 3]; SB],
-    nclass: [[Prob; NC]; SB],
+    normal: ResidualModels<Prob>,
 }
 
 impl Models {
-    const fn new() -> Self {
+    fn new() -> Self {
         Models {
-            one_sided: [[[[Prob::NEW; NB]; 9]; 3]; 3],
-            side: [[[Prob::NEW; NB]; 3]; 3],
-            interior: [[Prob::NEW; 8]; NB],
+            count: CountModels::new(),
             plain: [[Prob::NEW; 16]; 3],
             tangent: [[[Prob::NEW; 4]; SB]; 2],
-            nzero: [[Prob::NEW; ZB]; SB],
-            nsign: [[Prob::NEW; 3]; SB],
-            nclass: [[Prob::NEW; NC]; SB],
+            normal: ResidualModels::new(),
         }
     }
-}
-
-/// Codes `k`, the number of the cell's `n >= 2` points in its lower half.
-#[inline]
-fn code_count<C: BitCoder>(
-    c: &mut C,
-    m: &mut Models,
-    t: u32,
-    hist: [u8; 3],
-    n: usize,
-    k: usize,
-) -> usize {
-    let axis = (t % 3) as usize;
-    let nb = nbucket(n);
-    let ha = hist[axis] as usize;
-    let ho = hist[(axis + 1) % 3] as usize * 3 + hist[(axis + 2) % 3] as usize;
-    let one = c.bit(&mut m.one_sided[axis][ha][ho][nb], k == 0 || k == n);
-    if one {
-        let upper = c.bit(&mut m.side[axis][ha][nb], k == 0);
-        return if upper { 0 } else { n };
-    }
-    if n == 2 {
-        return 1;
-    }
-    // k in [1, n-1] by bisection.
-    let (mut a, mut b) = (1usize, n - 1);
-    let mut depth = 0usize;
-    while a < b {
-        let mid = a + (b - a) / 2;
-        if c.bit(&mut m.interior[nb][depth.min(7)], k > mid) {
-            a = mid + 1;
-        } else {
-            b = mid;
-        }
-        depth += 1;
-    }
-    a
 }
 
 /// Plane fit of the neighbours of an isolated cell: the normal axis `axis`
@@ -375,48 +313,8 @@ fn code_point<C: BitCoder>(
     }
     let pi = (pred.saturating_add(8) >> 4).clamp(lo, hi);
     let frac = pred.saturating_sub(16 * pi);
-    let zb = (frac.unsigned_abs() as usize / 3).min(ZB - 1);
     let e = p[w] as i64 - pi;
-    let zero = c.bit(&mut m.nzero[fit.sb][zb], e == 0);
-    let mut val = pi;
-    if !zero {
-        // Sign: forced at the cell's edges.
-        let pos = if pi == lo {
-            true
-        } else if pi == hi {
-            false
-        } else {
-            let sc = if frac > 0 {
-                0
-            } else if frac < 0 {
-                1
-            } else {
-                2
-            };
-            c.bit(&mut m.nsign[fit.sb][sc], e > 0)
-        };
-        // |e| >= 1 as Elias gamma: the class floor(log2 |e|) in unary with
-        // modelled bits, capped by the room left in the cell on that side,
-        // then the bits of |e| below its leading 1 raw.
-        let room = if pos { hi - pi } else { pi - lo } as u64; // >= 1
-        let maxc = 63 - room.leading_zeros(); // largest class that fits
-        let mag = e.unsigned_abs().max(1); // = m + 1
-        let cls = 63 - mag.leading_zeros();
-        let mut k = 0u32;
-        while k < maxc {
-            if !c.bit(&mut m.nclass[fit.sb][(k as usize).min(NC - 1)], k < cls) {
-                break;
-            }
-            k += 1;
-        }
-        let low = c.raw(mag as u32, k) as u64;
-        let got = (1u64 << k) | low;
-        if got > room {
-            c.invalid();
-        }
-        let got = got.min(room) as i64;
-        val = if pos { pi + got } else { pi - got };
-    }
+    let val = code_residual(c, &mut m.normal, fit.sb, frac, pi, lo, hi, e);
     q[w] = val as u16;
     q
 }
@@ -451,7 +349,7 @@ impl TreeEnc<'_, '_> {
         let mid = lo + self.pts[lo..hi].partition_point(|p| (p[axis] >> shift) & 1 == 0);
         let k = mid - lo;
         self.c.cat(0);
-        code_count(&mut self.c, &mut self.m, t, hist, n, k);
+        code_count(&mut self.c, &mut self.m.count, (t % 3) as usize, hist, n, k);
         let mut h = hist;
         h[axis] = if k == 0 || k == n { 1 } else { 2 };
         if k > 0 {
@@ -507,7 +405,7 @@ impl TreeDec<'_, '_> {
         }
         let axis = (t % 3) as usize;
         let shift = self.bits as u32 - 1 - t / 3;
-        let k = code_count(&mut self.c, &mut self.m, t, hist, n, 0);
+        let k = code_count(&mut self.c, &mut self.m.count, (t % 3) as usize, hist, n, 0);
         let mut h = hist;
         h[axis] = if k == 0 || k == n { 1 } else { 2 };
         if k > 0 {

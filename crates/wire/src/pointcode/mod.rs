@@ -25,7 +25,7 @@
 //! specified in section 5 of `crates/wire/SPEC.md`.
 //!
 //! No heap is used anywhere: working memory is on the stack (format 4: a
-//! 49-entry pending stack, 16 snapshots of the running sums, 512 two-byte
+//! 64-entry pending stack, 16 snapshots of the running sums, 512 two-byte
 //! models; format 3: recursion at most `3 * 16 + 1` frames deep, 560 models,
 //! about 2.2 KiB, and a neighbour buffer of [`MAX_NEIGHBOURS`] points;
 //! [`sort_canonical`] recurses at most 8 levels with 768 bytes of counters
@@ -33,6 +33,7 @@
 
 mod code;
 mod fast;
+mod model;
 mod rc;
 
 use crate::Error;

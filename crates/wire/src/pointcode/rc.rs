@@ -88,8 +88,8 @@ pub(crate) trait BitCoder {
     fn bit(&mut self, m: &mut Prob, bit: bool) -> bool;
     /// Codes one decision with a [`Fp`] model (format 4).
     fn fbit(&mut self, m: &mut Fp, bit: bool) -> bool;
-    /// Codes the low `k` (0..=16) bits of `v` as raw (equiprobable) bits in
-    /// the separate raw section; returns them.
+    /// Codes the low `k` (0..=32) bits of `v` as raw (equiprobable) bits in
+    /// the separate raw section, least significant first; returns them.
     fn raw(&mut self, v: u32, k: u32) -> u32;
     /// Marks the stream invalid (the decoder met a value no encoder writes).
     fn invalid(&mut self) {}
@@ -308,7 +308,8 @@ impl BitCoder for Encoder<'_> {
 
     #[inline(always)]
     fn raw(&mut self, v: u32, k: u32) -> u32 {
-        let v = v & ((1u32 << k) - 1);
+        // At most 7 pending bits + 32 fit the 64-bit accumulator.
+        let v = v & ((1u64 << k) - 1) as u32;
         #[cfg(test)]
         {
             self.cost[self.cat] += k as f64;
@@ -468,6 +469,6 @@ impl BitCoder for Decoder<'_> {
         }
         let word = u64::from_le_bytes(a) >> (self.rbit & 7);
         self.rbit += u64::from(k);
-        (word as u32) & ((1u32 << k) - 1)
+        (word & ((1u64 << k) - 1)) as u32
     }
 }
