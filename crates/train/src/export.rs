@@ -344,7 +344,9 @@ pub fn export_points<B: Backend>(
     within_tolerance(path, worst, tol)
 }
 
-/// Largest absolute difference of two equally long slices (burn's and tract's outputs).
+/// Largest absolute difference of two equally long slices (burn's and tract's outputs);
+/// NaN when either side has a NaN where the other has not the same (`f32::max` alone
+/// would skip NaNs and pass a broken export).
 pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32, TrainError> {
     if a.len() != b.len() {
         return Err(TrainError::Check(format!(
@@ -353,10 +355,14 @@ pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32, TrainError> {
             b.len()
         )));
     }
-    Ok(a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max))
+    Ok(a.iter().zip(b).fold(0.0, |m: f32, (x, y)| {
+        let d = (x - y).abs();
+        if m.is_nan() || d.is_nan() {
+            f32::NAN
+        } else {
+            m.max(d)
+        }
+    }))
 }
 
 /// The export check's verdict: `worst`, the largest tract-vs-burn difference of the export
@@ -369,4 +375,20 @@ pub(crate) fn within_tolerance(path: &Path, worst: f32, tol: f32) -> Result<f32,
         )));
     }
     Ok(worst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{max_abs_diff, within_tolerance};
+
+    #[test]
+    fn max_abs_diff_sees_nans_and_sizes() {
+        let p = std::path::Path::new("m.onnx");
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]).unwrap(), 0.5);
+        let nan = max_abs_diff(&[1.0, f32::NAN], &[1.0, 2.0]).unwrap();
+        assert!(nan.is_nan());
+        assert!(within_tolerance(p, nan, 1e-4).is_err());
+        assert!(max_abs_diff(&[1.0], &[1.0, 2.0]).is_err());
+        assert!(within_tolerance(p, 2e-5, 1e-4).is_ok());
+    }
 }

@@ -1338,6 +1338,8 @@ pub fn train_image<B: AutodiffBackend>(
     }
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     let resume = resume && check_lmnet_resume(cfg, out)?;
+    // the run's config.json records what this stage ran (e.g. an `--image-steps` override)
+    save_json(cfg, &out.join(files::CONFIG))?;
     let _rng = crate::backend::seed_exclusive::<B>(device, cfg.seed.wrapping_add(1));
     let mut net: LmImage<B> = LmImage::new(cfg, device);
     let mut optim = AdamConfig::new().init::<B, LmImage<B>>();

@@ -13,14 +13,14 @@ use anyhow::{Context, Result};
 use burn::module::Module;
 
 use shapecast_onnx::mlp::{quantize_decoder, DecoderSample};
-use shapecast_train::backend::{DeviceKind, NdArrayCpu};
+use shapecast_train::backend::NdArrayCpu;
 use shapecast_train::data::Split;
 use shapecast_train::data::BOUNDS;
 use shapecast_train::implicit::eval::eval_onnx;
 use shapecast_train::implicit::export::{
     decoder_path, export_implicit, ImplicitExportInfo, TractImplicit,
 };
-use shapecast_train::implicit::train::{files, load_run, train_implicit, ImplicitSummary};
+use shapecast_train::implicit::train::{load_run, train_implicit, ImplicitSummary};
 use shapecast_train::implicit::{load_set, ImplicitConfig, Kind};
 use shapecast_train::with_autodiff_backend;
 
@@ -133,12 +133,7 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Train {
             kind,
             preset,
-            run:
-                TrainRunArgs {
-                    config,
-                    out,
-                    device,
-                },
+            run,
             steps,
             encoder_steps,
             train_samples,
@@ -147,14 +142,10 @@ pub fn run(args: Args) -> Result<()> {
             export,
         } => {
             let kind: Kind = kind.parse().context("--kind")?;
-            let saved = out.join(files::CONFIG);
-            let mut cfg = match config {
-                _ if resume && saved.exists() => {
-                    ImplicitConfig::load(&saved).context("reading the run's config")?
-                }
-                Some(c) => ImplicitConfig::load(&c).context("reading --config")?,
-                None => ImplicitConfig::preset(&preset, kind).context("choosing the preset")?,
-            };
+            let out = run.out.clone();
+            let mut cfg: ImplicitConfig = run.train_config(resume, || {
+                ImplicitConfig::preset(&preset, kind).context("choosing the preset")
+            })?;
             if let Some(s) = steps {
                 cfg.steps = s;
             }
@@ -165,8 +156,7 @@ pub fn run(args: Args) -> Result<()> {
                 cfg.data.train_samples = s;
             }
             cfg.validate().context("checking the configuration")?;
-            let dev: DeviceKind = device.parse().context("--device")?;
-            dev.available().context("--device")?;
+            let dev = run.device()?;
             let t = Instant::now();
             let train = load_set(&cfg, Split::Train, cfg.data.train_samples)
                 .context("loading the training split")?;

@@ -23,7 +23,10 @@ use tract_onnx::prelude::{
 use super::net::{ImageEncoder, ImplicitDecoder};
 use super::ImplicitConfig;
 use crate::data::BOUNDS;
-use crate::export::{conv_relu_stack, floats, input_metadata, linear, onnx_err, trained_by};
+use crate::export::{
+    conv_relu_stack, floats, input_metadata, linear, max_abs_diff, onnx_err, trained_by,
+    within_tolerance,
+};
 use crate::TrainError;
 
 /// Name of the decoder's dynamic query dimension.
@@ -280,20 +283,6 @@ pub struct ExportCheck {
     pub decoder_bytes: u64,
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32, TrainError> {
-    if a.len() != b.len() {
-        return Err(TrainError::Check(format!(
-            "output sizes differ: burn {} vs tract {}",
-            a.len(),
-            b.len()
-        )));
-    }
-    Ok(a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max))
-}
-
 /// The 32^3 cell centres of the bounds (the check's query points).
 pub fn check_points() -> Vec<[f32; 3]> {
     let n = 32;
@@ -370,14 +359,8 @@ pub fn export_implicit<B: Backend>(
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     check.encoder_bytes = size(path);
     check.decoder_bytes = size(&dpath);
-    if check.encoder_diff > tol || check.decoder_diff > tol {
-        return Err(TrainError::Check(format!(
-            "{}: tract differs from burn by {:e} (encoder) / {:e} (decoder) (> {tol:e})",
-            path.display(),
-            check.encoder_diff,
-            check.decoder_diff
-        )));
-    }
+    within_tolerance(path, check.encoder_diff, tol)?;
+    within_tolerance(&dpath, check.decoder_diff, tol)?;
     Ok(check)
 }
 

@@ -67,7 +67,13 @@ fn lmnet_test_preset_trains_exports_and_matches_tract() {
 
     let (_, s_ih) = train_image::<Ad>(&half, &ae, &std, &train, &val, &out, false, &dev).unwrap();
     assert_eq!(s_ih.steps, cfg.image_steps / 2);
+    // the image stage writes the configuration it ran into the run's config.json
+    let saved = || -> LmnetConfig {
+        serde_json::from_str(&std::fs::read_to_string(out.join(files::CONFIG)).unwrap()).unwrap()
+    };
+    assert_eq!(saved().image_steps, half.image_steps);
     let (_, s_im) = train_image::<Ad>(&cfg, &ae, &std, &train, &val, &out, true, &dev).unwrap();
+    assert_eq!(saved().image_steps, cfg.image_steps);
     assert_eq!(
         (s_im.steps, s_im.resumed_from),
         (cfg.image_steps, cfg.image_steps / 2)
