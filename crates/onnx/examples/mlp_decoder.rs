@@ -21,25 +21,6 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn fix_q(m: &mut shapecast_onnx::pb::ModelProto, q: usize) {
-    use shapecast_onnx::pb::tensor_shape_proto::dimension::Value;
-    for i in m.graph.iter_mut().flat_map(|g| g.input.iter_mut()) {
-        let dims = i
-            .r#type
-            .as_mut()
-            .and_then(|t| t.value.as_mut())
-            .and_then(|v| {
-                let shapecast_onnx::pb::type_proto::Value::TensorType(t) = v;
-                t.shape.as_mut()
-            });
-        for d in dims.into_iter().flat_map(|s| s.dim.iter_mut()) {
-            if matches!(d.value, Some(Value::DimParam(_))) {
-                d.value = Some(Value::DimValue(q as i64));
-            }
-        }
-    }
-}
-
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 || args.len() > 3 {
@@ -89,7 +70,7 @@ fn run() -> Result<()> {
     let q = 8192;
     let load_q = |m: &shapecast_onnx::pb::ModelProto| {
         let mut m = m.clone();
-        fix_q(&mut m, q);
+        shapecast_onnx::fix_input_symbols(&mut m, q, &[]);
         load(&m, &LoadOptions::default())
     };
     let (a, b, c) = (load_q(&src)?, load_q(&f32m)?, load_q(&int8)?);

@@ -68,24 +68,7 @@ fn run() -> Result<()> {
         shapecast_onnx::read(&model_path).with_context(|| format!("reading {model_path}"))?;
     // fix every symbolic input dimension but the batch to --sym, as the runtime fixes the
     // implicit decoder's query count to its chunk before optimising
-    if let Some(g) = proto.graph.as_mut() {
-        use shapecast_onnx::pb::tensor_shape_proto::dimension::Value;
-        for i in &mut g.input {
-            let dims = i
-                .r#type
-                .as_mut()
-                .and_then(|t| t.value.as_mut())
-                .and_then(|v| {
-                    let shapecast_onnx::pb::type_proto::Value::TensorType(t) = v;
-                    t.shape.as_mut()
-                });
-            for d in dims.into_iter().flat_map(|s| s.dim.iter_mut()) {
-                if matches!(&d.value, Some(Value::DimParam(p)) if p != shapecast_onnx::BATCH_DIM) {
-                    d.value = Some(Value::DimValue(sym as i64));
-                }
-            }
-        }
-    }
+    shapecast_onnx::fix_input_symbols(&mut proto, sym, &[shapecast_onnx::BATCH_DIM]);
     let model = load(
         &proto,
         &LoadOptions {

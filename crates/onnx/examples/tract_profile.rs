@@ -57,7 +57,7 @@ fn run() -> Result<()> {
         model_path.context("usage: tract_profile MODEL [INPUT.f32] [--iters N] [--f16]")?;
     let mut proto =
         shapecast_onnx::read(&model_path).with_context(|| format!("reading {model_path}"))?;
-    fix_symbols(&mut proto, sym);
+    shapecast_onnx::fix_input_symbols(&mut proto, sym, &[shapecast_onnx::BATCH_DIM]);
     let model = load(
         &proto,
         &LoadOptions {
@@ -156,28 +156,4 @@ fn run() -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Fixes every symbolic input dimension but the batch to `sym`, as the runtime fixes the
-/// implicit decoder's query count to its chunk before optimising.
-fn fix_symbols(proto: &mut shapecast_onnx::pb::ModelProto, sym: usize) {
-    use shapecast_onnx::pb::tensor_shape_proto::dimension::Value;
-    let Some(g) = proto.graph.as_mut() else {
-        return;
-    };
-    for i in &mut g.input {
-        let dims = i
-            .r#type
-            .as_mut()
-            .and_then(|t| t.value.as_mut())
-            .and_then(|v| {
-                let shapecast_onnx::pb::type_proto::Value::TensorType(t) = v;
-                t.shape.as_mut()
-            });
-        for d in dims.into_iter().flat_map(|s| s.dim.iter_mut()) {
-            if matches!(&d.value, Some(Value::DimParam(p)) if p != shapecast_onnx::BATCH_DIM) {
-                d.value = Some(Value::DimValue(sym as i64));
-            }
-        }
-    }
 }

@@ -16,9 +16,9 @@ pub mod writer;
 
 pub use tract_onnx::pb;
 pub use writer::{
-    attribute, from_bytes, metadata, read, read_metadata, set_metadata, tensor_data, tensor_proto,
-    to_bytes, value_info, write, Attr, Dim, ElemType, GraphBuilder, TensorData, BATCH_DIM,
-    IR_VERSION, OPSET,
+    attribute, fix_input_symbols, from_bytes, metadata, read, read_metadata, set_metadata,
+    tensor_data, tensor_proto, to_bytes, value_info, write, Attr, Dim, ElemType, GraphBuilder,
+    TensorData, BATCH_DIM, IR_VERSION, OPSET,
 };
 
 /// Errors of this crate.

@@ -690,6 +690,28 @@ pub fn read(path: impl AsRef<Path>) -> Result<pb::ModelProto, OnnxError> {
     from_bytes(&bytes)
 }
 
+/// Sets every symbolic dimension of the graph's inputs to `value`, except the symbols named
+/// in `keep` (the tools fix the implicit decoder's query count this way, as the runtime
+/// fixes it to its chunk before optimising).
+pub fn fix_input_symbols(model: &mut pb::ModelProto, value: usize, keep: &[&str]) {
+    use pb::tensor_shape_proto::dimension::Value;
+    for i in model.graph.iter_mut().flat_map(|g| g.input.iter_mut()) {
+        let dims = i
+            .r#type
+            .as_mut()
+            .and_then(|t| t.value.as_mut())
+            .and_then(|v| {
+                let pb::type_proto::Value::TensorType(t) = v;
+                t.shape.as_mut()
+            });
+        for d in dims.into_iter().flat_map(|s| s.dim.iter_mut()) {
+            if matches!(&d.value, Some(Value::DimParam(p)) if !keep.contains(&p.as_str())) {
+                d.value = Some(Value::DimValue(value as i64));
+            }
+        }
+    }
+}
+
 /// The `metadata_props` of the model at `path`, in file order.
 pub fn read_metadata(path: impl AsRef<Path>) -> Result<Vec<(String, String)>, OnnxError> {
     Ok(metadata(&read(path)?))

@@ -705,3 +705,47 @@ fn shipped_implicit_decoders_agree() {
     }
     assert!(sum / 3.0 < 0.01, "mean |int8 - f32| {}", sum / 3.0);
 }
+
+/// `fix_input_symbols` sets the named-symbol input dimensions, keeping the listed ones.
+#[test]
+fn fix_input_symbols_keeps_the_listed_symbols() {
+    use shapecast_onnx::pb::tensor_shape_proto::dimension::Value;
+    let mut g = GraphBuilder::new("syms");
+    let a = g.input(
+        "a",
+        &[Dim::Symbol(shapecast_onnx::BATCH_DIM.into()), 3.into()],
+    );
+    let b = g.input("b", &[Dim::Symbol("Q".into()), 3.into()]);
+    let s = g.add(&a, &b);
+    g.output(&s, "s").unwrap();
+    let dims = |m: &shapecast_onnx::pb::ModelProto| -> Vec<Vec<Option<Value>>> {
+        m.graph
+            .as_ref()
+            .unwrap()
+            .input
+            .iter()
+            .map(|i| {
+                let shapecast_onnx::pb::type_proto::Value::TensorType(t) =
+                    i.r#type.as_ref().unwrap().value.as_ref().unwrap();
+                t.shape
+                    .as_ref()
+                    .unwrap()
+                    .dim
+                    .iter()
+                    .map(|d| d.value.clone())
+                    .collect()
+            })
+            .collect()
+    };
+    let mut m = g.build();
+    shapecast_onnx::fix_input_symbols(&mut m, 8, &[shapecast_onnx::BATCH_DIM]);
+    let d = dims(&m);
+    assert_eq!(
+        d[0][0],
+        Some(Value::DimParam(shapecast_onnx::BATCH_DIM.into()))
+    );
+    assert_eq!(d[1][0], Some(Value::DimValue(8)));
+    assert_eq!(d[1][1], Some(Value::DimValue(3)));
+    shapecast_onnx::fix_input_symbols(&mut m, 2, &[]);
+    assert_eq!(dims(&m)[0][0], Some(Value::DimValue(2)));
+}
