@@ -479,23 +479,8 @@ fn random_decoder(seed: u64) -> MlpDecoder {
 
 /// Fixes the symbolic query dimension of a decoder to `q`.
 fn fix_queries(model: &pb::ModelProto, q: usize) -> pb::ModelProto {
-    use pb::tensor_shape_proto::dimension::Value;
     let mut m = model.clone();
-    for i in m.graph.iter_mut().flat_map(|g| g.input.iter_mut()) {
-        let dims = i
-            .r#type
-            .as_mut()
-            .and_then(|t| t.value.as_mut())
-            .and_then(|v| {
-                let pb::type_proto::Value::TensorType(t) = v;
-                t.shape.as_mut()
-            });
-        for d in dims.into_iter().flat_map(|s| s.dim.iter_mut()) {
-            if matches!(d.value, Some(Value::DimParam(_))) {
-                d.value = Some(Value::DimValue(q as i64));
-            }
-        }
-    }
+    shapecast_onnx::fix_input_symbols(&mut m, q, &[]);
     m
 }
 
