@@ -67,6 +67,22 @@ impl Tap {
             a: f - i0 as f32,
         }
     }
+
+    /// The `per` taps of each of `outputs` output pixels along an axis of `n` source
+    /// pixels: output `o` covers source `[start + o * scale, start + (o + 1) * scale)`,
+    /// sampled at `per` evenly spaced points.
+    fn axis(start: f32, scale: f32, outputs: usize, per: usize, n: usize) -> Vec<Tap> {
+        (0..outputs)
+            .flat_map(|o| {
+                (0..per).map(move |i| {
+                    Tap::new(
+                        start + (o as f32 + (i as f32 + 0.5) / per as f32) * scale,
+                        n,
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 /// Fills `out` (resized to C*H*W) with the model input made from an RGB8 picture.
@@ -117,26 +133,8 @@ pub fn preprocess_rgb8(
     let ny = (sy.ceil() as usize).clamp(1, 16);
     let inv = 1.0 / (nx * ny) as f32;
     // the sample positions are separable: taps per output column and per output row
-    let xtaps: Vec<Tap> = (0..d[2])
-        .flat_map(|ox| {
-            (0..nx).map(move |i| {
-                Tap::new(
-                    s[0] + (ox as f32 + (i as f32 + 0.5) / nx as f32) * sx,
-                    width,
-                )
-            })
-        })
-        .collect();
-    let ytaps: Vec<Tap> = (0..d[3])
-        .flat_map(|oy| {
-            (0..ny).map(move |j| {
-                Tap::new(
-                    s[1] + (oy as f32 + (j as f32 + 0.5) / ny as f32) * sy,
-                    height,
-                )
-            })
-        })
-        .collect();
+    let xtaps = Tap::axis(s[0], sx, d[2], nx, width);
+    let ytaps = Tap::axis(s[1], sy, d[3], ny, height);
     // The bilinear average is separable too: first, for every source row the samples touch,
     // the sum over each output column's x taps of the row lerped at the tap (`hsum`); then
     // each output pixel is the sum over its y taps of the two rows' sums lerped in y. Same

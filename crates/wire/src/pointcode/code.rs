@@ -429,14 +429,7 @@ pub(crate) fn decode_tree(body: &[u8], bits: u8, out: &mut [[u16; 3]]) -> Result
         bits,
     };
     d.node(0, 0, n, [0; 3], [0; 3]);
-    // A valid stream is consumed exactly (see `Encoder::finish`).
-    if d.c.overrun() {
-        return Err(Error::Truncated);
-    }
-    if d.c.bad || !d.c.exact() {
-        return Err(Error::Malformed);
-    }
-    Ok(())
+    d.c.finish()
 }
 
 /// Test-only: the ideal cost in bits per category (0 count splits, 1 points

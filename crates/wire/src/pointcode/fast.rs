@@ -516,14 +516,7 @@ pub(crate) fn decode_tree(body: &[u8], bits: u8, out: &mut [[u16; 3]]) -> Result
     let n = out.len();
     let mut w = Walk::new(Decoder::new(body)?, bits);
     walk(&mut w, &mut DecSide(out), n);
-    // A valid stream is consumed exactly (see `Encoder::finish`).
-    if w.c.overrun() {
-        return Err(Error::Truncated);
-    }
-    if w.c.bad || !w.c.exact() {
-        return Err(Error::Malformed);
-    }
-    Ok(())
+    w.c.finish()
 }
 
 /// Test-only: the ideal cost in bits per category (as `code::cost_of`).

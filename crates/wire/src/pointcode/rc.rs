@@ -386,6 +386,30 @@ impl<'a> Decoder<'a> {
         self.rbit.div_ceil(8)
     }
 
+    /// Decodes one binary decision whose 0-interval is `[0, bound)`: narrows the range to
+    /// the decoded side, branch-free (the decoded bit is unpredictable).
+    #[inline(always)]
+    fn split(&mut self, bound: u32) -> bool {
+        let bit = self.code >= bound;
+        let mask = 0u32.wrapping_sub(u32::from(bit));
+        self.code -= bound & mask;
+        self.range = (bound & !mask) | ((self.range - bound) & mask);
+        bit
+    }
+
+    /// The verdict on a stream after its last symbol: a valid stream is consumed exactly
+    /// (see `Encoder::finish`); reading past the end is `Truncated`, anything else off
+    /// (leftover bytes, non-zero padding, an impossible symbol) `Malformed`.
+    pub(crate) fn finish(&self) -> Result<(), Error> {
+        if self.overrun() {
+            return Err(Error::Truncated);
+        }
+        if self.bad || !self.exact() {
+            return Err(Error::Malformed);
+        }
+        Ok(())
+    }
+
     /// Whether a byte past the end of either section was needed.
     pub(crate) fn overrun(&self) -> bool {
         self.pos > self.input.len() || self.raw_used() > self.raw.len() as u64
@@ -429,12 +453,7 @@ impl BitCoder for Decoder<'_> {
 
     #[inline(always)]
     fn bit(&mut self, m: &mut Prob, _bit: bool) -> bool {
-        let bound = (self.range >> PROB_BITS) * m.p12();
-        let bit = self.code >= bound;
-        // Branch-free selection (the decoded bit is unpredictable).
-        let mask = 0u32.wrapping_sub(u32::from(bit));
-        self.code -= bound & mask;
-        self.range = (bound & !mask) | ((self.range - bound) & mask);
+        let bit = self.split((self.range >> PROB_BITS) * m.p12());
         m.update(bit);
         self.normalize();
         bit
@@ -442,11 +461,7 @@ impl BitCoder for Decoder<'_> {
 
     #[inline(always)]
     fn fbit(&mut self, m: &mut Fp, _bit: bool) -> bool {
-        let bound = (self.range >> 16) * m.0 as u32;
-        let bit = self.code >= bound;
-        let mask = 0u32.wrapping_sub(u32::from(bit));
-        self.code -= bound & mask;
-        self.range = (bound & !mask) | ((self.range - bound) & mask);
+        let bit = self.split((self.range >> 16) * m.0 as u32);
         m.update(bit);
         self.normalize();
         bit
