@@ -7,7 +7,7 @@ use crate::heads::{self, HeadError, Reconstruction};
 use crate::implicit::{self, DecoderField, ImplicitOptions, SurfaceError};
 use crate::meta::Head;
 use crate::model::{as_f32, Model, ModelError};
-use crate::preprocess::{preprocess_rgb8, PreprocessError};
+use crate::preprocess::{PreprocessError, Preprocessor};
 
 /// Errors of running one frame.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,7 @@ pub struct Engine {
     pub model: Model,
     pub opts: EngineOptions,
     input: Vec<f32>,
+    pre: Preprocessor,
     state: Option<Vec<f32>>,
     last_frame: Option<Instant>,
     /// Frames fused into the current state since the last reset.
@@ -75,6 +76,7 @@ impl Engine {
             model,
             opts,
             input: Vec::new(),
+            pre: Preprocessor::default(),
             state,
             last_frame: None,
             fused: 0,
@@ -106,7 +108,9 @@ impl Engine {
     ) -> Result<(Reconstruction, Timings), EngineError> {
         let t0 = Instant::now();
         let mut input = std::mem::take(&mut self.input);
-        let r = preprocess_rgb8(rgb, width, height, &self.model.meta.input, &mut input);
+        let r = self
+            .pre
+            .run(rgb, width, height, &self.model.meta.input, &mut input);
         let pre = t0.elapsed();
         let out = r
             .map_err(EngineError::from)

@@ -476,6 +476,56 @@ fn implicit_engine_runs_end_to_end() {
 #[path = "runtime/shipped.rs"]
 mod shipped;
 
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
+/// A frame loop's preprocessing allocates nothing after the first frame of a size, and a
+/// reused `Preprocessor` gives the same tensor as a fresh one whatever sizes and crops
+/// came before (its cached taps are keyed by them).
+#[test]
+fn preprocessor_reuses_its_scratch_and_matches_a_fresh_one() {
+    use shapecast::meta::{Color, Crop, InputSpec};
+    use shapecast::preprocess::{preprocess_rgb8, Preprocessor};
+    counting_alloc::assert_counting();
+    let spec = |w, h, color: Color, crop| InputSpec {
+        width: w,
+        height: h,
+        color,
+        mean: vec![0.45; color.channels()],
+        std: vec![0.25; color.channels()],
+        crop,
+    };
+    let frame = |w: usize, h: usize| -> Vec<u8> {
+        (0..w * h * 3).map(|i| (i * 31 % 251) as u8).collect()
+    };
+    let mut pre = Preprocessor::default();
+    let (mut out, mut fresh) = (Vec::new(), Vec::new());
+    let cases = [
+        (640, 480, spec(64, 64, Color::Rgb, Crop::Center)),
+        (640, 480, spec(64, 64, Color::Rgb, Crop::Letterbox)),
+        (320, 240, spec(64, 64, Color::Bgr, Crop::Center)),
+        (97, 61, spec(16, 12, Color::Gray, Crop::Stretch)),
+        (640, 480, spec(64, 64, Color::Rgb, Crop::Center)),
+    ];
+    for (w, h, sp) in &cases {
+        let rgb = frame(*w, *h);
+        pre.run(&rgb, *w, *h, sp, &mut out).unwrap();
+        preprocess_rgb8(&rgb, *w, *h, sp, &mut fresh).unwrap();
+        assert_eq!(out, fresh, "{w}x{h} {sp:?}");
+        // the same size again: not one heap allocation
+        let before = counting_alloc::thread_allocs();
+        pre.run(&rgb, *w, *h, sp, &mut out).unwrap();
+        assert_eq!(counting_alloc::thread_allocs() - before, 0, "{w}x{h} {sp:?}");
+        assert_eq!(out, fresh);
+    }
+    // bad input is refused and leaves the scratch usable
+    assert!(pre.run(&[0u8; 5], 2, 2, &cases[0].2, &mut out).is_err());
+    let rgb = frame(640, 480);
+    pre.run(&rgb, 640, 480, &cases[0].2, &mut out).unwrap();
+    preprocess_rgb8(&rgb, 640, 480, &cases[0].2, &mut fresh).unwrap();
+    assert_eq!(out, fresh);
+}
+
 // ------------------------------------------------------------------ pipeline and wire
 
 mod pipeline_tests {
