@@ -495,9 +495,8 @@ fn preprocessor_reuses_its_scratch_and_matches_a_fresh_one() {
         std: vec![0.25; color.channels()],
         crop,
     };
-    let frame = |w: usize, h: usize| -> Vec<u8> {
-        (0..w * h * 3).map(|i| (i * 31 % 251) as u8).collect()
-    };
+    let frame =
+        |w: usize, h: usize| -> Vec<u8> { (0..w * h * 3).map(|i| (i * 31 % 251) as u8).collect() };
     let mut pre = Preprocessor::default();
     let (mut out, mut fresh) = (Vec::new(), Vec::new());
     let cases = [
@@ -515,7 +514,11 @@ fn preprocessor_reuses_its_scratch_and_matches_a_fresh_one() {
         // the same size again: not one heap allocation
         let before = counting_alloc::thread_allocs();
         pre.run(&rgb, *w, *h, sp, &mut out).unwrap();
-        assert_eq!(counting_alloc::thread_allocs() - before, 0, "{w}x{h} {sp:?}");
+        assert_eq!(
+            counting_alloc::thread_allocs() - before,
+            0,
+            "{w}x{h} {sp:?}"
+        );
         assert_eq!(out, fresh);
     }
     // bad input is refused and leaves the scratch usable
