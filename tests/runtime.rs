@@ -808,6 +808,10 @@ fn demo_runs_end_to_end_on_fixture_model_and_pictures() {
         let d = shapecast_geom::ply::load(ply).unwrap();
         assert!(!d.vertices.is_empty() && d.labels.is_some());
     }
+    // the MCAP recording (host's McapSink) is finished: magic at both ends
+    let rec = std::fs::read(out.join("demo.mcap")).unwrap();
+    assert!(rec.len() > 2000, "{} bytes", rec.len());
+    assert!(rec.starts_with(b"\x89MCAP0\r\n") && rec.ends_with(b"\x89MCAP0\r\n"));
     // a missing model is a clear error with the model exit code
     let f = shapecast::app::demo::demo(&shapecast::app::DemoArgs {
         model: out.join("nope.onnx"),

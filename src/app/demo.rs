@@ -3,6 +3,8 @@
 //! The host's `PlyDirSink` writes one PLY per picture (`<out>/<device>/<frame>.ply`) and a
 //! `FnSink` keeps what the host decoded, from which the PNG contact sheet is drawn
 //! (picture | reconstruction from two viewpoints | ground truth when the sample has one).
+//! The host's `McapSink` also records the stream into `<out>/demo.mcap` (ROS 2
+//! PointCloud2: open it in Foxglove, or `ros2 bag play` it).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,7 +16,7 @@ use anyhow::{anyhow, Context};
 use shapecast_geom::ply::PlyData;
 use shapecast_geom::render::{render_points, Canvas, View};
 use shapecast_host::sink::Tee;
-use shapecast_host::{Event, FnSink, HostError, PlyDirSink, Receiver, ReceiverConfig};
+use shapecast_host::{Event, FnSink, HostError, McapSink, PlyDirSink, Receiver, ReceiverConfig};
 use shapecast_link::udp::UdpSender;
 use shapecast_link::LinkSender;
 use shapecast_wire::message::Message;
@@ -213,6 +215,10 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
     let ply_sink = PlyDirSink::new(&a.out)
         .with_context(|| format!("creating {}", a.out.display()))
         .code(exit::FAILURE)?;
+    let mcap_path = a.out.join("demo.mcap");
+    let mcap_sink = McapSink::create(&mcap_path)
+        .with_context(|| format!("creating {}", mcap_path.display()))
+        .code(exit::FAILURE)?;
     let keep = {
         let collected = Arc::clone(&collected);
         FnSink(move |ev: &Event<'_>| -> Result<usize, HostError> {
@@ -234,7 +240,7 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
             udp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..ReceiverConfig::default()
         },
-        Tee(ply_sink, keep),
+        Tee(Tee(ply_sink, mcap_sink), keep),
     )
     .context("starting the loopback host receiver")
     .code(exit::LINK)?;
@@ -310,6 +316,12 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
         hs.undecodable,
         hs.devices.iter().map(|d| d.files).sum::<u64>()
     );
+    if hs.sink_errors > 0 {
+        eprintln!(
+            "demo: warning: {} host sink errors (PLY or MCAP writes; see the log)",
+            hs.sink_errors
+        );
+    }
     let (received, hello, stats) = {
         let mut c = collected.lock().unwrap_or_else(|e| e.into_inner());
         (std::mem::take(&mut c.frames), c.hello, c.stats)
@@ -348,6 +360,7 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
     );
     println!("demo: {}", summary.line());
     println!("demo: contact sheet {}", sheet.display());
+    println!("demo: MCAP recording {}", mcap_path.display());
     if received.len() < inputs.len() {
         return Err(Failure::new(
             exit::LINK,

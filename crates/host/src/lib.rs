@@ -11,10 +11,12 @@
 //! bounded number of tracked devices and a bounded point count per frame.
 
 pub mod convert;
+pub mod mcap;
 pub mod receiver;
 pub mod sink;
 pub mod stats;
 
+pub use mcap::McapSink;
 pub use receiver::{Event, Receiver, ReceiverConfig, Source};
 pub use sink::{FnSink, PlyDirSink, Sink};
 pub use stats::{DeviceStats, HostStats};

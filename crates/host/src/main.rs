@@ -1,6 +1,7 @@
 //! `shapecast-host`: receives shapecast streams and converts point files.
 //!
-//! * `listen`: receive over UDP and/or serial, write PLY files, print live stats.
+//! * `listen`: receive over UDP and/or serial, write PLY files and/or an MCAP recording,
+//!   print live stats.
 //! * `encode` / `decode`: PLY/XYZ <-> wire point coding (a point-cloud message).
 //! * `flood-bench`: receiver robustness benchmark under a datagram flood.
 
@@ -17,7 +18,8 @@ use clap::{Args, Parser, Subcommand};
 use shapecast_geom::ply;
 use shapecast_host::convert::{encode_points, message_to_ply};
 use shapecast_host::receiver::SerialConfig;
-use shapecast_host::{PlyDirSink, Receiver, ReceiverConfig};
+use shapecast_host::sink::Tee;
+use shapecast_host::{McapSink, PlyDirSink, Receiver, ReceiverConfig};
 use shapecast_wire::auth::Key;
 use shapecast_wire::message::{decode_message, Message};
 use shapecast_wire::pointcode::Bounds;
@@ -75,9 +77,13 @@ struct ListenArgs {
     /// Most devices tracked at once.
     #[arg(long, default_value_t = 64)]
     max_devices: usize,
-    /// Do not write PLY files (statistics only).
+    /// Do not write PLY files (statistics only, or only the MCAP recording).
     #[arg(long)]
     no_write: bool,
+    /// Also record every frame into this MCAP file (ROS 2 PointCloud2 per hypothesis,
+    /// hello and stats as JSON; opens in Foxglove, plays with `ros2 bag play`).
+    #[arg(long)]
+    mcap: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -141,17 +147,21 @@ fn listen(a: &ListenArgs) -> Result<ExitCode> {
         max_devices: a.max_devices,
         ..ReceiverConfig::default()
     };
-    let rx = if a.no_write {
-        Receiver::start(
-            cfg,
-            shapecast_host::FnSink(|_: &shapecast_host::Event<'_>| Ok(0)),
-        )
+    let ply = if a.no_write {
+        None
     } else {
-        let sink = PlyDirSink::new(&a.out)
-            .with_context(|| format!("creating output folder {}", a.out.display()))?;
-        Receiver::start(cfg, sink)
-    }
-    .context("starting the receiver")?;
+        Some(
+            PlyDirSink::new(&a.out)
+                .with_context(|| format!("creating output folder {}", a.out.display()))?,
+        )
+    };
+    let mcap = match &a.mcap {
+        Some(p) => Some(
+            McapSink::create(p).with_context(|| format!("creating MCAP file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let rx = Receiver::start(cfg, Tee(ply, mcap)).context("starting the receiver")?;
     let stop = rx.stop_flag();
     ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;

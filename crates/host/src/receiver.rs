@@ -466,4 +466,8 @@ fn worker(rx: &ChanRx<Job>, mut sink: impl Sink, shared: &Mutex<Shared>, max_dev
             }
         }
     }
+    if let Err(e) = sink.close() {
+        log::warn!("closing the sink: {e}");
+        lock(shared).stats.sink_errors += 1;
+    }
 }

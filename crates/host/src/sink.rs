@@ -10,6 +10,11 @@ use crate::{Event, HostError};
 pub trait Sink: Send + 'static {
     /// Handles one message; returns the number of files written.
     fn on_message(&mut self, ev: &Event<'_>) -> Result<usize, HostError>;
+
+    /// Called once after the last message (the receiver stopped): flush and close files.
+    fn close(&mut self) -> Result<(), HostError> {
+        Ok(())
+    }
 }
 
 /// Writes every frame's geometry as PLY under a folder:
@@ -62,6 +67,17 @@ impl Sink for PlyDirSink {
     }
 }
 
+/// An optional sink: `None` takes every message and writes nothing.
+impl<S: Sink> Sink for Option<S> {
+    fn on_message(&mut self, ev: &Event<'_>) -> Result<usize, HostError> {
+        self.as_mut().map_or(Ok(0), |s| s.on_message(ev))
+    }
+
+    fn close(&mut self) -> Result<(), HostError> {
+        self.as_mut().map_or(Ok(()), Sink::close)
+    }
+}
+
 /// A sink from a closure.
 #[derive(Debug)]
 pub struct FnSink<F>(pub F);
@@ -84,5 +100,11 @@ impl<A: Sink, B: Sink> Sink for Tee<A, B> {
         let a = self.0.on_message(ev)?;
         let b = self.1.on_message(ev)?;
         Ok(a + b)
+    }
+
+    fn close(&mut self) -> Result<(), HostError> {
+        let a = self.0.close();
+        let b = self.1.close();
+        a.and(b)
     }
 }

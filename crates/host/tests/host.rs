@@ -541,6 +541,8 @@ fn cli_listen_stops_after_frames() {
         .arg(&psk)
         .arg("--out")
         .arg(dir.join("out"))
+        .arg("--mcap")
+        .arg(dir.join("rec.mcap"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -567,5 +569,256 @@ fn cli_listen_stops_after_frames() {
     assert!(text.contains("final:"), "{text}");
     let files = walk(&dir.join("out"));
     assert!(files.len() >= 5, "{files:?}");
+    // the recording was finished (summary written) when listen stopped
+    let rec = std::fs::read(dir.join("rec.mcap")).unwrap();
+    let summary = mcap::Summary::read(&rec).unwrap().expect("finished MCAP");
+    assert!(summary.stats.unwrap().message_count >= 5);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Minimal CDR reader of `sensor_msgs/msg/PointCloud2` (the test's own decoding; the
+/// independent check is `mcap_check.py`, run by the test below when Python has `mcap_ros2`).
+struct CdrRead<'a>(&'a [u8], usize);
+
+impl CdrRead<'_> {
+    fn align(&mut self, n: usize) {
+        while (self.1 - 4) % n != 0 {
+            self.1 += 1;
+        }
+    }
+    fn u8(&mut self) -> u8 {
+        self.1 += 1;
+        self.0[self.1 - 1]
+    }
+    fn u32(&mut self) -> u32 {
+        self.align(4);
+        self.1 += 4;
+        u32::from_le_bytes(self.0[self.1 - 4..self.1].try_into().unwrap())
+    }
+    fn string(&mut self) -> String {
+        let n = self.u32() as usize;
+        self.1 += n;
+        assert_eq!(self.0[self.1 - 1], 0, "string without NUL");
+        String::from_utf8(self.0[self.1 - n..self.1 - 1].to_vec()).unwrap()
+    }
+}
+
+/// (frame_id, field names, geometry) of a CDR PointCloud2.
+fn read_pointcloud2(b: &[u8]) -> (String, Vec<String>, PlyData) {
+    assert_eq!(&b[..4], &[0, 1, 0, 0], "CDR little-endian header");
+    let mut r = CdrRead(b, 4);
+    let (_sec, _nsec) = (r.u32(), r.u32());
+    let frame = r.string();
+    assert_eq!(r.u32(), 1, "height");
+    let n = r.u32() as usize;
+    let nf = r.u32();
+    let mut fields = Vec::new();
+    for _ in 0..nf {
+        let name = r.string();
+        let off = r.u32() as usize;
+        let dt = r.u8();
+        assert_eq!(r.u32(), 1, "count");
+        fields.push((name, off, dt));
+    }
+    assert_eq!(r.u8(), 0, "little endian");
+    let step = r.u32() as usize;
+    assert_eq!(r.u32() as usize, step * n, "row_step");
+    let len = r.u32() as usize;
+    assert_eq!(len, step * n);
+    let data = &b[r.1..r.1 + len];
+    r.1 += len;
+    assert_eq!(r.u8(), 1, "is_dense");
+    assert_eq!(r.1, b.len(), "trailing bytes");
+    let f32_at = |p: &[u8], o: usize| f32::from_le_bytes(p[o..o + 4].try_into().unwrap());
+    let mut g = PlyData::default();
+    for p in data.chunks_exact(step) {
+        g.vertices.push([f32_at(p, 0), f32_at(p, 4), f32_at(p, 8)]);
+    }
+    for (name, off, dt) in &fields {
+        match (name.as_str(), dt) {
+            ("confidence", 7) => {
+                g.confidence = Some(data.chunks_exact(step).map(|p| f32_at(p, *off)).collect());
+            }
+            ("label", 2) => g.labels = Some(data.chunks_exact(step).map(|p| p[*off]).collect()),
+            ("x" | "y" | "z", 7) => {}
+            other => panic!("unexpected field {other:?}"),
+        }
+    }
+    (frame, fields.into_iter().map(|f| f.0).collect(), g)
+}
+
+#[test]
+fn mcap_recording_holds_every_frame_as_ros2_pointcloud2() {
+    let dir = tmpdir("mcap");
+    let path = dir.join("rec.mcap");
+    let (seen, rec) = recorder();
+    let cfg = ReceiverConfig {
+        udp: Some("127.0.0.1:0".parse().unwrap()),
+        ..ReceiverConfig::default()
+    };
+    let sink = shapecast_host::McapSink::create(&path).unwrap();
+    let rx = Receiver::start(cfg, Tee(sink, rec)).unwrap();
+    let addr = rx.udp_addr().unwrap();
+    let mut tx = UdpSender::new(addr, 7, None).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    tx.send_frame(100, &hello(7)).unwrap();
+    for fid in 0..6 {
+        tx.send_frame(fid, &frame(7, fid, &mut rng)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    tx.send_frame(101, &stats_msg(7)).unwrap();
+    assert!(rx.wait_frames(6, Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(100));
+    rx.stop();
+
+    // what the receiver decoded, in order, per topic
+    let mut want: Vec<(String, PlyData)> = Vec::new();
+    for (_, fid, payload) in seen.lock().unwrap().iter() {
+        if fid.is_none() {
+            continue;
+        }
+        let msg = shapecast_wire::message::decode_message(payload).unwrap();
+        for (k, g) in message_to_ply(&msg).unwrap().into_iter().enumerate() {
+            let topic = match (&msg, k) {
+                (Message::PointCloud(_), 0) => "/shapecast/7/cloud".to_string(),
+                (Message::PointCloud(_), k) => format!("/shapecast/7/cloud/h{k}"),
+                (Message::Voxels(_), _) => "/shapecast/7/voxels".into(),
+                _ => "/shapecast/7/mesh_vertices".into(),
+            };
+            want.push((topic, PlyData { faces: vec![], ..g }));
+        }
+    }
+    assert!(want.len() >= 8, "{} geometries", want.len());
+    let bytes = std::fs::read(&path).unwrap();
+    let summary = mcap::Summary::read(&bytes).unwrap().expect("finished file");
+    assert_eq!(
+        summary.stats.as_ref().unwrap().message_count as usize,
+        want.len() + 2
+    );
+    let mut got = Vec::new();
+    let mut json = Vec::new();
+    for m in mcap::MessageStream::new(&bytes).unwrap() {
+        let m = m.unwrap();
+        let schema = m.channel.schema.as_ref().unwrap();
+        if m.channel.message_encoding == "json" {
+            let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+            assert_eq!(v["device_id"], 7);
+            json.push(m.channel.topic.clone());
+            continue;
+        }
+        assert_eq!(m.channel.message_encoding, "cdr");
+        assert_eq!(schema.name, "sensor_msgs/msg/PointCloud2");
+        assert_eq!(schema.encoding, "ros2msg");
+        let (frame, fields, g) = read_pointcloud2(&m.data);
+        assert_eq!(frame, "shapecast_7");
+        assert_eq!(&fields[..3], ["x", "y", "z"]);
+        assert!(
+            m.log_time > 1_600_000_000_000_000_000,
+            "wall-clock log time"
+        );
+        got.push((m.channel.topic.clone(), g));
+    }
+    assert_eq!(json, ["/shapecast/7/hello", "/shapecast/7/stats"]);
+    assert_eq!(got.len(), want.len());
+    for ((gt, g), (wt, w)) in got.iter().zip(&want) {
+        assert_eq!(gt, wt);
+        assert_eq!(g.vertices, w.vertices, "{gt}");
+        assert_eq!(g.labels, w.labels, "{gt}");
+        assert_eq!(g.confidence, w.confidence, "{gt}");
+    }
+    assert!(got
+        .iter()
+        .any(|(_, g)| g.labels.is_some() && g.confidence.is_some()));
+
+    // Independent decoding with the MCAP project's own ROS 2 decoder, where installed
+    // (.ci/run installs it).
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcap_check.py");
+    let out = Command::new("python3").arg(&script).arg(&path).output();
+    match out {
+        Ok(o) if o.status.code() == Some(3) => {
+            eprintln!(
+                "mcap_check.py skipped: {}",
+                String::from_utf8_lossy(&o.stdout)
+            )
+        }
+        Ok(o) => {
+            assert!(
+                o.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                text.contains(&format!("clouds={} points=", want.len())),
+                "{text}"
+            );
+            let points: usize = want.iter().map(|(_, g)| g.vertices.len()).sum();
+            assert!(text.contains(&format!("points={points}")), "{text}");
+        }
+        Err(e) => eprintln!("python3 not available: {e}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file that takes `room` bytes and then fails like a full disk.
+struct FullDisk {
+    data: std::io::Cursor<Vec<u8>>,
+    room: u64,
+}
+
+impl std::io::Write for FullDisk {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.data.position() + b.len() as u64 > self.room {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.data.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for FullDisk {
+    fn seek(&mut self, p: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.data.seek(p)
+    }
+}
+
+/// A full disk is an error, never a crash: at creation (/dev/full) a clear error; in the
+/// middle of a recording, counted sink errors while the receiver and the PLY files beside
+/// it go on.
+#[test]
+fn mcap_on_a_full_disk_is_an_error_not_a_crash() {
+    if Path::new("/dev/full").exists() {
+        let e = shapecast_host::McapSink::create("/dev/full").unwrap_err();
+        assert!(format!("{e}").contains("I/O"), "{e}");
+    }
+    let dir = tmpdir("mcapfull");
+    let cfg = ReceiverConfig {
+        udp: Some("127.0.0.1:0".parse().unwrap()),
+        ..ReceiverConfig::default()
+    };
+    let disk = FullDisk {
+        data: std::io::Cursor::new(Vec::new()),
+        room: 64 << 10,
+    };
+    let mcap = shapecast_host::McapSink::from_writer(disk, "full-disk").unwrap();
+    let rx = Receiver::start(cfg, Tee(PlyDirSink::new(&dir).unwrap(), mcap)).unwrap();
+    let mut tx = UdpSender::new(rx.udp_addr().unwrap(), 9, None).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    // 60 point frames of 50-1800 points (~1.5 MB of PointCloud2): far past the 64 KiB
+    for fid in 0..60 {
+        tx.send_frame(fid, &frame(9, fid * 3, &mut rng)).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(rx.wait_frames(60, Duration::from_secs(10)));
+    let stats = rx.stop();
+    assert!(stats.sink_errors >= 1, "{stats:?}");
+    assert_eq!(
+        walk(&dir).len(),
+        2 * 60,
+        "both hypotheses of every frame as PLY"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
