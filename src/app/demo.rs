@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use shapecast_geom::ply::PlyData;
-use shapecast_geom::render::{render_points, Canvas, View};
+use shapecast_geom::render::Canvas;
 use shapecast_host::sink::Tee;
 use shapecast_host::{Event, FnSink, HostError, McapSink, PlyDirSink, Receiver, ReceiverConfig};
 use shapecast_link::udp::UdpSender;
@@ -83,21 +83,14 @@ fn missing_model(path: &Path) -> anyhow::Error {
 /// One contact-sheet row: the input picture, what the host received, the ground truth.
 type Row = (image::RgbImage, Option<Received>, Option<PlyData>);
 
-/// Draws `points` in a tile; bigger discs for sparse clouds so the shape reads.
+/// Draws `points` in a contact-sheet tile.
 fn render_tile(
     points: &[[f32; 3]],
     labels: Option<&[u8]>,
     bounds: ([f32; 3], [f32; 3]),
     yaw: f32,
 ) -> Canvas {
-    let n = points.len().max(1);
-    let view = View {
-        yaw_deg: yaw,
-        pitch_deg: 20.0,
-        radius: (0.5 * TILE as f32 / (n as f32).sqrt()).clamp(1.2, 4.0),
-        ..View::default()
-    };
-    render_points(points, labels, TILE, TILE, &view, Some(bounds))
+    shapecast_geom::render::render_tile(points, labels, TILE, bounds, yaw)
 }
 
 /// Writes the contact sheet: one row per picture; columns: picture, received reconstruction

@@ -18,7 +18,7 @@ pub mod stats;
 
 pub use mcap::McapSink;
 pub use receiver::{Event, Receiver, ReceiverConfig, Source};
-pub use sink::{FnSink, PlyDirSink, Sink};
+pub use sink::{FnSink, PlyDirSink, PngDirSink, Sink};
 pub use stats::{DeviceStats, HostStats};
 
 /// Errors of the host library.

@@ -1,6 +1,7 @@
 //! `shapecast-host`: receives shapecast streams and converts point files.
 //!
-//! * `listen`: receive over UDP and/or serial, write PLY files and/or an MCAP recording,
+//! * `listen`: receive over UDP and/or serial, write PLY files, PNG pictures and/or an MCAP
+//!   recording,
 //!   print live stats.
 //! * `encode` / `decode`: PLY/XYZ <-> wire point coding (a point-cloud message).
 //! * `flood-bench`: receiver robustness benchmark under a datagram flood.
@@ -19,7 +20,7 @@ use shapecast_geom::ply;
 use shapecast_host::convert::{encode_points, message_to_ply};
 use shapecast_host::receiver::SerialConfig;
 use shapecast_host::sink::Tee;
-use shapecast_host::{McapSink, PlyDirSink, Receiver, ReceiverConfig};
+use shapecast_host::{McapSink, PlyDirSink, PngDirSink, Receiver, ReceiverConfig};
 use shapecast_wire::auth::Key;
 use shapecast_wire::message::{decode_message, Message};
 use shapecast_wire::pointcode::Bounds;
@@ -80,6 +81,10 @@ struct ListenArgs {
     /// Do not write PLY files (statistics only, or only the MCAP recording).
     #[arg(long)]
     no_write: bool,
+    /// Also draw every frame as a PNG picture beside its PLY files
+    /// (<out>/<device>/<frame_id>.png: two views of the first hypothesis, then the others).
+    #[arg(long)]
+    png: bool,
     /// Also record every frame into this MCAP file (ROS 2 PointCloud2 per hypothesis,
     /// hello and stats as JSON; opens in Foxglove, plays with `ros2 bag play`).
     #[arg(long)]
@@ -155,13 +160,21 @@ fn listen(a: &ListenArgs) -> Result<ExitCode> {
                 .with_context(|| format!("creating output folder {}", a.out.display()))?,
         )
     };
+    let png = if a.png {
+        Some(
+            PngDirSink::new(&a.out)
+                .with_context(|| format!("creating output folder {}", a.out.display()))?,
+        )
+    } else {
+        None
+    };
     let mcap = match &a.mcap {
         Some(p) => Some(
             McapSink::create(p).with_context(|| format!("creating MCAP file {}", p.display()))?,
         ),
         None => None,
     };
-    let rx = Receiver::start(cfg, Tee(ply, mcap)).context("starting the receiver")?;
+    let rx = Receiver::start(cfg, Tee(Tee(ply, png), mcap)).context("starting the receiver")?;
     let stop = rx.stop_flag();
     ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;

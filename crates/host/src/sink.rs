@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use shapecast_geom::ply::save_ply;
+use shapecast_geom::render::{render_tile, Canvas};
+use shapecast_wire::message::Message;
+use shapecast_wire::pointcode::Bounds;
 
 use crate::{Event, HostError};
 
@@ -64,6 +67,72 @@ impl Sink for PlyDirSink {
             std::fs::rename(&tmp, &path)?;
         }
         Ok(ev.geometry.len())
+    }
+}
+
+/// Writes a picture of every frame under a folder: `<dir>/<device>/<frame_id>.png`, one
+/// row of 256-pixel tiles: the first hypothesis (or the voxel centres, or the mesh vertices)
+/// seen from two sides, then every further hypothesis from the first side; labels coloured.
+#[derive(Debug, Clone)]
+pub struct PngDirSink {
+    dir: PathBuf,
+}
+
+/// Side of one tile of [`PngDirSink`]'s pictures, pixels.
+pub const PNG_TILE: u32 = 256;
+
+impl PngDirSink {
+    /// Creates `dir` if needed.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self, HostError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// Path of the picture of frame `frame_id` of `device`.
+    pub fn path(dir: &Path, device: u32, frame_id: u32) -> PathBuf {
+        dir.join(device.to_string()).join(format!("{frame_id}.png"))
+    }
+}
+
+impl Sink for PngDirSink {
+    fn on_message(&mut self, ev: &Event<'_>) -> Result<usize, HostError> {
+        let (Some(frame_id), Some(b)) = (ev.message.frame_id(), frame_bounds(ev.message)) else {
+            return Ok(0);
+        };
+        let Some(first) = ev.geometry.first() else {
+            return Ok(0);
+        };
+        let dev = ev.message.device_id();
+        let bounds = (b.min, b.max);
+        let tiles = ev.geometry.len() as u32 + 1;
+        let mut sheet = Canvas::new(tiles * PNG_TILE, PNG_TILE, [0, 0, 0]);
+        let views = [(first, 35.0f32), (first, -55.0)]
+            .into_iter()
+            .chain(ev.geometry[1..].iter().map(|g| (g, 35.0)));
+        for (k, (g, yaw)) in views.enumerate() {
+            let tile = render_tile(&g.vertices, g.labels.as_deref(), PNG_TILE, bounds, yaw);
+            sheet.blit(&tile, k as i64 * i64::from(PNG_TILE), 0);
+        }
+        std::fs::create_dir_all(self.dir.join(dev.to_string()))?;
+        let path = Self::path(&self.dir, dev, frame_id);
+        let tmp = path.with_extension("png.tmp");
+        let img = image::RgbImage::from_raw(sheet.width, sheet.height, sheet.rgb)
+            .ok_or(HostError::Decode("picture buffer size"))?;
+        img.save_with_format(&tmp, image::ImageFormat::Png)
+            .map_err(|e| HostError::Io(std::io::Error::other(e)))?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(1)
+    }
+}
+
+/// The quantization bounds of a frame message.
+fn frame_bounds(m: &Message<'_>) -> Option<Bounds> {
+    match m {
+        Message::PointCloud(p) => Some(p.bounds),
+        Message::Voxels(v) => Some(v.bounds),
+        Message::Mesh(m) => Some(m.bounds),
+        Message::Hello(_) | Message::Stats(_) => None,
     }
 }
 

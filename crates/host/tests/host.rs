@@ -543,6 +543,7 @@ fn cli_listen_stops_after_frames() {
         .arg(dir.join("out"))
         .arg("--mcap")
         .arg(dir.join("rec.mcap"))
+        .arg("--png")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -569,6 +570,22 @@ fn cli_listen_stops_after_frames() {
     assert!(text.contains("final:"), "{text}");
     let files = walk(&dir.join("out"));
     assert!(files.len() >= 5, "{files:?}");
+    // a picture per frame beside the PLY files: tiles of the hypotheses, not blank
+    let pngs: Vec<_> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    assert!(pngs.len() >= 5, "{files:?}");
+    for p in &pngs {
+        let img = image::open(p).unwrap().to_rgb8();
+        assert_eq!(img.height(), shapecast_host::sink::PNG_TILE);
+        assert!(img.width() >= 2 * shapecast_host::sink::PNG_TILE);
+        let lit = img
+            .pixels()
+            .filter(|px| px.0.iter().any(|&c| c > 60))
+            .count();
+        assert!(lit > 200, "{}: {lit} lit pixels", p.display());
+    }
     // the recording was finished (summary written) when listen stopped
     let rec = std::fs::read(dir.join("rec.mcap")).unwrap();
     let summary = mcap::Summary::read(&rec).unwrap().expect("finished MCAP");
