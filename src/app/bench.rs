@@ -27,6 +27,8 @@ pub struct BenchArgs {
     pub threads: usize,
     pub images: Option<PathBuf>,
     pub bits: u8,
+    /// Camera format the pictures are delivered in (converted once, before measuring).
+    pub pixel_format: PixelFormat,
     pub implicit: ImplicitOptions,
 }
 
@@ -92,6 +94,18 @@ fn load_frames(dir: Option<&PathBuf>) -> anyhow::Result<Vec<Frame>> {
     }])
 }
 
+/// `f` as a camera delivering `format` would send it.
+fn as_format(f: Frame, format: PixelFormat) -> anyhow::Result<Frame> {
+    if f.format == format {
+        return Ok(f);
+    }
+    let mut rgb = Vec::new();
+    f.to_rgb8(&mut rgb).context("converting a picture")?;
+    let data = crate::source::convert::from_rgb8(format, f.width, f.height, &rgb)
+        .with_context(|| format!("making a {format} frame"))?;
+    Ok(Frame { format, data, ..f })
+}
+
 /// Runs the bench and prints the table.
 pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     let rss0 = peak_rss();
@@ -106,7 +120,10 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     .with_context(|| format!("loading model {}", a.model.display()))?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let rss_loaded = peak_rss();
-    let frames = load_frames(a.images.as_ref())?;
+    let frames = load_frames(a.images.as_ref())?
+        .into_iter()
+        .map(|f| as_format(f, a.pixel_format))
+        .collect::<anyhow::Result<Vec<Frame>>>()?;
     let meta = model.meta.clone();
     let mut encoder = Encoder::new(1, a.bits, meta.bounds, default_send(meta.head))
         .context("setting up the encoder")?;
@@ -154,7 +171,7 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
     }
     let n = a.frames.max(1);
     println!(
-        "model {} ({} head, input {}x{}, {} bytes), {} frames after {} warm-up, {} thread(s), {} bits",
+        "model {} ({} head, input {}x{}, {} bytes), {} frames after {} warm-up, {} thread(s), {} bits, {} {}x{} frames",
         a.model.display(),
         meta.head,
         meta.input.width,
@@ -163,7 +180,10 @@ pub fn bench(a: &BenchArgs) -> anyhow::Result<()> {
         a.frames,
         a.warmup,
         a.threads,
-        a.bits
+        a.bits,
+        a.pixel_format,
+        frames.first().map_or(0, |f| f.width),
+        frames.first().map_or(0, |f| f.height)
     );
     println!("load (parse + check + optimise): {load_ms:.1} ms");
     print!("{}", Table(&lat));

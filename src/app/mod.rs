@@ -284,6 +284,10 @@ pub struct BenchCli {
     /// Bits per coordinate on the wire.
     #[arg(long, default_value_t = 10)]
     pub bits: u8,
+    /// Deliver the pictures in this camera pixel format (yuyv, uyvy, nv12, yuv420, rgb24,
+    /// bgr24, grey, mjpeg), so the convert stage costs what that camera's frames cost.
+    #[arg(long, default_value = "rgb24")]
+    pub pixel_format: crate::source::PixelFormat,
     #[command(flatten)]
     pub implicit: ImplicitArgs,
 }
@@ -312,6 +316,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             threads: a.threads,
             images: a.images,
             bits: a.bits,
+            pixel_format: a.pixel_format,
             implicit: a.implicit.options(),
         })
         .code(exit::FAILURE),

@@ -187,6 +187,97 @@ pub fn convert(
     Ok(())
 }
 
+/// BT.601 limited-range RGB to YUV, 8.8 fixed point (the inverse of [`yuv`] up to rounding).
+#[inline]
+pub fn rgb_to_yuv([r, g, b]: [u8; 3]) -> [u8; 3] {
+    let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
+    [
+        clamp8(((66 * r + 129 * g + 25 * b + 128) >> 8) + 16),
+        clamp8(((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128),
+        clamp8(((112 * r - 94 * g - 18 * b + 128) >> 8) + 128),
+    ]
+}
+
+/// Packed RGB8 (`w * h * 3` bytes) as a frame of `format`: what a camera sending that format
+/// would deliver for the picture (chroma of the top-left pixel of each block; MJPEG at
+/// quality 90). For benchmarks of the conversion stage and round-trip tests.
+pub fn from_rgb8(
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+) -> Result<Vec<u8>, ConvertError> {
+    let (w, h) = (width as usize, height as usize);
+    if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+        return Err(ConvertError::TooLarge { width, height });
+    }
+    if rgb.len() != w * h * 3 {
+        return Err(ConvertError::Size {
+            format: PixelFormat::Rgb24,
+            width,
+            height,
+            expected: w * h * 3,
+            got: rgb.len(),
+        });
+    }
+    let px = |x: usize, y: usize| -> [u8; 3] {
+        let i = (y * w + x) * 3;
+        [rgb[i], rgb[i + 1], rgb[i + 2]]
+    };
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let out = match format {
+        PixelFormat::Rgb24 => rgb.to_vec(),
+        PixelFormat::Bgr24 => rgb
+            .chunks_exact(3)
+            .flat_map(|p| [p[2], p[1], p[0]])
+            .collect(),
+        PixelFormat::Grey => rgb
+            .chunks_exact(3)
+            .map(|p| rgb_to_yuv([p[0], p[1], p[2]])[0])
+            .collect(),
+        PixelFormat::Yuyv | PixelFormat::Uyvy => {
+            let mut out = Vec::with_capacity(cw * 4 * h);
+            for y in 0..h {
+                for cx in 0..cw {
+                    let a = rgb_to_yuv(px(2 * cx, y));
+                    let b = rgb_to_yuv(px((2 * cx + 1).min(w - 1), y));
+                    out.extend_from_slice(&if format == PixelFormat::Yuyv {
+                        [a[0], a[1], b[0], a[2]]
+                    } else {
+                        [a[1], a[0], a[2], b[0]]
+                    });
+                }
+            }
+            out
+        }
+        PixelFormat::Nv12 | PixelFormat::Yuv420 => {
+            let mut out: Vec<u8> = rgb
+                .chunks_exact(3)
+                .map(|p| rgb_to_yuv([p[0], p[1], p[2]])[0])
+                .collect();
+            let chroma: Vec<[u8; 3]> = (0..ch)
+                .flat_map(|cy| (0..cw).map(move |cx| (cx, cy)))
+                .map(|(cx, cy)| rgb_to_yuv(px(2 * cx, 2 * cy)))
+                .collect();
+            if format == PixelFormat::Nv12 {
+                out.extend(chroma.iter().flat_map(|c| [c[1], c[2]]));
+            } else {
+                out.extend(chroma.iter().map(|c| c[1]));
+                out.extend(chroma.iter().map(|c| c[2]));
+            }
+            out
+        }
+        PixelFormat::Mjpeg => {
+            let mut out = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+                .encode(rgb, width, height, image::ExtendedColorType::Rgb8)
+                .map_err(|e| ConvertError::Jpeg(e.to_string()))?;
+            out
+        }
+    };
+    Ok(out)
+}
+
 /// Copies a driver buffer whose rows lie `stride` bytes apart (V4L2 `bytesperline`) into a
 /// tightly packed frame. Planar formats: chroma planes follow the luma plane with the same
 /// stride (half of it for YUV420's U and V planes). MJPEG is copied as is.
@@ -478,6 +569,52 @@ mod tests {
         // repeated), which dominates the whole-frame figure.
         let (_, mean_all) = diff(&out, &reference);
         assert!(mean_all < 10.0, "whole frame mean {mean_all:.3}");
+    }
+
+    /// Every format made from an RGB picture by `from_rgb8` converts back to it: exact for
+    /// the packed RGB forms, within a few levels for YUV away from chroma edges (a smooth
+    /// gradient), within JPEG's loss for MJPEG; odd sizes included.
+    #[test]
+    fn from_rgb8_round_trips_through_every_format() {
+        for (w, h) in [(64u32, 48u32), (33, 17)] {
+            let rgb: Vec<u8> = (0..h)
+                .flat_map(|y| {
+                    (0..w).flat_map(move |x| {
+                        [(40 + x * 3) as u8, (30 + y * 4) as u8, (200 - x - y) as u8]
+                    })
+                })
+                .collect();
+            for format in [
+                PixelFormat::Rgb24,
+                PixelFormat::Bgr24,
+                PixelFormat::Yuyv,
+                PixelFormat::Uyvy,
+                PixelFormat::Nv12,
+                PixelFormat::Yuv420,
+                PixelFormat::Mjpeg,
+            ] {
+                let data = from_rgb8(format, w, h, &rgb).unwrap();
+                if let Some(n) = format.frame_len(w, h) {
+                    assert_eq!(data.len(), n, "{format}");
+                }
+                let mut back = Vec::new();
+                convert(format, w, h, &data, &mut back).unwrap();
+                let (max, mean) = diff(&back, &rgb);
+                let (max_tol, mean_tol) = match format {
+                    PixelFormat::Rgb24 | PixelFormat::Bgr24 => (0, 0.0),
+                    PixelFormat::Mjpeg => (24, 3.0),
+                    _ => (12, 4.0),
+                };
+                assert!(
+                    max <= max_tol && mean <= mean_tol,
+                    "{format} {w}x{h}: max {max} mean {mean}"
+                );
+            }
+            let grey = from_rgb8(PixelFormat::Grey, w, h, &rgb).unwrap();
+            assert_eq!(grey.len(), (w * h) as usize);
+        }
+        assert!(from_rgb8(PixelFormat::Yuyv, 4, 4, &[0; 5]).is_err());
+        assert!(from_rgb8(PixelFormat::Yuyv, 0, 4, &[]).is_err());
     }
 
     #[test]
