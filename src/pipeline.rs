@@ -105,6 +105,9 @@ impl Summary {
             self.camera_errors,
             self.frame_errors
         );
+        if self.fusion_resets > 0 {
+            s.push_str(&format!(" | fusion resets {}", self.fusion_resets));
+        }
         if let Some(l) = &self.latencies {
             let p = l.window(Stage::FrameToWire).percentiles();
             let i = l.window(Stage::Inference).percentiles();

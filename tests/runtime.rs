@@ -920,6 +920,64 @@ fn cli_run_from_config_over_udp_with_a_final_stats_line() {
     assert!(err.contains("nope.onnx"), "{err}");
 }
 
+/// A fusion model's state is reset by SIGUSR1 (a service has no terminal for `reset`), and
+/// SIGTERM ends the run cleanly with the count in the final stats line.
+#[cfg(unix)]
+#[test]
+fn cli_run_resets_fusion_state_on_sigusr1() {
+    use std::io::{BufRead, BufReader};
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = rx.local_addr().unwrap().to_string();
+    let model = fixture("fusion/model.onnx");
+    let mut child = bin_command(env!("CARGO_BIN_EXE_shapecast"))
+        .args(["run", "--model", model.to_str().unwrap()])
+        .args([
+            "--source",
+            "images",
+            "--path",
+            "tests/fixtures/frames/images",
+        ])
+        .args(["--loops", "0", "--max-fps", "20", "--threads", "1"])
+        .args(["--address", &addr, "--log", "info"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    // wait until the pipeline announced the reset controls and fused a few frames
+    let mut log = String::new();
+    for line in err.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("send SIGUSR1") {
+            break;
+        }
+    }
+    assert!(log.contains("send SIGUSR1"), "{log}");
+    std::thread::sleep(Duration::from_millis(600));
+    let kill = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig}");
+    };
+    kill("-USR1");
+    std::thread::sleep(Duration::from_millis(600));
+    kill("-TERM");
+    let rest: Vec<String> = err.map_while(Result::ok).collect();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = log + &rest.join("\n");
+    assert!(out.status.success(), "{stdout}\n{log}");
+    assert!(log.contains("fusion state reset on command"), "{log}");
+    assert!(stdout.contains("| fusion resets 1"), "{stdout}");
+}
+
 #[test]
 fn replay_decodes_a_recorded_serial_stream_and_skips_damage() {
     use shapecast::encode::{default_send, Encoder};

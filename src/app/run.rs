@@ -145,7 +145,17 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
                     }
                 }
             });
-        log::info!("fusion model: type `reset` + Enter to forget the fused state");
+        // SIGUSR1 does the same for a service without a terminal
+        // (`systemctl kill -s USR1 shapecast`, `kill -USR1 PID`)
+        #[cfg(unix)]
+        if let Err(e) =
+            signal_hook::flag::register(signal_hook::consts::SIGUSR1, controls.reset.clone())
+        {
+            log::warn!("SIGUSR1 reset unavailable: {e}");
+        }
+        log::info!(
+            "fusion model: type `reset` + Enter, or send SIGUSR1, to forget the fused state"
+        );
     }
     let opts = PipelineOptions {
         max_fps: c.limits.max_fps,
