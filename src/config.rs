@@ -184,6 +184,9 @@ pub struct OutputConfig {
     pub save_dir: Option<PathBuf>,
     /// Save every n-th result (>= 1).
     pub save_every: u32,
+    /// Keep only the newest this many saved files, deleting older ones (a robot that saves
+    /// for days must not fill its disk); 0 = keep all.
+    pub save_keep: u32,
 }
 
 /// The whole runtime configuration (after merging and validation).

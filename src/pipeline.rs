@@ -30,6 +30,8 @@ pub struct PipelineOptions {
     /// Save every n-th result as PLY here.
     pub save_dir: Option<PathBuf>,
     pub save_every: u32,
+    /// Newest saved files kept (older ones deleted); 0 = all.
+    pub save_keep: usize,
     /// Stop after this many inferred frames.
     pub max_frames: Option<u64>,
     /// Most points announced in `Hello`.
@@ -49,6 +51,7 @@ impl Default for PipelineOptions {
             hello_interval: Duration::from_secs(5),
             save_dir: None,
             save_every: 1,
+            save_keep: 1000,
             max_frames: None,
             max_points: 8192,
             window: 1024,
@@ -83,6 +86,8 @@ pub struct Summary {
     pub elapsed: Duration,
     pub latencies: Option<Latencies>,
     pub fusion_resets: u64,
+    /// Results that could not be saved (`save_dir`: full disk, permissions).
+    pub save_errors: u64,
 }
 
 impl Summary {
@@ -107,6 +112,9 @@ impl Summary {
         );
         if self.fusion_resets > 0 {
             s.push_str(&format!(" | fusion resets {}", self.fusion_resets));
+        }
+        if self.save_errors > 0 {
+            s.push_str(&format!(" | save errors {}", self.save_errors));
         }
         if let Some(l) = &self.latencies {
             let p = l.window(Stage::FrameToWire).percentiles();
@@ -181,6 +189,7 @@ pub fn run(
 
     let mut lat = Latencies::new(opts.window);
     let mut sum = Summary::default();
+    let mut saved: std::collections::VecDeque<PathBuf> = std::collections::VecDeque::new();
     let mut rgb = Vec::new();
     let mut last_stats = Instant::now();
     let mut last_hello: Option<Instant> = None;
@@ -312,7 +321,26 @@ pub fn run(
         );
         if let Some(dir) = &opts.save_dir {
             if sum.inferred % u64::from(opts.save_every.max(1)) == 0 {
-                save_ply(dir, frame.seq, &rec);
+                match save_ply(dir, frame.seq, &rec) {
+                    Ok(path) => {
+                        saved.push_back(path);
+                        while opts.save_keep > 0 && saved.len() > opts.save_keep {
+                            if let Some(old) = saved.pop_front() {
+                                if let Err(e) = std::fs::remove_file(&old) {
+                                    log::warn!("cannot delete {}: {e}", old.display());
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // the first failure and then every 100th, so a full disk is
+                        // visible without flooding the log; all are counted
+                        if sum.save_errors % 100 == 0 {
+                            log::warn!("frame {}: not saved: {e:#}", frame.seq);
+                        }
+                        sum.save_errors += 1;
+                    }
+                }
             }
         }
         sink(&frame, &rec);
@@ -429,36 +457,37 @@ fn capture_loop(
     }
 }
 
-fn save_ply(dir: &std::path::Path, seq: u64, rec: &Reconstruction) {
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        log::warn!("cannot create {}: {e}", dir.display());
-        return;
-    }
+/// Writes `rec` as `<dir>/frame_<seq>.ply` through a temporary name (a full disk leaves no
+/// partial file) and returns the path.
+fn save_ply(dir: &std::path::Path, seq: u64, rec: &Reconstruction) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("frame_{seq:06}.ply"));
-    let r = match &rec.mesh {
-        Some(m) if !m.faces.is_empty() => shapecast_geom::ply::save_ply(
-            &path,
-            &shapecast_geom::ply::PlyData {
-                vertices: m.vertices.clone(),
-                faces: m.faces.clone(),
-                labels: m.labels.clone(),
-                confidence: None,
-            },
-        ),
+    let data = match &rec.mesh {
+        Some(m) if !m.faces.is_empty() => shapecast_geom::ply::PlyData {
+            vertices: m.vertices.clone(),
+            faces: m.faces.clone(),
+            labels: m.labels.clone(),
+            confidence: None,
+        },
         _ => {
             let c = rec.clouds.first().cloned().unwrap_or_default();
-            shapecast_geom::ply::save_ply(
-                &path,
-                &shapecast_geom::ply::PlyData {
-                    vertices: c.points,
-                    faces: Vec::new(),
-                    labels: c.labels,
-                    confidence: c.confidence,
-                },
-            )
+            shapecast_geom::ply::PlyData {
+                vertices: c.points,
+                faces: Vec::new(),
+                labels: c.labels,
+                confidence: c.confidence,
+            }
         }
     };
-    if let Err(e) = r {
-        log::warn!("cannot save {}: {e}", path.display());
+    let tmp = path.with_extension("ply.tmp");
+    let written = shapecast_geom::ply::save_ply(&tmp, &data)
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
+    written.map(|()| path)
 }

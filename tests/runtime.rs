@@ -734,6 +734,59 @@ mod pipeline_tests {
         assert!(s.inferred >= 1);
     }
 
+    /// Saving on the device keeps only the newest `save_keep` files, each complete; a folder
+    /// that cannot be written is counted in the summary, never fatal.
+    #[test]
+    fn device_saving_is_bounded_and_failures_are_counted() {
+        let dir = std::env::temp_dir().join(format!("shapecast-save-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let run = |save_dir: PathBuf| {
+            let (mut engine, mut enc) = points_engine();
+            let src = Burst {
+                n: 7,
+                seq: 0,
+                period: Duration::ZERO,
+            };
+            let opts = PipelineOptions {
+                save_dir: Some(save_dir),
+                save_every: 1,
+                save_keep: 3,
+                pace_to_link: true,
+                ..PipelineOptions::default()
+            };
+            let (_got, link) = keeping_link(Duration::ZERO);
+            pipeline::run(
+                Box::new(src),
+                &mut engine,
+                &mut enc,
+                Some(&link),
+                &opts,
+                &Controls::default(),
+                &mut |_, _| {},
+            )
+        };
+        let s = run(dir.clone());
+        assert_eq!((s.inferred, s.save_errors), (7, 0));
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["frame_000004.ply", "frame_000005.ply", "frame_000006.ply"]
+        );
+        for n in &names {
+            let d = shapecast_geom::ply::load(dir.join(n)).unwrap();
+            assert!(!d.vertices.is_empty());
+        }
+        // a path under a regular file cannot be a folder: every save fails, the run goes on
+        let s = run(dir.join("frame_000006.ply").join("sub"));
+        assert_eq!((s.inferred, s.save_errors), (7, 7));
+        assert!(s.line().contains("save errors 7"), "{}", s.line());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn every_head_encodes_to_a_valid_message() {
         use shapecast_host::convert::message_to_ply;

@@ -162,6 +162,7 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
         stats_interval: Duration::from_secs_f64(c.stats.interval_s),
         save_dir: c.output.save_dir.clone(),
         save_every: c.output.save_every,
+        save_keep: c.output.save_keep as usize,
         max_frames: a.max_frames,
         max_points: a.max_points as u32,
         pace_to_link: !matches!(c.source.kind, crate::config::SourceKind::Camera),
