@@ -122,6 +122,84 @@ pub struct EvalReport {
     pub infer_ms_p50: f64,
     /// tract inference time per picture, 99th percentile, milliseconds.
     pub infer_ms_p99: f64,
+    /// Part-label accuracy of hypothesis 0, when the model has a `labels` output and the
+    /// samples have part labels (see [`label_accuracy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_accuracy: Option<LabelAccuracy>,
+}
+
+/// Semantic reconstruction scored against the ground-truth parts: every predicted point
+/// takes the part of its nearest ground-truth point as its truth (and every ground-truth
+/// point the predicted label of its nearest predicted point), so the figure needs no
+/// correspondence between the two clouds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LabelAccuracy {
+    /// Fraction of predicted points whose label is the part of the nearest true point.
+    pub predicted: f32,
+    /// Fraction of true points whose part is the label of the nearest predicted point.
+    pub truth: f32,
+    /// Mean over parts present in the truth of the per-part intersection over union of
+    /// the true-point labelling (`truth` direction), the usual part-segmentation mIoU.
+    pub part_miou: f32,
+}
+
+/// Index of the nearest point of `b` for every point of `a` (brute force; clouds of a few
+/// thousand points).
+fn nearest_index(a: &[[f32; 3]], b: &[[f32; 3]]) -> Vec<usize> {
+    a.iter()
+        .map(|p| {
+            let mut best = (f32::INFINITY, 0);
+            for (j, q) in b.iter().enumerate() {
+                let d = (p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2);
+                if d < best.0 {
+                    best = (d, j);
+                }
+            }
+            best.1
+        })
+        .collect()
+}
+
+/// [`LabelAccuracy`] of predicted points `pred` with labels `pred_labels` against true
+/// points `gt` with parts `gt_labels`; `None` when either cloud is empty or lengths differ.
+pub fn label_accuracy(
+    pred: &[[f32; 3]],
+    pred_labels: &[u8],
+    gt: &[[f32; 3]],
+    gt_labels: &[u8],
+) -> Option<LabelAccuracy> {
+    if pred.is_empty()
+        || gt.is_empty()
+        || pred.len() != pred_labels.len()
+        || gt.len() != gt_labels.len()
+    {
+        return None;
+    }
+    let to_gt = nearest_index(pred, gt);
+    let to_pred = nearest_index(gt, pred);
+    let hit =
+        |n: usize, f: &dyn Fn(usize) -> bool| (0..n).filter(|&i| f(i)).count() as f32 / n as f32;
+    let predicted = hit(pred.len(), &|i| pred_labels[i] == gt_labels[to_gt[i]]);
+    let truth = hit(gt.len(), &|i| gt_labels[i] == pred_labels[to_pred[i]]);
+    let mut ious = Vec::new();
+    for part in 0..=255u8 {
+        if !gt_labels.contains(&part) {
+            continue;
+        }
+        let (mut inter, mut union) = (0usize, 0usize);
+        for (i, &t) in gt_labels.iter().enumerate() {
+            let p = pred_labels[to_pred[i]];
+            inter += usize::from(t == part && p == part);
+            union += usize::from(t == part || p == part);
+        }
+        ious.push(inter as f32 / union.max(1) as f32);
+    }
+    let part_miou = ious.iter().sum::<f32>() / ious.len().max(1) as f32;
+    Some(LabelAccuracy {
+        predicted,
+        truth,
+        part_miou,
+    })
 }
 
 /// Runs `runner` on every sample and averages the figures; keeps the first `keep`
@@ -138,6 +216,7 @@ pub fn eval_onnx(
     let mut best = Vec::with_capacity(samples.len());
     let mut kept = Vec::new();
     let mut times = Vec::with_capacity(samples.len());
+    let mut labels: Vec<LabelAccuracy> = Vec::new();
     for s in samples {
         let input = s.image_chw(mean, std);
         let t0 = std::time::Instant::now();
@@ -149,6 +228,12 @@ pub fn eval_onnx(
             .collect();
         if kept.len() < keep {
             kept.push(out.hypothesis(0));
+        }
+        if let Some(acc) = out
+            .argmax_labels(0)
+            .and_then(|l| label_accuracy(&out.hypothesis(0), &l, &s.points, &s.point_labels))
+        {
+            labels.push(acc);
         }
         let m0 = ms[0].clone();
         ms.sort_by(|a, b| a.chamfer_l2.total_cmp(&b.chamfer_l2));
@@ -170,6 +255,14 @@ pub fn eval_onnx(
             best_of_k: PointMetrics::mean(&best),
             infer_ms_p50: pct(0.5),
             infer_ms_p99: pct(0.99),
+            label_accuracy: (!labels.is_empty()).then(|| {
+                let n = labels.len() as f32;
+                LabelAccuracy {
+                    predicted: labels.iter().map(|a| a.predicted).sum::<f32>() / n,
+                    truth: labels.iter().map(|a| a.truth).sum::<f32>() / n,
+                    part_miou: labels.iter().map(|a| a.part_miou).sum::<f32>() / n,
+                }
+            }),
         },
         kept,
     ))
@@ -395,6 +488,35 @@ pub fn write_reports(reports: &[EvalReport], out: &Path) -> Result<(), TrainErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_accuracy_scores_parts_without_correspondence() {
+        // two parts: lower half 0, upper half 1; the prediction is the same surface,
+        // shifted a little and in another order
+        let gt: Vec<[f32; 3]> = (0..200)
+            .map(|i| [(i % 10) as f32 * 0.1, (i / 10) as f32 * 0.05, 0.0])
+            .collect();
+        let gt_l: Vec<u8> = gt.iter().map(|p| u8::from(p[1] >= 0.5)).collect();
+        let pred: Vec<[f32; 3]> = gt
+            .iter()
+            .rev()
+            .map(|p| [p[0] + 0.01, p[1], 0.002])
+            .collect();
+        let right: Vec<u8> = pred.iter().map(|p| u8::from(p[1] >= 0.5)).collect();
+        let a = label_accuracy(&pred, &right, &gt, &gt_l).unwrap();
+        assert_eq!((a.predicted, a.truth, a.part_miou), (1.0, 1.0, 1.0));
+        // every label wrong
+        let wrong: Vec<u8> = right.iter().map(|l| 1 - l).collect();
+        let a = label_accuracy(&pred, &wrong, &gt, &gt_l).unwrap();
+        assert_eq!((a.predicted, a.truth, a.part_miou), (0.0, 0.0, 0.0));
+        // one label for everything: half right, IoU 1/2 on the part it names, 0 on the other
+        let one = vec![0u8; pred.len()];
+        let a = label_accuracy(&pred, &one, &gt, &gt_l).unwrap();
+        assert!((a.predicted - 0.5).abs() < 1e-6 && (a.truth - 0.5).abs() < 1e-6);
+        assert!((a.part_miou - 0.25).abs() < 1e-6, "{}", a.part_miou);
+        assert!(label_accuracy(&pred, &one[1..], &gt, &gt_l).is_none());
+        assert!(label_accuracy(&[], &[], &gt, &gt_l).is_none());
+    }
 
     #[test]
     fn metrics_of_identical_and_shifted_clouds() {

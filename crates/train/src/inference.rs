@@ -55,6 +55,32 @@ pub struct TractPoints {
 }
 
 impl TractPoints {
+    /// The most likely part label of every point of hypothesis `k` (argmax of the `labels`
+    /// logits `[1, K, N, L]`), when the model has a `labels` output.
+    pub fn argmax_labels(&self, k: usize) -> Option<Vec<u8>> {
+        let l = self.labels.as_ref()?;
+        let n = self.shape.get(2).copied().unwrap_or(0);
+        let k_all = self.shape.get(1).copied().unwrap_or(1);
+        if n == 0 || l.len() % (n * k_all) != 0 {
+            return None;
+        }
+        let classes = l.len() / (n * k_all);
+        let h = l.get(k * n * classes..(k + 1) * n * classes)?;
+        Some(
+            h.chunks_exact(classes)
+                .map(|c| {
+                    c.iter()
+                        .enumerate()
+                        .fold(
+                            (0, f32::NEG_INFINITY),
+                            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                        )
+                        .0 as u8
+                })
+                .collect(),
+        )
+    }
+
     /// Points of hypothesis `k`.
     pub fn hypothesis(&self, k: usize) -> Vec<[f32; 3]> {
         let n = self.shape.get(2).copied().unwrap_or(0);
@@ -139,5 +165,28 @@ impl TractRunner {
             shape,
             labels,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_labels_picks_each_points_class_per_hypothesis() {
+        // K = 2 hypotheses, N = 2 points, L = 3 classes
+        let t = TractPoints {
+            points: vec![0.0; 2 * 2 * 3],
+            shape: vec![1, 2, 2, 3],
+            labels: Some(vec![
+                0.1, 0.9, 0.0, /**/ 2.0, -1.0, 0.5, // hypothesis 0
+                -3.0, -2.0, -1.0, /**/ 0.0, 0.0, 7.0, // hypothesis 1
+            ]),
+        };
+        assert_eq!(t.argmax_labels(0), Some(vec![1, 0]));
+        assert_eq!(t.argmax_labels(1), Some(vec![2, 2]));
+        assert_eq!(t.argmax_labels(2), None);
+        let bare = TractPoints { labels: None, ..t };
+        assert_eq!(bare.argmax_labels(0), None);
     }
 }

@@ -312,6 +312,15 @@ fn run(cli: Cli) -> Result<()> {
                     rep.infer_ms_p50,
                     rep.infer_ms_p99
                 );
+                if let Some(a) = rep.label_accuracy {
+                    println!(
+                        "{}: part labels: {:.1} % of predicted points and {:.1} % of true points labelled as the nearest point of the other cloud, part mIoU {:.3}",
+                        m.display(),
+                        100.0 * a.predicted,
+                        100.0 * a.truth,
+                        a.part_miou
+                    );
+                }
                 contact_sheet_in(
                     &set[..kept.len()],
                     &kept,
