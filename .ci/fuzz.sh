@@ -12,7 +12,10 @@ targets=(message_decode frame_reader reassembler pointcode_decode pointcode_roun
 failed=()
 for t in "${targets[@]}"; do
     echo "=== fuzz $t (${SECS}s)"
-    if ! cargo +nightly fuzz run "$t" -- -max_total_time="$SECS" -rss_limit_mb=2048; then
+    # committed seed streams (every point format) join the target's working corpus
+    dirs=()
+    if [ -d "fuzz/seeds/$t" ]; then dirs=("fuzz/corpus/$t" "fuzz/seeds/$t"); mkdir -p "fuzz/corpus/$t"; fi
+    if ! cargo +nightly fuzz run "$t" "${dirs[@]}" -- -max_total_time="$SECS" -rss_limit_mb=2048; then
         failed+=("$t")
     fi
 done

@@ -67,7 +67,6 @@ impl Tap {
             a: f - i0 as f32,
         }
     }
-
 }
 
 /// One axis of the resampling as a table: output `o` is the weighted sum of the `len`

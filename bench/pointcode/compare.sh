@@ -3,7 +3,7 @@
 # quantized clouds, same run, with the information bound of each cloud
 # (bound.py). Usage: bench/pointcode/compare.sh [DIR]
 # Our coder is the default (fast, format 4); PC_METHOD=compact selects
-# format 3 (the variable is read by the pointcode_bench example).
+# format 3, PC_METHOD=symbol format 5 (read by the pointcode_bench example).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR="${1:-/tmp/pointcode_bench}"

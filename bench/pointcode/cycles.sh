@@ -8,7 +8,7 @@
 # Draco: time.process_time() in draco_loop.py (min of 5 batches), because
 # the Python start-up time varies more than the calls take. (This VM exposes
 # no hardware cycle counter to perf.)
-# Usage: bench/pointcode/cycles.sh [DIR] [REPS]   (PC_METHOD=compact: format 3;
+# Usage: bench/pointcode/cycles.sh [DIR] [REPS]   (PC_METHOD=compact: format 3, PC_METHOD=symbol: format 5;
 #   BIN=path: a prebuilt pointcode_bench instead of building it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -11,8 +11,8 @@
 //! stream there as `<shape>_<bits>.pc`; `PC_SAMPLES=N` times each cloud as
 //! the fastest of N single calls instead of the best of 11 batches).
 //! `PC_METHOD=compact`
-//! selects the compact coder (format 3) instead of the default fast one
-//! (format 4). Exit code 1 on any failure. (That the
+//! selects the compact coder (format 3), `PC_METHOD=symbol` the symbol coder
+//! (format 5), instead of the default fast one (format 4). Exit code 1 on any failure. (That the
 //! coder does not allocate is checked by a test in `tests/wire.rs`.)
 use shapecast_wire::pointcode::{self, Bounds};
 use std::fmt::Write as _;
@@ -443,9 +443,10 @@ fn main() -> ExitCode {
     };
     let method = match std::env::var("PC_METHOD").as_deref() {
         Ok("compact") => pointcode::Method::Compact,
+        Ok("symbol") => pointcode::Method::Symbol,
         Ok("fast") | Err(_) => pointcode::Method::Fast,
         Ok(other) => {
-            eprintln!("pointcode_bench: PC_METHOD must be fast or compact, not {other}");
+            eprintln!("pointcode_bench: PC_METHOD must be fast, compact or symbol, not {other}");
             return ExitCode::FAILURE;
         }
     };

@@ -1,8 +1,7 @@
 //! Integration tests of shapecast-wire: golden bytes of every message,
 //! round trips (proptest), serial stream corruption, UDP loss/dup/reorder.
 // The point coder's no-allocation test installs a counting global allocator
-// (`unsafe impl GlobalAlloc`, forwarding to `System`).
-#![allow(unsafe_code)]
+// (tests/support/counting_alloc.rs at the workspace root).
 
 use proptest::prelude::*;
 use shapecast_wire::auth::Key;
@@ -925,64 +924,65 @@ fn pointcode_fuzz_regression_two_points_15_bits() {
     assert_eq!(&back[..2], &pts);
 }
 
+/// Format 5 (tag 0xA5, `Method::Symbol`) frozen from the public API: 40
+/// points on a tilted plane patch at 10 bits (isolated points with planes,
+/// pairs, one duplicate) and 16 points on a line at 12 bits. Any change
+/// of the format changes these bytes (and must change its tag and
+/// SPEC.md section 5.9).
+#[test]
+fn golden_pointcode_format5() {
+    let mut pts: Vec<[u16; 3]> = (0..40u16)
+        .map(|i| {
+            let (u, v) = (i % 8, i / 8);
+            [
+                100 + 37 * u + (i * 7) % 5,
+                200 + 41 * v,
+                300 + 9 * u + 5 * v + (i % 3),
+            ]
+        })
+        .collect();
+    pts.push(pts[5]);
+    pointcode::sort_canonical(&mut pts, &mut [] as &mut [u8]);
+    // 16 points along a line at 12 bits, two of them identical.
+    let mut line: Vec<[u16; 3]> = (0..15u16)
+        .map(|i| [1000 + 3 * i, 2000 + (i & 1), 50 + i])
+        .collect();
+    line.push(line[7]);
+    pointcode::sort_canonical(&mut line, &mut [] as &mut [u8]);
+    for (cloud, bits, want) in [
+        (&pts[..], 10u8, GOLDEN_FORMAT5_PLANE),
+        (&line[..], 12, GOLDEN_FORMAT5_LINE),
+    ] {
+        let mut enc = vec![0u8; pointcode::max_encoded_len(cloud.len(), bits)];
+        let m = pointcode::encode_with(cloud, bits, pointcode::Method::Symbol, &mut enc).unwrap();
+        assert_eq!(enc[0], pointcode::TAG_SYMBOL);
+        assert_eq!(hex(&enc[..m]), want, "format 5 bitstream changed");
+        let mut back = vec![[0u16; 3]; cloud.len()];
+        assert_eq!(
+            pointcode::decode(&enc[..m], &mut back),
+            Ok((cloud.len(), bits))
+        );
+        assert_eq!(&back[..], cloud);
+    }
+}
+
+const GOLDEN_FORMAT5_PLANE: &str = "a50a2931a9326dea3ceefeed8b3b1fc442b496df14f0231d53136c70f120ae874319ff98f533f04b9e78878c13dc14f608dd393500043733188b257291a2356ec463533b0728ab057d9a341483636456c39a3b4c461e34c347829478a1137d1a3004a6b5228d1883498362";
+const GOLDEN_FORMAT5_LINE: &str =
+    "a50c101fa90261778ae881a178922c76ee7210c495afc3fee031f6d069ab3efa837a00144c60a2601204";
+
 // ------------------------------------------------ point coder: no allocation
 
-/// Counts heap allocations per thread (the test harness runs tests on several
-/// threads; only the calling thread's count is read). Forwards to `System`.
-struct CountingAlloc;
-
-thread_local! {
-    static THREAD_ALLOCS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
-}
-
-fn count_alloc() {
-    // `try_with`: never panic inside the allocator (e.g. during TLS teardown).
-    let _ = THREAD_ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-fn thread_allocs() -> usize {
-    THREAD_ALLOCS.with(core::cell::Cell::get)
-}
-
-// SAFETY: every method forwards unchanged to the system allocator; the only
-// addition is a thread-local counter increment, which does not allocate.
-unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        count_alloc();
-        // SAFETY: forwarded unchanged (caller upholds `alloc`'s contract).
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        count_alloc();
-        // SAFETY: forwarded unchanged.
-        unsafe { std::alloc::System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: forwarded unchanged.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
-        count_alloc();
-        // SAFETY: forwarded unchanged.
-        unsafe { std::alloc::System.realloc(ptr, layout, new) }
-    }
-}
-
-#[global_allocator]
-static COUNTING_ALLOC: CountingAlloc = CountingAlloc;
+// The counting global allocator shared with the runtime's tests.
+#[path = "../../../tests/support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::thread_allocs;
 
 /// `sort_canonical` + `encode` + `decode` of a 2048-point surface cloud (with
 /// labels as attributes) make zero heap allocations, at every bench depth.
 #[test]
 fn pointcode_makes_no_allocation() {
     // Sanity: the counter sees an allocation on this thread.
-    let before = thread_allocs();
-    let probe = std::hint::black_box(vec![1u8; 64]);
-    assert!(
-        thread_allocs() > before,
-        "allocation counter does not count"
-    );
-    drop(probe);
+    counting_alloc::assert_counting();
 
     for bits in [8u8, 10, 12, 16] {
         let max = f64::from((1u32 << bits) - 1);
@@ -1015,6 +1015,23 @@ fn pointcode_makes_no_allocation() {
         assert_eq!(d, Ok((2048, bits)));
         assert_eq!(back, work);
         assert_eq!(allocs, 0, "{allocs} heap allocations at {bits} bits");
+        // Format 5 (the symbol coder) and format 3 (the compact coder).
+        for method in [pointcode::Method::Symbol, pointcode::Method::Compact] {
+            let before = thread_allocs();
+            let m5 = pointcode::encode_with(&work, bits, method, &mut enc);
+            let d5 = pointcode::decode(
+                enc.get(..*m5.as_ref().unwrap_or(&0)).unwrap_or(&[]),
+                &mut back,
+            );
+            let allocs = thread_allocs() - before;
+            assert!(m5.is_ok(), "{method:?} encode");
+            assert_eq!(d5, Ok((2048, bits)));
+            assert_eq!(back, work);
+            assert_eq!(
+                allocs, 0,
+                "{allocs} heap allocations, {method:?} at {bits} bits"
+            );
+        }
         // Also without attributes.
         let mut work2 = pts.clone();
         let before = thread_allocs();

@@ -1,8 +1,8 @@
 //! Arbitrary points (and bit depth and coder): sort_canonical -> encode
 //! (into a buffer of exactly `max_encoded_len` bytes) -> decode must give back
 //! the sorted input, and the stream must be rejected when truncated by one
-//! byte. The first byte picks the bit depth (low 7 bits) and the coder (high
-//! bit: compact, format 3; else fast, format 4).
+//! byte. The first byte picks the bit depth (low 6 bits) and the coder (top
+//! two bits: 0 fast, format 4; 2 compact, format 3; 1 or 3 symbol, format 5).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,11 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&b, rest)) = data.split_first() else {
         return;
     };
-    let bits = pointcode::MIN_BITS + (b & 0x7F) % (pointcode::MAX_BITS - pointcode::MIN_BITS + 1);
-    let method = if b & 0x80 != 0 {
-        pointcode::Method::Compact
-    } else {
-        pointcode::Method::Fast
+    let bits = pointcode::MIN_BITS + (b & 0x3F) % (pointcode::MAX_BITS - pointcode::MIN_BITS + 1);
+    let method = match b >> 6 {
+        2 => pointcode::Method::Compact,
+        1 | 3 => pointcode::Method::Symbol,
+        _ => pointcode::Method::Fast,
     };
     let mask = ((1u32 << bits) - 1) as u16;
     let mut pts: Vec<[u16; 3]> = rest

@@ -22,34 +22,56 @@ use super::rc::{BitCoder, Decoder, Encoder, Fp};
 use crate::Error;
 
 /// Modelled top bits per axis of a point coded without a plane.
-const PLAIN_MODELLED: u8 = 2;
+pub(super) const PLAIN_MODELLED: u8 = 2;
 /// Fewest coded events in the ancestor cell whose last ones a plane is fitted to.
-const MIN_FIT: u64 = 3;
+pub(super) const MIN_FIT: u64 = 3;
 /// Fits on fewer points than this use their own spread bucket.
 const FEW: u64 = 6;
 /// Most recent coded events a plane is fitted to.
-const KMAX: u64 = 12;
+pub(super) const KMAX: u64 = 12;
 /// Ring of running-sum snapshots (a power of two above [`KMAX`]).
-const RING: usize = 16;
+pub(super) const RING: usize = 16;
 /// Slots per split depth (3 x 16 bits plus the root, rounded up to a power
 /// of two for the fixed-length search in [`Walk::point`]).
-const DEPTHS: usize = 64;
+pub(super) const DEPTHS: usize = 64;
 
 /// Running moments of the coded points: count, coordinate sums, and sums of
 /// squares and products (xx, yy, zz, xy, xz, yz), all modulo 2^64 (wrapping),
 /// so that a difference of two snapshots is exact whenever its true value
 /// fits.
 #[derive(Debug, Clone, Copy, Default)]
-struct Sums {
+pub(super) struct Sums {
     n: u64,
     s: [u64; 3],
     ss: [u64; 6],
 }
 
 impl Sums {
+    /// `self - e`, component-wise (wrapping): the sums of the events
+    /// between two snapshots.
+    #[inline(always)]
+    pub(super) fn minus(&self, e: &Sums) -> Sums {
+        Sums {
+            n: self.n.wrapping_sub(e.n),
+            s: [
+                self.s[0].wrapping_sub(e.s[0]),
+                self.s[1].wrapping_sub(e.s[1]),
+                self.s[2].wrapping_sub(e.s[2]),
+            ],
+            ss: [
+                self.ss[0].wrapping_sub(e.ss[0]),
+                self.ss[1].wrapping_sub(e.ss[1]),
+                self.ss[2].wrapping_sub(e.ss[2]),
+                self.ss[3].wrapping_sub(e.ss[3]),
+                self.ss[4].wrapping_sub(e.ss[4]),
+                self.ss[5].wrapping_sub(e.ss[5]),
+            ],
+        }
+    }
+
     /// Adds `k` copies of `p`.
     #[inline(always)]
-    fn add(&mut self, p: [u16; 3], k: u64) {
+    pub(super) fn add(&mut self, p: [u16; 3], k: u64) {
         let (x, y, z) = (p[0] as u64, p[1] as u64, p[2] as u64);
         self.n = self.n.wrapping_add(k);
         let kx = k.wrapping_mul(x);
@@ -98,18 +120,18 @@ const INV: [f64; 16] = {
 
 /// A plane `w = pw + bu * (u - pu) + bv * (v - pv)` over the normal axis
 /// `axis`, in grid units relative to the isolated cell's corner.
-struct Plane {
-    axis: usize,
-    pu: f64,
-    pv: f64,
-    pw: f64,
-    bu: f64,
-    bv: f64,
-    sb: usize,
+pub(super) struct Plane {
+    pub(super) axis: usize,
+    pub(super) pu: f64,
+    pub(super) pv: f64,
+    pub(super) pw: f64,
+    pub(super) bu: f64,
+    pub(super) bv: f64,
+    pub(super) sb: usize,
 }
 
 #[inline(always)]
-fn tangents(axis: usize) -> (usize, usize) {
+pub(super) fn tangents(axis: usize) -> (usize, usize) {
     match axis {
         0 => (1, 2),
         1 => (0, 2),
@@ -119,7 +141,7 @@ fn tangents(axis: usize) -> (usize, usize) {
 
 /// Least-squares plane of the points whose moments are `d` (a difference of
 /// two snapshots), relative to `corner`. `None` for a degenerate set.
-fn fit(d: &Sums, corner: [u16; 3]) -> Option<Plane> {
+pub(super) fn fit(d: &Sums, corner: [u16; 3]) -> Option<Plane> {
     let n = d.n;
     let nf = n as f64;
     // Scatter matrix times n: S_ij = n Σ a_i a_j - Σ a_i Σ a_j, exact in
@@ -367,7 +389,7 @@ impl<C: BitCoder> Walk<C> {
 }
 
 /// What differs between encoding and decoding in the tree walk.
-trait Side {
+pub(super) trait Side {
     /// Encoder: the number of points of `lo..lo + n` in the lower half
     /// (bit `bit` of `axis` clear); decoder: 0 (ignored).
     fn lower(&self, lo: usize, n: usize, axis: usize, bit: u16) -> usize;
@@ -377,7 +399,7 @@ trait Side {
     fn put(&mut self, i: usize, n: usize, p: [u16; 3]);
 }
 
-struct EncSide<'a>(&'a [[u16; 3]]);
+pub(super) struct EncSide<'a>(pub(super) &'a [[u16; 3]]);
 
 impl Side for EncSide<'_> {
     #[inline(always)]
@@ -392,7 +414,7 @@ impl Side for EncSide<'_> {
     fn put(&mut self, _i: usize, _n: usize, _p: [u16; 3]) {}
 }
 
-struct DecSide<'a>(&'a mut [[u16; 3]]);
+pub(super) struct DecSide<'a>(pub(super) &'a mut [[u16; 3]]);
 
 impl Side for DecSide<'_> {
     #[inline(always)]

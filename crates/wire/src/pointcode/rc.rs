@@ -82,12 +82,112 @@ impl Fp {
     }
 }
 
+/// Symbols of a [`Cdf`] (format 5).
+pub(crate) const NSYM: usize = 16;
+/// Total of a [`Cdf`]: `2^CDF_BITS`.
+pub(crate) const CDF_BITS: u32 = 15;
+/// Smallest gap between neighbouring entries an adapted [`Cdf`] converges
+/// to (the probability floor of a symbol, in 1/2^15).
+const CDF_FLOOR: i16 = 4;
+/// Adaptation shift of a [`Cdf`] by the number of symbols it coded
+/// (saturating at the last entry).
+const CDF_RATE: [u32; 57] = [
+    3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+    5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 6,
+];
+
+/// `CDF_TARGET[s][i] = i * 4 + [i > s] * (2^15 - 64)`: what a [`Cdf`]
+/// moves toward after coding symbol `s`.
+const CDF_TARGET: [[i16; NSYM]; NSYM] = {
+    let big = (1i32 << CDF_BITS) - NSYM as i32 * CDF_FLOOR as i32;
+    let mut t = [[0i16; NSYM]; NSYM];
+    let mut s = 0;
+    while s < NSYM {
+        let mut i = 0;
+        while i < NSYM {
+            t[s][i] = (i as i32 * CDF_FLOOR as i32 + if i > s { big } else { 0 }) as i16;
+            i += 1;
+        }
+        s += 1;
+    }
+    t
+};
+
+/// Adaptive 16-symbol model of format 5: `0[i]` is the cumulative
+/// frequency of the symbols below `i` (`0[0] = 0`, strictly increasing,
+/// below the total 2^15, which symbol 15's interval ends at). After coding
+/// symbol s every entry moves 1/16 of the way toward the target
+/// `i * 4 + [i > s] * (2^15 - 64)`; both the entries and the target are
+/// strictly increasing, so the entries stay strictly increasing (every
+/// symbol keeps a non-zero interval) and below 2^15.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cdf(pub(crate) [i16; NSYM], u8);
+
+impl Cdf {
+    /// Uniform over the first `a` (1..=16) symbols; the others get the
+    /// floor gap.
+    pub(crate) const fn uniform(a: usize) -> Cdf {
+        let mut c = [0i16; NSYM];
+        let top = (1i32 << CDF_BITS) - (NSYM - a) as i32 * CDF_FLOOR as i32;
+        let mut i = 0;
+        while i < NSYM {
+            c[i] = if i <= a {
+                (i as i32 * top / a as i32) as i16
+            } else {
+                ((1i32 << CDF_BITS) - (NSYM - i) as i32 * CDF_FLOOR as i32) as i16
+            };
+            i += 1;
+        }
+        Cdf(c, 0)
+    }
+
+    #[inline(always)]
+    fn update(&mut self, s: usize) {
+        // Lanes (vectorized): one target row per coded symbol.
+        let t = &CDF_TARGET[s % NSYM];
+        let sh = CDF_RATE[self.1 as usize % CDF_RATE.len()];
+        self.1 += u8::from((self.1 as usize) < CDF_RATE.len() - 1);
+        for (c, &t) in self.0.iter_mut().zip(t.iter()) {
+            *c += (t - *c) >> sh;
+        }
+    }
+
+    /// The largest `s` with entry `s <= q` (`q >= 0`; entry 0 is 0): the
+    /// entries increase, so it is the number of entries `<= q`, minus 1.
+    #[inline(always)]
+    fn search(&self, q: i16) -> usize {
+        // `(q - c) >> 15` is -1 iff c > q (no overflow: both in 0..2^15);
+        // lanes summed in i16 (vectorized).
+        let mut above = 0i16;
+        for &c in &self.0 {
+            above += (q - c) >> 15;
+        }
+        (NSYM as i16 - 1 + above) as usize % NSYM
+    }
+
+    /// Interval `[lo, hi)` of symbol `s` in a range of `range` with unit
+    /// `r = range >> 15` (symbol 15 takes the rest of the range).
+    #[inline(always)]
+    fn interval(&self, s: usize, r: u32, range: u32) -> (u32, u32) {
+        let lo = r * self.0[s % NSYM] as u32;
+        let hi = if s + 1 < NSYM {
+            r * self.0[(s + 1) % NSYM] as u32
+        } else {
+            range
+        };
+        (lo, hi)
+    }
+}
+
 /// Something that codes binary decisions: the encoder takes the bit and
 /// returns it, the decoder ignores the argument and returns the decoded bit.
 pub(crate) trait BitCoder {
     fn bit(&mut self, m: &mut Prob, bit: bool) -> bool;
     /// Codes one decision with a [`Fp`] model (format 4).
     fn fbit(&mut self, m: &mut Fp, bit: bool) -> bool;
+    /// Codes symbol `s` (0..16) with a [`Cdf`] (format 5); the decoder
+    /// ignores `s` and returns the decoded symbol.
+    fn sym(&mut self, m: &mut Cdf, s: usize) -> usize;
     /// Codes the low `k` (0..=32) bits of `v` as raw (equiprobable) bits in
     /// the separate raw section, least significant first; returns them.
     fn raw(&mut self, v: u32, k: u32) -> u32;
@@ -307,6 +407,23 @@ impl BitCoder for Encoder<'_> {
     }
 
     #[inline(always)]
+    fn sym(&mut self, m: &mut Cdf, s: usize) -> usize {
+        let s = s % NSYM;
+        let (lo, hi) = m.interval(s, self.range >> CDF_BITS, self.range);
+        #[cfg(test)]
+        {
+            let p = f64::from(hi - lo) / f64::from(self.range);
+            self.cost[self.cat] -= log2(p);
+            self.cost[(16 + self.cat) % 32] += 1.0;
+        }
+        self.low += lo as u64;
+        self.range = hi - lo;
+        m.update(s);
+        self.normalize();
+        s
+    }
+
+    #[inline(always)]
     fn raw(&mut self, v: u32, k: u32) -> u32 {
         // At most 7 pending bits + 32 fit the 64-bit accumulator.
         let v = v & ((1u64 << k) - 1) as u32;
@@ -465,6 +582,22 @@ impl BitCoder for Decoder<'_> {
         m.update(bit);
         self.normalize();
         bit
+    }
+
+    #[inline(always)]
+    fn sym(&mut self, m: &mut Cdf, _s: usize) -> usize {
+        let r = self.range >> CDF_BITS; // >= 2^9: range >= 2^24
+                                        // Largest s with r * cdf[s] <= code: the entries <= code / r
+                                        // (cdf[0] = 0 always counts). code / r <= 2^15 + 2^6 for a valid
+                                        // state; clamped, a corrupt state (code >= range) decodes as 15.
+        let q = (self.code / r).min(i16::MAX as u32) as i16;
+        let s = m.search(q);
+        let (lo, hi) = m.interval(s, r, self.range);
+        self.code -= lo;
+        self.range = hi - lo;
+        m.update(s);
+        self.normalize();
+        s
     }
 
     #[inline(always)]

@@ -22,8 +22,9 @@ fn golden_cloud() -> [[u16; 3]; 64] {
 fn roundtrip(pts: &mut [[u16; 3]], bits: u8) -> usize {
     let n = roundtrip_with(pts, bits, Method::Compact);
     let m = roundtrip_with(pts, bits, Method::Fast);
-    // Both forms are bounded by the raw form.
-    assert!(n.max(m) <= max_encoded_len(pts.len(), bits));
+    let s = roundtrip_with(pts, bits, Method::Symbol);
+    // Every form is bounded by the raw form.
+    assert!(n.max(m).max(s) <= max_encoded_len(pts.len(), bits));
     m
 }
 
@@ -35,6 +36,7 @@ fn roundtrip_with(pts: &mut [[u16; 3]], bits: u8, method: Method) -> usize {
         let tag = match method {
             Method::Fast => TAG_FAST,
             Method::Compact => TAG_ARITH,
+            Method::Symbol => TAG_SYMBOL,
         };
         assert_eq!(buf[0], tag);
     }
@@ -71,13 +73,15 @@ fn empty_cloud() {
     let mut buf = [0u8; 8];
     let n = encode(&[], 12, &mut buf).unwrap();
     assert_eq!(&buf[..n], &[TAG_FAST, 12, 0]);
+    let n = encode_with(&[], 12, Method::Symbol, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &[TAG_SYMBOL, 12, 0]);
     let n = encode_with(&[], 12, Method::Compact, &mut buf).unwrap();
     assert_eq!(&buf[..n], &[TAG_ARITH, 12, 0]);
     let mut out = [[0u16; 3]; 0];
     assert_eq!(decode(&buf[..n], &mut out), Ok((0, 12)));
 }
 
-/// Freezes both bitstreams: any change of a format changes these bytes.
+/// Freezes the bitstreams: any change of a format changes these bytes.
 #[test]
 fn golden_bytes() {
     let mut pts = golden_cloud();
@@ -85,6 +89,7 @@ fn golden_bytes() {
     for (method, want) in [
         (Method::Fast, GOLDEN_FAST_HEX),
         (Method::Compact, GOLDEN_HEX),
+        (Method::Symbol, GOLDEN_SYMBOL_HEX),
     ] {
         let mut buf = [0u8; 512];
         let n = encode_with(&pts, 10, method, &mut buf).unwrap();
@@ -104,6 +109,11 @@ fn golden_bytes() {
 /// points of the smallest ancestor holding 3, raw tangents, normal residual,
 /// shift-4 binary models).
 const GOLDEN_FAST_HEX: &str = "a40a404741676eafee4562c909437f2150e5b3020247961f9b2b85243c017404574e6c1c74983fa25f6d740c9239d9876eec4fece2641bccb45ea99ed969294978e02bd8663e37cd0a3a00b01090800107d420c20a5ae8c300022820866738c08207c2f021046da0210c0228581000000268c0092ff083090da8a0c0864500851e6861081800872490831b30404042007f00b0c106093e20840f6002";
+
+/// Frozen 2026-11-22 for format version 5 (tag 0xA5, the symbol coder:
+/// format 4's tree and plane; count splits of cells of <= 15 points and
+/// the normal residual as symbols of adaptive 16-ary models).
+const GOLDEN_SYMBOL_HEX: &str = "a50a404741676ec48436439a3a0faf29daee33b1543b86bf9700e93e870135425967f47e4ddbcd1c58dc18b1656df7999d6fd8761df7cb53711fedc2b3602140cd18f0c858c98d40738800b01090800107d420c20a5ae8c300022820866738c08207c2f021046da0210c0228581000000268c0092ff083090da8a0c0864500851e6861081800872490831b30404042007f00b0c106093e20840f6002";
 
 /// Refrozen 2026-11-21 (late) for format version 3 (tag 0xA3: neighbours
 /// are all of the last 12 points within a radius, refitted on the nearest
@@ -210,11 +220,66 @@ fn raw_fallback_roundtrips() {
 fn truncated_stream_is_detected() {
     let mut pts = golden_cloud();
     sort_canonical(&mut pts, &mut [] as &mut [u8]);
-    for method in [Method::Fast, Method::Compact] {
+    for method in [Method::Fast, Method::Compact, Method::Symbol] {
         let mut buf = [0u8; 512];
         let n = encode_with(&pts, 10, method, &mut buf).unwrap();
         let mut out = [[0u16; 3]; 64];
         assert_eq!(decode(&buf[..n / 2], &mut out), Err(Error::Truncated));
+    }
+}
+
+/// The 16-ary models of format 5: random skewed symbol sequences (with
+/// binary decisions and raw bits between them) decode to what was coded,
+/// and every model stays a valid table (entry 0 is 0, entries strictly
+/// increasing, below 2^15) after every update.
+#[test]
+fn cdf_symbols_roundtrip_and_stay_valid() {
+    use super::rc::{BitCoder, Cdf, Decoder, Encoder, Fp};
+    let mut state = 0x1234_5678u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    let valid = |m: &Cdf| {
+        m.0[0] == 0 && m.0.windows(2).all(|w| w[0] < w[1]) && i32::from(m.0[15]) < 1 << 15
+    };
+    // (model, symbol, bit, raw value, raw bits)
+    let mut seq = Vec::new();
+    for i in 0..5000usize {
+        let r = next();
+        // Mostly small symbols, now and then any (15 included).
+        let s = if r % 7 == 0 {
+            (r >> 3) as usize % 16
+        } else {
+            (r >> 3).trailing_zeros() as usize % 16
+        };
+        seq.push((i % 3, s, r & 0x100 != 0, r >> 9, r % 13));
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    let mut models = [Cdf::uniform(16), Cdf::uniform(3), Cdf::uniform(9)];
+    let mut bit_model = Fp::NEW;
+    let mut enc = Encoder::new(&mut buf);
+    for &(m, s, bit, v, k) in &seq {
+        enc.sym(&mut models[m], s);
+        assert!(valid(&models[m]), "{:?}", models[m].0);
+        enc.fbit(&mut bit_model, bit);
+        enc.raw(v, k);
+    }
+    let n = enc.finish().expect("fits");
+    let mut models = [Cdf::uniform(16), Cdf::uniform(3), Cdf::uniform(9)];
+    let mut bit_model = Fp::NEW;
+    let mut dec = Decoder::new(&buf[..n]).expect("header");
+    for &(m, s, bit, v, k) in &seq {
+        assert_eq!(dec.sym(&mut models[m], 0), s);
+        assert_eq!(dec.fbit(&mut bit_model, false), bit);
+        assert_eq!(dec.raw(0, k), v & ((1u32 << k) - 1));
+    }
+    assert_eq!(dec.finish(), Ok(()));
+    // Uniform tables of every size are valid.
+    for a in 1..=16 {
+        assert!(valid(&Cdf::uniform(a)), "uniform({a})");
     }
 }
 
@@ -267,7 +332,7 @@ fn fuzz_regression_truncated_raw_section() {
         [15, 22528, 10752],
     ];
     roundtrip(&mut pts, 15);
-    for method in [Method::Fast, Method::Compact] {
+    for method in [Method::Fast, Method::Compact, Method::Symbol] {
         let mut buf = vec![0u8; max_encoded_len(pts.len(), 15)];
         let n = encode_with(&pts, 15, method, &mut buf).unwrap();
         let mut out = [[0u16; 3]; 7];
@@ -331,6 +396,7 @@ fn sphere_compresses_as_designed() {
     for (method, limits) in [
         (Method::Fast, SPHERE_LIMIT_FAST),
         (Method::Compact, SPHERE_LIMIT),
+        (Method::Symbol, SPHERE_LIMIT_SYMBOL),
     ] {
         for (bits, limit) in [(10u8, limits[0]), (12, limits[1])] {
             let mut pts = sphere_cloud(bits);
@@ -349,6 +415,8 @@ fn sphere_compresses_as_designed() {
 const SPHERE_LIMIT: [f64; 2] = [2.310 * 1.01, 3.052 * 1.01];
 /// The same for format 4 (2.346 and 3.105).
 const SPHERE_LIMIT_FAST: [f64; 2] = [2.346 * 1.01, 3.105 * 1.01];
+/// The same for format 5 (2.398 and 3.141; each + 1 %).
+const SPHERE_LIMIT_SYMBOL: [f64; 2] = [2.398 * 1.01, 3.172];
 
 /// Coordinates drawn from the extremes and their neighbours (0, 1, the top
 /// bit alone, max - 1, max), 1..=3 points, every depth.
@@ -407,7 +475,7 @@ proptest! {
     #[test]
     fn prop_truncation_or_extension_is_rejected((bits, mut pts) in cloud(60), cut in 1usize..4, extra in any::<u8>()) {
         sort_canonical(&mut pts, &mut [] as &mut [u8]);
-        for method in [Method::Fast, Method::Compact] {
+        for method in [Method::Fast, Method::Compact, Method::Symbol] {
             let mut buf = vec![0u8; max_encoded_len(pts.len(), bits) + 1];
             let n = encode_with(&pts, bits, method, &mut buf).unwrap();
             let mut out = vec![[0u16; 3]; pts.len()];
@@ -452,8 +520,8 @@ proptest! {
     }
 
     #[test]
-    fn prop_decode_valid_header_random_body(fast in any::<bool>(), bits in 8u8..=16, n in 1usize..500, body in prop::collection::vec(any::<u8>(), 0..400)) {
-        let mut input = vec![if fast { TAG_FAST } else { TAG_ARITH }, bits];
+    fn prop_decode_valid_header_random_body(tag in prop::sample::select(vec![TAG_FAST, TAG_ARITH, TAG_SYMBOL]), bits in 8u8..=16, n in 1usize..500, body in prop::collection::vec(any::<u8>(), 0..400)) {
+        let mut input = vec![tag, bits];
         let mut v = n;
         loop {
             let b = (v & 0x7F) as u8;
@@ -526,8 +594,11 @@ fn bits_breakdown() {
                 .collect();
             sort_canonical(&mut pts, &mut [] as &mut [u8]);
             let mut buf = vec![0u8; max_encoded_len(pts.len(), bits)];
-            let cost = if std::env::var("PC_METHOD").as_deref() == Ok("compact") {
+            let method = std::env::var("PC_METHOD");
+            let cost = if method.as_deref() == Ok("compact") {
                 code::cost_of(&pts, bits, &mut buf)
+            } else if method.as_deref() == Ok("symbol") {
+                v5::cost_of(&pts, bits, &mut buf)
             } else {
                 fast::cost_of(&pts, bits, &mut buf)
             };
