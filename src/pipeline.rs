@@ -189,7 +189,11 @@ pub fn run(
 
     let mut lat = Latencies::new(opts.window);
     let mut sum = Summary::default();
-    let mut saved: std::collections::VecDeque<PathBuf> = std::collections::VecDeque::new();
+    // files of earlier runs count towards `save_keep` too (oldest first)
+    let mut saved = match (&opts.save_dir, opts.save_keep) {
+        (Some(dir), keep) if keep > 0 => earlier_saves(dir),
+        _ => std::collections::VecDeque::new(),
+    };
     let mut rgb = Vec::new();
     let mut last_stats = Instant::now();
     let mut last_hello: Option<Instant> = None;
@@ -257,9 +261,13 @@ pub fn run(
                 continue;
             }
         }
-        if controls.reset.swap(false, Ordering::SeqCst) && engine.has_state() {
-            log::info!("fusion state reset on command");
-            engine.reset_state();
+        if controls.reset.swap(false, Ordering::SeqCst) {
+            if engine.has_state() {
+                log::info!("fusion state reset on command");
+                engine.reset_state();
+            } else {
+                log::info!("reset ignored: the model has no fusion state");
+            }
         }
         let c = match mailbox.take(Duration::from_millis(100)) {
             Take::Value(c) => c,
@@ -322,7 +330,9 @@ pub fn run(
         if let Some(dir) = &opts.save_dir {
             if sum.inferred % u64::from(opts.save_every.max(1)) == 0 {
                 match save_ply(dir, frame.seq, &rec) {
-                    Ok(path) => {
+                    Ok(path) if opts.save_keep > 0 => {
+                        // a name reused (a new run counts from 0 again) is one file
+                        saved.retain(|p| *p != path);
                         saved.push_back(path);
                         while opts.save_keep > 0 && saved.len() > opts.save_keep {
                             if let Some(old) = saved.pop_front() {
@@ -332,6 +342,7 @@ pub fn run(
                             }
                         }
                     }
+                    Ok(_) => {}
                     Err(e) => {
                         // the first failure and then every 100th, so a full disk is
                         // visible without flooding the log; all are counted
@@ -455,6 +466,29 @@ fn capture_loop(
             },
         }
     }
+}
+
+/// The `frame_*.ply` files an earlier run left in `dir`, oldest first (modification time,
+/// then name); removes the temporary files of interrupted saves.
+fn earlier_saves(dir: &std::path::Path) -> std::collections::VecDeque<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Default::default();
+    };
+    let mut found = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("frame_") {
+            continue;
+        }
+        if name.ends_with(".ply.tmp") {
+            let _ = std::fs::remove_file(e.path());
+        } else if name.ends_with(".ply") {
+            let t = e.metadata().and_then(|m| m.modified()).ok();
+            found.push((t, e.path()));
+        }
+    }
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Writes `rec` as `<dir>/frame_<seq>.ply` through a temporary name (a full disk leaves no

@@ -780,6 +780,18 @@ mod pipeline_tests {
             let d = shapecast_geom::ply::load(dir.join(n)).unwrap();
             assert!(!d.vertices.is_empty());
         }
+        // a second run into the same folder: the earlier files count (the run reuses their
+        // names), and an interrupted save's temporary file is cleaned away
+        std::fs::write(dir.join("frame_000009.ply.tmp"), b"partial").unwrap();
+        std::fs::write(dir.join("frame_000001.ply"), b"old").unwrap();
+        let s = run(dir.clone());
+        assert_eq!((s.inferred, s.save_errors), (7, 0));
+        let mut again: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        again.sort();
+        assert_eq!(again, names);
         // a path under a regular file cannot be a folder: every save fails, the run goes on
         let s = run(dir.join("frame_000006.ply").join("sub"));
         assert_eq!((s.inferred, s.save_errors), (7, 7));
@@ -973,6 +985,16 @@ fn cli_run_from_config_over_udp_with_a_final_stats_line() {
     assert!(err.contains("nope.onnx"), "{err}");
 }
 
+/// Sends `sig` (e.g. `-USR1`) to process `pid` with kill(1).
+#[cfg(unix)]
+fn signal(pid: &str, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
 /// A fusion model's state is reset by SIGUSR1 (a service has no terminal for `reset`), and
 /// SIGTERM ends the run cleanly with the count in the final stats line.
 #[cfg(unix)]
@@ -991,7 +1013,14 @@ fn cli_run_resets_fusion_state_on_sigusr1() {
             "tests/fixtures/frames/images",
         ])
         .args(["--loops", "0", "--max-fps", "20", "--threads", "1"])
-        .args(["--address", &addr, "--log", "info"])
+        .args([
+            "--address",
+            &addr,
+            "--log",
+            "info",
+            "--state-timeout",
+            "600",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -1012,13 +1041,7 @@ fn cli_run_resets_fusion_state_on_sigusr1() {
     }
     assert!(log.contains("send SIGUSR1"), "{log}");
     std::thread::sleep(Duration::from_millis(600));
-    let kill = |sig: &str| {
-        let st = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap();
-        assert!(st.success(), "kill {sig}");
-    };
+    let kill = |sig: &str| signal(&pid, sig);
     kill("-USR1");
     std::thread::sleep(Duration::from_millis(600));
     kill("-TERM");
@@ -1029,6 +1052,48 @@ fn cli_run_resets_fusion_state_on_sigusr1() {
     assert!(out.status.success(), "{stdout}\n{log}");
     assert!(log.contains("fusion state reset on command"), "{log}");
     assert!(stdout.contains("| fusion resets 1"), "{stdout}");
+
+    // a model without fusion state: SIGUSR1 is logged and ignored, never fatal
+    let mut child = bin_command(env!("CARGO_BIN_EXE_shapecast"))
+        .args([
+            "run",
+            "--model",
+            fixture("points/model.onnx").to_str().unwrap(),
+        ])
+        .args([
+            "--source",
+            "images",
+            "--path",
+            "tests/fixtures/frames/images",
+        ])
+        .args(["--loops", "0", "--max-fps", "20", "--threads", "1"])
+        .args(["--address", &addr, "--log", "info"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in err.by_ref() {
+        if line.unwrap().contains("head, id") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let kill = |sig: &str| signal(&pid, sig);
+    kill("-USR1");
+    std::thread::sleep(Duration::from_millis(600));
+    kill("-TERM");
+    let rest: Vec<String> = err.map_while(Result::ok).collect();
+    let out = child.wait_with_output().unwrap();
+    let log = rest.join("\n");
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("reset ignored: the model has no fusion state"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! `FnSink` keeps what the host decoded, from which the PNG contact sheet is drawn
 //! (picture | reconstruction from two viewpoints | ground truth when the sample has one).
 //! The host's `McapSink` also records the stream into `<out>/demo.mcap` (ROS 2
-//! PointCloud2: open it in Foxglove, or `ros2 bag play` it).
+//! PointCloud2 and String, all CDR: open it in Foxglove or with `ros2 bag`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -70,7 +70,9 @@ pub fn load_model(c: &Config) -> Result<Model, Failure> {
     Ok(m)
 }
 
-/// Installs SIGINT/SIGTERM handling: the first signal asks for a clean stop.
+/// Installs SIGINT/SIGTERM handling (the first signal asks for a clean stop) and SIGUSR1
+/// (reset a fusion model's state: `systemctl kill -s USR1 shapecast`; ignored, not fatal,
+/// for other models or before the model is loaded).
 pub fn install_signals(controls: &Controls) -> anyhow::Result<()> {
     let stop = controls.stop.clone();
     ctrlc::set_handler(move || {
@@ -79,7 +81,11 @@ pub fn install_signals(controls: &Controls) -> anyhow::Result<()> {
             std::process::exit(130);
         }
     })
-    .context("installing the SIGINT/SIGTERM handler")
+    .context("installing the SIGINT/SIGTERM handler")?;
+    #[cfg(unix)]
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, controls.reset.clone())
+        .context("installing the SIGUSR1 handler")?;
+    Ok(())
 }
 
 pub fn run(a: &RunArgs) -> Result<(), Failure> {
@@ -145,14 +151,7 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
                     }
                 }
             });
-        // SIGUSR1 does the same for a service without a terminal
-        // (`systemctl kill -s USR1 shapecast`, `kill -USR1 PID`)
-        #[cfg(unix)]
-        if let Err(e) =
-            signal_hook::flag::register(signal_hook::consts::SIGUSR1, controls.reset.clone())
-        {
-            log::warn!("SIGUSR1 reset unavailable: {e}");
-        }
+        // SIGUSR1 does the same for a service without a terminal (`install_signals`)
         log::info!(
             "fusion model: type `reset` + Enter, or send SIGUSR1, to forget the fused state"
         );

@@ -231,9 +231,13 @@ pub fn from_rgb8(
             .chunks_exact(3)
             .flat_map(|p| [p[2], p[1], p[0]])
             .collect(),
+        // V4L2 GREY is full range (what `convert` reads): BT.601 luma weights, 0..=255
         PixelFormat::Grey => rgb
             .chunks_exact(3)
-            .map(|p| rgb_to_yuv([p[0], p[1], p[2]])[0])
+            .map(|p| {
+                let (r, g, b) = (u32::from(p[0]), u32::from(p[1]), u32::from(p[2]));
+                ((77 * r + 150 * g + 29 * b + 128) >> 8) as u8
+            })
             .collect(),
         PixelFormat::Yuyv | PixelFormat::Uyvy => {
             let mut out = Vec::with_capacity(cw * 4 * h);
@@ -610,9 +614,19 @@ mod tests {
                     "{format} {w}x{h}: max {max} mean {mean}"
                 );
             }
+            // GREY: full range both ways; back as R = G = B = the luma of the pixel
             let grey = from_rgb8(PixelFormat::Grey, w, h, &rgb).unwrap();
             assert_eq!(grey.len(), (w * h) as usize);
+            let mut back = Vec::new();
+            convert(PixelFormat::Grey, w, h, &grey, &mut back).unwrap();
+            for (o, p) in back.chunks_exact(3).zip(rgb.chunks_exact(3)) {
+                let y = 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
+                assert!(o[0] == o[1] && o[1] == o[2] && (f32::from(o[0]) - y).abs() <= 1.0);
+            }
         }
+        let white = from_rgb8(PixelFormat::Grey, 2, 1, &[255; 6]).unwrap();
+        let black = from_rgb8(PixelFormat::Grey, 2, 1, &[0; 6]).unwrap();
+        assert_eq!((white, black), (vec![255, 255], vec![0, 0]));
         assert!(from_rgb8(PixelFormat::Yuyv, 4, 4, &[0; 5]).is_err());
         assert!(from_rgb8(PixelFormat::Yuyv, 0, 4, &[]).is_err());
     }

@@ -44,3 +44,15 @@ pub enum HostError {
     #[error("invalid configuration: {0}")]
     Config(String),
 }
+
+/// `e` and its sources, `outer: inner: ...` (what anyhow's `{:#}` prints), for log lines.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -86,7 +86,7 @@ struct ListenArgs {
     #[arg(long)]
     png: bool,
     /// Also record every frame into this MCAP file (ROS 2 PointCloud2 per hypothesis,
-    /// hello and stats as JSON; opens in Foxglove, plays with `ros2 bag play`).
+    /// hello and stats as std_msgs/String JSON; opens in Foxglove, CDR only for `ros2 bag`).
     #[arg(long)]
     mcap: Option<PathBuf>,
 }

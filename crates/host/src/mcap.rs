@@ -1,24 +1,35 @@
-//! MCAP recording of received frames, for Foxglove and ROS 2 (`ros2 bag play`/`info` with
+//! MCAP recording of received frames, for Foxglove and ROS 2 (`ros2 bag info` / `play` with
 //! the mcap storage plugin).
 //!
-//! Every geometry becomes a ROS 2 `sensor_msgs/msg/PointCloud2` in CDR (profile `ros2`,
-//! schema encoding `ros2msg`), so the 3D panels of Foxglove and RViz show it as is:
+//! Every channel is ROS 2 CDR (profile `ros2`, schemas `ros2msg`), as rosbag2 requires one
+//! serialization format per bag. Geometry is `sensor_msgs/msg/PointCloud2`, so the 3D panels
+//! of Foxglove and RViz show it as is; topic names are valid ROS 2 names (no part starts with
+//! a digit):
 //!
 //! | topic | message |
 //! |---|---|
-//! | `/shapecast/<device>/cloud` | hypothesis 0 of a point-cloud frame (fields `x y z`, plus `confidence` (float32, 0..1) and `label` (uint8) when sent) |
-//! | `/shapecast/<device>/cloud/h<k>` | hypothesis `k` >= 1 |
-//! | `/shapecast/<device>/voxels` | occupied cell centres of a voxel frame |
-//! | `/shapecast/<device>/mesh_vertices` | the vertices of a mesh frame (the triangles are in the PLY files) |
-//! | `/shapecast/<device>/hello`, `/shapecast/<device>/stats` | the device's hello and stats messages as JSON |
+//! | `/shapecast/dev<N>/cloud` | hypothesis 0 of a point-cloud frame (fields `x y z`, plus `confidence` (float32, 0..1) and `label` (uint8) when sent) |
+//! | `/shapecast/dev<N>/cloud/h<k>` | hypothesis `k` >= 1 |
+//! | `/shapecast/dev<N>/voxels` | occupied cell centres of a voxel frame |
+//! | `/shapecast/dev<N>/mesh_vertices` | the vertices of a mesh frame (the triangles are in the PLY files) |
+//! | `/shapecast/dev<N>/hello`, `/shapecast/dev<N>/stats` | `std_msgs/msg/String` holding the device's hello or stats message as JSON |
 //!
-//! Time: `log_time` is the host's wall clock at reception. The header `stamp` is the
-//! device's capture time moved onto the host's clock by the smallest (reception - capture)
-//! offset seen so far from that device (a one-way clock estimate: it is off by the fastest
-//! link latency, and the device clock's drift). `frame_id` is `shapecast_<device>`.
+//! Coordinates are the model's frame (`shapecast.frame`: object frame, y up; ROS uses z up,
+//! so an RViz view shows the object lying on its side unless a transform turns it). The
+//! header's `frame_id` is `shapecast_dev<N>`; no transform is published (set RViz's Fixed
+//! Frame to it).
 //!
-//! A write error (a full disk) is returned for that message and the recording stops; what was
-//! written before stays readable (MCAP readers scan an unfinished file).
+//! Time: `log_time` is the host's wall clock at reception. The header `stamp` is the device's
+//! capture time moved onto the host's clock by the smallest (reception - capture) offset seen
+//! from that device since it last started (a capture time going backwards means a restart and
+//! starts a new estimate): a one-way clock estimate, off by the fastest link latency and the
+//! device clock's drift.
+//!
+//! Messages are written without chunks, straight into the data section: a recording cut short
+//! (power loss, a full disk, a killed process) is readable up to its last complete message; a
+//! finished one also has the summary and statistics. A write error (a full disk) is returned
+//! for that message and the recording stops; later messages are counted as not recorded and
+//! reported when the sink closes. `create` replaces an existing file.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -71,6 +82,9 @@ uint32 count
 /// `sensor_msgs/PointField` datatypes used here.
 const FLOAT32: u8 = 7;
 const UINT8: u8 = 2;
+
+/// The ROS 2 message definition of `std_msgs/msg/String`.
+pub const STRING_SCHEMA: &str = "string data\n";
 
 /// Most channels one recording opens (devices x topics); messages for more are refused
 /// with an error (bounded state whatever the senders do).
@@ -169,13 +183,16 @@ pub struct McapSink<W: Write + Seek = BufWriter<File>> {
     path: PathBuf,
     writer: Option<mcap::Writer<W>>,
     cloud_schema: u16,
-    json_schema: u16,
+    string_schema: u16,
     channels: BTreeMap<(u32, String), u16>,
-    /// Per device: smallest (host wall clock - capture time), µs.
-    offsets: BTreeMap<u32, i128>,
+    /// Per device: smallest (host wall clock - capture time) µs since the device last
+    /// started, and its last capture time.
+    clocks: BTreeMap<u32, (i128, u64)>,
     sequence: u32,
     buf: Vec<u8>,
     messages: u64,
+    /// Messages not recorded because the recording had stopped after an error.
+    lost: u64,
 }
 
 impl<W: Write + Seek> std::fmt::Debug for McapSink<W> {
@@ -221,6 +238,7 @@ impl<W: Write + Seek> McapSink<W> {
         let path = name.into();
         let mut w = mcap::WriteOptions::new()
             .compression(None)
+            .use_chunks(false)
             .profile("ros2")
             .library(concat!("shapecast-host ", env!("CARGO_PKG_VERSION")))
             .create(w)
@@ -232,19 +250,22 @@ impl<W: Write + Seek> McapSink<W> {
                 POINTCLOUD2_SCHEMA.as_bytes(),
             )
             .map_err(|e| mcap_err(&path, e))?;
-        let json_schema = w
-            .add_schema("shapecast.Message", "jsonschema", br#"{"type":"object"}"#)
+        let string_schema = w
+            .add_schema("std_msgs/msg/String", "ros2msg", STRING_SCHEMA.as_bytes())
             .map_err(|e| mcap_err(&path, e))?;
+        // the header on disk now: an unwritable file fails here, not at the first frame
+        w.flush().map_err(|e| mcap_err(&path, e))?;
         Ok(McapSink {
             path,
             writer: Some(w),
             cloud_schema,
-            json_schema,
+            string_schema,
             channels: BTreeMap::new(),
-            offsets: BTreeMap::new(),
+            clocks: BTreeMap::new(),
             sequence: 0,
             buf: Vec::new(),
             messages: 0,
+            lost: 0,
         })
     }
 
@@ -253,8 +274,21 @@ impl<W: Write + Seek> McapSink<W> {
         self.messages
     }
 
+    /// Messages not recorded because the recording had stopped after a write error.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
     /// Writes the summary and closes the file (also done on drop, errors then only logged).
     pub fn finish(&mut self) -> Result<(), HostError> {
+        if self.lost > 0 {
+            log::warn!(
+                "MCAP {}: {} messages not recorded after the write error",
+                self.path.display(),
+                self.lost
+            );
+            self.lost = 0;
+        }
         if let Some(mut w) = self.writer.take() {
             w.finish().map_err(|e| mcap_err(&self.path, e))?;
             w.into_inner().flush()?;
@@ -271,10 +305,9 @@ impl<W: Write + Seek> McapSink<W> {
         data: &[u8],
     ) -> Result<(), HostError> {
         let Some(w) = self.writer.as_mut() else {
-            return Err(HostError::Config(format!(
-                "MCAP recording {} stopped after an earlier error",
-                self.path.display()
-            )));
+            // stopped after a write error (already reported): count, do not repeat it
+            self.lost += 1;
+            return Ok(());
         };
         let key = (device, topic);
         let id = match self.channels.get(&key) {
@@ -285,13 +318,13 @@ impl<W: Write + Seek> McapSink<W> {
                         "MCAP recording: more than {MAX_CHANNELS} topics"
                     )));
                 }
-                let (schema, enc) = if cloud {
-                    (self.cloud_schema, "cdr")
+                let schema = if cloud {
+                    self.cloud_schema
                 } else {
-                    (self.json_schema, "json")
+                    self.string_schema
                 };
                 let id = w
-                    .add_channel(schema, &key.1, enc, &BTreeMap::new())
+                    .add_channel(schema, &key.1, "cdr", &BTreeMap::new())
                     .map_err(|e| mcap_err(&self.path, e));
                 let id = match id {
                     Ok(id) => id,
@@ -334,30 +367,39 @@ impl<W: Write + Seek + Send + 'static> Sink for McapSink<W> {
         };
         let Some(capture) = capture else {
             let (name, json) = match ev.message {
-                Message::Hello(h) => ("hello", serde_json::to_vec(h)),
-                Message::Stats(s) => ("stats", serde_json::to_vec(s)),
+                Message::Hello(h) => ("hello", serde_json::to_string(h)),
+                Message::Stats(s) => ("stats", serde_json::to_string(s)),
                 _ => return Ok(0),
             };
             let json = json.map_err(|e| HostError::Io(std::io::Error::other(e)))?;
-            self.write(
+            let mut c = Cdr::new(std::mem::take(&mut self.buf));
+            c.string(&json);
+            let r = self.write(
                 dev,
-                format!("/shapecast/{dev}/{name}"),
+                format!("/shapecast/dev{dev}/{name}"),
                 false,
                 log_ns,
-                &json,
-            )?;
+                &c.0,
+            );
+            self.buf = c.0;
+            r?;
             return Ok(0);
         };
-        let offset = self.offsets.entry(dev).or_insert(i128::MAX);
-        *offset = (*offset).min(now - i128::from(capture));
-        let stamp_ns = (i128::from(capture) + *offset).max(0) as u64 * 1000;
-        let frame = format!("shapecast_{dev}");
+        let clock = self.clocks.entry(dev).or_insert((i128::MAX, 0));
+        if capture < clock.1 {
+            // the device restarted (its capture clock went back): a new offset estimate
+            clock.0 = i128::MAX;
+        }
+        clock.1 = capture;
+        clock.0 = clock.0.min(now - i128::from(capture));
+        let stamp_ns = (i128::from(capture) + clock.0).max(0) as u64 * 1000;
+        let frame = format!("shapecast_dev{dev}");
         for (k, g) in ev.geometry.iter().enumerate() {
             let topic = match ev.message {
-                Message::PointCloud(_) if k == 0 => format!("/shapecast/{dev}/cloud"),
-                Message::PointCloud(_) => format!("/shapecast/{dev}/cloud/h{k}"),
-                Message::Voxels(_) => format!("/shapecast/{dev}/voxels"),
-                _ => format!("/shapecast/{dev}/mesh_vertices"),
+                Message::PointCloud(_) if k == 0 => format!("/shapecast/dev{dev}/cloud"),
+                Message::PointCloud(_) => format!("/shapecast/dev{dev}/cloud/h{k}"),
+                Message::Voxels(_) => format!("/shapecast/dev{dev}/voxels"),
+                _ => format!("/shapecast/dev{dev}/mesh_vertices"),
             };
             let data = encode_pointcloud2(g, stamp_ns, &frame, std::mem::take(&mut self.buf));
             let r = self.write(dev, topic, true, log_ns, &data);

@@ -441,7 +441,7 @@ fn worker(rx: &ChanRx<Job>, mut sink: impl Sink, shared: &Mutex<Shared>, max_dev
         };
         match &written {
             Ok(n) => d.files += *n as u64,
-            Err(e) => log::warn!("device {dev}: sink failed: {e}"),
+            Err(e) => log::warn!("device {dev}: sink failed: {}", crate::error_chain(e)),
         }
         match &msg {
             Message::Hello(h) => {
@@ -467,7 +467,7 @@ fn worker(rx: &ChanRx<Job>, mut sink: impl Sink, shared: &Mutex<Shared>, max_dev
         }
     }
     if let Err(e) = sink.close() {
-        log::warn!("closing the sink: {e}");
+        log::warn!("closing the sink: {}", crate::error_chain(&e));
         lock(shared).stats.sink_errors += 1;
     }
 }

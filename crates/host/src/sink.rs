@@ -63,8 +63,13 @@ impl Sink for PlyDirSink {
             // partial file.
             let path = Self::path(&self.dir, dev, frame_id, k);
             let tmp = path.with_extension("ply.tmp");
-            save_ply(&tmp, g)?;
-            std::fs::rename(&tmp, &path)?;
+            let r = save_ply(&tmp, g)
+                .map_err(HostError::from)
+                .and_then(|()| std::fs::rename(&tmp, &path).map_err(HostError::from));
+            if r.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            r?;
         }
         Ok(ev.geometry.len())
     }
@@ -119,10 +124,14 @@ impl Sink for PngDirSink {
         let tmp = path.with_extension("png.tmp");
         let img = image::RgbImage::from_raw(sheet.width, sheet.height, sheet.rgb)
             .ok_or(HostError::Decode("picture buffer size"))?;
-        img.save_with_format(&tmp, image::ImageFormat::Png)
-            .map_err(|e| HostError::Io(std::io::Error::other(e)))?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(1)
+        let r = img
+            .save_with_format(&tmp, image::ImageFormat::Png)
+            .map_err(|e| HostError::Io(std::io::Error::other(e)))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(HostError::from));
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r.map(|()| 1)
     }
 }
 
@@ -166,9 +175,10 @@ pub struct Tee<A, B>(pub A, pub B);
 
 impl<A: Sink, B: Sink> Sink for Tee<A, B> {
     fn on_message(&mut self, ev: &Event<'_>) -> Result<usize, HostError> {
-        let a = self.0.on_message(ev)?;
-        let b = self.1.on_message(ev)?;
-        Ok(a + b)
+        // both sinks see every message, whatever the other did; the first error is returned
+        let a = self.0.on_message(ev);
+        let b = self.1.on_message(ev);
+        Ok(a? + b?)
     }
 
     fn close(&mut self) -> Result<(), HostError> {

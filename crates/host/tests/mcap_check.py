@@ -5,6 +5,7 @@ Decodes every PointCloud2 with mcap_ros2 (which parses the ros2msg schema text s
 the file) and prints `clouds=N points=M`. Exit 3 when the Python packages are missing
 (pip install mcap mcap-ros2-support), 1 on any inconsistency.
 """
+import json
 import struct
 import sys
 
@@ -17,13 +18,18 @@ except ImportError as e:  # pragma: no cover
 
 
 def main(path):
-    clouds = points = 0
+    clouds = points = strings = 0
     with open(path, "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
         summary = reader.get_summary()
         assert summary is not None, "no summary: file not finished"
-        cdr = [c.topic for c in summary.channels.values() if c.message_encoding == "cdr"]
-        for schema, channel, message, msg in reader.iter_decoded_messages(topics=cdr):
+        for schema, channel, message, msg in reader.iter_decoded_messages():
+            # rosbag2: one serialization format per bag
+            assert channel.message_encoding == "cdr", channel.message_encoding
+            if schema.name == "std_msgs/msg/String":
+                assert "device_id" in json.loads(msg.data)
+                strings += 1
+                continue
             assert schema.name == "sensor_msgs/msg/PointCloud2", schema.name
             names = [fl.name for fl in msg.fields]
             assert names[:3] == ["x", "y", "z"], names
@@ -34,7 +40,7 @@ def main(path):
                 assert all(v == v for v in (x, y, z)), "NaN coordinate"
             clouds += 1
             points += msg.width
-    print(f"clouds={clouds} points={points}")
+    print(f"clouds={clouds} points={points} strings={strings}")
 
 
 if __name__ == "__main__":

@@ -138,9 +138,13 @@ pub struct LabelAccuracy {
     pub predicted: f32,
     /// Fraction of true points whose part is the label of the nearest predicted point.
     pub truth: f32,
-    /// Mean over parts present in the truth of the per-part intersection over union of
-    /// the true-point labelling (`truth` direction), the usual part-segmentation mIoU.
+    /// Mean over the parts present in the truth or the labelling of the per-part
+    /// intersection over union of the true points' labelling (`truth` direction): a part
+    /// predicted where the object has none scores 0.
     pub part_miou: f32,
+    /// Samples that had labels on both sides (the means are over these).
+    #[serde(default)]
+    pub samples: usize,
 }
 
 /// Index of the nearest point of `b` for every point of `a` (brute force; clouds of a few
@@ -182,13 +186,13 @@ pub fn label_accuracy(
     let predicted = hit(pred.len(), &|i| pred_labels[i] == gt_labels[to_gt[i]]);
     let truth = hit(gt.len(), &|i| gt_labels[i] == pred_labels[to_pred[i]]);
     let mut ious = Vec::new();
+    let labelled: Vec<u8> = to_pred.iter().map(|&j| pred_labels[j]).collect();
     for part in 0..=255u8 {
-        if !gt_labels.contains(&part) {
+        if !gt_labels.contains(&part) && !labelled.contains(&part) {
             continue;
         }
         let (mut inter, mut union) = (0usize, 0usize);
-        for (i, &t) in gt_labels.iter().enumerate() {
-            let p = pred_labels[to_pred[i]];
+        for (&t, &p) in gt_labels.iter().zip(&labelled) {
             inter += usize::from(t == part && p == part);
             union += usize::from(t == part || p == part);
         }
@@ -199,6 +203,7 @@ pub fn label_accuracy(
         predicted,
         truth,
         part_miou,
+        samples: 1,
     })
 }
 
@@ -261,6 +266,7 @@ pub fn eval_onnx(
                     predicted: labels.iter().map(|a| a.predicted).sum::<f32>() / n,
                     truth: labels.iter().map(|a| a.truth).sum::<f32>() / n,
                     part_miou: labels.iter().map(|a| a.part_miou).sum::<f32>() / n,
+                    samples: labels.len(),
                 }
             }),
         },
@@ -514,6 +520,10 @@ mod tests {
         let a = label_accuracy(&pred, &one, &gt, &gt_l).unwrap();
         assert!((a.predicted - 0.5).abs() < 1e-6 && (a.truth - 0.5).abs() < 1e-6);
         assert!((a.part_miou - 0.25).abs() < 1e-6, "{}", a.part_miou);
+        // a part the object does not have, predicted on half the points, scores IoU 0
+        let extra: Vec<u8> = right.iter().map(|&l| if l == 1 { 7 } else { 0 }).collect();
+        let a = label_accuracy(&pred, &extra, &gt, &gt_l).unwrap();
+        assert!((a.part_miou - 1.0 / 3.0).abs() < 1e-6, "{}", a.part_miou);
         assert!(label_accuracy(&pred, &one[1..], &gt, &gt_l).is_none());
         assert!(label_accuracy(&[], &[], &gt, &gt_l).is_none());
     }

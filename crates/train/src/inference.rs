@@ -61,10 +61,13 @@ impl TractPoints {
         let l = self.labels.as_ref()?;
         let n = self.shape.get(2).copied().unwrap_or(0);
         let k_all = self.shape.get(1).copied().unwrap_or(1);
-        if n == 0 || l.len() % (n * k_all) != 0 {
+        // a malformed output (no points, no hypotheses, no classes, or more classes than a
+        // label byte holds) has no labels rather than a panic
+        let per = n.checked_mul(k_all).filter(|&p| p > 0)?;
+        let classes = l.len() / per;
+        if l.len() % per != 0 || classes == 0 || classes > 256 {
             return None;
         }
-        let classes = l.len() / (n * k_all);
         let h = l.get(k * n * classes..(k + 1) * n * classes)?;
         Some(
             h.chunks_exact(classes)
@@ -186,6 +189,16 @@ mod tests {
         assert_eq!(t.argmax_labels(0), Some(vec![1, 0]));
         assert_eq!(t.argmax_labels(1), Some(vec![2, 2]));
         assert_eq!(t.argmax_labels(2), None);
+        let empty = TractPoints {
+            labels: Some(vec![]),
+            ..t.clone()
+        };
+        assert_eq!(empty.argmax_labels(0), None);
+        let no_k = TractPoints {
+            shape: vec![1, 0, 2, 3],
+            ..t.clone()
+        };
+        assert_eq!(no_k.argmax_labels(0), None);
         let bare = TractPoints { labels: None, ..t };
         assert_eq!(bare.argmax_labels(0), None);
     }

@@ -314,8 +314,9 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 if let Some(a) = rep.label_accuracy {
                     println!(
-                        "{}: part labels: {:.1} % of predicted points and {:.1} % of true points labelled as the nearest point of the other cloud, part mIoU {:.3}",
+                        "{}: part labels ({} samples): {:.1} % of predicted points and {:.1} % of true points labelled as the nearest point of the other cloud, part mIoU {:.3}",
                         m.display(),
+                        a.samples,
                         100.0 * a.predicted,
                         100.0 * a.truth,
                         a.part_miou
