@@ -141,6 +141,7 @@ pub(super) fn tangents(axis: usize) -> (usize, usize) {
 
 /// Least-squares plane of the points whose moments are `d` (a difference of
 /// two snapshots), relative to `corner`. `None` for a degenerate set.
+#[inline(always)]
 pub(super) fn fit(d: &Sums, corner: [u16; 3]) -> Option<Plane> {
     let n = d.n;
     let nf = n as f64;

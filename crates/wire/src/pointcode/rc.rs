@@ -90,11 +90,27 @@ pub(crate) const CDF_BITS: u32 = 15;
 /// to (the probability floor of a symbol, in 1/2^15).
 const CDF_FLOOR: i16 = 4;
 /// Adaptation shift of a [`Cdf`] by the number of symbols it coded
-/// (saturating at the last entry).
-const CDF_RATE: [u32; 57] = [
-    3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
-    5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 6,
-];
+/// (saturating at the last entry): 3 for the first 4 symbols, 4 up to 16,
+/// 5 up to 56, 6 up to 160, then 7.
+const CDF_RATE: [u32; 256] = {
+    let mut t = [7u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if i < 4 {
+            3
+        } else if i < 16 {
+            4
+        } else if i < 56 {
+            5
+        } else if i < 160 {
+            6
+        } else {
+            7
+        };
+        i += 1;
+    }
+    t
+};
 
 /// `CDF_TARGET[s][i] = i * 4 + [i > s] * (2^15 - 64)`: what a [`Cdf`]
 /// moves toward after coding symbol `s`.

@@ -113,7 +113,7 @@ const GOLDEN_FAST_HEX: &str = "a40a404741676eafee4562c909437f2150e5b3020247961f9
 /// Frozen 2026-11-22 for format version 5 (tag 0xA5, the symbol coder:
 /// format 4's tree and plane; count splits of cells of <= 15 points and
 /// the normal residual as symbols of adaptive 16-ary models).
-const GOLDEN_SYMBOL_HEX: &str = "a50a404741676ec48436439a3a0faf29daee33b1543b86bf9700e93e870135425967f47e4ddbcd1c58dc18b1656df7999d6fd8761df7cb53711fedc2b3602140cd18f0c858c98d40738800b01090800107d420c20a5ae8c300022820866738c08207c2f021046da0210c0228581000000268c0092ff083090da8a0c0864500851e6861081800872490831b30404042007f00b0c106093e20840f6002";
+const GOLDEN_SYMBOL_HEX: &str = "a50a404441676ec435d6686ad41399f66facaaf134fecd8a2a6771fdfda3113c3e451641722d2a6b4cc6c52e0faeda8909d542c452c91395d63a4f0c0b3dd3de86d30ed666c16cebb01090800107d420c20a5ae8c300022820866738c08207c2f021046da0210c0228581000000268c0092ff083090da8a0c0864500851e6861081800872490831b30404042007f00b0c106093e20840f6002";
 
 /// Refrozen 2026-11-21 (late) for format version 3 (tag 0xA3: neighbours
 /// are all of the last 12 points within a radius, refitted on the nearest
@@ -280,6 +280,10 @@ fn cdf_symbols_roundtrip_and_stay_valid() {
     // Uniform tables of every size are valid.
     for a in 1..=16 {
         assert!(valid(&Cdf::uniform(a)), "uniform({a})");
+    }
+    // Format 5's initial tables too.
+    for m in super::v5::SMALL_INIT.iter().chain(&super::v5::RES_INIT) {
+        assert!(valid(m), "{:?}", m.0);
     }
 }
 

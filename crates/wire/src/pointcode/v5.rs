@@ -12,15 +12,15 @@
 //!   decisions).
 //!
 //! No context of the range coder depends on the plane fit: the residual's
-//! contexts are the cell size, whether the fit has few points and the last
-//! residual symbol, and the fit only maps the decoded symbol to a value
-//! (which side is "toward" the prediction). So the decoder's range-coder
-//! chain never waits for the floating-point fit (format 4's residual
-//! contexts need it: spread and offset buckets); the two run side by side
-//! in the CPU. That decoupling, not the instruction count, is most of the
-//! decode gain (bench/pointcode/RESULTS.md, session 6: with format 4's
-//! fit-dependent residual contexts the same symbols decoded slower than
-//! format 4); it costs about 3 % in size.
+//! contexts are the cell size and the last residual symbol (fewer contexts
+//! learn faster on clouds of a few thousand points), and the fit only maps
+//! the decoded symbol to a value (which side is "toward" the prediction).
+//! So the decoder's range-coder chain never waits for the floating-point
+//! fit (format 4's residual contexts need it: spread and offset buckets);
+//! the two run side by side in the CPU. That decoupling, not the
+//! instruction count, is most of the decode gain (bench/pointcode/RESULTS.md,
+//! session 6: with format 4's fit-dependent residual contexts the same
+//! symbols decoded slower than format 4); it costs about 2.7 % in size.
 //!
 //! The bitstream is specified in `crates/wire/SPEC.md`, section 5.9.
 
@@ -33,13 +33,12 @@ use crate::Error;
 
 /// Largest cell whose count split is one symbol.
 const SMALL: usize = 15;
-/// Count-symbol contexts: (n - 2, axis, history of the axis).
+/// Count-symbol contexts: (n - 2, axis, history of the axis); the axis is
+/// only told apart for n < 4 (context 0 otherwise).
 const SMALL_CTX: usize = (SMALL - 1) * 9;
-/// Residual-symbol contexts: fit on few events (2) x last residual's
-/// bucket (3) x cell size bucket (6).
-const RES_CTX: usize = 2 * 3 * 6;
-/// Fits on fewer events than this have their own residual contexts.
-const FEW: u64 = 6;
+/// Residual-symbol contexts: cell size bucket (6) x last residual's
+/// bucket (3).
+const RES_CTX: usize = 6 * 3;
 /// Largest Elias-gamma class of the residual with its own symbols.
 const MAX_CLASS: u32 = 6;
 /// Residual symbol announcing a class above [`MAX_CLASS`].
@@ -59,18 +58,39 @@ struct Models {
     last: usize,
 }
 
+/// Initial count-symbol models: context `i` has `n = i / 9 + 2` points, so
+/// `n + 1` possible counts, uniform.
+pub(super) const SMALL_INIT: [Cdf; SMALL_CTX] = {
+    let mut t = [Cdf::uniform(3); SMALL_CTX];
+    let mut i = 0;
+    while i < SMALL_CTX {
+        t[i] = Cdf::uniform(i / 9 + 3);
+        i += 1;
+    }
+    t
+};
+
+/// Initial residual models: context `i` is in cell size bucket `rb = i / 3`
+/// (`r = rb + 2` free bits, at most 7 counted), so `|e| < 2^r`, classes
+/// below `r`: symbols `0..=2r` are possible, uniform (escape: the floor).
+pub(super) const RES_INIT: [Cdf; RES_CTX] = {
+    let mut t = [Cdf::uniform(3); RES_CTX];
+    let mut i = 0;
+    while i < RES_CTX {
+        let a = 2 * (i / 3 + 2) + 1;
+        t[i] = Cdf::uniform(if a < 16 { a } else { 16 });
+        i += 1;
+    }
+    t
+};
+
 impl Models {
     fn new() -> Self {
-        let mut small = [Cdf::uniform(3); SMALL_CTX];
-        for (i, c) in small.iter_mut().enumerate() {
-            // n + 1 possible counts.
-            *c = Cdf::uniform(i / 9 + 3);
-        }
         Models {
-            small,
+            small: SMALL_INIT,
             big: CountModels::new(),
             plain: [[Fp::NEW; 16]; 3],
-            res: [Cdf::uniform(16); RES_CTX],
+            res: RES_INIT,
             last: 0,
         }
     }
@@ -88,7 +108,7 @@ fn code_split<C: BitCoder>(
     k: usize,
 ) -> usize {
     if n <= SMALL {
-        let ctx = (n - 2) * 9 + axis.min(2) * 3 + hist[axis.min(2)] as usize;
+        let ctx = (n - 2) * 9 + usize::from(n < 4) * axis.min(2) * 3 + hist[axis.min(2)] as usize;
         let s = c.sym(&mut m.small[ctx % SMALL_CTX], k);
         if s > n {
             c.invalid();
@@ -124,7 +144,7 @@ fn code_residual5<C: BitCoder>(
     } else {
         ESCAPE
     };
-    let s = c.sym(&mut m.res[(ctx + 2 * m.last) % RES_CTX], s);
+    let s = c.sym(&mut m.res[(ctx + m.last) % RES_CTX], s);
     m.last = LAST_OF[s % 16] as usize;
     if s == 0 {
         return pi;
@@ -288,7 +308,7 @@ impl<C: BitCoder> Walk<C> {
         };
         // Free bits of the cell (its size), known before the fit.
         let rb = (self.bits - lvl).clamp(2, 7) as usize - 2;
-        let ctx = usize::from(m < FEW) + 6 * rb;
+        let ctx = 3 * rb;
         let q = code_point(&mut self.c, &mut self.m, plane, corner, r, p, ctx);
         self.push(q, 1);
         q
@@ -296,14 +316,16 @@ impl<C: BitCoder> Walk<C> {
 }
 
 /// A node waiting to be coded: the upper child of a two-sided split.
+/// 24 bytes: counts and offsets fit `u32` (at most [`super::MAX_POINTS`]
+/// points).
 #[derive(Clone, Copy, Default)]
 struct Pending {
     t: u32,
-    axis: usize,
+    lo: u32,
+    n: u32,
     bit: u16,
-    lo: usize,
-    n: usize,
     corner: [u16; 3],
+    axis: u8,
     hist: [u8; 3],
 }
 
@@ -347,11 +369,11 @@ fn walk<C: BitCoder, S: Side>(w: &mut Walk<C>, side: &mut S, total: usize) {
                 if let Some(slot) = stack.get_mut(sp) {
                     *slot = Pending {
                         t,
-                        axis,
+                        lo: (lo + k) as u32,
+                        n: (n - k) as u32,
                         bit,
-                        lo: lo + k,
-                        n: n - k,
                         corner: up,
+                        axis: axis as u8,
                         hist,
                     };
                     sp += 1;
@@ -366,7 +388,15 @@ fn walk<C: BitCoder, S: Side>(w: &mut Walk<C>, side: &mut S, total: usize) {
         sp -= 1;
         let f = stack[sp % DEPTHS];
         w.anc = w.anc.min(f.t as usize);
-        (t, axis, bit, lo, n, corner, hist) = (f.t, f.axis, f.bit, f.lo, f.n, f.corner, f.hist);
+        (t, axis, bit, lo, n, corner, hist) = (
+            f.t,
+            f.axis as usize,
+            f.bit,
+            f.lo as usize,
+            f.n as usize,
+            f.corner,
+            f.hist,
+        );
     }
 }
 
