@@ -117,7 +117,12 @@ impl TractRunner {
             .output_outlets()
             .map_err(|e| tract_err(path, e))?
             .iter()
-            .map(|o| model.node(o.node).name.clone())
+            // the output tensor's name (`labels`), not its node's (e.g. `label_head`)
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map_or_else(|| model.node(o.node).name.clone(), str::to_string)
+            })
             .collect();
         let points_ix = outputs.iter().position(|n| n == "points").unwrap_or(0);
         let labels_ix = outputs.iter().position(|n| n == "labels");
