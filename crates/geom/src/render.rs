@@ -209,6 +209,26 @@ pub fn render_points(
     canvas
 }
 
+/// A square `side` x `side` preview of a reconstruction seen from `yaw_deg` (20 degrees
+/// down), fitted to `bounds`, with bigger discs for sparse clouds so the shape reads. Used
+/// by the demo's contact sheet and the host's PNG pictures.
+pub fn render_tile(
+    points: &[[f32; 3]],
+    labels: Option<&[u8]>,
+    side: u32,
+    bounds: ([f32; 3], [f32; 3]),
+    yaw_deg: f32,
+) -> Canvas {
+    let n = points.len().max(1);
+    let view = View {
+        yaw_deg,
+        pitch_deg: 20.0,
+        radius: (0.5 * side as f32 / (n as f32).sqrt()).clamp(1.2, 4.0),
+        ..View::default()
+    };
+    render_points(points, labels, side, side, &view, Some(bounds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,24 +278,4 @@ mod tests {
         assert_eq!(a.get(1, 0), Some([0; 3]));
         assert_eq!(a.get(2, 2), Some([0; 3]));
     }
-}
-
-/// A square `side` x `side` preview of a reconstruction seen from `yaw_deg` (20 degrees
-/// down), fitted to `bounds`, with bigger discs for sparse clouds so the shape reads. Used
-/// by the demo's contact sheet and the host's PNG pictures.
-pub fn render_tile(
-    points: &[[f32; 3]],
-    labels: Option<&[u8]>,
-    side: u32,
-    bounds: ([f32; 3], [f32; 3]),
-    yaw_deg: f32,
-) -> Canvas {
-    let n = points.len().max(1);
-    let view = View {
-        yaw_deg,
-        pitch_deg: 20.0,
-        radius: (0.5 * side as f32 / (n as f32).sqrt()).clamp(1.2, 4.0),
-        ..View::default()
-    };
-    render_points(points, labels, side, side, &view, Some(bounds))
 }
