@@ -230,8 +230,8 @@ fn label_head_and_hypotheses_export_matches_burn() {
         .any(|(k, v)| k == "shapecast.hypotheses" && v == "2"));
     // the evaluation's runner finds the `labels` output by its tensor name
     let runner = shapecast_train::inference::TractRunner::load(&onnx, cfg.model.image).unwrap();
-    let out = runner.run(&probes[0]).unwrap();
-    let labels = out.argmax_labels(1).expect("labels output read");
+    let ran = runner.run(&probes[0]).unwrap();
+    let labels = ran.argmax_labels(1).expect("labels output read");
     assert_eq!(labels.len(), 64);
     assert!(labels.iter().all(|&l| l < 3));
     // wrong number of class names is refused
