@@ -71,6 +71,12 @@ fn every_shipped_model_runs_and_int8_files_stay_close_to_f32() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if let Some(stem) = name.strip_suffix(".int8.onnx") {
             let f32_path = models_dir().join(format!("{stem}.onnx"));
+            if !f32_path.exists() {
+                // shipped as int8 only (semantic: its f32 file is 23 MB); its card gives
+                // both files' test metrics, and quantization gated it against the f32 file
+                assert!(!pts.is_empty(), "{name}: no points");
+                continue;
+            }
             let reference = reconstruct(&f32_path);
             let cd = super::chamfer(&pts, &reference);
             // the shipped models reach Chamfer-L2 0.01-0.03 against ground truth; int8 must
