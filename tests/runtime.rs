@@ -985,6 +985,52 @@ fn cli_run_from_config_over_udp_with_a_final_stats_line() {
     assert!(err.contains("nope.onnx"), "{err}");
 }
 
+/// Runs `shapecast run` on `model` over the fixture pictures forever (20 fps, logging at
+/// info, sending to `addr`), waits for a log line holding `ready`, sends SIGUSR1, then
+/// SIGTERM; returns (exit success, stdout, the whole log).
+#[cfg(unix)]
+fn run_with_sigusr1(model: &Path, addr: &str, ready: &str) -> (bool, String, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = bin_command(env!("CARGO_BIN_EXE_shapecast"))
+        .args(["run", "--model", model.to_str().unwrap()])
+        .args([
+            "--source",
+            "images",
+            "--path",
+            "tests/fixtures/frames/images",
+        ])
+        .args(["--loops", "0", "--max-fps", "20", "--threads", "1"])
+        // no timeout reset on a stalled machine: only the signal may reset
+        .args(["--address", addr, "--log", "info", "--state-timeout", "600"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in err.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(ready) {
+            break;
+        }
+    }
+    assert!(log.contains(ready), "{log}");
+    // a few frames in, signal; a few more, stop
+    std::thread::sleep(Duration::from_millis(600));
+    signal(&pid, "-USR1");
+    std::thread::sleep(Duration::from_millis(600));
+    signal(&pid, "-TERM");
+    let rest: Vec<String> = err.map_while(Result::ok).collect();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), stdout, log + &rest.join("\n"))
+}
+
 /// Sends `sig` (e.g. `-USR1`) to process `pid` with kill(1).
 #[cfg(unix)]
 fn signal(pid: &str, sig: &str) {
@@ -996,100 +1042,20 @@ fn signal(pid: &str, sig: &str) {
 }
 
 /// A fusion model's state is reset by SIGUSR1 (a service has no terminal for `reset`), and
-/// SIGTERM ends the run cleanly with the count in the final stats line.
+/// SIGTERM ends the run cleanly with the count in the final stats line; for a model without
+/// fusion state the signal is logged and ignored, never fatal.
 #[cfg(unix)]
 #[test]
 fn cli_run_resets_fusion_state_on_sigusr1() {
-    use std::io::{BufRead, BufReader};
     let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = rx.local_addr().unwrap().to_string();
-    let model = fixture("fusion/model.onnx");
-    let mut child = bin_command(env!("CARGO_BIN_EXE_shapecast"))
-        .args(["run", "--model", model.to_str().unwrap()])
-        .args([
-            "--source",
-            "images",
-            "--path",
-            "tests/fixtures/frames/images",
-        ])
-        .args(["--loops", "0", "--max-fps", "20", "--threads", "1"])
-        .args([
-            "--address",
-            &addr,
-            "--log",
-            "info",
-            "--state-timeout",
-            "600",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-    // wait until the pipeline announced the reset controls and fused a few frames
-    let mut log = String::new();
-    for line in err.by_ref() {
-        let line = line.unwrap();
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("send SIGUSR1") {
-            break;
-        }
-    }
-    assert!(log.contains("send SIGUSR1"), "{log}");
-    std::thread::sleep(Duration::from_millis(600));
-    let kill = |sig: &str| signal(&pid, sig);
-    kill("-USR1");
-    std::thread::sleep(Duration::from_millis(600));
-    kill("-TERM");
-    let rest: Vec<String> = err.map_while(Result::ok).collect();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let log = log + &rest.join("\n");
-    assert!(out.status.success(), "{stdout}\n{log}");
+    let (ok, stdout, log) = run_with_sigusr1(&fixture("fusion/model.onnx"), &addr, "send SIGUSR1");
+    assert!(ok, "{stdout}\n{log}");
     assert!(log.contains("fusion state reset on command"), "{log}");
     assert!(stdout.contains("| fusion resets 1"), "{stdout}");
 
-    // a model without fusion state: SIGUSR1 is logged and ignored, never fatal
-    let mut child = bin_command(env!("CARGO_BIN_EXE_shapecast"))
-        .args([
-            "run",
-            "--model",
-            fixture("points/model.onnx").to_str().unwrap(),
-        ])
-        .args([
-            "--source",
-            "images",
-            "--path",
-            "tests/fixtures/frames/images",
-        ])
-        .args(["--loops", "0", "--max-fps", "20", "--threads", "1"])
-        .args(["--address", &addr, "--log", "info"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in err.by_ref() {
-        if line.unwrap().contains("head, id") {
-            break;
-        }
-    }
-    std::thread::sleep(Duration::from_millis(600));
-    let kill = |sig: &str| signal(&pid, sig);
-    kill("-USR1");
-    std::thread::sleep(Duration::from_millis(600));
-    kill("-TERM");
-    let rest: Vec<String> = err.map_while(Result::ok).collect();
-    let out = child.wait_with_output().unwrap();
-    let log = rest.join("\n");
-    assert!(out.status.success(), "{log}");
+    let (ok, stdout, log) = run_with_sigusr1(&fixture("points/model.onnx"), &addr, "head, id");
+    assert!(ok, "{stdout}\n{log}");
     assert!(
         log.contains("reset ignored: the model has no fusion state"),
         "{log}"
