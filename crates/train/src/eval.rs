@@ -132,7 +132,7 @@ pub struct EvalReport {
 /// takes the part of its nearest ground-truth point as its truth (and every ground-truth
 /// point the predicted label of its nearest predicted point), so the figure needs no
 /// correspondence between the two clouds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelAccuracy {
     /// Fraction of predicted points whose label is the part of the nearest true point.
     pub predicted: f32,
@@ -145,6 +145,20 @@ pub struct LabelAccuracy {
     /// Samples that had labels on both sides (the means are over these).
     #[serde(default)]
     pub samples: usize,
+    /// Per part `(part, intersection, union)` counts of true points (`truth` direction),
+    /// summed over the samples: a part's IoU over the whole split is `intersection / union`.
+    #[serde(default)]
+    pub part_counts: Vec<(u8, u64, u64)>,
+}
+
+impl LabelAccuracy {
+    /// Each part's IoU over all samples with its union size, by part id.
+    pub fn part_ious(&self) -> Vec<(u8, f32, u64)> {
+        self.part_counts
+            .iter()
+            .map(|&(p, i, u)| (p, i as f32 / u.max(1) as f32, u))
+            .collect()
+    }
 }
 
 /// Index of the nearest point of `b` for every point of `a` (brute force; clouds of a few
@@ -186,6 +200,7 @@ pub fn label_accuracy(
     let predicted = hit(pred.len(), &|i| pred_labels[i] == gt_labels[to_gt[i]]);
     let truth = hit(gt.len(), &|i| gt_labels[i] == pred_labels[to_pred[i]]);
     let mut ious = Vec::new();
+    let mut part_counts = Vec::new();
     let labelled: Vec<u8> = to_pred.iter().map(|&j| pred_labels[j]).collect();
     for part in 0..=255u8 {
         if !gt_labels.contains(&part) && !labelled.contains(&part) {
@@ -197,6 +212,7 @@ pub fn label_accuracy(
             union += usize::from(t == part || p == part);
         }
         ious.push(inter as f32 / union.max(1) as f32);
+        part_counts.push((part, inter as u64, union as u64));
     }
     let part_miou = ious.iter().sum::<f32>() / ious.len().max(1) as f32;
     Some(LabelAccuracy {
@@ -204,6 +220,7 @@ pub fn label_accuracy(
         truth,
         part_miou,
         samples: 1,
+        part_counts,
     })
 }
 
@@ -267,6 +284,15 @@ pub fn eval_onnx(
                     truth: labels.iter().map(|a| a.truth).sum::<f32>() / n,
                     part_miou: labels.iter().map(|a| a.part_miou).sum::<f32>() / n,
                     samples: labels.len(),
+                    part_counts: {
+                        let mut sum = std::collections::BTreeMap::<u8, (u64, u64)>::new();
+                        for (p, i, u) in labels.iter().flat_map(|a| a.part_counts.iter()) {
+                            let e = sum.entry(*p).or_default();
+                            e.0 += i;
+                            e.1 += u;
+                        }
+                        sum.into_iter().map(|(p, (i, u))| (p, i, u)).collect()
+                    },
                 }
             }),
         },
@@ -524,6 +550,10 @@ mod tests {
         let extra: Vec<u8> = right.iter().map(|&l| if l == 1 { 7 } else { 0 }).collect();
         let a = label_accuracy(&pred, &extra, &gt, &gt_l).unwrap();
         assert!((a.part_miou - 1.0 / 3.0).abs() < 1e-6, "{}", a.part_miou);
+        assert_eq!(
+            a.part_ious(),
+            vec![(0, 1.0, 100), (1, 0.0, 100), (7, 0.0, 100)]
+        );
         assert!(label_accuracy(&pred, &one[1..], &gt, &gt_l).is_none());
         assert!(label_accuracy(&[], &[], &gt, &gt_l).is_none());
     }

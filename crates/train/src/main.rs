@@ -312,7 +312,7 @@ fn run(cli: Cli) -> Result<()> {
                     rep.infer_ms_p50,
                     rep.infer_ms_p99
                 );
-                if let Some(a) = rep.label_accuracy {
+                if let Some(a) = &rep.label_accuracy {
                     println!(
                         "{}: part labels ({} samples): {:.1} % of predicted points and {:.1} % of true points labelled as the nearest point of the other cloud, part mIoU {:.3}",
                         m.display(),
@@ -320,6 +320,27 @@ fn run(cli: Cli) -> Result<()> {
                         100.0 * a.predicted,
                         100.0 * a.truth,
                         a.part_miou
+                    );
+                    let names: Vec<String> = shapecast_onnx::read_metadata(m)
+                        .ok()
+                        .and_then(|kv| {
+                            kv.into_iter()
+                                .find(|(k, _)| k == "shapecast.classes")
+                                .map(|(_, v)| v.split(',').map(str::to_string).collect())
+                        })
+                        .unwrap_or_default();
+                    let per: Vec<String> = a
+                        .part_ious()
+                        .iter()
+                        .map(|(p, iou, n)| {
+                            let name = names.get(usize::from(*p)).cloned().unwrap_or(p.to_string());
+                            format!("{name} {iou:.2} ({n})")
+                        })
+                        .collect();
+                    println!(
+                        "{}: part IoU over the split (union points): {}",
+                        m.display(),
+                        per.join(", ")
                     );
                 }
                 contact_sheet_in(
