@@ -47,12 +47,7 @@ impl Received {
     /// From a host event; None for Hello/Stats.
     pub fn from_event(ev: &Event<'_>) -> Option<Self> {
         let frame_id = ev.message.frame_id()?;
-        let bounds = match ev.message {
-            Message::PointCloud(p) => p.bounds,
-            Message::Mesh(m) => m.bounds,
-            Message::Voxels(v) => v.bounds,
-            Message::Hello(_) | Message::Stats(_) => return None,
-        };
+        let bounds = ev.message.bounds()?;
         Some(Self {
             frame_id,
             geometry: ev.geometry.first().cloned().unwrap_or_default(),

@@ -207,10 +207,10 @@ impl<W: Write + Seek> std::fmt::Debug for McapSink<W> {
 }
 
 fn mcap_err(path: &Path, e: mcap::McapError) -> HostError {
-    let cause = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
     HostError::Io(std::io::Error::other(format!(
-        "MCAP {}: {e}{cause}",
-        path.display()
+        "MCAP {}: {}",
+        path.display(),
+        crate::error_chain(&e)
     )))
 }
 
@@ -359,13 +359,7 @@ impl<W: Write + Seek + Send + 'static> Sink for McapSink<W> {
         let now = wall_us();
         let log_ns = (now.max(0) as u64).saturating_mul(1000);
         let dev = ev.message.device_id();
-        let capture = match ev.message {
-            Message::PointCloud(p) => Some(p.capture_ts_us),
-            Message::Voxels(v) => Some(v.capture_ts_us),
-            Message::Mesh(m) => Some(m.capture_ts_us),
-            Message::Hello(_) | Message::Stats(_) => None,
-        };
-        let Some(capture) = capture else {
+        let Some(capture) = ev.message.capture_ts_us() else {
             let (name, json) = match ev.message {
                 Message::Hello(h) => ("hello", serde_json::to_string(h)),
                 Message::Stats(s) => ("stats", serde_json::to_string(s)),

@@ -4,8 +4,6 @@ use std::path::{Path, PathBuf};
 
 use shapecast_geom::ply::save_ply;
 use shapecast_geom::render::{render_tile, Canvas};
-use shapecast_wire::message::Message;
-use shapecast_wire::pointcode::Bounds;
 
 use crate::{Event, HostError};
 
@@ -62,14 +60,7 @@ impl Sink for PlyDirSink {
             // Write to a temporary name and rename, so a reader never sees a
             // partial file.
             let path = Self::path(&self.dir, dev, frame_id, k);
-            let tmp = path.with_extension("ply.tmp");
-            let r = save_ply(&tmp, g)
-                .map_err(HostError::from)
-                .and_then(|()| std::fs::rename(&tmp, &path).map_err(HostError::from));
-            if r.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            r?;
+            via_temp(&path, |tmp| save_ply(tmp, g).map_err(HostError::from))?;
         }
         Ok(ev.geometry.len())
     }
@@ -102,7 +93,7 @@ impl PngDirSink {
 
 impl Sink for PngDirSink {
     fn on_message(&mut self, ev: &Event<'_>) -> Result<usize, HostError> {
-        let (Some(frame_id), Some(b)) = (ev.message.frame_id(), frame_bounds(ev.message)) else {
+        let (Some(frame_id), Some(b)) = (ev.message.frame_id(), ev.message.bounds()) else {
             return Ok(0);
         };
         let Some(first) = ev.geometry.first() else {
@@ -121,28 +112,30 @@ impl Sink for PngDirSink {
         }
         std::fs::create_dir_all(self.dir.join(dev.to_string()))?;
         let path = Self::path(&self.dir, dev, frame_id);
-        let tmp = path.with_extension("png.tmp");
         let img = image::RgbImage::from_raw(sheet.width, sheet.height, sheet.rgb)
             .ok_or(HostError::Decode("picture buffer size"))?;
-        let r = img
-            .save_with_format(&tmp, image::ImageFormat::Png)
-            .map_err(|e| HostError::Io(std::io::Error::other(e)))
-            .and_then(|()| std::fs::rename(&tmp, &path).map_err(HostError::from));
-        if r.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        r.map(|()| 1)
+        via_temp(&path, |tmp| {
+            img.save_with_format(tmp, image::ImageFormat::Png)
+                .map_err(|e| HostError::Io(std::io::Error::other(e)))
+        })?;
+        Ok(1)
     }
 }
 
-/// The quantization bounds of a frame message.
-fn frame_bounds(m: &Message<'_>) -> Option<Bounds> {
-    match m {
-        Message::PointCloud(p) => Some(p.bounds),
-        Message::Voxels(v) => Some(v.bounds),
-        Message::Mesh(m) => Some(m.bounds),
-        Message::Hello(_) | Message::Stats(_) => None,
+/// Writes `path` through `write` on `<path>.tmp` and a rename, so a reader never sees a
+/// partial file; a failed write leaves no temporary file behind.
+fn via_temp(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), HostError>,
+) -> Result<(), HostError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let r = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(HostError::from));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
+    r
 }
 
 /// An optional sink: `None` takes every message and writes nothing.

@@ -280,6 +280,26 @@ impl Message<'_> {
         }
     }
 
+    /// Capture time (µs since device boot) of frame messages.
+    pub fn capture_ts_us(&self) -> Option<u64> {
+        match self {
+            Message::PointCloud(m) => Some(m.capture_ts_us),
+            Message::Voxels(m) => Some(m.capture_ts_us),
+            Message::Mesh(m) => Some(m.capture_ts_us),
+            Message::Hello(_) | Message::Stats(_) => None,
+        }
+    }
+
+    /// Quantization bounds of frame messages.
+    pub fn bounds(&self) -> Option<Bounds> {
+        match self {
+            Message::PointCloud(m) => Some(m.bounds),
+            Message::Voxels(m) => Some(m.bounds),
+            Message::Mesh(m) => Some(m.bounds),
+            Message::Hello(_) | Message::Stats(_) => None,
+        }
+    }
+
     /// Checks the invariants that postcard cannot express (see SPEC.md,
     /// "Validation"). Done by both [`encode_message`] and [`decode_message`].
     pub fn validate(&self) -> Result<(), Error> {
