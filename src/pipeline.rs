@@ -514,14 +514,10 @@ fn save_ply(dir: &std::path::Path, seq: u64, rec: &Reconstruction) -> anyhow::Re
             }
         }
     };
-    let tmp = path.with_extension("ply.tmp");
-    let written = shapecast_geom::ply::save_ply(&tmp, &data)
-        .with_context(|| format!("writing {}", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
-        });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map(|()| path)
+    shapecast_geom::atomic::write_via_temp(&path, |tmp| {
+        shapecast_geom::ply::save_ply(tmp, &data)
+            .with_context(|| format!("writing {}", tmp.display()))
+    })
+    .with_context(|| format!("saving {}", path.display()))?;
+    Ok(path)
 }

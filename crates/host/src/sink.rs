@@ -1,5 +1,6 @@
 //! Consumers of received messages.
 
+use shapecast_geom::atomic::write_via_temp;
 use std::path::{Path, PathBuf};
 
 use shapecast_geom::ply::save_ply;
@@ -60,7 +61,7 @@ impl Sink for PlyDirSink {
             // Write to a temporary name and rename, so a reader never sees a
             // partial file.
             let path = Self::path(&self.dir, dev, frame_id, k);
-            via_temp(&path, |tmp| save_ply(tmp, g).map_err(HostError::from))?;
+            write_via_temp(&path, |tmp| save_ply(tmp, g).map_err(HostError::from))?;
         }
         Ok(ev.geometry.len())
     }
@@ -114,28 +115,12 @@ impl Sink for PngDirSink {
         let path = Self::path(&self.dir, dev, frame_id);
         let img = image::RgbImage::from_raw(sheet.width, sheet.height, sheet.rgb)
             .ok_or(HostError::Decode("picture buffer size"))?;
-        via_temp(&path, |tmp| {
+        write_via_temp(&path, |tmp| {
             img.save_with_format(tmp, image::ImageFormat::Png)
                 .map_err(|e| HostError::Io(std::io::Error::other(e)))
         })?;
         Ok(1)
     }
-}
-
-/// Writes `path` through `write` on `<path>.tmp` and a rename, so a reader never sees a
-/// partial file; a failed write leaves no temporary file behind.
-fn via_temp(
-    path: &Path,
-    write: impl FnOnce(&Path) -> Result<(), HostError>,
-) -> Result<(), HostError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let r = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(HostError::from));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
 }
 
 /// An optional sink: `None` takes every message and writes nothing.
