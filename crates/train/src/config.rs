@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::loss::LabelBalance;
 use crate::model::PointNetConfig;
 use crate::TrainError;
 
@@ -59,8 +60,22 @@ pub struct TrainConfig {
     pub lr_final_ratio: f64,
     /// Warm-up steps (linear).
     pub warmup: usize,
+    /// Step at which the learning-rate schedule starts: steps before it were trained by an
+    /// earlier configuration (a fine-tune resumed from that run's checkpoint), and warm-up
+    /// and cosine decay run over `steps - lr_restart` steps from there. Older runs: 0.
+    #[serde(default)]
+    pub lr_restart: usize,
     /// Weight of the part-label cross-entropy.
     pub label_weight: f32,
+    /// Per-part weights of the label cross-entropy from the training set's part
+    /// frequencies: `none` (plain cross-entropy), `inv_sqrt` or `median_freq` (see
+    /// [`LabelBalance`]). Older runs: `none`.
+    #[serde(default)]
+    pub label_balance: LabelBalance,
+    /// Also score every ground-truth point's part against its nearest predicted point's
+    /// logits (the labelling `eval` scores) and average both directions. Older runs: false.
+    #[serde(default)]
+    pub label_symmetric: bool,
     /// Seed of initialisation and batch order.
     pub seed: u64,
     /// Steps between validations (and CSV rows with validation figures).
@@ -98,7 +113,10 @@ impl TrainConfig {
             lr: 1e-3,
             lr_final_ratio: 0.05,
             warmup: 20,
+            lr_restart: 0,
             label_weight: 0.01,
+            label_balance: LabelBalance::None,
+            label_symmetric: false,
             seed: 1,
             eval_every: 100,
             checkpoint_every: 200,
@@ -233,9 +251,15 @@ impl TrainConfig {
         }
     }
 
-    /// Learning rate at `step` (linear warm-up, cosine decay).
+    /// Learning rate at `step` (linear warm-up, cosine decay, both from `lr_restart`).
     pub fn lr_at(&self, step: usize) -> f64 {
-        crate::lmnet::lr_at(self.lr, self.lr_final_ratio, self.warmup, self.steps, step)
+        crate::lmnet::lr_at(
+            self.lr,
+            self.lr_final_ratio,
+            self.warmup,
+            self.steps.saturating_sub(self.lr_restart),
+            step.saturating_sub(self.lr_restart),
+        )
     }
 
     /// Checks the values that would otherwise fail deep inside training.
@@ -255,6 +279,9 @@ impl TrainConfig {
         }
         if self.batch == 0 || self.steps == 0 || self.lr <= 0.0 {
             return bad("batch and steps must be > 0 and lr > 0");
+        }
+        if self.lr_restart >= self.steps {
+            return bad("lr_restart must be below steps");
         }
         crate::lmnet::check_model_id(&self.model_id)?;
         if self.data.gt_points == 0 || self.data.objects_per_class == 0 || self.data.views == 0 {
@@ -286,6 +313,65 @@ mod tests {
             assert!(c.lr_at(c.steps - 1) < c.lr_at(c.warmup));
         }
         assert!(TrainConfig::preset("nope").is_err());
+    }
+
+    #[test]
+    fn older_configs_parse_with_the_old_meaning() {
+        // a config.json written before label_balance, label_symmetric, lr_restart existed
+        let mut v = serde_json::to_value(TrainConfig::preset("cpu-small").unwrap()).unwrap();
+        for k in ["label_balance", "label_symmetric", "lr_restart"] {
+            v.as_object_mut().unwrap().remove(k).unwrap();
+        }
+        let c: TrainConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(c, TrainConfig::preset("cpu-small").unwrap());
+        assert_eq!(c.label_balance, LabelBalance::None);
+        assert!(!c.label_symmetric);
+        assert_eq!(c.lr_restart, 0);
+        // the shipped models' configs parse and validate
+        for text in [
+            include_str!("../../../models/default.config.json"),
+            include_str!("../../../models/semantic.base.config.json"),
+            include_str!("../../../models/semantic.config.json"),
+        ] {
+            serde_json::from_str::<TrainConfig>(text)
+                .unwrap()
+                .validate()
+                .unwrap();
+        }
+        // and a saved config with them reads back the same
+        let mut f = c.clone();
+        f.label_balance = LabelBalance::InvSqrt;
+        f.label_symmetric = true;
+        f.lr_restart = 12_000;
+        f.steps = 15_000;
+        let text = serde_json::to_string(&f).unwrap();
+        assert!(text.contains("\"label_balance\":\"inv_sqrt\""), "{text}");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&text).unwrap(), f);
+        assert!(serde_json::from_str::<TrainConfig>(&text.replace("inv_sqrt", "sqrt")).is_err());
+    }
+
+    #[test]
+    fn lr_schedule_restarts_for_a_fine_tune() {
+        let mut c = TrainConfig::preset("cpu-small").unwrap();
+        let base = c.clone();
+        c.steps = 15_000;
+        c.lr_restart = 12_000;
+        c.lr = 2e-4;
+        c.warmup = 100;
+        c.validate().unwrap();
+        // warm-up from the restart, then the cosine over the 3000 fine-tune steps
+        assert!((c.lr_at(12_000) - 2e-4 / 100.0).abs() < 1e-12);
+        assert!((c.lr_at(12_099) - 2e-4).abs() < 1e-12);
+        assert!((c.lr_at(15_000) - 2e-4 * c.lr_final_ratio).abs() < 1e-12);
+        let mut same = base.clone();
+        same.lr = 2e-4;
+        same.warmup = 100;
+        same.steps = 3000;
+        for s in [0, 50, 100, 1500, 2999] {
+            assert_eq!(c.lr_at(12_000 + s), same.lr_at(s));
+        }
+        c.lr_restart = 15_000;
+        assert!(c.validate().is_err());
     }
 
     #[test]

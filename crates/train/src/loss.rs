@@ -48,6 +48,104 @@ pub struct PointLoss<B: Backend> {
     pub labels: Option<Tensor<B, 1>>,
 }
 
+/// How the part-label cross-entropy weighs the parts (`label_balance` in a run's
+/// configuration). The weights come from the part frequencies of the training set's
+/// ground-truth points ([`label_histogram`], [`class_weights`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelBalance {
+    /// Every point weighs 1 (plain cross-entropy; runs before session 7).
+    #[default]
+    None,
+    /// Weight `1 / sqrt(f)` of the part's frequency `f`: a part 100x rarer weighs 10x.
+    InvSqrt,
+    /// Median-frequency balancing (Eigen & Fergus): `median(f) / f`, a part 100x rarer
+    /// weighs 100x.
+    MedianFreq,
+}
+
+impl std::fmt::Display for LabelBalance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LabelBalance::None => "none",
+            LabelBalance::InvSqrt => "inv_sqrt",
+            LabelBalance::MedianFreq => "median_freq",
+        })
+    }
+}
+
+/// Points per part label (`classes` bins) over `labels` (one slice per sample); labels
+/// `>= classes` are not counted.
+pub fn label_histogram<'a>(labels: impl IntoIterator<Item = &'a [u8]>, classes: usize) -> Vec<u64> {
+    let mut counts = vec![0u64; classes];
+    for sample in labels {
+        for &l in sample {
+            if let Some(c) = counts.get_mut(usize::from(l)) {
+                *c += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// Per-part weights of the label cross-entropy from the point counts `counts` of the
+/// training set: the [`LabelBalance`] rule on the parts present (count > 0), normalised to a
+/// mean of 1 over those parts; an absent part (never a target) keeps weight 1. The loss is a
+/// weighted mean (`sum w·ce / sum w`), so this normalisation does not change it: only the
+/// ratios between parts matter. `None` (or no part present): all 1.
+pub fn class_weights(counts: &[u64], balance: LabelBalance) -> Vec<f32> {
+    let total: u64 = counts.iter().sum();
+    let present: Vec<f64> = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| c as f64 / total as f64)
+        .collect();
+    if balance == LabelBalance::None || present.is_empty() {
+        return vec![1.0; counts.len()];
+    }
+    let median = {
+        let mut f = present.clone();
+        f.sort_by(f64::total_cmp);
+        let n = f.len();
+        if n % 2 == 1 {
+            f[n / 2]
+        } else {
+            0.5 * (f[n / 2 - 1] + f[n / 2])
+        }
+    };
+    let raw = |f: f64| match balance {
+        LabelBalance::None => 1.0,
+        LabelBalance::InvSqrt => 1.0 / f.sqrt(),
+        LabelBalance::MedianFreq => median / f,
+    };
+    let mean = present.iter().map(|&f| raw(f)).sum::<f64>() / present.len() as f64;
+    counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                1.0
+            } else {
+                (raw(c as f64 / total as f64) / mean) as f32
+            }
+        })
+        .collect()
+}
+
+/// The part-label term of a point loss.
+#[derive(Debug, Clone)]
+pub struct LabelTerm<B: Backend> {
+    /// `[B, M]` part label of every ground-truth point.
+    pub gt_labels: Tensor<B, 2, Int>,
+    /// Weight of the label cross-entropy in the total loss.
+    pub weight: f32,
+    /// `[L]` per-part weights ([`class_weights`]); `None`: every point weighs 1.
+    pub class_weights: Option<Tensor<B, 1>>,
+    /// Also score every ground-truth point's part against the logits of its nearest
+    /// predicted point (the labelling `eval`'s part IoU scores), and average both
+    /// directions.
+    pub symmetric: bool,
+}
+
 /// Min-of-K Chamfer loss of `pred` `[B, K, N, 3]` against `gt` `[B, M, 3]`, plus (when
 /// `logits` `[B, K, N, L]` and `gt_labels` `[B, M]` are given) the cross-entropy of every
 /// predicted point's label against the label of its nearest ground-truth point, weighted by
@@ -59,35 +157,87 @@ pub fn point_loss<B: Backend>(
     gt_labels: Option<Tensor<B, 2, Int>>,
     label_weight: f32,
 ) -> PointLoss<B> {
+    point_loss_with(pred, gt, logits, plain_term(gt_labels, label_weight))
+}
+
+/// A [`LabelTerm`] without part weights, one direction (the loss before session 7).
+fn plain_term<B: Backend>(
+    gt_labels: Option<Tensor<B, 2, Int>>,
+    weight: f32,
+) -> Option<LabelTerm<B>> {
+    gt_labels.map(|gt_labels| LabelTerm {
+        gt_labels,
+        weight,
+        class_weights: None,
+        symmetric: false,
+    })
+}
+
+/// [`point_loss`] with a full [`LabelTerm`] (part weights, both directions).
+pub fn point_loss_with<B: Backend>(
+    pred: Tensor<B, 4>,
+    gt: Tensor<B, 3>,
+    logits: Option<Tensor<B, 4>>,
+    labels: Option<LabelTerm<B>>,
+) -> PointLoss<B> {
     let [b, k, n, _] = pred.dims();
+    let m = gt.dims()[1];
     let pred = pred.reshape([b * k, n, 3]);
     let gt_k = per_hypothesis(gt, k);
     let d = pairwise_sq_dist(pred, gt_k);
     let cd = chamfer_from_dist(d.clone()).reshape([b, k]);
     let chamfer = cd.min_dim(1).mean();
-    // nearest ground-truth point of every predicted point (no gradient through argmin)
-    with_label_loss(chamfer, logits, gt_labels, label_weight, || {
-        d.detach().argmin(2).reshape([b * k, n])
+    // nearest points of the other cloud (no gradient through argmin)
+    with_label_loss(chamfer, logits, labels, || {
+        let d = d.detach();
+        (
+            d.clone().argmin(2).reshape([b * k, n]),
+            d.argmin(1).reshape([b * k, m]),
+        )
     })
 }
 
+/// Cross-entropy of `logits` `[P, L]` against `target` `[P]`: the mean over the rows, or with
+/// `class_weights` `[L]` the weighted mean `sum w[t]·ce / sum w[t]` (`w[t]` the weight of
+/// the row's target, as PyTorch's weighted `cross_entropy`).
+pub fn cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    target: Tensor<B, 1, Int>,
+    class_weights: Option<&Tensor<B, 1>>,
+) -> Tensor<B, 1> {
+    let [p, _] = logits.dims();
+    let logp = log_softmax(logits, 1);
+    let ce = logp
+        .gather(1, target.clone().reshape([p, 1]))
+        .reshape([p])
+        .neg();
+    match class_weights {
+        None => ce.mean(),
+        Some(w) => {
+            let wt = w.clone().select(0, target);
+            (ce * wt.clone()).sum() / wt.sum().clamp_min(1e-12)
+        }
+    }
+}
+
 /// The [`PointLoss`] of the min-of-K Chamfer `chamfer`, plus (when `logits` `[B, K, N, L]`
-/// and `gt_labels` `[B, M]` are given) the cross-entropy of every predicted point's label
-/// against the label of its nearest ground-truth point (`nearest()`: `[B * K, N]` indices),
-/// weighted by `label_weight`.
+/// and a [`LabelTerm`] are given) the cross-entropy of every predicted point's label against
+/// the label of its nearest ground-truth point and, when symmetric, of every ground-truth
+/// point's label against the logits of its nearest predicted point (`nearest()`: `[B * K,
+/// N]` and `[B * K, M]` indices).
 fn with_label_loss<B: Backend>(
     chamfer: Tensor<B, 1>,
     logits: Option<Tensor<B, 4>>,
-    gt_labels: Option<Tensor<B, 2, Int>>,
-    label_weight: f32,
-    nearest: impl FnOnce() -> Tensor<B, 2, Int>,
+    labels: Option<LabelTerm<B>>,
+    nearest: impl FnOnce() -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>),
 ) -> PointLoss<B> {
     let mut total = chamfer.clone();
     let mut label_loss = None;
-    if let (Some(logits), Some(gl)) = (logits, gt_labels) {
+    if let (Some(logits), Some(term)) = (logits, labels) {
         let [b, k, n, l] = logits.dims();
+        let gl = term.gt_labels;
         let m = gl.dims()[1];
-        let nn = nearest();
+        let (nn_p, nn_g) = nearest();
         let gl = if k == 1 {
             gl
         } else {
@@ -95,10 +245,20 @@ fn with_label_loss<B: Backend>(
                 .repeat_dim(1, k)
                 .reshape([b * k, m])
         };
-        let target = gl.gather(1, nn).reshape([b * k * n, 1]);
-        let logp = log_softmax(logits.reshape([b * k * n, l]), 1);
-        let ce = logp.gather(1, target).mean().neg();
-        total = total + ce.clone().mul_scalar(label_weight);
+        let w = term.class_weights.as_ref();
+        let logits = logits.reshape([b * k, n, l]);
+        let target = gl.clone().gather(1, nn_p).reshape([b * k * n]);
+        let mut ce = cross_entropy(logits.clone().reshape([b * k * n, l]), target, w);
+        if term.symmetric {
+            let idx = nn_g
+                .unsqueeze_dim::<3>(2)
+                .repeat_dim(2, l)
+                .reshape([b * k, m, l]);
+            let at_gt = logits.gather(1, idx).reshape([b * k * m, l]);
+            let back = cross_entropy(at_gt, gl.reshape([b * k * m]), w);
+            ce = (ce + back).mul_scalar(0.5);
+        }
+        total = total + ce.clone().mul_scalar(term.weight);
         label_loss = Some(ce);
     }
     PointLoss {
@@ -176,6 +336,16 @@ pub fn point_loss_indexed<B: Backend>(
     gt_labels: Option<Tensor<B, 2, Int>>,
     label_weight: f32,
 ) -> PointLoss<B> {
+    point_loss_indexed_with(pred, gt, logits, plain_term(gt_labels, label_weight))
+}
+
+/// [`point_loss_indexed`] with a full [`LabelTerm`] (part weights, both directions).
+pub fn point_loss_indexed_with<B: Backend>(
+    pred: Tensor<B, 4>,
+    gt: Tensor<B, 3>,
+    logits: Option<Tensor<B, 4>>,
+    labels: Option<LabelTerm<B>>,
+) -> PointLoss<B> {
     let [b, k, n, _] = pred.dims();
     let [_, m, _] = gt.dims();
     let device = pred.device();
@@ -202,7 +372,7 @@ pub fn point_loss_indexed<B: Backend>(
             .reshape([b * k, len, 3])
     };
     let gt_at_p = gt_k.clone().gather(1, expand(idx_p.clone(), n));
-    let pred_at_g = pred.clone().gather(1, expand(idx_g, m));
+    let pred_at_g = pred.clone().gather(1, expand(idx_g.clone(), m));
     let fwd = (pred - gt_at_p)
         .powi_scalar(2)
         .sum_dim(2)
@@ -215,7 +385,7 @@ pub fn point_loss_indexed<B: Backend>(
         .reshape([b * k]);
     let cd = (fwd + bwd).reshape([b, k]);
     let chamfer = cd.min_dim(1).mean();
-    with_label_loss(chamfer, logits, gt_labels, label_weight, || idx_p)
+    with_label_loss(chamfer, logits, labels, || (idx_p, idx_g))
 }
 
 #[cfg(test)]
@@ -245,6 +415,122 @@ mod tests {
             .sum::<f32>()
             / 2.0;
         assert!((got - (fwd + bwd)).abs() < 1e-5, "{got} vs {}", fwd + bwd);
+    }
+
+    #[test]
+    fn class_weights_of_a_known_histogram() {
+        // frequencies 0.64, 0.16, 0.16, 0.04 (and an absent part 4)
+        let counts = [64u64, 16, 16, 4, 0];
+        assert_eq!(class_weights(&counts, LabelBalance::None), vec![1.0; 5]);
+        // 1/sqrt(f): 1.25, 2.5, 2.5, 5 (mean 2.8125) -> /2.8125
+        let w = class_weights(&counts, LabelBalance::InvSqrt);
+        let want = [1.25 / 2.8125, 2.5 / 2.8125, 2.5 / 2.8125, 5.0 / 2.8125, 1.0];
+        for (g, e) in w.iter().zip(want) {
+            assert!((g - e).abs() < 1e-6, "{w:?}");
+        }
+        assert!((w[..4].iter().sum::<f32>() - 4.0).abs() < 1e-5);
+        assert!((w[3] / w[0] - 4.0).abs() < 1e-5); // 16x rarer weighs 4x
+                                                   // median f = 0.16: 0.25, 1, 1, 4 (mean 1.5625) -> /1.5625
+        let w = class_weights(&counts, LabelBalance::MedianFreq);
+        let want = [0.16, 0.64, 0.64, 2.56, 1.0];
+        for (g, e) in w.iter().zip(want) {
+            assert!((g - e).abs() < 1e-6, "{w:?}");
+        }
+        // even count of parts: median of the middle two; nothing counted: all 1
+        let w = class_weights(&[1, 3], LabelBalance::MedianFreq);
+        assert!((w[0] / w[1] - 3.0).abs() < 1e-5, "{w:?}");
+        assert_eq!(class_weights(&[0, 0], LabelBalance::InvSqrt), vec![1.0; 2]);
+        // histogram of label slices; out-of-range labels are not counted
+        let h = label_histogram([&[0u8, 1, 1][..], &[2, 9, 1][..]], 3);
+        assert_eq!(h, vec![1, 3, 1]);
+    }
+
+    #[test]
+    fn weighted_label_loss_equals_hand_computation() {
+        let dev = Default::default();
+        // two predicted points on two ground-truth points, three parts
+        let pred = [[0.0f32, 0.0, 0.0], [1.0, 0.0, 0.0]];
+        let gt = [[0.0f32, 0.1, 0.0], [1.0, 0.1, 0.0]];
+        let logits = [[2.0f32, 0.0, -1.0], [0.5, 1.5, 0.0]];
+        let gt_l = [0i64, 2];
+        let cw = [0.5f32, 1.0, 2.0];
+        let tp = Tensor::<B, 2>::from_floats(pred, &dev).reshape([1, 1, 2, 3]);
+        let tg = Tensor::<B, 2>::from_floats(gt, &dev).reshape([1, 2, 3]);
+        let tl = Tensor::<B, 2>::from_floats(logits, &dev).reshape([1, 1, 2, 3]);
+        let term = |w: Option<[f32; 3]>, symmetric: bool| {
+            Some(LabelTerm {
+                gt_labels: Tensor::<B, 2, Int>::from_data(
+                    TensorData::new(gt_l.to_vec(), [1, 2]),
+                    &dev,
+                ),
+                weight: 0.1,
+                class_weights: w.map(|w| Tensor::<B, 1>::from_floats(w, &dev)),
+                symmetric,
+            })
+        };
+        // by hand: ce = logsumexp(z) - z[target]
+        let ce = |z: [f32; 3], t: usize| z.iter().map(|v| v.exp()).sum::<f32>().ln() - z[t];
+        let (c0, c1) = (ce(logits[0], 0), ce(logits[1], 2));
+        let plain = (c0 + c1) / 2.0;
+        let weighted = (0.5 * c0 + 2.0 * c1) / 2.5;
+        let chamfer = 0.01 + 0.01; // 0.1^2 each way
+        for (w, sym, want) in [
+            (None, false, plain),
+            (Some(cw), false, weighted),
+            // every point is the other's nearest: the reverse direction is the same term
+            (Some(cw), true, weighted),
+        ] {
+            for dense in [true, false] {
+                let f = if dense {
+                    point_loss_with
+                } else {
+                    point_loss_indexed_with
+                };
+                let l = f(tp.clone(), tg.clone(), Some(tl.clone()), term(w, sym));
+                let got: f32 = l.labels.unwrap().into_scalar();
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "{w:?} {sym} {dense}: {got} vs {want}"
+                );
+                let total: f32 = l.total.into_scalar();
+                assert!((total - (chamfer + 0.1 * want)).abs() < 1e-5, "{total}");
+            }
+        }
+        // the plain loss through the old entry point is the unweighted one
+        let old = point_loss_indexed(
+            tp.clone(),
+            tg.clone(),
+            Some(tl.clone()),
+            term(None, false).map(|t| t.gt_labels),
+            0.1,
+        );
+        assert!((old.labels.unwrap().into_scalar() - plain).abs() < 1e-5);
+        // symmetric with distinct nearest points: a third predicted point in between, so
+        // the two directions differ (gt 1's nearest predicted point is point 2)
+        let pred3 = [[0.0f32, 0.0, 0.0], [0.7, 0.0, 0.0], [1.0, 0.05, 0.0]];
+        let logits3 = [[2.0f32, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.3, 0.9]];
+        let tp3 = Tensor::<B, 2>::from_floats(pred3, &dev).reshape([1, 1, 3, 3]);
+        let tl3 = Tensor::<B, 2>::from_floats(logits3, &dev).reshape([1, 1, 3, 3]);
+        // forward: targets 0, 2, 2; backward: gt 0 -> pred 0 (part 0), gt 1 -> pred 2 (part 2)
+        let fwd =
+            (0.5 * ce(logits3[0], 0) + 2.0 * ce(logits3[1], 2) + 2.0 * ce(logits3[2], 2)) / 4.5;
+        let bwd = (0.5 * ce(logits3[0], 0) + 2.0 * ce(logits3[2], 2)) / 2.5;
+        for dense in [true, false] {
+            let f = if dense {
+                point_loss_with
+            } else {
+                point_loss_indexed_with
+            };
+            let l = f(
+                tp3.clone(),
+                tg.clone(),
+                Some(tl3.clone()),
+                term(Some(cw), true),
+            );
+            let got: f32 = l.labels.unwrap().into_scalar();
+            let want = 0.5 * (fwd + bwd);
+            assert!((got - want).abs() < 1e-5, "{dense}: {got} vs {want}");
+        }
     }
 
     #[test]

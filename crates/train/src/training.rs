@@ -18,7 +18,10 @@ use crate::data::Sample;
 use crate::eval::{point_metrics, PointMetrics};
 use crate::inference::predict_points;
 use crate::lmnet::{load_checkpoint, load_module, save_checkpoint, BatchOrder, CheckpointFiles};
-use crate::loss::{point_loss, point_loss_indexed, PointLoss};
+use crate::loss::{
+    class_weights, label_histogram, point_loss_indexed_with, point_loss_with, LabelBalance,
+    LabelTerm, PointLoss,
+};
 use crate::model::{PointNet, PointOutput};
 use crate::TrainError;
 
@@ -36,6 +39,44 @@ pub mod files {
     pub const OPTIM: &str = "optim";
     /// Progress of the latest checkpoint.
     pub const STATE: &str = "state.json";
+    /// Part-label weights of the run (training-set part counts and the weights of its
+    /// `label_balance`), written when the model has classes.
+    pub const LABEL_WEIGHTS: &str = "label_weights.json";
+}
+
+/// The part-label weights of a run, as [`files::LABEL_WEIGHTS`] holds them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelWeights {
+    /// The configuration's `label_balance`.
+    pub balance: LabelBalance,
+    /// Ground-truth points per part over the training samples.
+    pub counts: Vec<u64>,
+    /// Weight per part ([`class_weights`]).
+    pub weights: Vec<f32>,
+}
+
+impl LabelWeights {
+    /// Counts the parts of the ground-truth points of `train` (labels `>= classes` are not
+    /// counted) and derives the weights of `balance`.
+    pub fn of(train: &[Sample], classes: usize, balance: LabelBalance) -> Self {
+        let counts = label_histogram(train.iter().map(|s| s.point_labels.as_slice()), classes);
+        let weights = class_weights(&counts, balance);
+        Self {
+            balance,
+            counts,
+            weights,
+        }
+    }
+
+    /// The weights as a tensor, `None` when every weight is 1 (the plain cross-entropy).
+    pub fn tensor<B: Backend>(&self, device: &B::Device) -> Option<Tensor<B, 1>> {
+        (self.balance != LabelBalance::None).then(|| {
+            Tensor::from_data(
+                TensorData::new(self.weights.clone(), [self.weights.len()]),
+                device,
+            )
+        })
+    }
 }
 
 /// Checkpoint files of a point run (also those of a voxel run: the same names).
@@ -176,25 +217,55 @@ pub fn hidden_activity<B: Backend>(
 }
 
 /// The training loss of a point batch: min-of-K Chamfer (dense or indexed, as configured)
-/// plus the part-label cross-entropy when the model has classes.
+/// plus the part-label cross-entropy when the model has classes (weighted per part by
+/// `class_weights`, both directions when `label_symmetric`).
 fn batch_loss<B: Backend>(
     cfg: &TrainConfig,
     out: PointOutput<B>,
     points: Tensor<B, 3>,
     labels: Tensor<B, 2, Int>,
+    class_weights: Option<&Tensor<B, 1>>,
 ) -> PointLoss<B> {
-    let use_labels = cfg.model.classes > 0;
+    let term = (cfg.model.classes > 0).then(|| LabelTerm {
+        gt_labels: labels,
+        weight: cfg.label_weight,
+        class_weights: class_weights.cloned(),
+        symmetric: cfg.label_symmetric,
+    });
     (if cfg.chamfer == "dense" {
-        point_loss
+        point_loss_with
     } else {
-        point_loss_indexed
-    })(
-        out.points,
-        points,
-        out.labels,
-        use_labels.then_some(labels),
-        cfg.label_weight,
-    )
+        point_loss_indexed_with
+    })(out.points, points, out.labels, term)
+}
+
+/// The part-label weights of a run on `train` (`None` without classes); writes them into
+/// `out` ([`files::LABEL_WEIGHTS`]) when given.
+fn run_label_weights<B: Backend>(
+    cfg: &TrainConfig,
+    train: &[Sample],
+    out: Option<&Path>,
+    device: &B::Device,
+) -> Result<Option<Tensor<B, 1>>, TrainError> {
+    if cfg.model.classes == 0 {
+        return Ok(None);
+    }
+    let lw = LabelWeights::of(train, cfg.model.classes, cfg.label_balance);
+    if let Some(out) = out {
+        crate::lmnet::save_json(&lw, &out.join(files::LABEL_WEIGHTS))?;
+    }
+    if cfg.label_balance != LabelBalance::None {
+        log::info!(
+            "label weights ({}): {}",
+            cfg.label_balance,
+            lw.weights
+                .iter()
+                .map(|w| format!("{w:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    Ok(lw.tensor(device))
 }
 
 /// Trains a point model on in-memory samples; writes everything into `out`. With
@@ -235,6 +306,7 @@ pub fn train_points<B: AutodiffBackend>(
     );
     let mut window = (0.0f64, 0.0f64, 0usize);
     let mut order = BatchOrder::new(cfg.seed, train.len(), cfg.batch);
+    let class_w = run_label_weights::<B>(cfg, train, Some(out), device)?;
 
     while state.step < cfg.steps {
         let step = state.step;
@@ -242,7 +314,13 @@ pub fn train_points<B: AutodiffBackend>(
         let refs: Vec<&Sample> = order.at(step).into_iter().map(|i| &train[i]).collect();
         let batch = make_batch::<B>(&refs, cfg.mean, cfg.std, device)?;
         let t0 = Instant::now();
-        let loss = batch_loss(cfg, model.forward(batch.images), batch.points, batch.labels);
+        let loss = batch_loss(
+            cfg,
+            model.forward(batch.images),
+            batch.points,
+            batch.labels,
+            class_w.as_ref(),
+        );
         let grads = loss.total.backward();
         let grads = GradientsParams::from_grads(grads, &model);
         let lr = cfg.lr_at(step);
@@ -500,13 +578,20 @@ pub fn bench_steps<B: AutodiffBackend>(
     let mut model: PointNet<B> = cfg.model.init(device);
     let mut optim = AdamConfig::new().init::<B, PointNet<B>>();
     let refs: Vec<&Sample> = train.iter().cycle().take(cfg.batch).collect();
+    let class_w = run_label_weights::<B>(cfg, train, None, device)?;
     let mut t = Instant::now();
     for i in 0..steps + 2 {
         if i == 2 {
             t = Instant::now();
         }
         let batch = make_batch::<B>(&refs, cfg.mean, cfg.std, device)?;
-        let loss = batch_loss(cfg, model.forward(batch.images), batch.points, batch.labels);
+        let loss = batch_loss(
+            cfg,
+            model.forward(batch.images),
+            batch.points,
+            batch.labels,
+            class_w.as_ref(),
+        );
         let grads = GradientsParams::from_grads(loss.total.backward(), &model);
         model = optim.step(cfg.lr, model, grads);
         let _: f32 = loss.chamfer.into_scalar().elem();

@@ -137,6 +137,70 @@ fn test_preset_trains_exports_and_resumes() {
 }
 
 #[test]
+fn balanced_label_fine_tune_resumes_with_its_own_schedule() {
+    use shapecast_train::loss::{class_weights, LabelBalance};
+    use shapecast_train::training::LabelWeights;
+    let mut cfg = TrainConfig::preset("test").unwrap();
+    cfg.model.classes = 15;
+    cfg.steps = 20;
+    cfg.eval_every = 10;
+    cfg.checkpoint_every = 10;
+    let (train, _) = load_split(&cfg, Split::Train, 0).unwrap();
+    let (val, _) = load_split(&cfg, Split::Val, 4).unwrap();
+    let out = tmp("balanced");
+    let dev = Default::default();
+    train_points::<Ad>(&cfg, &train, &val, &out, false, &dev, true).unwrap();
+    // plain loss: the weights file holds the counts and weights of 1
+    let path = out.join("label_weights.json");
+    let plain: LabelWeights =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(plain.balance, LabelBalance::None);
+    let points: usize = train.iter().map(|s| s.point_labels.len()).sum();
+    assert_eq!(plain.counts.iter().sum::<u64>(), points as u64);
+    assert!(plain.weights.iter().all(|&w| w == 1.0));
+    assert!(plain.counts.iter().filter(|&&c| c > 0).count() >= 3);
+
+    // the fine-tune: balanced, symmetric, its schedule restarting at step 20
+    let mut ft = cfg.clone();
+    ft.steps = 40;
+    ft.lr_restart = 20;
+    ft.lr = 5e-4;
+    ft.label_balance = LabelBalance::InvSqrt;
+    ft.label_symmetric = true;
+    let s = train_points::<Ad>(&ft, &train, &val, &out, true, &dev, true).unwrap();
+    assert_eq!(s.state.step, 40);
+    let saved = TrainConfig::load(&out.join("config.json")).unwrap();
+    assert_eq!(saved, ft);
+    let lw: LabelWeights = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(lw.counts, plain.counts);
+    assert_eq!(lw.weights, class_weights(&lw.counts, LabelBalance::InvSqrt));
+    // rarer parts weigh more
+    let present = || (0..15).filter(|&i| lw.counts[i] > 0);
+    let lo = present().min_by_key(|&i| lw.counts[i]).unwrap();
+    let hi = present().max_by_key(|&i| lw.counts[i]).unwrap();
+    assert!(lw.weights[lo] > lw.weights[hi], "{lw:?}");
+    // the CSV rows of the fine-tune: its learning rate (warm-up from the restart) and a
+    // finite label loss
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .map(|v| v.parse().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect();
+    let row = rows.iter().find(|r| r[0] == 30.0).expect("row of step 30");
+    assert!(
+        (row[1] - ft.lr_at(29)).abs() < 1e-5 * ft.lr_at(29),
+        "{row:?}"
+    );
+    assert!(row[3].is_finite() && row[3] > 0.0, "{row:?}");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
 fn patchify_encoder_export_matches_burn() {
     // the cpu-small preset's encoder form (kernel = stride, no padding), on a small picture,
     // mixed with a padded 3x3 layer
