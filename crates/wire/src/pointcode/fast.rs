@@ -258,9 +258,11 @@ fn code_point<C: BitCoder>(
     q
 }
 
-/// State shared by the encoder's and the decoder's tree walk.
-struct Walk<C> {
-    c: C,
+/// State shared by the encoder's and the decoder's tree walk. The range
+/// coder is not part of it but a local of the caller, passed along: so its
+/// state lives in registers, not in this struct (3-5 % faster decoding,
+/// bench/pointcode/RESULTS.md, session 7).
+struct Walk {
     m: Models,
     bits: u8,
     /// Running sums of all coded points.
@@ -278,10 +280,9 @@ struct Walk<C> {
     anc: usize,
 }
 
-impl<C: BitCoder> Walk<C> {
-    fn new(c: C, bits: u8) -> Self {
+impl Walk {
+    fn new(bits: u8) -> Self {
         Walk {
-            c,
             m: Models::new(),
             bits,
             total: Sums::default(),
@@ -327,7 +328,7 @@ impl<C: BitCoder> Walk<C> {
     /// Codes the isolated point `p` of the node at depth `t` (corner
     /// `corner`); returns it and adds it to the running sums.
     #[inline(always)]
-    fn point(&mut self, t: u32, corner: [u16; 3], p: [u16; 3]) -> [u16; 3] {
+    fn point<C: BitCoder>(&mut self, c: &mut C, t: u32, corner: [u16; 3], p: [u16; 3]) -> [u16; 3] {
         let lvl = (t / 3) as u8;
         let part = (t % 3) as usize;
         let r = [
@@ -383,7 +384,7 @@ impl<C: BitCoder> Walk<C> {
         } else {
             None
         };
-        let q = code_point(&mut self.c, &mut self.m, plane, corner, r, p);
+        let q = code_point(c, &mut self.m, plane, corner, r, p);
         self.push(q, 1);
         q
     }
@@ -400,19 +401,50 @@ pub(super) trait Side {
     fn put(&mut self, i: usize, n: usize, p: [u16; 3]);
 }
 
-pub(super) struct EncSide<'a>(pub(super) &'a [[u16; 3]]);
+/// The encoder's side: the points, and whether one of them was not where
+/// the walk coded it (see [`EncSide::new`]).
+pub(super) struct EncSide<'a> {
+    points: &'a [[u16; 3]],
+    misplaced: bool,
+}
+
+impl<'a> EncSide<'a> {
+    /// The walk assigns each point to a leaf or isolated cell by its
+    /// position in `points` (the split counts are binary searches, which
+    /// assume the canonical order); `put` checks that each point is the
+    /// coded one, i.e. lies in its cell. All points in their cells, visited
+    /// in Morton order, means `points` is in canonical order: so the
+    /// encoder needs no separate order check (`misplaced` is the verdict,
+    /// valid when the walk ran to the end).
+    pub(super) fn new(points: &'a [[u16; 3]]) -> Self {
+        EncSide {
+            points,
+            misplaced: false,
+        }
+    }
+
+    /// Whether a point was not where the walk coded it (the input was not in
+    /// canonical order).
+    pub(super) fn misplaced(&self) -> bool {
+        self.misplaced
+    }
+}
 
 impl Side for EncSide<'_> {
     #[inline(always)]
     fn lower(&self, lo: usize, n: usize, axis: usize, bit: u16) -> usize {
-        self.0[lo..lo + n].partition_point(|p| p[axis] & bit == 0)
+        self.points[lo..lo + n].partition_point(|p| p[axis] & bit == 0)
     }
     #[inline(always)]
     fn get(&self, i: usize) -> [u16; 3] {
-        self.0[i]
+        self.points[i]
     }
     #[inline(always)]
-    fn put(&mut self, _i: usize, _n: usize, _p: [u16; 3]) {}
+    fn put(&mut self, i: usize, n: usize, p: [u16; 3]) {
+        for q in &self.points[i..i + n] {
+            self.misplaced |= *q != p;
+        }
+    }
 }
 
 pub(super) struct DecSide<'a>(pub(super) &'a mut [[u16; 3]]);
@@ -449,7 +481,7 @@ struct Pending {
 /// The whole tree walk, depth first, lower child first (canonical order),
 /// with an explicit stack of pending upper children (at most one per depth).
 #[inline(always)]
-fn walk<C: BitCoder, S: Side>(w: &mut Walk<C>, side: &mut S, total: usize) {
+fn walk<C: BitCoder, S: Side>(c: &mut C, w: &mut Walk, side: &mut S, total: usize) {
     let end = 3 * w.bits as u32;
     let mut stack = [Pending::default(); DEPTHS];
     let mut sp = 0usize;
@@ -464,13 +496,13 @@ fn walk<C: BitCoder, S: Side>(w: &mut Walk<C>, side: &mut S, total: usize) {
             side.put(lo, n, corner);
             w.push(corner, n as u64);
         } else if n == 1 {
-            let q = w.point(t, corner, side.get(lo));
+            let q = w.point(c, t, corner, side.get(lo));
             side.put(lo, 1, q);
         } else {
             w.entry[t as usize % DEPTHS] = w.ev;
             let k = side.lower(lo, n, axis, bit);
-            w.c.cat(0);
-            let k = code_count(&mut w.c, &mut w.m.count, axis, hist, n, k);
+            c.cat(0);
+            let k = code_count(c, &mut w.m.count, axis, hist, n, k);
             t += 1;
             let (a, b) = (axis, bit);
             // Next depth's axis and bit.
@@ -502,7 +534,7 @@ fn walk<C: BitCoder, S: Side>(w: &mut Walk<C>, side: &mut S, total: usize) {
             continue;
         }
         // Leaf done: resume the most recent pending upper child.
-        match pop(&stack, &mut sp, w) {
+        match pop(&stack, &mut sp, c, w) {
             Some(f) => (t, axis, bit, lo, n, corner, hist) = f,
             None => return,
         }
@@ -516,8 +548,8 @@ type Resume = (u32, usize, u16, usize, usize, [u16; 3], [u8; 3]);
 /// Pops the most recent pending upper child, `None` when none is left (or
 /// the encoder's output is full: it stops early).
 #[inline(always)]
-fn pop<C: BitCoder>(stack: &[Pending], sp: &mut usize, w: &mut Walk<C>) -> Option<Resume> {
-    if *sp == 0 || w.c.full() {
+fn pop<C: BitCoder>(stack: &[Pending], sp: &mut usize, c: &C, w: &mut Walk) -> Option<Resume> {
+    if *sp == 0 || c.full() {
         return None;
     }
     *sp -= 1;
@@ -527,25 +559,34 @@ fn pop<C: BitCoder>(stack: &[Pending], sp: &mut usize, w: &mut Walk<C>) -> Optio
     Some((f.t, f.axis, f.bit, f.lo, f.n, f.corner, f.hist))
 }
 
-/// Arithmetic-codes the tree of `points` (canonical, validated, non-empty).
+/// Arithmetic-codes the tree of `points` (non-empty, coordinates checked
+/// below `2^bits`); `Err(NotCanonical)` if they are not in canonical order
+/// (unless the output filled up first: then `Err(BufferTooSmall)`).
 pub(crate) fn encode_tree(points: &[[u16; 3]], bits: u8, out: &mut [u8]) -> Result<usize, Error> {
-    let mut w = Walk::new(Encoder::new(out), bits);
-    walk(&mut w, &mut EncSide(points), points.len());
-    w.c.finish()
+    let mut c = Encoder::new(out);
+    let mut w = Walk::new(bits);
+    let mut side = EncSide::new(points);
+    walk(&mut c, &mut w, &mut side, points.len());
+    if side.misplaced() && !c.full() {
+        return Err(Error::NotCanonical);
+    }
+    c.finish()
 }
 
 /// Decodes a tree of `out.len()` (non-zero) points.
 pub(crate) fn decode_tree(body: &[u8], bits: u8, out: &mut [[u16; 3]]) -> Result<(), Error> {
     let n = out.len();
-    let mut w = Walk::new(Decoder::new(body)?, bits);
-    walk(&mut w, &mut DecSide(out), n);
-    w.c.finish()
+    let mut c = Decoder::new(body)?;
+    let mut w = Walk::new(bits);
+    walk(&mut c, &mut w, &mut DecSide(out), n);
+    c.finish()
 }
 
 /// Test-only: the ideal cost in bits per category (as `code::cost_of`).
 #[cfg(test)]
 pub(crate) fn cost_of(points: &[[u16; 3]], bits: u8, out: &mut [u8]) -> [f64; 32] {
-    let mut w = Walk::new(Encoder::new(out), bits);
-    walk(&mut w, &mut EncSide(points), points.len());
-    w.c.cost
+    let mut c = Encoder::new(out);
+    let mut w = Walk::new(bits);
+    walk(&mut c, &mut w, &mut EncSide::new(points), points.len());
+    c.cost
 }

@@ -19,7 +19,7 @@
 //!   tree and plane, with the count split of cells of at most 15 points and
 //!   the normal residual each coded as one symbol of an adaptive 16-ary
 //!   model, no context depending on the plane fit; about 0.8x format 4's
-//!   encode time and 0.93-1.0x its decode time, 3.3 % larger (not the
+//!   encode time and 0.85-0.9x its decode time, 2.7 % larger (not the
 //!   default).
 //! * [`Method::Compact`] (format version 3, tag [`TAG_ARITH`]): neighbours
 //!   among the last [`MAX_NEIGHBOURS`] points within a radius, tangent bits
@@ -32,7 +32,7 @@
 //!
 //! No heap is used anywhere: working memory is on the stack (format 4: a
 //! 64-entry pending stack, 16 snapshots of the running sums, 512 two-byte
-//! models; format 5: the same plus 162 16-ary models of 34 bytes; format 3: recursion at most `3 * 16 + 1` frames deep, 560 models,
+//! models; format 5: the same plus 160 16-ary model slots of 34 bytes, 144 used; format 3: recursion at most `3 * 16 + 1` frames deep, 560 models,
 //! about 2.2 KiB, and a neighbour buffer of [`MAX_NEIGHBOURS`] points;
 //! [`sort_canonical`] recurses at most 8 levels with 768 bytes of counters
 //! each; estimated below 16 KiB in all, not measured on the target).
@@ -148,6 +148,30 @@ pub fn cmp_canonical(a: &[u16; 3], b: &[u16; 3]) -> core::cmp::Ordering {
     a[axis].cmp(&b[axis])
 }
 
+/// Whether `points` is in canonical order (branch-free per pair).
+fn in_canonical_order(points: &[[u16; 3]]) -> bool {
+    let mut bad = false;
+    for w in points.windows(2) {
+        bad |= after(&w[0], &w[1]);
+    }
+    !bad
+}
+
+/// Whether `a` comes after `b` in canonical order (`cmp_canonical(a, b)` is
+/// `Greater`), branch-free: the axis whose differing bits reach highest
+/// decides (x before y before z on equal bit positions).
+#[inline(always)]
+fn after(a: &[u16; 3], b: &[u16; 3]) -> bool {
+    // Leading zeros of each axis' difference (32 when equal).
+    let lz = |i: usize| u32::from(a[i] ^ b[i]).leading_zeros();
+    let (lx, ly, lz) = (lz(0), lz(1), lz(2));
+    let gt = |i: usize| a[i] > b[i];
+    let x = (lx <= ly) & (lx <= lz);
+    let y = !x & (ly <= lz);
+    let z = !x & !y;
+    (x & gt(0)) | (y & gt(1)) | (z & gt(2))
+}
+
 #[inline(always)]
 fn spread(v: u16) -> u64 {
     let mut x = v as u64;
@@ -181,14 +205,32 @@ pub fn sort_canonical<A>(points: &mut [[u16; 3]], attrs: &mut [A]) {
 /// Points per bucket at or below which insertion sort takes over.
 const RADIX_CUTOFF: usize = 24;
 
+/// Morton digit of the axis-major index `(x1 x0 y1 y0 z1 z0)`: the bits
+/// interleaved as `(x1 y1 z1 x0 y0 z0)`.
+const DIGIT: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        let (x, y, z) = (i >> 4, (i >> 2) & 3, i & 3);
+        t[i] = (((x & 2) << 4)
+            | ((y & 2) << 3)
+            | ((z & 2) << 2)
+            | ((x & 1) << 2)
+            | ((y & 1) << 1)
+            | (z & 1)) as u8;
+        i += 1;
+    }
+    t
+};
+
 #[inline(always)]
 fn digit(p: &[u16; 3], s: u32) -> usize {
     let (x, y, z) = (
-        (p[0] >> s) as usize,
-        (p[1] >> s) as usize,
-        (p[2] >> s) as usize,
+        (p[0] >> s) as usize & 3,
+        (p[1] >> s) as usize & 3,
+        (p[2] >> s) as usize & 3,
     );
-    ((x & 2) << 4) | ((y & 2) << 3) | ((z & 2) << 2) | ((x & 1) << 2) | ((y & 1) << 1) | (z & 1)
+    DIGIT[(x << 4) | (y << 2) | z] as usize
 }
 
 fn radix<A>(pts: &mut [[u16; 3]], at: &mut [A], with: bool, s: u32) {
@@ -209,19 +251,37 @@ fn radix<A>(pts: &mut [[u16; 3]], at: &mut [A], with: bool, s: u32) {
         acc += count[d];
         end[d] = acc;
     }
-    for b in 0..64 {
-        while next[b] < end[b] {
-            let i = next[b] as usize;
-            let d = digit(&pts[i], s);
-            if d == b {
-                next[b] += 1;
-            } else {
-                let j = next[d] as usize;
-                pts.swap(i, j);
-                if with {
+    if with {
+        for b in 0..64 {
+            while next[b] < end[b] {
+                let i = next[b] as usize;
+                let d = digit(&pts[i], s);
+                if d == b {
+                    next[b] += 1;
+                } else {
+                    let j = next[d] as usize;
+                    pts.swap(i, j);
                     at.swap(i, j);
+                    next[d] += 1;
                 }
-                next[d] += 1;
+            }
+        }
+    } else {
+        // Cycle leader: carry the displaced point to its bucket until one
+        // of bucket `b` comes back (one store per point, not a swap).
+        for b in 0..64 {
+            while next[b] < end[b] {
+                let i = next[b] as usize;
+                let mut v = pts[i];
+                let mut d = digit(&v, s);
+                while d != b {
+                    let j = next[d] as usize;
+                    next[d] += 1;
+                    core::mem::swap(&mut v, &mut pts[j]);
+                    d = digit(&v, s);
+                }
+                pts[i] = v;
+                next[b] += 1;
             }
         }
     }
@@ -339,17 +399,20 @@ pub fn encode_with(
     if u32::try_from(points.len()).is_err() {
         return Err(Error::TooManyPoints);
     }
-    let limit = 1u32 << bits;
-    let mut prev = 0u64;
+    // Range: every coordinate below 2^bits iff their OR is (one pass,
+    // vectorized).
+    let mut all = 0u16;
     for p in points {
-        if p.iter().any(|&c| c as u32 >= limit) {
-            return Err(Error::PointOutOfRange);
-        }
-        let k = morton_key(*p);
-        if k < prev {
-            return Err(Error::NotCanonical);
-        }
-        prev = k;
+        all |= p[0] | p[1] | p[2];
+    }
+    if u32::from(all) >> bits != 0 {
+        return Err(Error::PointOutOfRange);
+    }
+    // Formats 4 and 5 check the order in their walk (`fast::EncSide`: each
+    // point must lie in the cell it is coded in), at a fraction of the cost
+    // of this check; format 3 and the raw fallback check it here.
+    if method == Method::Compact && !in_canonical_order(points) {
+        return Err(Error::NotCanonical);
     }
     let n = points.len();
     let tag = match method {
@@ -374,6 +437,9 @@ pub fn encode_with(
             Err(e) => return Err(e),
         }
         // Raw fallback.
+        if !in_canonical_order(points) {
+            return Err(Error::NotCanonical);
+        }
         let hdr = write_header(out, TAG_RAW, bits, n)?;
         let dst = out
             .get_mut(hdr..hdr + raw_len)

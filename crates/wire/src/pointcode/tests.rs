@@ -150,6 +150,82 @@ fn canonical_order_is_morton() {
     assert_eq!(morton_key([0xFFFF; 3]), (1 << 48) - 1);
 }
 
+/// The encoder's branch-free order check agrees with comparing Morton keys
+/// (random pairs, and pairs differing in one or two low bits).
+#[test]
+fn order_check_matches_morton_keys() {
+    let mut state = 0x9E37_79B9u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 16) as u16
+    };
+    for i in 0..200_000u32 {
+        let a = [next(), next(), next()];
+        let b = if i % 2 == 0 {
+            [next(), next(), next()]
+        } else {
+            let mut b = a;
+            b[(i as usize / 2) % 3] ^= 1 << (next() % 16);
+            if i % 4 == 1 {
+                b[(i as usize / 6) % 3] ^= 1 << (next() % 16);
+            }
+            b
+        };
+        for (p, q) in [(a, b), (b, a), (a, a)] {
+            assert_eq!(
+                super::after(&p, &q),
+                morton_key(p) > morton_key(q),
+                "{p:?} {q:?}"
+            );
+        }
+    }
+}
+
+/// Formats 4 and 5 check the order in their walk, format 3 and the raw
+/// fallback before coding: every method rejects every out-of-order cloud
+/// (shuffled clouds, single swapped neighbours) and accepts the sorted one,
+/// with room for the arithmetic stream and without (raw fallback).
+#[test]
+fn every_method_rejects_unsorted_points() {
+    let mut state = 0x51u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    for case in 0..300u32 {
+        let bits = 8 + (case % 9) as u8;
+        let n = 2 + next() as usize % 60;
+        let span = 1u32 << (1 + next() % u32::from(bits));
+        let mut pts: Vec<[u16; 3]> = (0..n)
+            .map(|_| [0; 3].map(|_: u16| (next() % span) as u16))
+            .collect();
+        sort_canonical(&mut pts, &mut [] as &mut [u8]);
+        let mut bad = pts.clone();
+        if case % 2 == 0 {
+            let i = next() as usize % (n - 1);
+            bad.swap(i, i + 1);
+        } else {
+            for i in (1..n).rev() {
+                bad.swap(i, next() as usize % (i + 1));
+            }
+        }
+        let sorted = bad.windows(2).all(|w| morton_key(w[0]) <= morton_key(w[1]));
+        for method in [Method::Fast, Method::Symbol, Method::Compact] {
+            let mut buf = vec![0u8; max_encoded_len(n, bits)];
+            assert!(encode_with(&pts, bits, method, &mut buf).is_ok());
+            let got = encode_with(&bad, bits, method, &mut buf);
+            assert_eq!(got.is_ok(), sorted, "{method:?} {bits} {bad:?}");
+            if !sorted {
+                assert_eq!(got, Err(Error::NotCanonical), "{method:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn encoder_rejects_bad_input() {
     let mut buf = [0u8; 64];
@@ -264,6 +340,17 @@ fn cdf_symbols_roundtrip_and_stay_valid() {
     for &(m, s, bit, v, k) in &seq {
         enc.sym(&mut models[m], s);
         assert!(valid(&models[m]), "{:?}", models[m].0);
+        // The lane search (SSE2 on x86-64) agrees with the portable one at
+        // every entry, next to it, and at the ends of the range.
+        let t = &models[m];
+        for q in
+            t.0.iter()
+                .flat_map(|&c| [c - 1, c, c + 1])
+                .chain([0, i16::MAX])
+        {
+            let q = q.max(0);
+            assert_eq!(t.search(q), t.search_portable(q), "{q} in {:?}", t.0);
+        }
         enc.fbit(&mut bit_model, bit);
         enc.raw(v, k);
     }

@@ -39,6 +39,13 @@ const SMALL_CTX: usize = (SMALL - 1) * 9;
 /// Residual-symbol contexts: cell size bucket (6) x last residual's
 /// bucket (3).
 const RES_CTX: usize = 6 * 3;
+/// Slots of the count-symbol and residual-symbol tables: the next power of
+/// two above [`SMALL_CTX`] and [`RES_CTX`], so that an index is bounded by
+/// a mask instead of a modulo (the slots past the contexts are never used).
+const SMALL_SLOTS: usize = 128;
+const RES_SLOTS: usize = 32;
+const _: () = assert!(SMALL_CTX <= SMALL_SLOTS && RES_CTX <= RES_SLOTS);
+const _: () = assert!(SMALL_SLOTS.is_power_of_two() && RES_SLOTS.is_power_of_two());
 /// Largest Elias-gamma class of the residual with its own symbols.
 const MAX_CLASS: u32 = 6;
 /// Residual symbol announcing a class above [`MAX_CLASS`].
@@ -50,18 +57,35 @@ const LAST_OF: [u8; 16] = [0, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2];
 /// All adaptive contexts (on the stack).
 #[derive(Debug, Clone)]
 struct Models {
-    small: [Cdf; SMALL_CTX],
+    small: [Cdf; SMALL_SLOTS],
     big: CountModels<Fp>,
     plain: [[Fp; 16]; 3],
-    res: [Cdf; RES_CTX],
+    res: [Cdf; RES_SLOTS],
     /// Bucket of the last residual symbol ([`LAST_OF`]).
     last: usize,
 }
 
+/// First count-symbol context of a cell of `n` (2..=15) points split on
+/// `axis`, at index `3 n + axis`: `(n - 2) * 9`, plus `3 axis` for n < 4
+/// (the split history of the axis is added to it).
+const SMALL_BASE: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut n = 2;
+    while n <= SMALL {
+        let mut a = 0;
+        while a < 3 {
+            t[3 * n + a] = ((n - 2) * 9 + if n < 4 { 3 * a } else { 0 }) as u8;
+            a += 1;
+        }
+        n += 1;
+    }
+    t
+};
+
 /// Initial count-symbol models: context `i` has `n = i / 9 + 2` points, so
 /// `n + 1` possible counts, uniform.
-pub(super) const SMALL_INIT: [Cdf; SMALL_CTX] = {
-    let mut t = [Cdf::uniform(3); SMALL_CTX];
+pub(super) const SMALL_INIT: [Cdf; SMALL_SLOTS] = {
+    let mut t = [Cdf::uniform(3); SMALL_SLOTS];
     let mut i = 0;
     while i < SMALL_CTX {
         t[i] = Cdf::uniform(i / 9 + 3);
@@ -73,8 +97,8 @@ pub(super) const SMALL_INIT: [Cdf; SMALL_CTX] = {
 /// Initial residual models: context `i` is in cell size bucket `rb = i / 3`
 /// (`r = rb + 2` free bits, at most 7 counted), so `|e| < 2^r`, classes
 /// below `r`: symbols `0..=2r` are possible, uniform (escape: the floor).
-pub(super) const RES_INIT: [Cdf; RES_CTX] = {
-    let mut t = [Cdf::uniform(3); RES_CTX];
+pub(super) const RES_INIT: [Cdf; RES_SLOTS] = {
+    let mut t = [Cdf::uniform(3); RES_SLOTS];
     let mut i = 0;
     while i < RES_CTX {
         let a = 2 * (i / 3 + 2) + 1;
@@ -108,8 +132,9 @@ fn code_split<C: BitCoder>(
     k: usize,
 ) -> usize {
     if n <= SMALL {
-        let ctx = (n - 2) * 9 + usize::from(n < 4) * axis.min(2) * 3 + hist[axis.min(2)] as usize;
-        let s = c.sym(&mut m.small[ctx % SMALL_CTX], k);
+        let axis = axis.min(2);
+        let ctx = SMALL_BASE[(3 * n + axis) & 63] as usize + hist[axis] as usize;
+        let s = c.sym(&mut m.small[ctx & (SMALL_SLOTS - 1)], k);
         if s > n {
             c.invalid();
             return n;
@@ -144,7 +169,7 @@ fn code_residual5<C: BitCoder>(
     } else {
         ESCAPE
     };
-    let s = c.sym(&mut m.res[(ctx + m.last) % RES_CTX], s);
+    let s = c.sym(&mut m.res[(ctx + m.last) & (RES_SLOTS - 1)], s);
     m.last = LAST_OF[s % 16] as usize;
     if s == 0 {
         return pi;
@@ -225,9 +250,10 @@ fn code_point<C: BitCoder>(
     q
 }
 
-/// State shared by the encoder's and the decoder's tree walk (as format 4).
-struct Walk<C> {
-    c: C,
+/// State shared by the encoder's and the decoder's tree walk (as format 4;
+/// the range coder is a separate local of the caller, so that its state can
+/// live in registers).
+struct Walk {
     m: Models,
     bits: u8,
     total: Sums,
@@ -237,10 +263,9 @@ struct Walk<C> {
     anc: usize,
 }
 
-impl<C: BitCoder> Walk<C> {
-    fn new(c: C, bits: u8) -> Self {
+impl Walk {
+    fn new(bits: u8) -> Self {
         Walk {
-            c,
             m: Models::new(),
             bits,
             total: Sums::default(),
@@ -261,7 +286,7 @@ impl<C: BitCoder> Walk<C> {
     /// Codes the isolated point `p` of the node at depth `t`; returns it
     /// and adds it to the running sums (ancestor search as format 4).
     #[inline(always)]
-    fn point(&mut self, t: u32, corner: [u16; 3], p: [u16; 3]) -> [u16; 3] {
+    fn point<C: BitCoder>(&mut self, c: &mut C, t: u32, corner: [u16; 3], p: [u16; 3]) -> [u16; 3] {
         let lvl = (t / 3) as u8;
         let part = (t % 3) as usize;
         let r = [
@@ -309,7 +334,7 @@ impl<C: BitCoder> Walk<C> {
         // Free bits of the cell (its size), known before the fit.
         let rb = (self.bits - lvl).clamp(2, 7) as usize - 2;
         let ctx = 3 * rb;
-        let q = code_point(&mut self.c, &mut self.m, plane, corner, r, p, ctx);
+        let q = code_point(c, &mut self.m, plane, corner, r, p, ctx);
         self.push(q, 1);
         q
     }
@@ -332,7 +357,7 @@ struct Pending {
 /// The whole tree walk, depth first, lower child first (canonical order),
 /// with an explicit stack of pending upper children (at most one per depth).
 #[inline(always)]
-fn walk<C: BitCoder, S: Side>(w: &mut Walk<C>, side: &mut S, total: usize) {
+fn walk<C: BitCoder, S: Side>(c: &mut C, w: &mut Walk, side: &mut S, total: usize) {
     let end = 3 * w.bits as u32;
     let mut stack = [Pending::default(); DEPTHS];
     let mut sp = 0usize;
@@ -346,13 +371,13 @@ fn walk<C: BitCoder, S: Side>(w: &mut Walk<C>, side: &mut S, total: usize) {
             side.put(lo, n, corner);
             w.push(corner, n as u64);
         } else if n == 1 {
-            let q = w.point(t, corner, side.get(lo));
+            let q = w.point(c, t, corner, side.get(lo));
             side.put(lo, 1, q);
         } else {
             w.entry[t as usize % DEPTHS] = w.ev;
             let k = side.lower(lo, n, axis, bit);
-            w.c.cat(0);
-            let k = code_split(&mut w.c, &mut w.m, axis, hist, n, k);
+            c.cat(0);
+            let k = code_split(c, &mut w.m, axis, hist, n, k);
             t += 1;
             let (a, b) = (axis, bit);
             bit >>= u32::from(axis == 2);
@@ -382,7 +407,7 @@ fn walk<C: BitCoder, S: Side>(w: &mut Walk<C>, side: &mut S, total: usize) {
             }
             continue;
         }
-        if sp == 0 || w.c.full() {
+        if sp == 0 || c.full() {
             return;
         }
         sp -= 1;
@@ -400,25 +425,34 @@ fn walk<C: BitCoder, S: Side>(w: &mut Walk<C>, side: &mut S, total: usize) {
     }
 }
 
-/// Arithmetic-codes the tree of `points` (canonical, validated, non-empty).
+/// Arithmetic-codes the tree of `points` (non-empty, coordinates checked
+/// below `2^bits`); `Err(NotCanonical)` if they are not in canonical order
+/// (unless the output filled up first: then `Err(BufferTooSmall)`).
 pub(crate) fn encode_tree(points: &[[u16; 3]], bits: u8, out: &mut [u8]) -> Result<usize, Error> {
-    let mut w = Walk::new(Encoder::new(out), bits);
-    walk(&mut w, &mut EncSide(points), points.len());
-    w.c.finish()
+    let mut c = Encoder::new(out);
+    let mut w = Walk::new(bits);
+    let mut side = EncSide::new(points);
+    walk(&mut c, &mut w, &mut side, points.len());
+    if side.misplaced() && !c.full() {
+        return Err(Error::NotCanonical);
+    }
+    c.finish()
 }
 
 /// Decodes a tree of `out.len()` (non-zero) points.
 pub(crate) fn decode_tree(body: &[u8], bits: u8, out: &mut [[u16; 3]]) -> Result<(), Error> {
     let n = out.len();
-    let mut w = Walk::new(Decoder::new(body)?, bits);
-    walk(&mut w, &mut DecSide(out), n);
-    w.c.finish()
+    let mut c = Decoder::new(body)?;
+    let mut w = Walk::new(bits);
+    walk(&mut c, &mut w, &mut DecSide(out), n);
+    c.finish()
 }
 
 /// Test-only: the ideal cost in bits per category (as `fast::cost_of`).
 #[cfg(test)]
 pub(crate) fn cost_of(points: &[[u16; 3]], bits: u8, out: &mut [u8]) -> [f64; 32] {
-    let mut w = Walk::new(Encoder::new(out), bits);
-    walk(&mut w, &mut EncSide(points), points.len());
-    w.c.cost
+    let mut c = Encoder::new(out);
+    let mut w = Walk::new(bits);
+    walk(&mut c, &mut w, &mut EncSide::new(points), points.len());
+    c.cost
 }
