@@ -251,6 +251,13 @@ fn run_label_weights<B: Backend>(
         return Ok(None);
     }
     let lw = LabelWeights::of(train, cfg.model.classes, cfg.label_balance);
+    if lw.counts.iter().all(|&c| c == 0) {
+        return Err(TrainError::Config(format!(
+            "the model has {} part classes but no training sample carries part labels \
+             (point_labels) below that count",
+            cfg.model.classes
+        )));
+    }
     if let Some(out) = out {
         crate::lmnet::save_json(&lw, &out.join(files::LABEL_WEIGHTS))?;
     }
@@ -297,6 +304,16 @@ pub fn train_points<B: AutodiffBackend>(
         "step,lr,train_chamfer,train_label_ce,val_chamfer_l2,val_chamfer_l1,val_fscore_1pct,elapsed_s,images_per_s",
         device,
     )?;
+    if cfg.lr_restart > 0 && state.step < cfg.lr_restart {
+        return Err(TrainError::Config(format!(
+            "lr_restart = {} but training starts at step {}: a fine-tune resumes (--resume) from a \
+             checkpoint at or after its restart step (is there one at step {} in {}?)",
+            cfg.lr_restart,
+            state.step,
+            cfg.lr_restart,
+            out.display()
+        )));
+    }
     let mut run = RunProgress::new(
         quiet,
         cfg.steps,

@@ -191,12 +191,41 @@ fn balanced_label_fine_tune_resumes_with_its_own_schedule() {
                 .collect()
         })
         .collect();
+    let lr_of = |step: f64| rows.iter().find(|r| r[0] == step).map(|r| r[1]);
+    // the base run's rows survive the resume, with the base schedule
+    for step in [10usize, 20] {
+        let lr = lr_of(step as f64).expect("base row kept");
+        assert!((lr - cfg.lr_at(step - 1)).abs() < 1e-6 * lr, "{step}: {lr}");
+    }
+    // step 29 is step 9 of a 20-step schedule from 5e-4 (hand computation, not lr_at)
+    let rel = 9.0f64;
+    let w = ft.warmup as f64;
+    let want = if rel < w {
+        5e-4 * (rel + 1.0) / w
+    } else {
+        let t = ((rel - w) / (20.0 - w).max(1.0)).min(1.0);
+        let lo = 5e-4 * ft.lr_final_ratio;
+        lo + 0.5 * (5e-4 - lo) * (1.0 + (std::f64::consts::PI * t).cos())
+    };
     let row = rows.iter().find(|r| r[0] == 30.0).expect("row of step 30");
+    assert!((row[1] - want).abs() < 1e-5 * want, "{row:?} vs {want}");
+    let mut no_restart = ft.clone();
+    no_restart.lr_restart = 0;
     assert!(
-        (row[1] - ft.lr_at(29)).abs() < 1e-5 * ft.lr_at(29),
-        "{row:?}"
+        (row[1] - no_restart.lr_at(29)).abs() > 1e-3 * want,
+        "restart had no effect"
     );
     assert!(row[3].is_finite() && row[3] > 0.0, "{row:?}");
+    // a fine-tune that does not start from a checkpoint at its restart step is refused
+    let fresh = tmp("balanced-fresh");
+    let e = train_points::<Ad>(&ft, &train, &val, &fresh, false, &dev, true).unwrap_err();
+    assert!(e.to_string().contains("lr_restart = 20"), "{e}");
+    // a labelled model on unlabelled samples is refused
+    let mut bare = train.clone();
+    bare.iter_mut().for_each(|s| s.point_labels.clear());
+    let e = train_points::<Ad>(&cfg, &bare, &val, &fresh, false, &dev, true).unwrap_err();
+    assert!(e.to_string().contains("part labels"), "{e}");
+    std::fs::remove_dir_all(&fresh).ok();
     std::fs::remove_dir_all(&out).ok();
 }
 
