@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every shapecast-wire fuzz target for FUZZ_SECONDS (default 20) each.
-# Exits non-zero if any target finds a crash (artifacts are left under
-# crates/wire/fuzz/artifacts/<target>/).
+# Runs every shapecast-wire fuzz target, then shapecast-geom's, for FUZZ_SECONDS (default
+# 20) each. Exits non-zero if any target finds a crash (artifacts are left under
+# crates/<crate>/fuzz/artifacts/<target>/).
 set -euo pipefail
 cd "$(dirname "$0")/../crates/wire"
 SECS="${FUZZ_SECONDS:-20}"
@@ -19,8 +19,19 @@ for t in "${targets[@]}"; do
         failed+=("$t")
     fi
 done
+# shapecast-geom's PLY/XYZ reader (no tract: as cheap to build as the wire targets)
+cd ../geom
+geom_targets=(ply_read)
+for t in "${geom_targets[@]}"; do
+    echo "=== fuzz geom $t (${SECS}s)"
+    dirs=()
+    if [ -d "fuzz/seeds/$t" ]; then dirs=("fuzz/corpus/$t" "fuzz/seeds/$t"); mkdir -p "fuzz/corpus/$t"; fi
+    if ! cargo +nightly fuzz run "$t" "${dirs[@]}" -- -max_total_time="$SECS" -rss_limit_mb=2048; then
+        failed+=("geom/$t")
+    fi
+done
 if ((${#failed[@]})); then
     echo "fuzz: crashes in: ${failed[*]}" >&2
     exit 1
 fi
-echo "fuzz: all ${#targets[@]} targets ran ${SECS}s without a crash"
+echo "fuzz: all $((${#targets[@]} + ${#geom_targets[@]})) targets ran ${SECS}s without a crash"

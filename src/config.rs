@@ -489,7 +489,7 @@ impl Config {
     ) -> Result<Effective, ConfigError> {
         let mut layers = Vec::new();
         for p in std::iter::once(base).chain(overlay) {
-            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+            let text = read_text_capped(p, MAX_CONFIG_BYTES).map_err(|e| ConfigError::Read {
                 path: p.to_owned(),
                 cause: e,
             })?;
@@ -650,6 +650,27 @@ impl Config {
         // Serializing plain structs of strings, numbers and bools cannot fail.
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
     }
+}
+
+/// Longest configuration file read (bytes).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads a UTF-8 text file of at most `max` bytes. A longer one (`/dev/zero`, a dump given
+/// by mistake) is an `InvalidData` error after reading `max + 1` bytes, not an allocation
+/// the size of the file.
+pub fn read_text_capped(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(max.saturating_add(1))
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("longer than {max} bytes"),
+        ));
+    }
+    Ok(text)
 }
 
 /// The board overlays present in `dir` (file stems other than `base`), sorted.

@@ -227,6 +227,14 @@ impl Encoder {
                     .ok_or_else(|| EncodeError::Invalid("no grid".into()))?;
                 let r = u16::try_from(g.resolution)
                     .map_err(|_| EncodeError::Invalid("grid too large".into()))?;
+                let cells = g.resolution.pow(3);
+                if g.occupied.len() != cells {
+                    return Err(EncodeError::Invalid(format!(
+                        "grid of resolution {} holds {} cells, not {cells}",
+                        g.resolution,
+                        g.occupied.len()
+                    )));
+                }
                 let mut occ = vec![0u8; message::occupancy_len(r)];
                 for (i, &o) in g.occupied.iter().enumerate() {
                     if o {

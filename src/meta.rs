@@ -312,10 +312,16 @@ impl ModelMeta {
         let c = color.channels();
         let mean = floats_n("shapecast.input.mean", k.req("shapecast.input.mean")?, c)?;
         let std = floats_n("shapecast.input.std", k.req("shapecast.input.std")?, c)?;
-        if std.contains(&0.0) {
+        // Normalising is `(pixel / 255 - mean) / std`: a std so small that 1 / (255 std) or
+        // mean / std overflows would feed infinities to the network.
+        if std
+            .iter()
+            .zip(&mean)
+            .any(|(s, m)| *s == 0.0 || !(1.0 / (255.0 * s)).is_finite() || !(m / s).is_finite())
+        {
             return Err(bad(
                 "shapecast.input.std",
-                format!("{c} non-zero numbers"),
+                format!("{c} non-zero numbers, none so small that 1 / (255 std) or mean / std overflows"),
                 k.req("shapecast.input.std")?,
             ));
         }
@@ -344,10 +350,12 @@ impl ModelMeta {
         )?;
         let bv = k.req("shapecast.bounds")?;
         let b = floats_n("shapecast.bounds", bv, 6)?;
-        if !(b[0] < b[3] && b[1] < b[4] && b[2] < b[5]) {
+        // max - min must be finite too: quantizing divides by it (an infinite extent puts
+        // every point on the min corner, and the host dequantizes to inf/NaN)
+        if !(0..3).all(|i| b[i] < b[i + 3] && (b[i + 3] - b[i]).is_finite()) {
             return Err(bad(
                 "shapecast.bounds",
-                "xmin,ymin,zmin,xmax,ymax,zmax with min < max on every axis",
+                "xmin,ymin,zmin,xmax,ymax,zmax with min < max and a finite max - min on every axis",
                 bv,
             ));
         }

@@ -18,6 +18,21 @@ use crate::mailbox::{Mailbox, Take};
 use crate::source::{ErrorKind, Frame, FrameSource};
 use crate::stats::{Latencies, Stage};
 
+/// Longest wait made from a configured number of seconds (about 31 years): "never", yet
+/// still addable to an [`Instant`].
+pub const MAX_WAIT_S: f64 = 1e9;
+
+/// Seconds from a configuration or command-line number as a [`Duration`], saturating:
+/// negative or NaN is zero, anything beyond [`MAX_WAIT_S`] (1e300, the infinite `1/rate`
+/// of a rate of 1e-310) is [`MAX_WAIT_S`]. `Duration::from_secs_f64` panics on those.
+pub fn duration_secs(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(s.min(MAX_WAIT_S))
+    }
+}
+
 /// Options of [`run`].
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
@@ -198,7 +213,7 @@ pub fn run(
     let mut last_stats = Instant::now();
     let mut last_hello: Option<Instant> = None;
     let min_gap = if opts.max_fps > 0.0 {
-        Duration::from_secs_f64(1.0 / opts.max_fps)
+        duration_secs(1.0 / opts.max_fps)
     } else {
         Duration::ZERO
     };

@@ -1102,3 +1102,403 @@ fn replay_decodes_a_recorded_serial_stream_and_skips_damage() {
     assert_eq!((n.frames, n.messages, n.bad_frames), (4, 3, 1));
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Adversarial input: every input-facing function of the runtime over arbitrary bytes,
+/// sizes and values. Each property gives an error or a consistent result, never a panic, a
+/// hang or an allocation sized by the input (the device standard: "bad input gets a clear
+/// error and loses nothing").
+mod adversarial {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use proptest::prelude::*;
+    use shapecast::config::{load_layers, parse_set, Overrides, BASE_TOML};
+    use shapecast::encode::{Encoder, Send};
+    use shapecast::heads::{self, Cloud, Mesh, Reconstruction, VoxelGrid};
+    use shapecast::meta::{Color, ContractError, Crop, InputSpec, ModelMeta};
+    use shapecast::preprocess::Preprocessor;
+    use shapecast::source::convert::{convert, unpad};
+    use shapecast::source::{FrameSource, PixelFormat, RawFrames, Repeat};
+    use shapecast_wire::message::{decode_message, Message};
+
+    fn frames_fixture(name: &str) -> PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/frames")
+            .join(name)
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("shapecast-adv-{}-{name}", std::process::id()))
+    }
+
+    fn format() -> impl Strategy<Value = PixelFormat> {
+        prop::sample::select(PixelFormat::ALL.to_vec())
+    }
+
+    fn metadata(head: &str) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> = [
+            ("shapecast.contract", "1"),
+            ("shapecast.head", head),
+            ("shapecast.model_id", "adv"),
+            ("shapecast.input.width", "16"),
+            ("shapecast.input.height", "12"),
+            ("shapecast.input.color", "rgb"),
+            ("shapecast.input.mean", "0.5,0.5,0.5"),
+            ("shapecast.input.std", "0.25,0.25,0.25"),
+            ("shapecast.input.crop", "center"),
+            ("shapecast.frame", "object"),
+            ("shapecast.units", "normalized"),
+            ("shapecast.bounds", "-1,-1,-1,1,1,1"),
+            ("shapecast.precision", "f32"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        let extra: &[(&str, &str)] = match head {
+            "points" => &[
+                ("shapecast.points", "5"),
+                ("shapecast.hypotheses", "2"),
+                ("shapecast.classes", "a,b,c"),
+            ],
+            "voxels" => &[("shapecast.voxels.resolution", "3")],
+            "mesh" => &[
+                ("shapecast.mesh.template", "0,0,0,1,0,0,0,1,0"),
+                ("shapecast.mesh.faces", "0,1,2"),
+                ("shapecast.classes", "a,b"),
+            ],
+            _ => &[
+                ("shapecast.part", "encoder"),
+                ("shapecast.parts.decoder", "d.onnx"),
+                ("shapecast.implicit.kind", "sdf"),
+                ("shapecast.implicit.level", "0"),
+                ("shapecast.implicit.latent", "8"),
+            ],
+        };
+        for (k, v) in extra {
+            m.insert((*k).to_owned(), (*v).to_owned());
+        }
+        m
+    }
+
+    fn head() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["points", "voxels", "mesh", "implicit"])
+    }
+
+    /// Floats with NaN, infinities and extremes mixed in.
+    fn wild_f32() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            6 => -2.0f32..2.0,
+            1 => Just(f32::NAN),
+            1 => Just(f32::INFINITY),
+            1 => Just(f32::NEG_INFINITY),
+            1 => Just(f32::MAX),
+            1 => Just(-f32::MAX),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Raw pixel buffers of any size: converted iff the length is the format's, else a
+        /// size error; MJPEG garbage is a decode error.
+        #[test]
+        fn convert_any_buffer(
+            f in format(),
+            w in 0u32..10,
+            h in 0u32..10,
+            delta in -3i64..3,
+            fill in any::<u8>(),
+            garbage in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let want = f.frame_len(w, h);
+            let len = want.map_or(garbage.len(), |n| (n as i64 + delta).max(0) as usize);
+            let data = if f == PixelFormat::Mjpeg { garbage } else { vec![fill; len] };
+            let mut out = vec![7u8; 5];
+            let r = convert(f, w, h, &data, &mut out);
+            if w == 0 || h == 0 {
+                prop_assert!(r.is_err());
+            } else if f != PixelFormat::Mjpeg {
+                prop_assert_eq!(r.is_ok(), Some(data.len()) == want);
+            }
+            if r.is_ok() {
+                prop_assert_eq!(out.len(), (w * h * 3) as usize);
+            }
+        }
+
+        /// Driver buffers with any stride and any length: a tight frame of the format's
+        /// length or a `Short` error.
+        #[test]
+        fn unpad_any_stride(
+            f in format(),
+            w in 0u32..12,
+            h in 0u32..12,
+            stride in prop_oneof![0u32..40, Just(u32::MAX), Just(u32::MAX / 2)],
+            len in 0usize..1200,
+        ) {
+            let data = vec![9u8; len];
+            if let Ok(v) = unpad(f, w, h, stride, &data) {
+                if let Some(n) = f.frame_len(w, h) {
+                    prop_assert_eq!(v.len(), n);
+                }
+            }
+        }
+
+        /// A real MJPEG picture, damaged or cut anywhere: an error or a frame of the
+        /// declared size.
+        #[test]
+        fn damaged_mjpeg_picture(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+            cut in any::<prop::sample::Index>(),
+            cut_it in any::<bool>(),
+        ) {
+            let mut data = std::fs::read(frames_fixture("testsrc.mjpeg")).unwrap();
+            for (i, b) in flips {
+                let i = i.index(data.len());
+                data[i] = b;
+            }
+            if cut_it {
+                data.truncate(cut.index(data.len()));
+            }
+            let mut out = Vec::new();
+            if convert(PixelFormat::Mjpeg, 64, 48, &data, &mut out).is_ok() {
+                prop_assert_eq!(out.len(), 64 * 48 * 3);
+            }
+        }
+
+        /// Any picture size into any model input size, crop and colour: the tensor has the
+        /// model's shape and only finite values.
+        #[test]
+        fn preprocess_any_size(
+            w in 1usize..40,
+            h in 1usize..40,
+            dw in 1usize..20,
+            dh in 1usize..20,
+            crop in prop::sample::select(vec![Crop::Center, Crop::Stretch, Crop::Letterbox]),
+            color in prop::sample::select(vec![Color::Rgb, Color::Bgr, Color::Gray]),
+            seed in any::<u8>(),
+        ) {
+            let c = color.channels();
+            let spec = InputSpec {
+                width: dw,
+                height: dh,
+                color,
+                mean: vec![0.5; c],
+                std: vec![0.25; c],
+                crop,
+            };
+            let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i as u8).wrapping_mul(seed)).collect();
+            let mut out = Vec::new();
+            let mut p = Preprocessor::default();
+            p.run(&rgb, w, h, &spec, &mut out).unwrap();
+            prop_assert_eq!(out.len(), c * dw * dh);
+            prop_assert!(out.iter().all(|v| v.is_finite()));
+            // a wrong buffer length is an error, not a panic
+            prop_assert!(p.run(&rgb[1..], w, h, &spec, &mut out).is_err());
+        }
+
+        /// Any value for any metadata key: parsed or refused naming that key.
+        #[test]
+        fn metadata_any_value(
+            head in head(),
+            key_pick in any::<prop::sample::Index>(),
+            value in prop_oneof![
+                ".{0,40}",
+                "[-0-9.,e ]{0,40}",
+                Just("NaN,0,0,1,1,1".to_owned()),
+                Just("1e39".to_owned()),
+                Just("-5".to_owned()),
+                Just("18446744073709551616".to_owned()),
+            ],
+        ) {
+            let mut m = metadata(head);
+            let keys: Vec<String> = m.keys().cloned().collect();
+            let key = keys[key_pick.index(keys.len())].clone();
+            m.insert(key.clone(), value);
+            match ModelMeta::parse(&m) {
+                Ok(meta) => {
+                    prop_assert!(meta.bounds.extent().iter().all(|e| e.is_finite() && *e > 0.0));
+                    prop_assert!(meta.input.std.iter().all(|s| (1.0 / (255.0 * s)).is_finite()));
+                }
+                Err(ContractError::Bad { key: k, .. }) | Err(ContractError::Missing(k)) => {
+                    prop_assert!(k.starts_with("shapecast."), "{k}");
+                }
+                Err(e) => prop_assert!(false, "unexpected error {e}"),
+            }
+        }
+
+        /// Network outputs of any length and any values: decoded (non-finite points
+        /// dropped and counted) or a length error.
+        #[test]
+        fn heads_any_outputs(
+            len in 0usize..80,
+            labels_len in prop::option::of(0usize..80),
+            vals in prop::collection::vec(wild_f32(), 80),
+        ) {
+            let m = ModelMeta::parse(&metadata("points")).unwrap();
+            let lab = labels_len.map(|n| &vals[..n]);
+            if let Ok(r) = heads::decode_points(&m, &vals[..len], lab, Some(&vals[..10.min(len)])) {
+                prop_assert_eq!(r.clouds.len(), 2);
+                let kept: usize = r.clouds.iter().map(|c| c.points.len()).sum();
+                prop_assert_eq!(kept + r.dropped_nonfinite, 10);
+                prop_assert!(r.clouds.iter().flat_map(|c| &c.points).flatten().all(|v| v.is_finite()));
+            }
+            let m = ModelMeta::parse(&metadata("voxels")).unwrap();
+            if let Ok(r) = heads::decode_voxels(&m, &vals[..len]) {
+                prop_assert_eq!(r.voxels.unwrap().occupied.len(), 27);
+            }
+            let m = ModelMeta::parse(&metadata("mesh")).unwrap();
+            if let Ok(r) = heads::decode_mesh(&m, &vals[..len], lab) {
+                let mesh = r.mesh.unwrap();
+                prop_assert!(mesh.vertices.iter().flatten().all(|v| v.is_finite()));
+            }
+        }
+
+        /// Any reconstruction (non-finite points, attribute lists of the wrong length,
+        /// grids and meshes that do not match their own sizes): a decodable message or an
+        /// error.
+        #[test]
+        fn encoder_any_reconstruction(
+            pts in prop::collection::vec([wild_f32(), wild_f32(), wild_f32()], 0..40),
+            nlab in 0usize..45,
+            nconf in 0usize..45,
+            res in 0usize..5,
+            occ_len in 0usize..130,
+            faces in prop::collection::vec([0u32..50, 0u32..50, 0u32..50], 0..10),
+            send in prop::sample::select(vec![Send::Points, Send::Voxels, Send::Mesh]),
+            bits in 8u8..=16,
+        ) {
+            let b = ModelMeta::parse(&metadata("points")).unwrap().bounds;
+            let rec = Reconstruction {
+                clouds: vec![Cloud {
+                    points: pts.clone(),
+                    labels: Some(vec![1; nlab]),
+                    confidence: Some(vec![f32::NAN; nconf]),
+                }],
+                mesh: Some(Mesh { vertices: pts.clone(), faces, labels: Some(vec![0; nlab]) }),
+                voxels: Some(VoxelGrid { resolution: res, occupied: vec![true; occ_len] }),
+                ..Reconstruction::default()
+            };
+            let mut enc = Encoder::new(3, bits, b, send).unwrap();
+            if let Ok(bytes) = enc.frame(&rec, 1, 2) {
+                let msg = decode_message(bytes);
+                prop_assert!(msg.is_ok(), "{:?}", msg.err());
+                if let Ok(Message::PointCloud(p)) = msg {
+                    prop_assert_eq!(p.hypotheses.len(), 1);
+                }
+            }
+        }
+
+        /// `--set` items and overlays of any text: a configuration or a typed error.
+        #[test]
+        fn config_any_override(
+            item in prop_oneof![
+                ".{0,30}",
+                "[a-z_.]{1,20}=[-0-9a-z.e\"\\[\\]{} ]{0,20}",
+                Just("limits.max_fps=nan".to_owned()),
+                Just("stats.interval_s=1e300".to_owned()),
+                Just("source.kind.x=1".to_owned()),
+                Just("source=3".to_owned()),
+            ],
+            overlay in "[\\[\\]a-z_.=\"0-9\n ]{0,60}",
+        ) {
+            let o = Overrides { set: vec![item.clone()], ..Overrides::default() };
+            let _ = parse_set(&item);
+            let layers = [
+                ("base".to_owned(), BASE_TOML.to_owned()),
+                ("overlay".to_owned(), overlay),
+            ];
+            if let Ok(eff) = load_layers(&layers, &o) {
+                prop_assert!(eff.config.validate().is_empty());
+            }
+        }
+
+        /// An MJPEG dump of any bytes, played forever: every call returns (a picture, a
+        /// bad frame or a fatal error), never spins.
+        #[test]
+        fn mjpeg_dump_of_any_bytes(
+            data in prop::collection::vec(prop_oneof![any::<u8>(), Just(0xFF), Just(0xD8), Just(0xD9)], 0..300),
+        ) {
+            let p = tmp(&format!("mjpeg-{}", data.len()));
+            std::fs::write(&p, &data).unwrap();
+            let mut s = RawFrames::open(&p, 64, 48, PixelFormat::Mjpeg, Repeat::Forever).unwrap();
+            for _ in 0..6 {
+                if let Err(e) = s.next_frame() {
+                    if e.kind() == shapecast::source::ErrorKind::Fatal {
+                        break;
+                    }
+                }
+            }
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+
+    #[test]
+    fn bounds_whose_extent_overflows_are_refused() {
+        // Finite numbers, min < max, but max - min is infinite: every point would quantize
+        // to the min corner and the host would dequantize to inf/NaN.
+        let mut m = metadata("voxels");
+        m.insert("shapecast.bounds".into(), "-3e38,-1,-1,3e38,1,1".into());
+        let e = ModelMeta::parse(&m).unwrap_err();
+        assert!(e.to_string().contains("shapecast.bounds"), "{e}");
+    }
+
+    #[test]
+    fn std_so_small_that_normalising_overflows_is_refused() {
+        let mut m = metadata("points");
+        m.insert("shapecast.input.std".into(), "1e-40,0.25,0.25".into());
+        let e = ModelMeta::parse(&m).unwrap_err();
+        assert!(e.to_string().contains("shapecast.input.std"), "{e}");
+    }
+
+    #[test]
+    fn replay_rate_that_overflows_a_duration_is_not_a_panic() {
+        // `--rate 1e-310`: 1/rate is infinite; Duration::from_secs_f64 used to panic.
+        let p = tmp("rate.rec");
+        std::fs::write(&p, b"\x02x\x00").unwrap();
+        let mut src = shapecast::source::WireReplay::open(&p, Repeat::Times(1), 100).unwrap();
+        // The pause between messages is (nearly) forever; a stop request still ends it.
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let t0 = std::time::Instant::now();
+        let n = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            shapecast::app::replay::replay_frames(&mut src, 1e-310, &stop, |_, _| {}).unwrap()
+        });
+        assert_eq!((n.frames, n.bad_frames), (1, 1));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn durations_from_config_numbers_saturate() {
+        use shapecast::pipeline::duration_secs;
+        use std::time::Duration;
+        assert_eq!(duration_secs(0.5), Duration::from_millis(500));
+        assert_eq!(duration_secs(-1.0), Duration::ZERO);
+        assert_eq!(duration_secs(f64::NAN), Duration::ZERO);
+        let max = duration_secs(f64::INFINITY);
+        assert_eq!(duration_secs(1e300), max);
+        assert_eq!(duration_secs(1.0 / 1e-310), max);
+        // still addable to an Instant
+        let _ = std::time::Instant::now() + max;
+    }
+}
+
+/// Files whose size has nothing to do with what they should hold (a sparse 4 GiB file given
+/// as the key or the configuration) are refused after a bounded read, not read whole.
+#[test]
+fn oversized_key_and_config_files_are_refused_without_reading_them() {
+    let p = std::env::temp_dir().join(format!("shapecast-huge-{}.txt", std::process::id()));
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(4 << 30).unwrap(); // sparse: no disk used
+    drop(f);
+    let t0 = Instant::now();
+    let e = shapecast::app::link::read_key(&p).unwrap_err();
+    assert!(format!("{e:#}").contains("longer than 4096 bytes"), "{e:#}");
+    let e = shapecast::config::Config::load_files(&p, None, &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("longer than"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    std::fs::remove_file(&p).unwrap();
+}

@@ -11,7 +11,8 @@ pub const MAX_PAYLOAD: usize = 4 << 20;
 
 /// Reads a pre-shared key file: 64 hex digits.
 pub fn read_key(path: &std::path::Path) -> anyhow::Result<Key> {
-    let text = std::fs::read_to_string(path)
+    // 64 hex digits and some whitespace: anything much longer is not a key file
+    let text = crate::config::read_text_capped(path, 4096)
         .with_context(|| format!("reading the pre-shared key file {}", path.display()))?;
     Key::from_hex(&text).map_err(|e| {
         anyhow!(

@@ -45,7 +45,7 @@ pub fn replay_frames(
     let mut reader: Box<FrameReader<MAX_BODY>> = Box::default();
     let mut n = ReplayCounts::default();
     let gap = if rate > 0.0 {
-        Duration::from_secs_f64(1.0 / rate)
+        crate::pipeline::duration_secs(1.0 / rate)
     } else {
         Duration::ZERO
     };
@@ -78,7 +78,14 @@ pub fn replay_frames(
             next += gap;
             let now = Instant::now();
             if next > now {
-                std::thread::sleep(next - now);
+                // in steps, so that a stop request ends even a very long pause
+                while !stop.load(Ordering::SeqCst) {
+                    let now = Instant::now();
+                    if now >= next {
+                        break;
+                    }
+                    std::thread::sleep((next - now).min(Duration::from_millis(100)));
+                }
             } else {
                 next = now;
             }

@@ -3,7 +3,6 @@
 
 use std::io::BufRead;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
@@ -134,7 +133,7 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
         EngineOptions {
             implicit: a.implicit.options(),
             max_points: a.max_points,
-            state_timeout: Duration::from_secs_f64(a.state_timeout.max(0.0)),
+            state_timeout: crate::pipeline::duration_secs(a.state_timeout),
         },
     );
     if engine.has_state() {
@@ -158,12 +157,12 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
     }
     let opts = PipelineOptions {
         max_fps: c.limits.max_fps,
-        stats_interval: Duration::from_secs_f64(c.stats.interval_s),
+        stats_interval: crate::pipeline::duration_secs(c.stats.interval_s),
         save_dir: c.output.save_dir.clone(),
         save_every: c.output.save_every,
         save_keep: c.output.save_keep as usize,
         max_frames: a.max_frames,
-        max_points: a.max_points as u32,
+        max_points: u32::try_from(a.max_points).unwrap_or(u32::MAX),
         pace_to_link: !matches!(c.source.kind, crate::config::SourceKind::Camera),
         ..PipelineOptions::default()
     };

@@ -314,4 +314,46 @@ mod tests {
         assert!(insert_standard_huffman_tables(b"\xff\xd8\xff\xd9").is_none());
         assert!(has_huffman_tables(b"garbage"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any stream (marker bytes made common): every call ends, a picture is SOI..EOI
+        /// within the limit, and each call consumes input (no spin on the same bytes).
+        #[test]
+        fn any_stream_splits_or_errors(
+            data in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<u8>(),
+                    proptest::prelude::Just(0xFFu8),
+                    proptest::prelude::Just(0xD8u8),
+                    proptest::prelude::Just(0xD9u8),
+                    proptest::prelude::Just(0xDAu8),
+                    proptest::prelude::Just(0x00u8),
+                ],
+                0..400,
+            ),
+            max in 2usize..300,
+        ) {
+            let mut r = io::BufReader::with_capacity(16, &data[..]);
+            for _ in 0..=data.len() {
+                let before = r.get_ref().len() + r.buffer().len();
+                match read_jpeg(&mut r, max) {
+                    Ok(None) => break,
+                    Ok(Some(j)) => {
+                        proptest::prop_assert!(j.len() <= max);
+                        proptest::prop_assert_eq!(&j[..2], &[0xFF, 0xD8]);
+                        proptest::prop_assert_eq!(&j[j.len() - 2..], &[0xFF, 0xD9]);
+                    }
+                    Err(_) => {}
+                }
+                let after = r.get_ref().len() + r.buffer().len();
+                proptest::prop_assert!(after < before || after == 0, "no progress");
+                if after == 0 {
+                    break;
+                }
+            }
+            let _ = has_huffman_tables(&data);
+            let _ = insert_standard_huffman_tables(&data);
+        }
+    }
 }

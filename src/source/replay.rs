@@ -20,6 +20,8 @@ pub struct WireReplay {
     max_frame: usize,
     pass: u64,
     in_pass: u64,
+    /// Frames handed out in this pass.
+    given_in_pass: u64,
     /// Frames handed out.
     frames: u64,
     /// Frames skipped: longer than `max_frame`, or cut short at the end of the file.
@@ -36,6 +38,7 @@ impl WireReplay {
             max_frame: max_frame.max(1),
             pass: 0,
             in_pass: 0,
+            given_in_pass: 0,
             frames: 0,
             dropped: 0,
         })
@@ -69,17 +72,26 @@ impl WireReplay {
                     frame.clear();
                     oversized = false;
                 }
-                if self.in_pass == 0 {
-                    return Err(SourceError::Invalid(format!(
-                        "recording {} holds no complete frame",
-                        self.path.display()
-                    )));
+                if self.given_in_pass == 0 {
+                    // Nothing usable in a whole pass: another pass would give nothing either
+                    // (and with `Repeat::Forever` this call would never return).
+                    return Err(SourceError::Invalid(if self.in_pass == 0 {
+                        format!("recording {} holds no complete frame", self.path.display())
+                    } else {
+                        format!(
+                            "recording {} holds no usable frame: all {} are longer than {} bytes",
+                            self.path.display(),
+                            self.in_pass,
+                            self.max_frame
+                        )
+                    }));
                 }
                 self.reader
                     .seek(SeekFrom::Start(0))
                     .map_err(|e| SourceError::io(&self.path, e))?;
                 self.pass += 1;
                 self.in_pass = 0;
+                self.given_in_pass = 0;
                 continue;
             }
             let (chunk, found) = match buf.iter().position(|&b| b == 0) {
@@ -112,6 +124,7 @@ impl WireReplay {
                     continue;
                 }
                 self.in_pass += 1;
+                self.given_in_pass += 1;
                 self.frames += 1;
                 return Ok(frame);
             }
@@ -202,6 +215,53 @@ mod tests {
         let mut r = WireReplay::open(&p, Repeat::Times(1), 1 << 20).unwrap();
         assert_eq!(all(&mut r), vec![big.clone(), big[..10].to_vec()]);
         std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn recording_of_only_oversized_frames_is_an_error_not_a_spin() {
+        // Every frame is over the limit: with `loops = 0` (forever) this used to rewind and
+        // skip forever inside one `next_packet` call, never returning (not even to a stop
+        // flag).
+        let mut data = vec![0x05; 300];
+        data.push(0);
+        data.extend_from_slice(&[0x07; 200]);
+        data.push(0);
+        let p = write("e", &data);
+        let mut r = WireReplay::open(&p, Repeat::Forever, 100).unwrap();
+        let err = r.next_packet().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Fatal, "{err}");
+        assert!(err.to_string().contains("100 bytes"), "{err}");
+        assert_eq!(r.dropped(), 2);
+        std::fs::remove_file(p).unwrap();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any file, played forever, gives a frame or an error within one call; frames are
+        /// never empty, never hold a delimiter and never exceed the limit.
+        #[test]
+        fn any_recording_returns_from_every_call(
+            data in proptest::collection::vec(
+                proptest::prop_oneof![3 => proptest::prelude::Just(0u8), 7 => proptest::prelude::any::<u8>()],
+                0..600,
+            ),
+            max in 1usize..64,
+        ) {
+            let p = write(&format!("prop-{}", data.len()), &data);
+            let mut r = WireReplay::open(&p, Repeat::Forever, max).unwrap();
+            for _ in 0..8 {
+                match r.next_packet() {
+                    Ok(f) => {
+                        proptest::prop_assert!(!f.is_empty() && f.len() <= max && !f.contains(&0));
+                    }
+                    Err(e) => {
+                        proptest::prop_assert_eq!(e.kind(), ErrorKind::Fatal);
+                        break;
+                    }
+                }
+            }
+            std::fs::remove_file(p).unwrap();
+        }
     }
 
     #[test]

@@ -674,7 +674,11 @@ pub fn read_ply(bytes: &[u8]) -> Result<PlyData, PlyError> {
                 }
             }
             _ => {
-                // Unknown (or repeated) element: skip it.
+                // Unknown (or repeated) element: skip it. One without properties holds
+                // no bytes whatever its count (which may be 2^64-1: no loop over it).
+                if el.props.is_empty() {
+                    continue;
+                }
                 if binary {
                     if let Some(stride) = el.fixed_stride() {
                         let total = stride
@@ -838,6 +842,98 @@ mod tests {
             h.extend_from_slice(&b);
             let _ = read_ply(&h);
         }
+    }
+
+    /// One random header: elements (vertex, face or other) with random counts (some huge)
+    /// and random property lists, in a random format.
+    fn random_header() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let scalar = prop::sample::select(vec![
+            "char", "uchar", "short", "ushort", "int", "uint", "float", "double", "int8", "float64",
+        ]);
+        let prop_line = (
+            prop::bool::weighted(0.25),
+            scalar.clone(),
+            scalar,
+            prop::sample::select(vec![
+                "x",
+                "y",
+                "z",
+                "label",
+                "confidence",
+                "vertex_indices",
+                "red",
+            ]),
+        )
+            .prop_map(|(list, a, b, name)| {
+                if list {
+                    format!("property list {a} {b} {name}\n")
+                } else {
+                    format!("property {a} {name}\n")
+                }
+            });
+        let count = prop_oneof![
+            4 => 0usize..6,
+            1 => Just(usize::MAX),
+            1 => Just(1usize << 40),
+            1 => Just(1_000_000usize),
+        ];
+        let element = (
+            prop::sample::select(vec!["vertex", "face", "edge"]),
+            count,
+            prop::collection::vec(prop_line, 0..5),
+            prop::bool::weighted(0.5),
+        )
+            .prop_map(|(name, n, props, xyz)| {
+                let mut e = format!("element {name} {n}\n");
+                if xyz && name == "vertex" {
+                    e.push_str("property float x\nproperty float y\nproperty float z\n");
+                }
+                e.extend(props);
+                e
+            });
+        (
+            prop::sample::select(vec!["ascii", "binary_little_endian", "binary_big_endian"]),
+            prop::collection::vec(element, 0..4),
+        )
+            .prop_map(|(fmt, els)| format!("ply\nformat {fmt} 1.0\n{}end_header\n", els.concat()))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any header (huge counts, lists anywhere, unknown elements) over any body: an error
+        /// or data consistent with itself, quickly, without allocating from the counts.
+        #[test]
+        fn any_header_over_any_body_is_an_error_or_consistent_data(
+            header in random_header(),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            ascii_body in "[0-9 .\\-\n]{0,120}",
+        ) {
+            for b in [body.as_slice(), ascii_body.as_bytes()] {
+                let mut file = header.clone().into_bytes();
+                file.extend_from_slice(b);
+                let t = std::time::Instant::now();
+                if let Ok(d) = read_ply(&file) {
+                    let n = d.vertices.len();
+                    proptest::prop_assert!(d.labels.as_ref().is_none_or(|l| l.len() == n));
+                    proptest::prop_assert!(d.confidence.as_ref().is_none_or(|c| c.len() == n));
+                    proptest::prop_assert!(d.faces.iter().flatten().all(|&i| (i as usize) < n));
+                }
+                proptest::prop_assert!(t.elapsed() < std::time::Duration::from_secs(1), "slow: {header}");
+            }
+        }
+    }
+
+    #[test]
+    fn ascii_element_without_properties_and_a_huge_count_is_quick() {
+        // An element with no properties holds nothing to read: a count of 2^64-1 must not
+        // become 2^64-1 empty loop turns.
+        let s = b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\n\
+                  property float y\nproperty float z\nelement junk 18446744073709551615\n\
+                  end_header\n1 2 3\n";
+        let t = std::time::Instant::now();
+        assert_eq!(read_ply(s).unwrap().vertices, vec![[1.0, 2.0, 3.0]]);
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

@@ -131,7 +131,8 @@ pub fn bounds_of(points: &[[f32; 3]]) -> Result<Bounds, HostError> {
     }
     for i in 0..3 {
         if max[i] <= min[i] {
-            max[i] = min[i] + 1e-3;
+            // relative for large coordinates: 1e30 + 1e-3 is still 1e30
+            max[i] = min[i] + (min[i].abs() * 1e-6).max(1e-3);
         }
     }
     Ok(Bounds { min, max })
@@ -163,17 +164,34 @@ pub fn encode_points(
     if !(pointcode::MIN_BITS..=pointcode::MAX_BITS).contains(&bits) {
         return Err(HostError::Wire(shapecast_wire::Error::BitsOutOfRange));
     }
+    // Checked whether or not bounds are given: quantizing maps NaN to the min corner.
+    if data.vertices.iter().flatten().any(|c| !c.is_finite()) {
+        return Err(HostError::Decode("non-finite coordinate in input"));
+    }
+    let n = data.vertices.len();
+    if data.labels.as_ref().is_some_and(|l| l.len() != n)
+        || data.confidence.as_ref().is_some_and(|c| c.len() != n)
+    {
+        return Err(HostError::Decode(
+            "attribute count differs from point count",
+        ));
+    }
     let bounds = match bounds {
         Some(b) => b,
         None => bounds_of(&data.vertices)?,
     };
+    if !(0..3).all(|i| bounds.min[i] < bounds.max[i] && (bounds.max[i] - bounds.min[i]).is_finite())
+    {
+        return Err(HostError::Decode(
+            "bounds need min < max and a finite max - min on every axis",
+        ));
+    }
     let mut q: Vec<[u16; 3]> = data
         .vertices
         .iter()
         .map(|&p| pointcode::quantize(p, &bounds, bits))
         .collect();
     // Attributes travel as one byte each; sort them along with the points.
-    let n = q.len();
     let mut attrs: Vec<(u8, u8)> = (0..n)
         .map(|i| {
             let l = data.labels.as_ref().map_or(0, |l| l[i]);

@@ -386,7 +386,9 @@ impl<W: Write + Seek + Send + 'static> Sink for McapSink<W> {
         }
         clock.1 = capture;
         clock.0 = clock.0.min(now - i128::from(capture));
-        let stamp_ns = (i128::from(capture) + clock.0).max(0) as u64 * 1000;
+        // saturating: a device may send any capture time (u64::MAX µs overflows ns)
+        let stamp_us = (i128::from(capture) + clock.0).clamp(0, i128::from(u64::MAX)) as u64;
+        let stamp_ns = stamp_us.saturating_mul(1000);
         let frame = format!("shapecast_dev{dev}");
         for (k, g) in ev.geometry.iter().enumerate() {
             let topic = match ev.message {

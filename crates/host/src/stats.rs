@@ -61,13 +61,16 @@ impl DeviceStats {
                 }
             }
         }
-        let off = host_us as i64 - capture_us as i64;
+        // i128: the capture time is any u64 the device sent (`as i64` and `-` could wrap)
+        let off = (i128::from(host_us) - i128::from(capture_us))
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
         let min = self.min_offset_us.map_or(off, |m| m.min(off));
         self.min_offset_us = Some(min);
         if self.lat.len() == LATENCY_SAMPLES {
             self.lat.pop_front();
         }
-        self.lat.push_back((off - min) as u64);
+        self.lat
+            .push_back(u64::try_from(i128::from(off) - i128::from(min)).unwrap_or(0));
     }
 
     /// Frames the device numbered between the first and last seen that did
@@ -206,5 +209,25 @@ impl HostStats {
             s.push_str(&d.summary());
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_capture_times_give_bounded_latencies() {
+        // Capture times are whatever a device sends: 2^63 and u64::MAX wrapped `as i64`
+        // subtraction (a panic in a debug build, garbage in a release one).
+        let mut d = DeviceStats::new(1);
+        let caps = [0, u64::MAX, 1 << 63, 5, u64::MAX - 1, 7, (1 << 63) + 1];
+        for (i, &c) in caps.iter().enumerate() {
+            d.on_frame(i as u32, 10, 1_000 + i as u64, c);
+        }
+        assert_eq!(d.frames, caps.len() as u64);
+        assert!(d.latency_above_min_us(100.0).is_some());
+        assert_eq!(d.latency_above_min_us(0.0), Some(0));
+        let _ = d.summary();
     }
 }

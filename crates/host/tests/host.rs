@@ -917,3 +917,140 @@ fn mcap_stamps_survive_a_device_restart() {
         );
     }
 }
+
+/// Adversarial input to the host's decoding and coding paths.
+mod adversarial {
+    use super::*;
+    use proptest::prelude::*;
+    use shapecast_host::convert::encode_points;
+    use shapecast_wire::message::decode_message;
+
+    fn wild() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            6 => -2.0f32..2.0,
+            1 => Just(f32::NAN),
+            1 => Just(f32::INFINITY),
+            1 => Just(-f32::MAX),
+        ]
+    }
+
+    fn bounds() -> impl Strategy<Value = Bounds> {
+        ([wild(), wild(), wild()], [wild(), wild(), wild()])
+            .prop_map(|(min, max)| Bounds { min, max })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Messages with any bounds, sizes and contents that the wire layer accepts turn
+        /// into geometry or a typed error; geometry always has consistent attributes and
+        /// in-range faces (what `save_ply` requires).
+        #[test]
+        fn any_valid_message_gives_consistent_geometry(
+            b in bounds(),
+            bits in 0u8..20,
+            res in 0u16..12,
+            occ in prop::collection::vec(any::<u8>(), 0..240),
+            verts in prop::collection::vec(any::<u8>(), 0..60),
+            faces in prop::collection::vec(any::<u8>(), 0..40),
+            wide in any::<bool>(),
+            code in prop::collection::vec(any::<u8>(), 0..40),
+            labels in prop::option::of(prop::collection::vec(any::<u8>(), 0..12)),
+            pick in 0u8..3,
+        ) {
+            let msg = match pick {
+                0 => Message::Voxels(VoxelFrame {
+                    device_id: 1,
+                    frame_id: 2,
+                    capture_ts_us: 3,
+                    resolution: res,
+                    bounds: b,
+                    occupancy: &occ[..occupancy_len(res).min(occ.len())],
+                }),
+                1 => Message::Mesh(MeshFrame {
+                    device_id: 1,
+                    frame_id: 2,
+                    capture_ts_us: 3,
+                    bits,
+                    bounds: b,
+                    index_width: if wide { IndexWidth::U32 } else { IndexWidth::U16 },
+                    vertices: &verts,
+                    faces: &faces,
+                    labels: labels.as_deref(),
+                }),
+                _ => {
+                    let mut hypotheses = heapless::Vec::new();
+                    let _ = hypotheses.push(Hypothesis {
+                        points: &code,
+                        labels: labels.as_deref(),
+                        confidence: None,
+                    });
+                    Message::PointCloud(PointCloudFrame {
+                        device_id: 1,
+                        frame_id: 2,
+                        capture_ts_us: 3,
+                        bits,
+                        bounds: b,
+                        hypotheses,
+                    })
+                }
+            };
+            let mut buf = vec![0u8; 4096];
+            let Ok(n) = encode_message(&msg, &mut buf) else { return Ok(()) };
+            let Ok(m) = decode_message(&buf[..n]) else { return Ok(()) };
+            if let Ok(geo) = message_to_ply(&m) {
+                for g in &geo {
+                    let mut out = Vec::new();
+                    prop_assert!(ply::write_ply(&mut out, g).is_ok());
+                }
+            }
+        }
+
+        /// Any bytes as a `.scpc` file: decoded or refused, never a panic.
+        #[test]
+        fn any_bytes_as_a_message(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(m) = decode_message(&bytes) {
+                let _ = message_to_ply(&m);
+            }
+        }
+
+        /// Point files with any coordinates (NaN, inf) and any explicit bounds: a message
+        /// that decodes to the same number of points, or an error; never points silently
+        /// moved to a corner because they were not numbers.
+        #[test]
+        fn encode_any_points(
+            pts in prop::collection::vec([wild(), wild(), wild()], 0..30),
+            b in prop::option::of(bounds()),
+            bits in 0u8..20,
+        ) {
+            let data = PlyData::points(pts.clone());
+            if let Ok(e) = encode_points(&data, bits, b, 1, 1) {
+                prop_assert!(pts.iter().flatten().all(|v| v.is_finite()));
+                let eb = e.bounds;
+                prop_assert!((0..3).all(|i| (eb.max[i] - eb.min[i]).is_finite() && eb.min[i] < eb.max[i]));
+                let m = decode_message(&e.message).unwrap();
+                let geo = message_to_ply(&m).unwrap();
+                prop_assert_eq!(geo[0].vertices.len(), pts.len());
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite_points_with_explicit_bounds_are_refused() {
+        // Only the bounding-box path checked coordinates: with `--bounds`, NaN was coded as
+        // the min corner without a word.
+        let data = PlyData::points(vec![[0.0, 0.0, 0.0], [f32::NAN, 0.0, 0.0]]);
+        let err = encode_points(&data, 10, Some(B), 1, 1).unwrap_err();
+        assert!(err.to_string().contains("non-finite"), "{err}");
+    }
+
+    #[test]
+    fn attributes_of_another_length_are_an_error_not_a_panic() {
+        let mut data = PlyData::points(vec![[0.0; 3]; 4]);
+        data.labels = Some(vec![1, 2]);
+        assert!(encode_points(&data, 10, None, 1, 1).is_err());
+        data.labels = None;
+        data.confidence = Some(vec![0.5; 9]);
+        assert!(encode_points(&data, 10, None, 1, 1).is_err());
+    }
+}
