@@ -16,12 +16,20 @@ pub fn temp_path(path: &Path) -> PathBuf {
 ///
 /// A reader sees either no file or the whole file. When `write` or the rename fails (a full
 /// disk, a removed directory) the temporary file is removed and the error returned, so a
-/// failure leaves nothing behind. The data is not synced to disk: after a power cut the file
-/// may be missing or empty, never partial.
+/// failure leaves nothing behind. `write` must report every write error (flush what it
+/// buffers). A `path` without a file name (`out/`, `..`, empty) is an `InvalidInput` error.
+/// The data is not synced to disk: after a power cut the file may be missing, empty or
+/// truncated. The temporary name is fixed, so one folder must have one writer per file name.
 pub fn write_via_temp<E: From<io::Error>>(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), E>,
 ) -> Result<(), E> {
+    if path.file_name().is_none() || path.as_os_str().to_string_lossy().ends_with('/') {
+        return Err(E::from(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{}` names no file", path.display()),
+        )));
+    }
     let tmp = temp_path(path);
     let r = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(E::from));
     if r.is_err() {
@@ -63,6 +71,34 @@ mod tests {
         assert_eq!(e.to_string(), "disk full");
         assert!(!p.exists());
         assert!(!temp_path(&p).exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_path_without_a_file_name_is_refused() {
+        for p in ["", "..", "out/", "/"] {
+            let e = write_via_temp::<io::Error>(Path::new(p), |_| panic!("no write for {p:?}"))
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{p:?}");
+        }
+    }
+
+    /// A full disk under the temporary name (linked to /dev/full) is an error, and the
+    /// target never appears.
+    #[cfg(unix)]
+    #[test]
+    fn full_disk_is_an_error_and_publishes_nothing() {
+        if !Path::new("/dev/full").exists() {
+            return;
+        }
+        let d = dir("full");
+        let p = d.join("a.png");
+        std::os::unix::fs::symlink("/dev/full", temp_path(&p)).unwrap();
+        let e =
+            write_via_temp::<io::Error>(&p, |t| std::fs::write(t, vec![7u8; 100_000])).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+        assert!(!p.exists());
+        assert!(std::fs::symlink_metadata(temp_path(&p)).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -115,10 +115,13 @@ impl Sink for PngDirSink {
         let path = Self::path(&self.dir, dev, frame_id);
         let img = image::RgbImage::from_raw(sheet.width, sheet.height, sheet.rgb)
             .ok_or(HostError::Decode("picture buffer size"))?;
-        write_via_temp(&path, |tmp| {
-            img.save_with_format(tmp, image::ImageFormat::Png)
-                .map_err(|e| HostError::Io(std::io::Error::other(e)))
-        })?;
+        // Encoded in memory and written with one `fs::write`: `save_with_format` writes
+        // through a BufWriter it never flushes, so a full disk could cut the file short
+        // without an error.
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| HostError::Io(std::io::Error::other(e)))?;
+        write_via_temp::<HostError>(&path, |tmp| Ok(std::fs::write(tmp, &png)?))?;
         Ok(1)
     }
 }

@@ -918,6 +918,49 @@ fn mcap_stamps_survive_a_device_restart() {
     }
 }
 
+/// A picture that cannot be written whole (a full disk under its temporary name) is an error
+/// and no picture file appears: the PNG is encoded in memory and written in one call.
+#[cfg(unix)]
+#[test]
+fn png_on_a_full_disk_is_an_error_and_publishes_nothing() {
+    use shapecast_host::Sink;
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tmpdir("pngfull");
+    let mut sink = shapecast_host::PngDirSink::new(&dir).unwrap();
+    let path = shapecast_host::PngDirSink::path(&dir, 4, 0);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = shapecast_geom::atomic::temp_path(&path);
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    let geometry = [PlyData::points(vec![[0.0, 0.1, 0.2], [0.3, -0.2, 0.1]])];
+    let msg = Message::PointCloud(PointCloudFrame {
+        device_id: 4,
+        frame_id: 0,
+        capture_ts_us: 0,
+        bits: 10,
+        bounds: B,
+        hypotheses: heapless::Vec::new(),
+    });
+    let ev = Event {
+        source: shapecast_host::Source::Serial,
+        message: &msg,
+        payload: &[],
+        geometry: &geometry,
+        rx_us: 0,
+    };
+    assert!(sink.on_message(&ev).is_err());
+    assert!(!path.exists());
+    assert!(
+        std::fs::symlink_metadata(&tmp).is_err(),
+        "temporary name left behind"
+    );
+    // with room, the same message writes a complete picture
+    assert_eq!(sink.on_message(&ev).unwrap(), 1);
+    assert!(image::open(&path).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Adversarial input to the host's decoding and coding paths.
 mod adversarial {
     use super::*;
