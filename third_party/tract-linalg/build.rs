@@ -423,7 +423,16 @@ fn main() {
                 let tmpl16 = path::Path::new("x86_64/fma/avx512vnni_mmm_i32_16x16.S.j2");
                 let out16 = out_dir.join(format!("avx512vnni_mmm_i32_16x16_{suffix}.S"));
                 preprocess_file(tmpl16, &out16, &[], &suffix, false);
-                cc::Build::new().file(&out).file(&out16).flag("-mfma").compile("x86_64_avx512vnni");
+                // shapecast patch: the int8 matrix-vector kernel (n == 1), same probe and cfg.
+                let tmpl64x1 = path::Path::new("x86_64/fma/avx512vnni_mmm_i32_64x1.S.j2");
+                let out64x1 = out_dir.join(format!("avx512vnni_mmm_i32_64x1_{suffix}.S"));
+                preprocess_file(tmpl64x1, &out64x1, &[], &suffix, false);
+                cc::Build::new()
+                    .file(&out)
+                    .file(&out16)
+                    .file(&out64x1)
+                    .flag("-mfma")
+                    .compile("x86_64_avx512vnni");
                 println!("cargo:rustc-cfg=tract_avx512vnni");
             }
 

@@ -189,6 +189,18 @@ MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x16<i32>(16,16)@(64,4) isa(X86_6
     store(i8)
 }
 
+// shapecast patch (session 7): AVX-512 VNNI int8 matrix-vector kernel, the x86 counterpart of
+// arm64simd_mmm_i32_64x1. Without it a batch-1 int8 product (n == 1) runs on the 16x16 / 8x8
+// tiles above, using 1 of their 16 / 8 columns. A (m side) is PackedI8K4(64), B (the vector)
+// PackedI8K4(1); the weight bytes are the VPDPBUSD u8 operand (+128) and the vector the s8
+// one, so the bias to remove is 128 * sum_k(B), one scalar per call (see the template).
+#[cfg(tract_avx512vnni)]
+MMMExternKernel! { x86_64; avx512vnni_mmm_i32_64x1<i32>(64,1)@(64,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(64), PackedI8K4::new(1));
+
+    store(i8)
+}
+
 // AVX-VNNI ymm int8 GEMM: byte-for-byte the same body as avx512vnni_mmm_i32_8x8
 // (8x8 ymm accumulators, PackedI8K4 inner-K, +128 bias trick), but the
 // VPDPBUSD instructions are forced to the VEX (AVX-VNNI) encoding via the
@@ -278,7 +290,8 @@ fn avx512vnni_preferred(
     _suitable: &[Suitable],
 ) -> Option<&'static str> {
     match (dt, query.n) {
-        (DatumType::I32, Some(1)) => None,
+        // shapecast patch: the matrix-vector kernel for n == 1
+        (DatumType::I32, Some(1)) => Some(avx512vnni_mmm_i32_64x1.name.as_str()),
         (DatumType::I32, _) if !has_dual_avx512_fma() => Some(avx512vnni_mmm_i32_8x8.name.as_str()),
         (DatumType::I32, _) => {
             let big = |o: Option<usize>, t: usize| o.is_none_or(|v| v >= t);
@@ -632,6 +645,65 @@ mod tests {
     use super::*;
     use crate::frame::mmm::{AsInputValue, FusedSpec};
     use tract_data::internal::*;
+
+    /// shapecast patch: the int8 matrix-vector kernel on full-range i8 (-128 and 127, which the
+    /// generic proptests' -5..5 never reach), long K (both VPDPBUSD chains, odd K-block tails,
+    /// K not a multiple of 4) and m not a multiple of 64, against wrapping i32 arithmetic and
+    /// against the 16x16 tile it replaces at n == 1.
+    #[cfg(tract_avx512vnni)]
+    #[test]
+    fn avx512vnni_64x1_full_range_long_k() -> TractResult<()> {
+        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")) {
+            return Ok(());
+        }
+        let mut seed = 0x2545f491u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed >> 11) as u8 as i8
+        };
+        for (m, k) in [(64usize, 4099usize), (200, 1027), (1, 5), (130, 8), (64, 4), (3, 1)] {
+            let mut a: Vec<i8> = (0..m * k).map(|_| next()).collect();
+            let mut b: Vec<i8> = (0..k).map(|_| next()).collect();
+            // extremes in every row / the vector
+            for r in 0..m {
+                a[r * k] = if r % 2 == 0 { -128 } else { 127 };
+            }
+            b[0] = -128;
+            b[k - 1] = 127;
+            let expected: Vec<i32> = (0..m)
+                .map(|r| {
+                    (0..k)
+                        .fold(0i32, |acc, kk| acc.wrapping_add(a[r * k + kk] as i32 * b[kk] as i32))
+                })
+                .collect();
+            let at = tract_ndarray::Array2::from_shape_vec((m, k), a).unwrap().into_tensor();
+            let bt = tract_ndarray::Array2::from_shape_vec((k, 1), b).unwrap().into_tensor();
+            for ker in [avx512vnni_mmm_i32_64x1.mmm(), avx512vnni_mmm_i32_16x16.mmm()] {
+                let (pack_a, pack_b) = &ker.packings()[1];
+                let pa = pack_a.prepare_one(&at, 1, 0)?;
+                let pb = pack_b.prepare_one(&bt, 0, 1)?;
+                let mut c = Tensor::zero::<i32>(&[m, 1])?;
+                unsafe {
+                    let c_spec = ker.c_from_data_and_strides(4, 1, 1);
+                    let view = c.view_mut();
+                    let ops: TVec<FusedSpec> = tvec!(
+                        FusedSpec::AddMatMul {
+                            a: AsInputValue::Borrowed(&*pa),
+                            b: AsInputValue::Borrowed(&*pb),
+                            packing: 1,
+                        },
+                        FusedSpec::Store(c_spec.wrap(&view)),
+                    );
+                    ker.run(m, 1, &ops)?;
+                }
+                let got: Vec<i32> = c.to_plain_array_view::<i32>()?.iter().copied().collect();
+                assert_eq!(got, expected, "{} m={m} k={k}", ker.name());
+            }
+        }
+        Ok(())
+    }
 
     #[test]
     fn avx512_128x1_add_unicast_with_strided_c() -> TractResult<()> {
