@@ -61,10 +61,22 @@ impl Key {
         Ok(Key(k))
     }
 
-    /// Reads a PSK file holding 64 hex digits (a trailing newline is fine).
+    /// Reads a PSK file holding 64 hex digits (a trailing newline is fine). At most 4 KiB are
+    /// read, so a wrong path (`/dev/zero`, a large file) is an error, not an unbounded read.
     #[cfg(feature = "std")]
     pub fn load(path: &std::path::Path) -> std::io::Result<Self> {
-        let text = std::fs::read_to_string(path)?;
+        use std::io::Read;
+        const CAP: u64 = 4096;
+        let mut text = String::new();
+        std::fs::File::open(path)?
+            .take(CAP + 1)
+            .read_to_string(&mut text)?;
+        if text.len() as u64 > CAP {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "PSK file is larger than 4 KiB: it must hold exactly 64 hex digits",
+            ));
+        }
         Key::from_hex(&text).map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -217,6 +229,26 @@ impl ReplayWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn load_reads_a_key_file_and_refuses_large_ones() {
+        let dir = std::env::temp_dir().join(format!("wire-psk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("psk");
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF\n";
+        std::fs::write(&good, hex).unwrap();
+        assert_eq!(Key::load(&good).unwrap(), Key::from_hex(hex).unwrap());
+        let big = dir.join("big");
+        std::fs::write(&big, "a".repeat(5000)).unwrap();
+        let e = Key::load(&big).unwrap_err();
+        assert!(e.to_string().contains("4 KiB"), "{e}");
+        if std::path::Path::new("/dev/zero").exists() {
+            let e = Key::load(std::path::Path::new("/dev/zero")).unwrap_err();
+            assert!(e.to_string().contains("4 KiB"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn hex_roundtrip_and_rejects() {
