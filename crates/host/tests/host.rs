@@ -866,6 +866,29 @@ fn mcap_on_a_full_disk_is_an_error_not_a_crash() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A point-cloud message with no coded hypotheses (sinks take the geometry beside it).
+fn empty_cloud(device_id: u32, frame_id: u32, capture_ts_us: u64) -> Message<'static> {
+    Message::PointCloud(PointCloudFrame {
+        device_id,
+        frame_id,
+        capture_ts_us,
+        bits: 10,
+        bounds: B,
+        hypotheses: heapless::Vec::new(),
+    })
+}
+
+/// A sink event for `msg` with its decoded `geometry`, as the serial receiver makes it.
+fn serial_event<'a>(msg: &'a Message<'_>, geometry: &'a [PlyData]) -> Event<'a> {
+    Event {
+        source: shapecast_host::Source::Serial,
+        message: msg,
+        payload: &[],
+        geometry,
+        rx_us: 0,
+    }
+}
+
 /// Header stamps follow the device's capture clock on the host's clock, and a device restart
 /// (its capture clock going back) starts a new offset instead of stamping seconds in the past.
 #[test]
@@ -880,22 +903,8 @@ fn mcap_stamps_survive_a_device_restart() {
     let geometry = [PlyData::points(vec![[0.0, 0.1, 0.2]])];
     // capture times (µs since the device process started): 5 s, 6 s, then a restart at 1 s
     for (fid, capture) in [(0u32, 5_000_000u64), (1, 6_000_000), (2, 1_000_000)] {
-        let msg = Message::PointCloud(PointCloudFrame {
-            device_id: 4,
-            frame_id: fid,
-            capture_ts_us: capture,
-            bits: 10,
-            bounds: B,
-            hypotheses: heapless::Vec::new(),
-        });
-        let ev = Event {
-            source: shapecast_host::Source::Serial,
-            message: &msg,
-            payload: &[],
-            geometry: &geometry,
-            rx_us: 0,
-        };
-        sink.on_message(&ev).unwrap();
+        let msg = empty_cloud(4, fid, capture);
+        sink.on_message(&serial_event(&msg, &geometry)).unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
     sink.finish().unwrap();
@@ -934,21 +943,8 @@ fn png_on_a_full_disk_is_an_error_and_publishes_nothing() {
     let tmp = shapecast_geom::atomic::temp_path(&path);
     std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
     let geometry = [PlyData::points(vec![[0.0, 0.1, 0.2], [0.3, -0.2, 0.1]])];
-    let msg = Message::PointCloud(PointCloudFrame {
-        device_id: 4,
-        frame_id: 0,
-        capture_ts_us: 0,
-        bits: 10,
-        bounds: B,
-        hypotheses: heapless::Vec::new(),
-    });
-    let ev = Event {
-        source: shapecast_host::Source::Serial,
-        message: &msg,
-        payload: &[],
-        geometry: &geometry,
-        rx_us: 0,
-    };
+    let msg = empty_cloud(4, 0, 0);
+    let ev = serial_event(&msg, &geometry);
     assert!(sink.on_message(&ev).is_err());
     assert!(!path.exists());
     assert!(
