@@ -331,19 +331,9 @@ pub fn train_points<B: AutodiffBackend>(
         let refs: Vec<&Sample> = order.at(step).into_iter().map(|i| &train[i]).collect();
         let batch = make_batch::<B>(&refs, cfg.mean, cfg.std, device)?;
         let t0 = Instant::now();
-        let loss = batch_loss(
-            cfg,
-            model.forward(batch.images),
-            batch.points,
-            batch.labels,
-            class_w.as_ref(),
-        );
-        let grads = loss.total.backward();
-        let grads = GradientsParams::from_grads(grads, &model);
         let lr = cfg.lr_at(step);
-        model = optim.step(lr, model, grads);
-        let cd: f32 = loss.chamfer.into_scalar().elem();
-        let ce: f32 = loss.labels.map(|l| l.into_scalar().elem()).unwrap_or(0.0);
+        let (cd, ce);
+        (model, cd, ce) = train_step(cfg, model, &mut optim, batch, class_w.as_ref(), lr);
         run.computed(t0, cfg.batch);
         check_finite(cd, step)?;
         window.0 += f64::from(cd);
@@ -584,6 +574,31 @@ pub fn load_model<B: Backend>(
     Ok((cfg, model))
 }
 
+/// One optimiser step on `batch` at learning rate `lr`: the updated model, the batch's Chamfer
+/// loss and its label cross-entropy (0 without labels). Reading the two values back waits for
+/// the step to finish.
+fn train_step<B: AutodiffBackend, O: Optimizer<PointNet<B>, B>>(
+    cfg: &TrainConfig,
+    model: PointNet<B>,
+    optim: &mut O,
+    batch: Batch<B>,
+    class_w: Option<&Tensor<B, 1>>,
+    lr: f64,
+) -> (PointNet<B>, f32, f32) {
+    let loss = batch_loss(
+        cfg,
+        model.forward(batch.images),
+        batch.points,
+        batch.labels,
+        class_w,
+    );
+    let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+    let model = optim.step(lr, model, grads);
+    let cd: f32 = loss.chamfer.into_scalar().elem();
+    let ce: f32 = loss.labels.map(|l| l.into_scalar().elem()).unwrap_or(0.0);
+    (model, cd, ce)
+}
+
 /// Times `steps` training steps (after 2 warm-up steps) of a fresh model; returns images/s.
 pub fn bench_steps<B: AutodiffBackend>(
     cfg: &TrainConfig,
@@ -602,16 +617,7 @@ pub fn bench_steps<B: AutodiffBackend>(
             t = Instant::now();
         }
         let batch = make_batch::<B>(&refs, cfg.mean, cfg.std, device)?;
-        let loss = batch_loss(
-            cfg,
-            model.forward(batch.images),
-            batch.points,
-            batch.labels,
-            class_w.as_ref(),
-        );
-        let grads = GradientsParams::from_grads(loss.total.backward(), &model);
-        model = optim.step(cfg.lr, model, grads);
-        let _: f32 = loss.chamfer.into_scalar().elem();
+        (model, _, _) = train_step(cfg, model, &mut optim, batch, class_w.as_ref(), cfg.lr);
     }
     Ok((steps * cfg.batch) as f64 / t.elapsed().as_secs_f64())
 }
