@@ -350,19 +350,24 @@ impl ModelMeta {
         )?;
         let bv = k.req("shapecast.bounds")?;
         let b = floats_n("shapecast.bounds", bv, 6)?;
-        // max - min must be finite too: quantizing divides by it (an infinite extent puts
-        // every point on the min corner, and the host dequantizes to inf/NaN)
-        if !(0..3).all(|i| b[i] < b[i + 3] && (b[i + 3] - b[i]).is_finite()) {
+        let bounds = Bounds {
+            min: [b[0], b[1], b[2]],
+            max: [b[3], b[4], b[5]],
+        };
+        // the wire quantizes in these bounds (an infinite extent puts every point on the
+        // min corner, and the host dequantizes to inf/NaN)
+        let usable = shapecast_wire::pointcode::Bounds {
+            min: bounds.min,
+            max: bounds.max,
+        }
+        .is_usable();
+        if !usable {
             return Err(bad(
                 "shapecast.bounds",
                 "xmin,ymin,zmin,xmax,ymax,zmax with min < max and a finite max - min on every axis",
                 bv,
             ));
         }
-        let bounds = Bounds {
-            min: [b[0], b[1], b[2]],
-            max: [b[3], b[4], b[5]],
-        };
         let precision = k.choice(
             "shapecast.precision",
             &[

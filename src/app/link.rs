@@ -1,6 +1,6 @@
 //! Opening the configured link (the transports of `shapecast_link`).
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use shapecast_link::LinkSender;
 use shapecast_wire::auth::Key;
 
@@ -9,17 +9,9 @@ use crate::config::{LinkConfig, LinkKind};
 /// Largest message handed to the link (a frame message of the biggest head fits).
 pub const MAX_PAYLOAD: usize = 4 << 20;
 
-/// Reads a pre-shared key file: 64 hex digits.
+/// Reads a pre-shared key file: 64 hex digits (`Key::load`: at most 4 KiB are read).
 pub fn read_key(path: &std::path::Path) -> anyhow::Result<Key> {
-    // 64 hex digits and some whitespace: anything much longer is not a key file
-    let text = crate::config::read_text_capped(path, 4096)
-        .with_context(|| format!("reading the pre-shared key file {}", path.display()))?;
-    Key::from_hex(&text).map_err(|e| {
-        anyhow!(
-            "{}: a pre-shared key file must hold 64 hex digits ({e})",
-            path.display()
-        )
-    })
+    Key::load(path).with_context(|| format!("reading the pre-shared key file {}", path.display()))
 }
 
 /// Opens the link of the configuration.

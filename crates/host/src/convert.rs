@@ -180,8 +180,7 @@ pub fn encode_points(
         Some(b) => b,
         None => bounds_of(&data.vertices)?,
     };
-    if !(0..3).all(|i| bounds.min[i] < bounds.max[i] && (bounds.max[i] - bounds.min[i]).is_finite())
-    {
+    if !bounds.is_usable() {
         return Err(HostError::Decode(
             "bounds need min < max and a finite max - min on every axis",
         ));

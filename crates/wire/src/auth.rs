@@ -74,7 +74,7 @@ impl Key {
         if text.len() as u64 > CAP {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                "PSK file is larger than 4 KiB: it must hold exactly 64 hex digits",
+                "PSK file is longer than 4096 bytes: it must hold exactly 64 hex digits",
             ));
         }
         Key::from_hex(&text).map_err(|_| {
@@ -242,10 +242,10 @@ mod tests {
         let big = dir.join("big");
         std::fs::write(&big, "a".repeat(5000)).unwrap();
         let e = Key::load(&big).unwrap_err();
-        assert!(e.to_string().contains("4 KiB"), "{e}");
+        assert!(e.to_string().contains("longer than 4096 bytes"), "{e}");
         if std::path::Path::new("/dev/zero").exists() {
             let e = Key::load(std::path::Path::new("/dev/zero")).unwrap_err();
-            assert!(e.to_string().contains("4 KiB"), "{e}");
+            assert!(e.to_string().contains("longer than 4096 bytes"), "{e}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

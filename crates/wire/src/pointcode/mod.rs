@@ -88,6 +88,15 @@ pub struct Bounds {
     pub max: [f32; 3],
 }
 
+impl Bounds {
+    /// Whether points can be quantized in these bounds: `min < max` with a finite
+    /// `max - min` on every axis (an infinite extent would put every point on the min
+    /// corner, and NaN bounds fail the comparison).
+    pub fn is_usable(&self) -> bool {
+        (0..3).all(|i| self.min[i] < self.max[i] && (self.max[i] - self.min[i]).is_finite())
+    }
+}
+
 fn clamp_bits(bits: u8) -> u8 {
     bits.clamp(MIN_BITS, MAX_BITS)
 }
