@@ -26,7 +26,7 @@ fuzz() {
         ran=$((ran + 1))
     done
 }
-fuzz wire message_decode frame_reader reassembler pointcode_decode pointcode_roundtrip
+fuzz wire message_decode frame_reader reassembler pointcode_decode pointcode_roundtrip pointcode_order
 # shapecast-geom's PLY/XYZ reader (no tract: as cheap to build as the wire targets)
 fuzz geom ply_read
 if ((${#failed[@]})); then

@@ -1433,6 +1433,26 @@ mod adversarial {
     }
 
     #[test]
+    fn an_mjpeg_picture_larger_than_its_frame_is_refused_before_decoding() {
+        // A 4000x4000 picture in a 64x48 MJPEG stream: refused from its header, so the
+        // 48 MB RGB buffer is never allocated.
+        let img = image::GrayImage::new(4000, 4000);
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode_image(&img)
+            .unwrap();
+        let mut out = Vec::new();
+        super::counting_alloc::take_largest_alloc();
+        let e = convert(PixelFormat::Mjpeg, 64, 48, &jpeg, &mut out).unwrap_err();
+        let largest = super::counting_alloc::take_largest_alloc();
+        assert!(e.to_string().contains("4000x4000"), "{e}");
+        assert!(
+            largest < 4 << 20,
+            "allocated {largest} bytes for a refused picture"
+        );
+    }
+
+    #[test]
     fn bounds_whose_extent_overflows_are_refused() {
         // Finite numbers, min < max, but max - min is infinite: every point would quantize
         // to the min corner and the host would dequantize to inf/NaN.
@@ -1472,6 +1492,33 @@ mod adversarial {
     }
 
     #[test]
+    fn replaying_garbage_forever_stops_with_an_error() {
+        // Non-empty COBS frames that never decode (a binary, not a recording), looped
+        // forever at full speed: used to re-read the file forever, one warning per frame.
+        let mut data = Vec::new();
+        for i in 1..=50u8 {
+            data.extend_from_slice(&[i, 0x7f, i, 0x33, 0]);
+        }
+        let p = tmp("garbage.rec");
+        std::fs::write(&p, &data).unwrap();
+        let mut src = shapecast::source::WireReplay::open(&p, Repeat::Forever, 100).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let e = shapecast::app::replay::replay_frames(&mut src, 0.0, &stop, |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("no decodable message"), "{e}");
+        assert!(e.to_string().contains("50 frames: 50 broken"), "{e}");
+        assert_eq!(
+            src.frames(),
+            51,
+            "one play, and the first frame of the next"
+        );
+        // One play of the same file ends normally, with its counts.
+        let mut src = shapecast::source::WireReplay::open(&p, Repeat::Times(1), 100).unwrap();
+        let n = shapecast::app::replay::replay_frames(&mut src, 0.0, &stop, |_, _| {}).unwrap();
+        assert_eq!((n.frames, n.messages, n.bad_frames), (50, 0, 50));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
     fn durations_from_config_numbers_saturate() {
         use shapecast::pipeline::duration_secs;
         use std::time::Duration;
@@ -1501,4 +1548,38 @@ fn oversized_key_and_config_files_are_refused_without_reading_them() {
     assert!(e.to_string().contains("longer than"), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(2));
     std::fs::remove_file(&p).unwrap();
+}
+
+#[test]
+fn doctor_reads_the_pre_shared_key_like_run_does() {
+    let dir = std::env::temp_dir().join(format!("shapecast-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.hex");
+    let bad = dir.join("bad.hex");
+    std::fs::write(&good, format!("{}\n", "0b".repeat(32))).unwrap();
+    // exists, but is not 64 hex digits: `run` refuses it, so doctor must too
+    std::fs::write(&bad, "not a key\n").unwrap();
+    let doctor = |key: &Path| {
+        shapecast(&[
+            "doctor",
+            "--source",
+            "images",
+            "--path",
+            "models/samples",
+            "--psk-file",
+            key.to_str().unwrap(),
+            "--log",
+            "error",
+        ])
+    };
+    let (code, out, err) = doctor(&good);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("[ ok ] link     pre-shared key file"), "{out}");
+    let (code, out, err) = doctor(&bad);
+    assert_eq!(code, 6, "{out}{err}");
+    assert!(
+        out.contains("[FAIL] link") && out.contains("reading the pre-shared key file"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -28,8 +28,11 @@ for m in "$@"; do
   input="${INPUT:-$base.input.f32}"; [ -f "$input" ] || input=""
   t=$($PIN "$TB" "$m" $input --iters "$ITERS" --threads "$THREADS" --out "$DIR/out.tract.f32" 2>&1) || { echo "$m: tract failed: $t"; continue; }
   o=$(OMP_NUM_THREADS=$THREADS $PIN python3 bench/onnx/ort_bench.py "$m" $input --iters "$ITERS" --threads "$THREADS" --out "$DIR/out.ort.f32" 2>&1) || true
-  tm=$(echo "$t" | field median_ms); om=$(echo "$o" | field median_ms)
-  tn=$(echo "$t" | field min_ms); on=$(echo "$o" | field min_ms)
+  # microsecond fields where the binary prints them (tract_bench and ort_bench.py since session 8;
+  # an older tract_bench prints ms with 3 decimals only), shown as ms with 4 decimals
+  ms() { local us; us=$(echo "$1" | field "$2"_us); if [ -n "$us" ]; then python3 -c "print('%.4f' % ($us / 1000))"; else echo "$1" | field "$2"_ms; fi; }
+  tm=$(ms "$t" median); om=$(ms "$o" median)
+  tn=$(ms "$t" min); on=$(ms "$o" min)
   if [ -z "$om" ]; then
     printf "%-26s %9s %9s %9s %9s %9s %9s %12s   (%s)\n" "$(basename "$m")" "$tn" - - "$tm" - - - "$(echo "$o" | tail -1 | cut -c1-80)"
     continue

@@ -2,7 +2,8 @@
 """Times one ONNX model in onnxruntime (CPU, --threads intra-op and 1 inter-op thread, batch 1).
 
 usage: ort_bench.py MODEL [INPUT.f32] [--iters N] [--threads N] [--sym N] [--out OUT.f32]
-Prints: ort MODEL load_ms=.. median_ms=.. mean_ms=.. min_ms=..  (same format as tract_bench)
+Prints: ort MODEL load_ms=.. median_ms=.. mean_ms=.. min_ms=.. iters=.. min_us=.. median_us=..
+(same format as tract_bench)
 """
 import argparse
 import sys
@@ -56,7 +57,8 @@ def main():
     times.sort()
     print(
         f"ort {a.model} load_ms={load_ms:.1f} median_ms={times[len(times)//2]:.3f} "
-        f"mean_ms={sum(times)/len(times):.3f} min_ms={times[0]:.3f} iters={a.iters}",
+        f"mean_ms={sum(times)/len(times):.3f} min_ms={times[0]:.3f} iters={a.iters} "
+        f"min_us={times[0] * 1e3:.2f} median_us={times[len(times)//2] * 1e3:.2f}",
         flush=True,
     )
     if a.out:

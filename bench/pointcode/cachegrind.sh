@@ -5,8 +5,8 @@
 # Usage: bench/pointcode/cachegrind.sh enc|dec [BIN]
 #   BIN defaults to target/release/examples/pointcode_bench
 #   (build it with: cargo build --release -p shapecast-wire --example pointcode_bench)
-#   PC_METHOD=compact measures format 3, PC_METHOD=symbol format 5, instead of
-#   the default format 4.
+#   PC_METHOD=compact measures format 3, PC_METHOD=fast format 4, instead of
+#   the default format 5.
 set -euo pipefail
 m="$1"
 BIN="${2:-target/release/examples/pointcode_bench}"

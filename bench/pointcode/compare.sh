@@ -2,8 +2,8 @@
 # Point coder vs Google Draco (DracoPy, kd-tree, compression level 7), same
 # quantized clouds, same run, with the information bound of each cloud
 # (bound.py). Usage: bench/pointcode/compare.sh [DIR]
-# Our coder is the default (fast, format 4); PC_METHOD=compact selects
-# format 3, PC_METHOD=symbol format 5 (read by the pointcode_bench example).
+# Our coder is the default (symbol, format 5, since session 8); PC_METHOD=fast
+# selects format 4, PC_METHOD=compact format 3 (read by the pointcode_bench example).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR="${1:-/tmp/pointcode_bench}"

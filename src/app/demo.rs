@@ -148,6 +148,20 @@ fn contact_sheet(rows: &[Row], path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The PLY file of frame `id` that this run wrote: the host sinks never replace a file, so
+/// with an earlier demo's output in the folder it is the newest version present (versions
+/// need not be contiguous: the sink takes the first free one).
+fn written_ply(out: &Path, id: u32) -> PathBuf {
+    (0..shapecast_host::sink::MAX_VERSIONS)
+        .map(|n| PlyDirSink::versioned_path(out, DEMO_DEVICE, id, 0, n))
+        .filter_map(|p| {
+            let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
+            Some((t, p))
+        })
+        .max_by_key(|(t, _)| *t)
+        .map_or_else(|| PlyDirSink::path(out, DEMO_DEVICE, id, 0), |(_, p)| p)
+}
+
 /// The ground truth of a sample picture: `NAME.ply` beside `NAME.png`, if readable.
 fn ground_truth(picture: &Path) -> Option<PlyData> {
     let ply = picture.with_extension("ply");
@@ -330,7 +344,7 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
                 },
                 r.hypotheses,
                 r.bytes,
-                PlyDirSink::path(&a.out, DEMO_DEVICE, *id, 0).display()
+                written_ply(&a.out, *id).display()
             ),
             None => println!("  frame {id}: nothing received"),
         }

@@ -388,9 +388,10 @@ pub fn doctor(a: &ConfigArgs) -> Result<(), Failure> {
             }
         }
         if let Some(p) = &c.link.psk_file {
-            match std::fs::metadata(p) {
+            // The same read and parse `run` does, so a key that `run` would refuse fails here.
+            match super::link::read_key(p) {
                 Ok(_) => r.ok("link", format!("pre-shared key file {}", p.display())),
-                Err(e) => r.fail("link", format!("pre-shared key file {}: {e}", p.display())),
+                Err(e) => r.fail("link", format!("{e:#}")),
             }
         }
     }

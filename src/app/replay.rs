@@ -15,8 +15,14 @@ use crate::config::Config;
 use crate::pipeline::Controls;
 use crate::source::{Repeat, WireReplay};
 
-/// Largest decoded frame accepted from a recording.
-const MAX_BODY: usize = 64 * 1024 + 64;
+/// Largest decoded frame accepted from a recording: what the serial link sends.
+const MAX_BODY: usize = shapecast_link::serial::DEFAULT_MAX_FRAME + 64;
+
+/// Whether the `n`-th problem of a kind is logged: the first few, then one in 1000, so a
+/// recording of garbage cannot flood the log.
+fn worth_logging(n: u64) -> bool {
+    n <= 3 || n % 1000 == 0
+}
 
 pub fn replay(a: &ReplayArgs) -> Result<(), Failure> {
     let eff = super::run::load_config(&a.config)?;
@@ -50,10 +56,31 @@ pub fn replay_frames(
         Duration::ZERO
     };
     let mut next = Instant::now();
+    // Messages at the start of the current play: a play that re-sends none means the next
+    // ones would not either (a recording of garbage, looped forever).
+    let (mut pass, mut messages_at_pass) = (src.pass(), 0);
     while !stop.load(Ordering::SeqCst) {
-        let mut packet = match src.next_packet() {
+        let packet = src.next_packet();
+        if src.pass() != pass {
+            // A new play is starting (not the end of the last one).
+            let replaying = !matches!(&packet, Err(e) if e.is_end());
+            if replaying && n.messages == messages_at_pass {
+                return Err(crate::source::SourceError::Invalid(format!(
+                    "recording {}: a whole play gave no decodable message \
+                     ({} frames: {} broken, {} not messages)",
+                    src.path().display(),
+                    n.frames,
+                    n.bad_frames,
+                    n.undecodable
+                )));
+            }
+            (pass, messages_at_pass) = (src.pass(), n.messages);
+        }
+        let mut packet = match packet {
             Ok(p) => p,
             Err(e) if e.is_end() => break,
+            // A long run of bytes without a frame: go round to the stop check.
+            Err(e) if e.kind() == crate::source::ErrorKind::BadFrame => continue,
             Err(e) => return Err(e),
         };
         n.frames += 1;
@@ -66,12 +93,20 @@ pub fn replay_frames(
                 }
                 Err(e) => {
                     n.undecodable += 1;
-                    log::warn!("recorded frame {}: not a message: {e}", n.frames);
+                    if worth_logging(n.undecodable) {
+                        log::warn!(
+                            "recorded frame {}: not a message: {e} ({} so far)",
+                            n.frames,
+                            n.undecodable
+                        );
+                    }
                 }
             },
             Err(e) => {
                 n.bad_frames += 1;
-                log::warn!("recorded frame {}: {e}", n.frames);
+                if worth_logging(n.bad_frames) {
+                    log::warn!("recorded frame {}: {e} ({} so far)", n.frames, n.bad_frames);
+                }
             }
         });
         if !gap.is_zero() {

@@ -412,22 +412,27 @@ fn decode_jpeg(
     };
     let mut reader =
         image::ImageReader::with_format(std::io::Cursor::new(data), image::ImageFormat::Jpeg);
+    // Never decode more than the frame announces: a 16000x16000 picture in a 64x48 stream
+    // must not cost 800 MB before the size check.
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(1024 * 1024 * 1024);
     reader.limits(limits);
-    let img = reader
-        .decode()
+    let decoder = reader
+        .into_decoder()
         .map_err(|e| ConvertError::Jpeg(e.to_string()))?;
-    if img.width() != width || img.height() != height {
+    let (got_w, got_h) = image::ImageDecoder::dimensions(&decoder);
+    if got_w != width || got_h != height {
         return Err(ConvertError::JpegSize {
             width,
             height,
-            got_w: img.width(),
-            got_h: img.height(),
+            got_w,
+            got_h,
         });
     }
+    let img = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| ConvertError::Jpeg(e.to_string()))?;
     let rgb = img.into_rgb8();
     out.clear();
     out.extend_from_slice(rgb.as_raw());

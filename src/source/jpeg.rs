@@ -31,6 +31,24 @@ fn eof() -> io::Error {
     )
 }
 
+/// The error inside [`read_jpeg`]'s `InvalidData` when `max_len` bytes held no start marker:
+/// no picture was seen (a caller counting pictures must not count it).
+#[derive(Debug)]
+pub(crate) struct NoStartMarker(pub usize);
+
+impl std::fmt::Display for NoStartMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no JPEG start marker in {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for NoStartMarker {}
+
+/// Whether `e` is [`read_jpeg`]'s "no start marker" error.
+pub(crate) fn is_no_start_marker(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|x| x.is::<NoStartMarker>())
+}
+
 /// Reads the next JPEG picture (SOI .. EOI) of a stream of concatenated pictures, skipping any
 /// bytes before an SOI marker. Segments are walked by their lengths (so thumbnails inside APP
 /// segments do not end the picture early) and entropy-coded data is scanned for the next
@@ -43,15 +61,47 @@ pub(crate) fn read_jpeg<R: BufRead>(r: &mut R, max_len: usize) -> io::Result<Opt
             format!("JPEG picture longer than {max_len} bytes"),
         )
     };
-    // Find SOI.
+    // Find SOI, giving up after `max_len` bytes without one (an endless stream of garbage,
+    // e.g. a FIFO or /dev/zero, must return to the caller's stop check). Never between an
+    // 0xFF and what follows it, so the next call cannot miss a marker cut in two.
     let mut prev = 0u8;
+    let mut skipped = 0usize;
     loop {
         match byte(r)? {
             None => return Ok(None),
             Some(0xD8) if prev == 0xFF => break,
             Some(b) => prev = b,
         }
+        skipped += 1;
+        if skipped > max_len {
+            if prev == 0xFF {
+                // Look at the byte after the 0xFF without taking it: an SOI cut in two
+                // by this return would be missed by the next call.
+                match r.fill_buf()?.first() {
+                    Some(0xD8) => {
+                        r.consume(1);
+                        break;
+                    }
+                    None => return Ok(None),
+                    Some(_) => {}
+                }
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                NoStartMarker(skipped),
+            ));
+        }
     }
+    // 0xFF fill bytes before a marker are not kept, but count against `max_len` too (an
+    // endless run of them must not keep the caller from its stop check).
+    let mut fill = 0usize;
+    let mut count_fill = || -> io::Result<()> {
+        fill += 1;
+        if fill > max_len {
+            return Err(too_long());
+        }
+        Ok(())
+    };
     let mut out = vec![0xFF, 0xD8];
     let push = |out: &mut Vec<u8>, b: &[u8]| -> io::Result<()> {
         if out.len() + b.len() > max_len {
@@ -75,6 +125,7 @@ pub(crate) fn read_jpeg<R: BufRead>(r: &mut R, max_len: usize) -> io::Result<Opt
                 }
                 let mut m = byte(r)?.ok_or_else(eof)?;
                 while m == 0xFF {
+                    count_fill()?;
                     m = byte(r)?.ok_or_else(eof)?;
                 }
                 m
@@ -112,6 +163,7 @@ pub(crate) fn read_jpeg<R: BufRead>(r: &mut R, max_len: usize) -> io::Result<Opt
                 }
                 let mut n = byte(r)?.ok_or_else(eof)?;
                 while n == 0xFF {
+                    count_fill()?;
                     n = byte(r)?.ok_or_else(eof)?;
                 }
                 if n == 0x00 || (0xD0..=0xD7).contains(&n) {
@@ -246,6 +298,58 @@ mod tests {
         assert_eq!(read_jpeg(&mut r, 1 << 20).unwrap().unwrap(), with);
         assert_eq!(read_jpeg(&mut r, 1 << 20).unwrap().unwrap(), pic);
         assert_eq!(read_jpeg(&mut r, 1 << 20).unwrap(), None);
+    }
+
+    #[test]
+    fn garbage_without_a_start_marker_returns_and_the_next_picture_survives() {
+        let pic = std::fs::read(fixtures().join("testsrc.mjpeg")).unwrap();
+        let max = pic.len() + 100;
+        // 3.5 x max bytes of garbage whose last byte before the picture is 0xFF, so one
+        // early return could fall between that 0xFF and the picture's own SOI.
+        let mut stream = vec![0u8; max * 7 / 2];
+        let n = stream.len();
+        stream[n - 1] = 0xFF;
+        stream.extend_from_slice(&pic);
+        let mut r = io::BufReader::new(&stream[..]);
+        let mut early = 0;
+        let got = loop {
+            match read_jpeg(&mut r, max) {
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => early += 1,
+                other => break other.unwrap().unwrap(),
+            }
+        };
+        assert_eq!(early, 3);
+        // the stray 0xFF before the SOI is not part of the picture
+        assert_eq!(got, pic);
+        assert_eq!(read_jpeg(&mut r, max).unwrap(), None);
+    }
+
+    #[test]
+    fn endless_fill_bytes_return_to_the_caller() {
+        let max = 1000;
+        // nothing but 0xFF: the marker search gives up although the last byte is 0xFF
+        let ff = vec![0xFFu8; 5 * max];
+        let mut r = io::BufReader::new(&ff[..]);
+        let e = read_jpeg(&mut r, max).unwrap_err();
+        assert!(is_no_start_marker(&e), "{e}");
+        // a start marker, then fill bytes before a marker that never comes
+        let mut soi = vec![0xFF, 0xD8];
+        soi.extend(std::iter::repeat_n(0xFF, 5 * max));
+        let mut r = io::BufReader::new(&soi[..]);
+        let e = read_jpeg(&mut r, max).unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+        // the same inside entropy-coded data (after SOS)
+        let pic = std::fs::read(fixtures().join("testsrc.mjpeg")).unwrap();
+        let sos = (0..pic.len() - 1)
+            .find(|&i| pic[i] == 0xFF && pic[i + 1] == 0xDA)
+            .unwrap();
+        let len = usize::from(u16::from_be_bytes([pic[sos + 2], pic[sos + 3]]));
+        let mut cut = pic[..sos + 2 + len].to_vec();
+        cut.extend_from_slice(&[0x12, 0x34]);
+        cut.extend(std::iter::repeat_n(0xFF, pic.len() + 2 * max));
+        let mut r = io::BufReader::new(&cut[..]);
+        let e = read_jpeg(&mut r, pic.len() + max).unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
     }
 
     #[test]

@@ -126,8 +126,12 @@ impl RawFrames {
                             || e.kind() == std::io::ErrorKind::UnexpectedEof =>
                     {
                         // A damaged picture: report it; the next call resumes after it (or
-                        // rewinds at the end of the file).
-                        self.in_pass += 1;
+                        // rewinds at the end of the file). A long run of bytes without any
+                        // picture is reported too but not counted as one, so a dump that
+                        // holds none is still refused at its end.
+                        if !super::jpeg::is_no_start_marker(&e) {
+                            self.in_pass += 1;
+                        }
                         return Err(SourceError::BadFrame {
                             what: self.path.display().to_string(),
                             reason: e.to_string(),
@@ -197,6 +201,22 @@ mod tests {
             data[..fl],
             std::fs::read(fixtures().join("testsrc.yuyv422")).unwrap()[..]
         );
+    }
+
+    #[test]
+    fn an_mjpeg_dump_longer_than_a_picture_with_none_in_it_is_refused() {
+        // Over MAX_JPEG bytes without a start marker: the early returns of the marker search
+        // are reported but not counted as pictures, so looping forever is refused at the
+        // end of the first play instead of reading the file again and again.
+        let path = std::env::temp_dir().join(format!("shapecast-raw-{}.mjpeg", std::process::id()));
+        std::fs::write(&path, vec![0u8; MAX_JPEG + 1000]).unwrap();
+        let mut s = RawFrames::open(&path, 64, 48, PixelFormat::Mjpeg, Repeat::Forever).unwrap();
+        let e1 = s.next_frame().unwrap_err();
+        assert_eq!(e1.kind(), ErrorKind::BadFrame, "{e1}");
+        let e2 = s.next_frame().unwrap_err();
+        assert_eq!(e2.kind(), ErrorKind::Fatal, "{e2}");
+        assert!(e2.to_string().contains("holds no JPEG picture"), "{e2}");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

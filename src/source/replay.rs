@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 
 use super::{Repeat, SourceError};
 
-/// Longest encoded frame accepted by [`crate::source::open`] (bytes between delimiters).
-pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
+/// Longest encoded frame accepted by [`crate::source::open`] (bytes between delimiters): the
+/// serial link's largest frame plus its COBS overhead (one byte in 254) and CRC.
+pub const DEFAULT_MAX_FRAME: usize = shapecast_link::serial::DEFAULT_MAX_FRAME
+    + shapecast_link::serial::DEFAULT_MAX_FRAME / 254
+    + 64;
 
 /// Hands out the COBS frames of a recording, one per call, without their 0x00 delimiter.
 #[derive(Debug)]
@@ -26,6 +29,10 @@ pub struct WireReplay {
     frames: u64,
     /// Frames skipped: longer than `max_frame`, or cut short at the end of the file.
     dropped: u64,
+    /// Where a call that gave up (read budget spent) stopped: the frame read so far, and
+    /// whether it is an oversized one being discarded up to its delimiter.
+    pending: Vec<u8>,
+    skipping: bool,
 }
 
 impl WireReplay {
@@ -41,6 +48,8 @@ impl WireReplay {
             given_in_pass: 0,
             frames: 0,
             dropped: 0,
+            pending: Vec::new(),
+            skipping: false,
         })
     }
 
@@ -49,10 +58,25 @@ impl WireReplay {
     /// [`WireReplay::dropped`], as a serial receiver resynchronises on the next delimiter;
     /// bytes after the last delimiter are an incomplete frame and are dropped too.
     /// [`SourceError::EndOfStream`] after the last play.
+    ///
+    /// One call reads at most about `2 * max_frame` bytes: past that (an endless run of
+    /// delimiters or of bytes without one, e.g. a FIFO or `/dev/zero`) it returns
+    /// [`SourceError::BadFrame`], so the caller gets back to its stop check; the next call
+    /// goes on where this one stopped.
     pub fn next_packet(&mut self) -> Result<Vec<u8>, SourceError> {
-        let mut frame = Vec::new();
-        let mut oversized = false;
+        let mut frame = std::mem::take(&mut self.pending);
+        let mut oversized = std::mem::take(&mut self.skipping);
+        let budget = self.max_frame.saturating_mul(2).max(1 << 16);
+        let mut read = 0usize;
         loop {
+            if read > budget {
+                self.pending = frame;
+                self.skipping = oversized;
+                return Err(SourceError::BadFrame {
+                    what: format!("replay {}", self.path.display()),
+                    reason: format!("no complete frame in the last {read} bytes"),
+                });
+            }
             if !self.repeat.allows(self.pass) {
                 return Err(SourceError::EndOfStream);
             }
@@ -108,6 +132,7 @@ impl WireReplay {
             }
             let used = found.map_or(chunk.len(), |i| i + 1);
             self.reader.consume(used);
+            read += used;
             if found.is_some() {
                 if oversized {
                     self.dropped += 1;
@@ -129,6 +154,16 @@ impl WireReplay {
                 return Ok(frame);
             }
         }
+    }
+
+    /// The recording's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Plays of the recording started so far, minus one (0 during the first).
+    pub fn pass(&self) -> u64 {
+        self.pass
     }
 
     /// Frames handed out so far.
@@ -200,6 +235,51 @@ mod tests {
         let mut r = WireReplay::open(&p, Repeat::Times(1), 100).unwrap();
         assert_eq!(all(&mut r), vec![b"\x02k".to_vec()]);
         assert_eq!(r.dropped(), 2);
+        std::fs::remove_file(p).unwrap();
+    }
+
+    /// Calls until a frame (or another end) comes; BadFrame results are counted.
+    fn next_skipping(r: &mut WireReplay) -> (Result<Vec<u8>, SourceError>, usize) {
+        let mut bad = 0;
+        loop {
+            match r.next_packet() {
+                Err(e) if e.kind() == ErrorKind::BadFrame => bad += 1,
+                other => return (other, bad),
+            }
+        }
+    }
+
+    #[test]
+    fn endless_delimiters_return_to_the_caller_and_lose_nothing() {
+        // 300 KB of delimiters (a sparse file, /dev/zero): each call reads a bounded amount
+        // and returns, instead of looping inside one call.
+        let mut data = vec![0u8; 300_000];
+        data.extend_from_slice(b"\x02z\x00");
+        let p = write("zeros", &data);
+        let mut r = WireReplay::open(&p, Repeat::Times(1), 100).unwrap();
+        let (got, bad) = next_skipping(&mut r);
+        assert_eq!(got.unwrap(), b"\x02z");
+        assert!(bad >= 4, "{bad} early returns");
+        assert!(r.next_packet().unwrap_err().is_end());
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn a_frame_read_across_an_early_return_comes_out_whole() {
+        // An oversized frame, then a good one that ends past the first call's read budget
+        // (2 x max_frame): the second call resumes inside the good frame.
+        let max = 100_000;
+        let good: Vec<u8> = (0..99_000u32).map(|i| (i % 251 + 1) as u8).collect();
+        let mut data = vec![0x05; 170_000];
+        data.push(0);
+        data.extend_from_slice(&good);
+        data.push(0);
+        let p = write("resume", &data);
+        let mut r = WireReplay::open(&p, Repeat::Times(1), max).unwrap();
+        let (got, bad) = next_skipping(&mut r);
+        assert_eq!(got.unwrap(), good);
+        assert_eq!(bad, 1);
+        assert_eq!((r.frames(), r.dropped()), (1, 1));
         std::fs::remove_file(p).unwrap();
     }
 

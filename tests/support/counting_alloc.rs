@@ -8,11 +8,19 @@ struct CountingAlloc;
 
 thread_local! {
     static THREAD_ALLOCS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    static THREAD_LARGEST: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
 }
 
-fn count_alloc() {
+fn count_alloc(size: usize) {
     // `try_with`: never panic inside the allocator (e.g. during TLS teardown).
     let _ = THREAD_ALLOCS.try_with(|c| c.set(c.get() + 1));
+    let _ = THREAD_LARGEST.try_with(|c| c.set(c.get().max(size)));
+}
+
+/// Largest single allocation (bytes) on the calling thread since the last call; resets it.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn take_largest_alloc() -> usize {
+    THREAD_LARGEST.with(|c| c.replace(0))
 }
 
 /// Heap allocations (alloc, alloc_zeroed, realloc) made so far on the calling thread.
@@ -35,12 +43,12 @@ pub fn assert_counting() {
 // addition is a thread-local counter increment, which does not allocate.
 unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        count_alloc();
+        count_alloc(layout.size());
         // SAFETY: forwarded unchanged (caller upholds `alloc`'s contract).
         unsafe { std::alloc::System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        count_alloc();
+        count_alloc(layout.size());
         // SAFETY: forwarded unchanged.
         unsafe { std::alloc::System.alloc_zeroed(layout) }
     }
@@ -49,7 +57,7 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
-        count_alloc();
+        count_alloc(new);
         // SAFETY: forwarded unchanged.
         unsafe { std::alloc::System.realloc(ptr, layout, new) }
     }

@@ -38,6 +38,104 @@ pub fn write_via_temp<E: From<io::Error>>(
     r
 }
 
+/// Like [`write_via_temp`], but never replaces an existing file: `write` fills a temporary
+/// file beside the first candidate ([`thread_temp_path`]: writers in other threads or
+/// processes never share it), which is then published under the first name of
+/// `candidates` that does not exist yet; returns that name.
+///
+/// Publishing is a hard link of the temporary file to the candidate, which fails with
+/// `AlreadyExists` instead of replacing it (atomic: of two writers racing for a name one
+/// wins, the other moves on), then the temporary name is removed. Where the file system
+/// has no hard links (FAT, some network mounts: the link fails with `PermissionDenied` or
+/// `Unsupported`) it falls back to renaming onto a candidate that does not exist at that moment, which is
+/// not atomic against another writer in the same folder. When every candidate exists the
+/// error is `AlreadyExists`. As with [`write_via_temp`], a failure leaves nothing behind
+/// (neither the temporary file nor a partial target), a candidate without a file name is
+/// `InvalidInput`, and the data is not synced to disk.
+pub fn write_via_temp_no_clobber<E: From<io::Error>>(
+    candidates: impl IntoIterator<Item = PathBuf>,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<PathBuf, E> {
+    let names_no_file =
+        |p: &Path| p.file_name().is_none() || p.as_os_str().to_string_lossy().ends_with('/');
+    let mut candidates = candidates.into_iter().peekable();
+    let Some(first) = candidates.peek().cloned() else {
+        return Err(E::from(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no file name to write to",
+        )));
+    };
+    if names_no_file(&first) {
+        return Err(E::from(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{}` names no file", first.display()),
+        )));
+    }
+    let tmp = thread_temp_path(&first);
+    let r = write(&tmp).and_then(|()| publish_no_clobber(&tmp, candidates).map_err(E::from));
+    let _ = std::fs::remove_file(&tmp);
+    r
+}
+
+/// The temporary name [`write_via_temp_no_clobber`] writes `path` under when called on
+/// this thread: `path` with `.<pid>.<t>.tmp` appended, `t` a number per thread. No other
+/// writer (thread or process) uses it at the same time, and one thread writes one file at
+/// a time.
+pub fn thread_temp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    thread_local! {
+        static THREAD: u64 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let t = THREAD.with(|t| *t);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.{t}.tmp", std::process::id()));
+    PathBuf::from(tmp)
+}
+
+fn publish_no_clobber(
+    tmp: &Path,
+    candidates: impl Iterator<Item = PathBuf>,
+) -> io::Result<PathBuf> {
+    let mut last = None;
+    for c in candidates {
+        if c.file_name().is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` names no file", c.display()),
+            ));
+        }
+        match std::fs::hard_link(tmp, &c) {
+            Ok(()) => return Ok(c),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            // EPERM (FAT, some network mounts), EOPNOTSUPP: this file system has no hard
+            // links. Any other error (full disk, a removed folder) is returned.
+            Err(e)
+                if e.kind() == io::ErrorKind::PermissionDenied
+                    || e.kind() == io::ErrorKind::Unsupported =>
+            {
+                // no hard links here: rename onto a name that is free now
+                match std::fs::symlink_metadata(&c) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        std::fs::rename(tmp, &c)?;
+                        return Ok(c);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        last = Some(c);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        match last {
+            Some(l) => format!("every name up to `{}` is taken", l.display()),
+            None => "no file name to write to".to_string(),
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +197,81 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
         assert!(!p.exists());
         assert!(std::fs::symlink_metadata(temp_path(&p)).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn no_clobber_takes_the_next_free_name_and_keeps_the_others() {
+        let d = dir("noclobber");
+        let names = |n: usize| (0..n).map(|i| d.join(format!("f.{i}.ply")));
+        let mut got = Vec::new();
+        for i in 0..3u8 {
+            let p = write_via_temp_no_clobber::<io::Error>(names(3), |t| std::fs::write(t, [i]))
+                .unwrap();
+            got.push(p);
+        }
+        assert_eq!(got, names(3).collect::<Vec<_>>());
+        for (i, p) in got.iter().enumerate() {
+            assert_eq!(std::fs::read(p).unwrap(), [i as u8], "{}", p.display());
+        }
+        // all taken: an error, nothing replaced, no temporary left
+        let e = write_via_temp_no_clobber::<io::Error>(names(3), |t| std::fs::write(t, b"x"))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&got[0]).unwrap(), [0]);
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 3);
+        // a failed write publishes nothing
+        let p = d.join("g.ply");
+        let e = write_via_temp_no_clobber(std::iter::once(p.clone()), |t| {
+            std::fs::write(t, b"partial")?;
+            Err(io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "disk full");
+        assert!(!p.exists() && !thread_temp_path(&p).exists());
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 3);
+        for bad in ["", "out/"] {
+            let e =
+                write_via_temp_no_clobber::<io::Error>(std::iter::once(PathBuf::from(bad)), |_| {
+                    panic!("no write for {bad:?}")
+                })
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn racing_writers_never_share_a_temp_or_publish_a_mixed_file() {
+        // Four threads write distinct contents to the same candidate names at once: every
+        // published file is one writer's whole content, and no write fails.
+        let d = dir("race");
+        let names = |r: usize| (0..8).map(move |i| PathBuf::from(format!("r{r}.{i}")));
+        std::thread::scope(|s| {
+            for w in 0..4u8 {
+                let d = &d;
+                s.spawn(move || {
+                    for r in 0..50 {
+                        let body = vec![w; 4096 + usize::from(w)];
+                        write_via_temp_no_clobber::<io::Error>(names(r).map(|n| d.join(n)), |t| {
+                            std::fs::write(t, &body)
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        let files: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 200, "no temporary left, every write published");
+        for f in files {
+            let b = std::fs::read(&f).unwrap();
+            let w = b[0];
+            assert!(w < 4 && b.len() == 4096 + usize::from(w), "{}", f.display());
+            assert!(b.iter().all(|&x| x == w), "{} mixes writers", f.display());
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 

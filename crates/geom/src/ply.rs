@@ -24,6 +24,14 @@ pub enum PlyError {
     /// Underlying I/O failure.
     #[error("I/O error")]
     Io(#[from] io::Error),
+    /// The file is larger than [`MAX_FILE`] (it is read whole into memory).
+    #[error("file of {bytes} bytes is larger than the {max} bytes read at most")]
+    TooLarge {
+        /// Size of the file.
+        bytes: u64,
+        /// [`MAX_FILE`].
+        max: u64,
+    },
     /// The header is missing, malformed or uses something unsupported.
     #[error("bad PLY header: {0}")]
     Header(String),
@@ -218,11 +226,34 @@ pub fn write_xyz<W: Write>(w: W, points: &[[f32; 3]]) -> Result<(), PlyError> {
 
 // ---------------------------------------------------------------- reading
 
+/// Largest file [`load`] reads (whole, into memory): 1 GiB, about 90 M binary vertices.
+pub const MAX_FILE: u64 = 1 << 30;
+
+/// The bytes of `path`, refused when longer than `max` (checked while reading, so a file
+/// that grows, or a device file like /dev/zero, is refused too).
+fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, PlyError> {
+    use std::io::Read;
+    let f = fs::File::open(path)?;
+    let hint = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if hint > max {
+        return Err(PlyError::TooLarge { bytes: hint, max });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    f.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(PlyError::TooLarge {
+            bytes: bytes.len() as u64,
+            max,
+        });
+    }
+    Ok(bytes)
+}
+
 /// Reads a `.ply` or XYZ-like text file (`.xyz`, `.txt`, `.pts`), chosen by
 /// extension (a file starting with `ply\n` is read as PLY whatever its name).
 pub fn load(path: impl AsRef<Path>) -> Result<PlyData, PlyError> {
     let path = path.as_ref();
-    let bytes = fs::read(path)?;
+    let bytes = read_capped(path, MAX_FILE)?;
     if bytes.starts_with(b"ply\n") || bytes.starts_with(b"ply\r\n") {
         return read_ply(&bytes);
     }
@@ -741,6 +772,23 @@ fn skip_items(body: &mut Body<'_>, item: Scalar, n: usize, el: &str) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_capped_refuses_long_files_and_endless_devices() {
+        let p = std::env::temp_dir().join(format!("shapecast-ply-cap-{}.xyz", std::process::id()));
+        fs::write(&p, b"0 0 0\n1 1 1\n").unwrap();
+        assert_eq!(read_capped(&p, 12).unwrap().len(), 12);
+        assert!(matches!(
+            read_capped(&p, 11),
+            Err(PlyError::TooLarge { bytes: 12, max: 11 })
+        ));
+        fs::remove_file(&p).unwrap();
+        // metadata says 0 bytes; the read itself stops at the cap
+        assert!(matches!(
+            read_capped(Path::new("/dev/zero"), 1000),
+            Err(PlyError::TooLarge { bytes: 1001, .. })
+        ));
+    }
 
     fn cloud() -> PlyData {
         PlyData {

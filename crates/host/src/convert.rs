@@ -9,22 +9,74 @@ use shapecast_wire::pointcode::{self, Bounds};
 
 use crate::HostError;
 
-/// Most points decoded from one hypothesis (bounds host memory per frame).
+/// Most points decoded from one message: all hypotheses of a point-cloud frame together,
+/// the occupied cells of a voxel frame (bounds host memory and file size per frame).
 pub const MAX_POINTS: usize = 1 << 20;
+
+/// Largest message file `decode` reads (a received frame is at most 512 KiB; a message
+/// made by `encode` of a million points with labels and confidence is under 10 MiB).
+pub const MAX_MESSAGE_FILE: u64 = 64 << 20;
+
+/// Points a point-cloud message may announce whatever its size (all hypotheses together).
+/// Duplicates cost almost nothing in the point code (a voxel holding n identical points
+/// codes no more than one point), so a legitimate frame can be tiny: a model whose output
+/// collapses onto one voxel, or lies outside the bounds and is clamped onto one corner,
+/// sends 8192 points in 16 bytes. 65 536 covers eight such hypotheses of the edge
+/// runtime's default 8192 points.
+pub const FREE_POINTS: usize = 1 << 16;
+
+/// Points per byte of point code a message may announce beyond [`FREE_POINTS`]. Measured
+/// (pointcode format 4; format 5 is within 2 %): surfaces cost 0.5-1.3 B/point at 8-10 bits and the densest cloud
+/// tried, 1 M points on a sphere at 8 bits (about 16 points per occupied voxel), 5.5
+/// points/B; 64 leaves 12x margin over that, so only clouds made mostly of large piles of
+/// duplicates (more than ~60 per occupied voxel) above [`FREE_POINTS`] are refused. With
+/// it a 167-byte message can no longer become 8 M points: at most ~73 K.
+pub const POINTS_PER_CODE_BYTE: usize = 64;
+
+/// Checks the point counts announced by the hypotheses' headers (before any decoding)
+/// against [`MAX_POINTS`] and the plausibility bound [`FREE_POINTS`] +
+/// [`POINTS_PER_CODE_BYTE`] x (bytes of point code), both over the whole message. Returns
+/// the count of each hypothesis.
+pub fn check_point_budget(hypotheses: &[Hypothesis<'_>]) -> Result<Vec<usize>, HostError> {
+    let counts = hypotheses
+        .iter()
+        .map(|h| pointcode_count(h.points))
+        .collect::<Result<Vec<_>, _>>()?;
+    // u64: 8 counts of up to 2^32 - 1 each (a usize on 32-bit targets could wrap)
+    let points: u64 = counts.iter().map(|&n| n as u64).sum();
+    let code_bytes: u64 = hypotheses.iter().map(|h| h.points.len() as u64).sum();
+    let plausible = (FREE_POINTS as u64).saturating_add(code_bytes * POINTS_PER_CODE_BYTE as u64);
+    let limit = plausible.min(MAX_POINTS as u64);
+    if points > limit {
+        return Err(HostError::TooManyPoints {
+            points,
+            code_bytes,
+            limit,
+        });
+    }
+    Ok(counts)
+}
 
 /// Geometry of one message: one entry per hypothesis for point clouds
 /// (most likely first), one for voxels (occupied cell centres) and meshes,
 /// none for Hello/Stats.
 pub fn message_to_ply(msg: &Message<'_>) -> Result<Vec<PlyData>, HostError> {
     match msg {
-        Message::PointCloud(p) => p
-            .hypotheses
-            .iter()
-            .map(|h| hypothesis_to_ply(h, &p.bounds, p.bits))
-            .collect(),
+        Message::PointCloud(p) => {
+            check_point_budget(&p.hypotheses)?;
+            p.hypotheses
+                .iter()
+                .map(|h| hypothesis_to_ply(h, &p.bounds, p.bits))
+                .collect()
+        }
         Message::Voxels(v) => {
             let r = v.resolution;
-            let mut pts = Vec::new();
+            // Count before expanding: a 512 KiB bitmap can hold 4 M occupied cells.
+            let occupied: usize = v.occupancy.iter().map(|b| b.count_ones() as usize).sum();
+            if occupied > MAX_POINTS {
+                return Err(HostError::Decode("voxel frame has too many occupied cells"));
+            }
+            let mut pts = Vec::with_capacity(occupied);
             let step = |i: usize| (v.bounds.max[i] - v.bounds.min[i]) / f32::from(r);
             let s = [step(0), step(1), step(2)];
             for z in 0..r {
@@ -76,7 +128,9 @@ pub fn pointcode_count(code: &[u8]) -> Result<usize, HostError> {
     Ok(n)
 }
 
-/// Decodes one hypothesis to points (plus labels and confidence 0..1).
+/// Decodes one hypothesis to points (plus labels and confidence 0..1). Refuses more than
+/// [`MAX_POINTS`]; [`message_to_ply`] also bounds the whole message
+/// ([`check_point_budget`]).
 pub fn hypothesis_to_ply(h: &Hypothesis<'_>, b: &Bounds, bits: u8) -> Result<PlyData, HostError> {
     let n = pointcode_count(h.points)?;
     if n > MAX_POINTS {

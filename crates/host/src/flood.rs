@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+
+use crate::say;
 use clap::Args;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,7 +28,7 @@ use shapecast_wire::pointcode::Bounds;
 #[derive(Debug, Args)]
 pub struct FloodArgs {
     /// Duration of the flood, seconds.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = crate::seconds)]
     seconds: f64,
     /// Valid frames per second.
     #[arg(long, default_value_t = 30.0)]
@@ -189,25 +191,27 @@ pub fn run(a: &FloodArgs) -> Result<ExitCode> {
     let s = rx.stop();
     let fl = flood_sent.load(Ordering::Relaxed);
     let received_exact = exact.load(Ordering::Relaxed);
-    println!(
+    say!(
         "flood-bench: {:.1} s, {} flooder thread(s), psk {}",
-        flood_secs, a.flooders, a.psk
-    );
-    println!(
+        flood_secs,
+        a.flooders,
+        a.psk
+    )?;
+    say!(
         "  flood: {} random datagrams sent ({:.0}/s), {} send errors",
         fl,
         fl as f64 / flood_secs,
         flood_err.load(Ordering::Relaxed)
-    );
-    println!(
+    )?;
+    say!(
         "  host: {} datagrams read ({:.0}/s), {} refused, {} frames reassembled, queue-full {}",
         s.udp_datagrams,
         s.udp_datagrams as f64 / flood_secs,
         s.udp_rejected,
         s.udp_frames,
         s.queue_full
-    );
-    println!(
+    )?;
+    say!(
         "  valid frames: sent {} ({} points, {:.1} KiB avg), received {} bit-exact, {} mismatched, {} missing",
         frames_sent,
         a.points,
@@ -215,17 +219,17 @@ pub fn run(a: &FloodArgs) -> Result<ExitCode> {
         received_exact,
         mismatched.load(Ordering::Relaxed),
         u64::from(frames_sent).saturating_sub(received_exact)
-    );
-    println!(
+    )?;
+    say!(
         "  peak RSS (VmHWM, whole process incl. flooders and sender): {} KiB (before start {} KiB)",
         hwm.map_or("?".into(), |v| v.to_string()),
         hwm_before.map_or("?".into(), |v| v.to_string())
-    );
+    )?;
     if all && received_exact == u64::from(frames_sent) && mismatched.load(Ordering::Relaxed) == 0 {
-        println!("  RESULT: all valid frames received");
+        say!("  RESULT: all valid frames received")?;
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("  RESULT: valid frames lost");
+        say!("  RESULT: valid frames lost")?;
         Ok(ExitCode::from(3))
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! Memory is bounded: fixed reassembly slots, a bounded queue between the
 //! readers and the worker (frames are dropped and counted when it is full), a
-//! bounded number of tracked devices and a bounded point count per frame.
+//! bounded number of tracked devices (an idle one makes room for a new one) and
+//! a bounded point count per message. Sinks never replace an existing file.
+//! Rules, limits and exit codes: crates/host/README.md.
 
 pub mod convert;
 pub mod mcap;
@@ -34,6 +36,26 @@ pub enum HostError {
     /// A message decoded but its contents are inconsistent.
     #[error("cannot decode frame contents: {0}")]
     Decode(&'static str),
+    /// A point-cloud message announces more points than the host decodes from one
+    /// message: more than [`convert::MAX_POINTS`] in all, or more than its bytes of point
+    /// code can plausibly hold ([`convert::FREE_POINTS`] + [`convert::POINTS_PER_CODE_BYTE`]
+    /// per byte).
+    #[error(
+        "point cloud announces {points} points in {code_bytes} bytes of point code; at most \
+         {limit} are accepted (host limits: {} points per message, and {} plus {} per byte \
+         of point code)",
+        convert::MAX_POINTS,
+        convert::FREE_POINTS,
+        convert::POINTS_PER_CODE_BYTE
+    )]
+    TooManyPoints {
+        /// Points announced by all hypotheses together.
+        points: u64,
+        /// Bytes of point code of all hypotheses together.
+        code_bytes: u64,
+        /// The most accepted for this message.
+        limit: u64,
+    },
     /// Reading or writing a PLY/XYZ file failed.
     #[error("PLY/XYZ file error")]
     Ply(#[from] shapecast_geom::ply::PlyError),

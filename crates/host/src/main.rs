@@ -5,9 +5,17 @@
 //!   print live stats.
 //! * `encode` / `decode`: PLY/XYZ <-> wire point coding (a point-cloud message).
 //! * `flood-bench`: receiver robustness benchmark under a datagram flood.
+//!
+//! Exit codes: 0 success; 1 error (bad input, a transport that cannot be opened, ...);
+//! 2 a command-line usage error (clap) or, for `listen`, fewer frames than `--frames` before
+//! it stopped; 3 for `listen`, frames were received but not all written (sink errors: a full
+//! disk, an unwritable folder, an MCAP recording that stopped), and for `flood-bench`,
+//! valid frames lost. Standard output closing (`| head`) ends a command quietly with the
+//! code it would have had.
 
 mod flood;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,13 +25,51 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use shapecast_geom::ply;
-use shapecast_host::convert::{encode_points, message_to_ply};
+use shapecast_host::convert::{encode_points, message_to_ply, MAX_MESSAGE_FILE};
 use shapecast_host::receiver::SerialConfig;
 use shapecast_host::sink::Tee;
 use shapecast_host::{McapSink, PlyDirSink, PngDirSink, Receiver, ReceiverConfig};
 use shapecast_wire::auth::Key;
 use shapecast_wire::message::{decode_message, Message};
 use shapecast_wire::pointcode::Bounds;
+
+/// Exit code of `listen` when frames were received but not all written.
+const EXIT_SINK_ERRORS: u8 = 3;
+
+/// Shortest period between live statistics lines, seconds.
+const MIN_STATS_PERIOD: f64 = 0.1;
+
+/// Writes one line to standard output. `Ok(false)`: standard output is closed (a broken
+/// pipe, e.g. `| head -1`); the caller stops printing and ends with its usual exit code.
+pub(crate) fn say_line(args: std::fmt::Arguments<'_>) -> Result<bool> {
+    let mut out = std::io::stdout().lock();
+    let r = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to standard output"),
+    }
+}
+
+/// `println!` that returns [`say_line`]'s result instead of panicking on a closed stdout.
+macro_rules! say {
+    ($($t:tt)*) => {
+        $crate::say_line(format_args!($($t)*))
+    };
+}
+pub(crate) use say;
+
+/// A number of seconds: finite and not negative.
+pub(crate) fn seconds(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{s}`: need a finite number of seconds >= 0"));
+    }
+    Ok(v)
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,7 +106,8 @@ struct ListenArgs {
     /// Serial baud rate.
     #[arg(long, default_value_t = 921_600)]
     baud: u32,
-    /// Output folder: <out>/<device>/<frame_id>[_h<k>].ply.
+    /// Output folder: <out>/<device>/<frame_id>[_h<k>].ply; an existing file is never
+    /// replaced (a device restart's frames go to <frame_id>[_h<k>].<n>.ply).
     #[arg(long, short, default_value = "received")]
     out: PathBuf,
     /// Pre-shared key file (64 hex digits); only authenticated frames are accepted.
@@ -70,14 +117,18 @@ struct ListenArgs {
     #[arg(long)]
     frames: Option<u64>,
     /// Stop after this many seconds.
-    #[arg(long)]
+    #[arg(long, value_parser = seconds)]
     seconds: Option<f64>,
-    /// Seconds between stats lines (0 = only at the end).
-    #[arg(long, default_value_t = 1.0)]
+    /// Seconds between stats lines (0 = only at the end; at least 0.1 otherwise).
+    #[arg(long, default_value_t = 1.0, value_parser = seconds)]
     stats_every: f64,
     /// Most devices tracked at once.
     #[arg(long, default_value_t = 64)]
     max_devices: usize,
+    /// When the device table is full, a new device replaces one that has sent nothing for
+    /// this many seconds.
+    #[arg(long, default_value_t = 30.0, value_parser = seconds)]
+    device_idle_secs: f64,
     /// Do not write PLY files (statistics only, or only the MCAP recording).
     #[arg(long)]
     no_write: bool,
@@ -127,7 +178,7 @@ fn main() -> ExitCode {
     match res {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -150,6 +201,8 @@ fn listen(a: &ListenArgs) -> Result<ExitCode> {
         }),
         key: load_key(a.psk.as_deref())?,
         max_devices: a.max_devices,
+        // saturating float-to-int cast: 1e30 s is "never"
+        device_idle_timeout_ms: (a.device_idle_secs * 1000.0) as u64,
         ..ReceiverConfig::default()
     };
     let ply = if a.no_write {
@@ -178,19 +231,26 @@ fn listen(a: &ListenArgs) -> Result<ExitCode> {
     let stop = rx.stop_flag();
     ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
+    // false once standard output is closed (`| head`): the receiver then stops as on Ctrl-C
+    let mut stdout_open = true;
     if let Some(addr) = rx.udp_addr() {
-        println!("listening on udp {addr}");
+        stdout_open = say!("listening on udp {addr}")?;
     }
-    if let Some(p) = &a.serial {
-        println!("listening on serial {p} @ {} baud", a.baud);
+    if let (Some(p), true) = (&a.serial, stdout_open) {
+        stdout_open = say!("listening on serial {p} @ {} baud", a.baud)?;
     }
+    let stats_every = if a.stats_every > 0.0 {
+        a.stats_every.max(MIN_STATS_PERIOD)
+    } else {
+        0.0
+    };
     let t0 = Instant::now();
-    let mut next_stats = a.stats_every;
-    loop {
+    let mut next_stats = stats_every;
+    while stdout_open {
         std::thread::sleep(Duration::from_millis(20));
         let el = t0.elapsed().as_secs_f64();
         if rx.stopping() {
-            println!("interrupted");
+            stdout_open = say!("interrupted")?;
             break;
         }
         if a.frames.is_some_and(|n| rx.frames() >= n) {
@@ -199,21 +259,37 @@ fn listen(a: &ListenArgs) -> Result<ExitCode> {
         if a.seconds.is_some_and(|s| el >= s) {
             break;
         }
-        if a.stats_every > 0.0 && el >= next_stats {
-            next_stats += a.stats_every;
-            println!("[{el:7.1}s] {}", rx.stats().render());
+        if stats_every > 0.0 && el >= next_stats {
+            // late (a slow machine): the next line one period from now, not a burst
+            next_stats = (next_stats + stats_every).max(el);
+            stdout_open = say!("[{el:7.1}s] {}", rx.stats().render())?;
         }
     }
     let el = t0.elapsed().as_secs_f64();
     let s = rx.stop();
-    println!("[{el:7.1}s] final: {}", s.render());
+    if stdout_open {
+        say!("[{el:7.1}s] final: {}", s.render())?;
+    }
+    let mut code = ExitCode::SUCCESS;
     if let Some(n) = a.frames {
         if s.frames < n {
-            eprintln!("received {} of {n} frames before stopping", s.frames);
-            return Ok(ExitCode::from(2));
+            let _ = writeln!(
+                std::io::stderr(),
+                "received {} of {n} frames before stopping",
+                s.frames
+            );
+            code = ExitCode::from(2);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    if s.sink_errors > 0 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{} sink errors: not every received frame was written (see the warnings above)",
+            s.sink_errors
+        );
+        code = ExitCode::from(EXIT_SINK_ERRORS);
+    }
+    Ok(code)
 }
 
 fn parse_bounds(s: &str) -> Result<Bounds> {
@@ -246,7 +322,8 @@ fn encode(a: &EncodeArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| a.input.with_extension("scpc"));
     std::fs::write(&out, &enc.message).with_context(|| format!("writing {}", out.display()))?;
     let n = enc.points.max(1) as f64;
-    println!(
+    // a closed stdout (`| head`) ends quietly: the file is written
+    let _ = say!(
         "{} points, {} bits: point code {} B ({:.3} B/pt, {:.2} bits/pt), message {} B ({:.3} B/pt) -> {}",
         enc.points,
         a.bits,
@@ -256,20 +333,47 @@ fn encode(a: &EncodeArgs) -> Result<ExitCode> {
         enc.message.len(),
         enc.message.len() as f64 / n,
         out.display()
-    );
-    println!(
+    )? && say!(
         "bounds min {:?} max {:?}; raw float32 xyz would be {} B (ratio {:.2}x)",
         enc.bounds.min,
         enc.bounds.max,
         enc.points * 12,
         (enc.points * 12) as f64 / enc.point_code_len.max(1) as f64
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads a message file of at most [`MAX_MESSAGE_FILE`] bytes.
+fn read_message_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let too_big = || {
+        anyhow::anyhow!(
+            "{} is larger than {} MiB: not a shapecast message (see MAX_MESSAGE_FILE)",
+            path.display(),
+            MAX_MESSAGE_FILE >> 20
+        )
+    };
+    let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if len > MAX_MESSAGE_FILE {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    // bounded also when the size was unknown or grows (a pipe, a file being written)
+    f.take(MAX_MESSAGE_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > MAX_MESSAGE_FILE {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
 fn decode(a: &DecodeArgs) -> Result<ExitCode> {
-    let bytes =
-        std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let bytes = read_message_file(&a.input)?;
     let msg = decode_message(&bytes).with_context(|| format!("decoding {}", a.input.display()))?;
     let Message::PointCloud(p) = &msg else {
         // Voxels and meshes decode too; Hello/Stats have no geometry.
@@ -294,6 +398,7 @@ fn write_geometry(a: &DecodeArgs, msg: &Message<'_>, bits: u8) -> Result<ExitCod
     let xyz = out
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("xyz") || e.eq_ignore_ascii_case("txt"));
+    let mut stdout_open = true;
     for (k, g) in geo.iter().enumerate() {
         let path = if k == 0 {
             out.clone()
@@ -316,21 +421,23 @@ fn write_geometry(a: &DecodeArgs, msg: &Message<'_>, bits: u8) -> Result<ExitCod
         } else {
             ply::save_ply(&path, g).with_context(|| format!("writing {}", path.display()))?;
         }
-        println!(
-            "hypothesis {k}: {} points{}{} -> {}",
-            g.vertices.len(),
-            if g.faces.is_empty() {
-                String::new()
-            } else {
-                format!(", {} faces", g.faces.len())
-            },
-            if bits > 0 {
-                format!(" ({bits} bits)")
-            } else {
-                String::new()
-            },
-            path.display()
-        );
+        // a closed stdout (`| head`): quiet from here on, every file still written
+        stdout_open = stdout_open
+            && say!(
+                "hypothesis {k}: {} points{}{} -> {}",
+                g.vertices.len(),
+                if g.faces.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} faces", g.faces.len())
+                },
+                if bits > 0 {
+                    format!(" ({bits} bits)")
+                } else {
+                    String::new()
+                },
+                path.display()
+            )?;
     }
     Ok(ExitCode::SUCCESS)
 }

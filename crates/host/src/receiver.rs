@@ -46,8 +46,14 @@ pub struct ReceiverConfig {
     pub serial: Option<SerialConfig>,
     /// Pre-shared key: when set, only authenticated frames are accepted.
     pub key: Option<Key>,
-    /// Most devices tracked; messages of further devices are dropped.
+    /// Most devices tracked. When the table is full, a message of a new device evicts the
+    /// device seen least recently if it has been idle longer than `device_idle_timeout_ms`;
+    /// otherwise the message is dropped (counted in `devices_refused`).
     pub max_devices: usize,
+    /// How long a device must have sent nothing before a new device may take its place in
+    /// a full table (ms). Without a PSK anyone can claim device ids; this keeps spoofed ids
+    /// from locking real devices out for the life of the receiver.
+    pub device_idle_timeout_ms: u64,
     /// Incomplete UDP frames are dropped after this long (ms).
     pub reassembly_timeout_ms: u64,
     /// Frames waiting for the worker; more are dropped (counted).
@@ -61,6 +67,7 @@ impl Default for ReceiverConfig {
             serial: None,
             key: None,
             max_devices: 64,
+            device_idle_timeout_ms: 30_000,
             reassembly_timeout_ms: 1000,
             queue: 32,
         }
@@ -150,10 +157,13 @@ impl Receiver {
         // Worker first, so readers always have somewhere to send.
         {
             let shared = Arc::clone(&shared);
-            let max_devices = cfg.max_devices;
+            let table = DeviceTable {
+                max: cfg.max_devices,
+                idle_us: cfg.device_idle_timeout_ms.saturating_mul(1000),
+            };
             let h = std::thread::Builder::new()
                 .name("host-worker".into())
-                .spawn(move || worker(&rx, sink, &shared, max_devices))?;
+                .spawn(move || worker(&rx, sink, &shared, table))?;
             me.threads.push(h);
         }
         if let Some(addr) = cfg.udp {
@@ -383,7 +393,45 @@ fn serial_loop(
     }
 }
 
-fn worker(rx: &ChanRx<Job>, mut sink: impl Sink, shared: &Mutex<Shared>, max_devices: usize) {
+/// Bounds of the device table.
+#[derive(Debug, Clone, Copy)]
+struct DeviceTable {
+    max: usize,
+    idle_us: u64,
+}
+
+impl Shared {
+    /// Makes sure `dev` has an entry, seen at `now_us`; false when the table is full of
+    /// devices seen within the idle timeout (the message is then refused, counted).
+    fn admit(&mut self, dev: u32, now_us: u64, table: DeviceTable) -> bool {
+        if let Some(d) = self.devices.get_mut(&dev) {
+            d.last_seen_us = d.last_seen_us.max(now_us);
+            return true;
+        }
+        if self.devices.len() >= table.max {
+            // the least recently seen device, if idle for longer than the timeout
+            let idle = self
+                .devices
+                .values()
+                .min_by_key(|d| d.last_seen_us)
+                .filter(|d| now_us.saturating_sub(d.last_seen_us) > table.idle_us)
+                .map(|d| d.device_id);
+            let Some(old) = idle else {
+                self.stats.devices_refused += 1;
+                return false;
+            };
+            log::info!("device {old} idle, evicted from the full device table for device {dev}");
+            self.devices.remove(&old);
+            self.stats.devices_evicted += 1;
+        }
+        let mut d = DeviceStats::new(dev);
+        d.last_seen_us = now_us;
+        self.devices.insert(dev, d);
+        true
+    }
+}
+
+fn worker(rx: &ChanRx<Job>, mut sink: impl Sink, shared: &Mutex<Shared>, table: DeviceTable) {
     while let Ok(job) = rx.recv() {
         let msg = match decode_message(&job.payload) {
             Ok(m) => m,
@@ -398,15 +446,8 @@ fn worker(rx: &ChanRx<Job>, mut sink: impl Sink, shared: &Mutex<Shared>, max_dev
             lock(shared).stats.device_mismatch += 1;
             continue;
         }
-        {
-            let mut sh = lock(shared);
-            if !sh.devices.contains_key(&dev) && sh.devices.len() >= max_devices {
-                sh.stats.devices_refused += 1;
-                continue;
-            }
-            sh.devices
-                .entry(dev)
-                .or_insert_with(|| DeviceStats::new(dev));
+        if !lock(shared).admit(dev, job.rx_us, table) {
+            continue;
         }
         let geometry = match message_to_ply(&msg) {
             Ok(g) => g,
@@ -469,5 +510,33 @@ fn worker(rx: &ChanRx<Job>, mut sink: impl Sink, shared: &Mutex<Shared>, max_dev
     if let Err(e) = sink.close() {
         log::warn!("closing the sink: {}", crate::error_chain(&e));
         lock(shared).stats.sink_errors += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_table_evicts_only_the_longest_idle_device_past_the_timeout() {
+        let table = DeviceTable {
+            max: 2,
+            idle_us: 1_000,
+        };
+        let mut sh = Shared::default();
+        assert!(sh.admit(10, 0, table));
+        assert!(sh.admit(11, 500, table));
+        // full, nobody idle for more than 1 ms: refused
+        assert!(!sh.admit(12, 900, table));
+        assert_eq!(sh.stats.devices_refused, 1);
+        // device 10 seen again: now 11 is the least recently seen
+        assert!(sh.admit(10, 1_200, table));
+        assert!(!sh.admit(12, 1_500, table), "11 idle 1.0 ms, not more");
+        assert!(sh.admit(12, 1_501, table));
+        assert_eq!(sh.stats.devices_evicted, 1);
+        assert_eq!(sh.devices.keys().copied().collect::<Vec<_>>(), [10, 12]);
+        // an older timestamp (another transport's job) never moves last_seen back
+        assert!(sh.admit(12, 100, table));
+        assert_eq!(sh.devices[&12].last_seen_us, 1_501);
     }
 }

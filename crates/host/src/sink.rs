@@ -1,6 +1,7 @@
 //! Consumers of received messages.
 
-use shapecast_geom::atomic::write_via_temp;
+use shapecast_geom::atomic::write_via_temp_no_clobber;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use shapecast_geom::ply::save_ply;
@@ -19,13 +20,84 @@ pub trait Sink: Send + 'static {
     }
 }
 
+/// Versions of one file name a sink tries (`<frame_id>.ply`, `<frame_id>.1.ply`, ...,
+/// `<frame_id>.999.ply`) before giving up with an error.
+pub const MAX_VERSIONS: u32 = 1000;
+
+/// Devices whose current version number a sink remembers (bounded; forgetting one only
+/// costs a few failed link calls at its next frame).
+const MAX_HINTS: usize = 4096;
+
+/// `<frame_id>[_h<k>][.<n>].<ext>` under `<dir>/<device>/`.
+fn versioned(dir: &Path, device: u32, frame_id: u32, k: usize, n: u32, ext: &str) -> PathBuf {
+    let h = if k == 0 {
+        String::new()
+    } else {
+        format!("_h{k}")
+    };
+    let v = if n == 0 {
+        String::new()
+    } else {
+        format!(".{n}")
+    };
+    dir.join(device.to_string())
+        .join(format!("{frame_id}{h}{v}.{ext}"))
+}
+
+/// Per device, the version number its last frame was written under: the next frame of
+/// the device tries that one first, so that the files of one device run share a suffix.
+#[derive(Debug, Clone, Default)]
+struct Versions(BTreeMap<u32, u32>);
+
+impl Versions {
+    fn start(&self, dev: u32) -> u32 {
+        self.0.get(&dev).copied().unwrap_or(0)
+    }
+
+    fn set(&mut self, dev: u32, n: u32, path: &Path) {
+        if n != self.start(dev) {
+            log::info!(
+                "device {dev}: earlier files under the same frame ids (a device restart?); \
+                 writing {} and on",
+                path.display()
+            );
+        }
+        if self.0.len() >= MAX_HINTS && !self.0.contains_key(&dev) {
+            self.0.clear();
+        }
+        self.0.insert(dev, n);
+    }
+}
+
+/// Writes `write`'s file under the first free version `n >= from` of `path(n)`; returns
+/// the version used. Never replaces a file.
+fn write_new(
+    from: u32,
+    path: impl Fn(u32) -> PathBuf,
+    write: impl FnOnce(&Path) -> Result<(), HostError>,
+) -> Result<(u32, PathBuf), HostError> {
+    let from = from.min(MAX_VERSIONS - 1);
+    let got = write_via_temp_no_clobber((from..MAX_VERSIONS).map(&path), write)?;
+    let n = (from..MAX_VERSIONS)
+        .find(|&n| path(n) == got)
+        .unwrap_or(from);
+    Ok((n, got))
+}
+
 /// Writes every frame's geometry as PLY under a folder:
 /// `<dir>/<device>/<frame_id>.ply` for the first hypothesis and
 /// `<dir>/<device>/<frame_id>_h<k>.ply` for hypothesis `k >= 1`; meshes with
 /// faces, voxel grids as the points of occupied cell centres.
+///
+/// Nothing is ever replaced: device frame ids restart at 0 when the device restarts, so
+/// when `<frame_id>.ply` exists the frame goes to the next free version
+/// `<frame_id>.<n>.ply` (`<frame_id>_h<k>.<n>.ply`), n = 1, 2, ... (at most
+/// [`MAX_VERSIONS`]), and the device's later frames try the same n first. Files appear
+/// whole (written under a temporary name, then linked to the final one).
 #[derive(Debug, Clone)]
 pub struct PlyDirSink {
     dir: PathBuf,
+    versions: Versions,
 }
 
 impl PlyDirSink {
@@ -33,17 +105,22 @@ impl PlyDirSink {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, HostError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            versions: Versions::default(),
+        })
     }
 
-    /// Path of hypothesis `k` of frame `frame_id` of `device`.
+    /// Path of hypothesis `k` of frame `frame_id` of `device` when no earlier file had the
+    /// name (the common case: an empty folder and one run of each device).
     pub fn path(dir: &Path, device: u32, frame_id: u32, k: usize) -> PathBuf {
-        let d = dir.join(device.to_string());
-        if k == 0 {
-            d.join(format!("{frame_id}.ply"))
-        } else {
-            d.join(format!("{frame_id}_h{k}.ply"))
-        }
+        Self::versioned_path(dir, device, frame_id, k, 0)
+    }
+
+    /// Path of version `n` of hypothesis `k` of frame `frame_id` of `device`: version 0 is
+    /// [`path`](Self::path), version n >= 1 `<frame_id>[_h<k>].<n>.ply`.
+    pub fn versioned_path(dir: &Path, device: u32, frame_id: u32, k: usize, n: u32) -> PathBuf {
+        versioned(dir, device, frame_id, k, n, "ply")
     }
 }
 
@@ -57,11 +134,19 @@ impl Sink for PlyDirSink {
             return Ok(0);
         }
         std::fs::create_dir_all(self.dir.join(dev.to_string()))?;
+        let mut from = self.versions.start(dev);
         for (k, g) in ev.geometry.iter().enumerate() {
-            // Write to a temporary name and rename, so a reader never sees a
-            // partial file.
-            let path = Self::path(&self.dir, dev, frame_id, k);
-            write_via_temp(&path, |tmp| save_ply(tmp, g).map_err(HostError::from))?;
+            // Written under a temporary name and linked to a free final name: a reader
+            // never sees a partial file and no earlier file is replaced.
+            let (n, path) = write_new(
+                from,
+                |n| Self::versioned_path(&self.dir, dev, frame_id, k, n),
+                |tmp| save_ply(tmp, g).map_err(HostError::from),
+            )?;
+            if k == 0 {
+                self.versions.set(dev, n, &path);
+                from = n;
+            }
         }
         Ok(ev.geometry.len())
     }
@@ -70,9 +155,11 @@ impl Sink for PlyDirSink {
 /// Writes a picture of every frame under a folder: `<dir>/<device>/<frame_id>.png`, one
 /// row of 256-pixel tiles: the first hypothesis (or the voxel centres, or the mesh vertices)
 /// seen from two sides, then every further hypothesis from the first side; labels coloured.
+/// Never replaces a file: as [`PlyDirSink`], an existing name makes `<frame_id>.<n>.png`.
 #[derive(Debug, Clone)]
 pub struct PngDirSink {
     dir: PathBuf,
+    versions: Versions,
 }
 
 /// Side of one tile of [`PngDirSink`]'s pictures, pixels.
@@ -83,12 +170,22 @@ impl PngDirSink {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, HostError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            versions: Versions::default(),
+        })
     }
 
-    /// Path of the picture of frame `frame_id` of `device`.
+    /// Path of the picture of frame `frame_id` of `device` when no earlier file had the
+    /// name (the common case).
     pub fn path(dir: &Path, device: u32, frame_id: u32) -> PathBuf {
-        dir.join(device.to_string()).join(format!("{frame_id}.png"))
+        Self::versioned_path(dir, device, frame_id, 0)
+    }
+
+    /// Path of version `n` of the picture: version 0 is [`path`](Self::path), version
+    /// n >= 1 `<frame_id>.<n>.png`.
+    pub fn versioned_path(dir: &Path, device: u32, frame_id: u32, n: u32) -> PathBuf {
+        versioned(dir, device, frame_id, 0, n, "png")
     }
 }
 
@@ -112,7 +209,6 @@ impl Sink for PngDirSink {
             sheet.blit(&tile, k as i64 * i64::from(PNG_TILE), 0);
         }
         std::fs::create_dir_all(self.dir.join(dev.to_string()))?;
-        let path = Self::path(&self.dir, dev, frame_id);
         let img = image::RgbImage::from_raw(sheet.width, sheet.height, sheet.rgb)
             .ok_or(HostError::Decode("picture buffer size"))?;
         // Encoded in memory and written with one `fs::write`: `save_with_format` writes
@@ -121,7 +217,12 @@ impl Sink for PngDirSink {
         let mut png = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .map_err(|e| HostError::Io(std::io::Error::other(e)))?;
-        write_via_temp::<HostError>(&path, |tmp| Ok(std::fs::write(tmp, &png)?))?;
+        let (n, path) = write_new(
+            self.versions.start(dev),
+            |n| Self::versioned_path(&self.dir, dev, frame_id, n),
+            |tmp| Ok(std::fs::write(tmp, &png)?),
+        )?;
+        self.versions.set(dev, n, &path);
         Ok(1)
     }
 }

@@ -32,6 +32,9 @@ pub struct DeviceStats {
     pub files: u64,
     /// The last Stats message of the device.
     pub last_report: Option<DeviceReport>,
+    /// When the receiver last accepted a message of this device, µs since it started
+    /// (devices idle for long are evicted when the device table is full).
+    pub last_seen_us: u64,
     /// Smallest `host_rx_us - capture_ts_us` seen (clock offset + best delay).
     min_offset_us: Option<i64>,
     lat: VecDeque<u64>,
@@ -131,20 +134,31 @@ impl DeviceStats {
             ));
         }
         if let Some(r) = &self.last_report {
+            // Device-sent u32 values: summed as u64 (seven or three of them cannot overflow
+            // it), never as u32 (an overflow panic in a debug build, garbage in a release one).
+            let l = &r.latency;
+            let e2e_us: u64 = [
+                l.capture,
+                l.convert,
+                l.preprocess,
+                l.inference,
+                l.decode,
+                l.encode,
+                l.send,
+            ]
+            .iter()
+            .map(|p| u64::from(p.p50_us))
+            .sum();
+            let drops: u64 = [r.drops.stale_frames, r.drops.link_busy, r.drops.send_errors]
+                .iter()
+                .map(|&d| u64::from(d))
+                .sum();
             s.push_str(&format!(
                 ", device {:.1} fps, infer p50 {:.1} ms, e2e(capture..send) p50 {:.1} ms, drops {}",
                 f64::from(r.fps_x100) / 100.0,
                 f64::from(r.latency.inference.p50_us) / 1e3,
-                f64::from(
-                    r.latency.capture.p50_us
-                        + r.latency.convert.p50_us
-                        + r.latency.preprocess.p50_us
-                        + r.latency.inference.p50_us
-                        + r.latency.decode.p50_us
-                        + r.latency.encode.p50_us
-                        + r.latency.send.p50_us
-                ) / 1e3,
-                r.drops.stale_frames + r.drops.link_busy + r.drops.send_errors
+                e2e_us as f64 / 1e3,
+                drops
             ));
         }
         if self.bad > 0 {
@@ -169,6 +183,9 @@ pub struct HostStats {
     pub devices_refused: u64,
     /// UDP frames whose datagram device id differs from the message's.
     pub device_mismatch: u64,
+    /// Devices dropped from the full device table because they were idle longer than
+    /// the idle timeout (to make room for a new one).
+    pub devices_evicted: u64,
     /// Sink failures (e.g. a file could not be written).
     pub sink_errors: u64,
     /// UDP datagrams read / refused by the reassembler.
@@ -191,7 +208,7 @@ impl HostStats {
     /// Multi-line display.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "{} frames, {} msgs | udp {} dgrams ({} refused) -> {} frames | serial {} B -> {} frames ({} bad) | undecodable {}, queue-full {}, sink errors {}",
+            "{} frames, {} msgs | udp {} dgrams ({} refused) -> {} frames | serial {} B -> {} frames ({} bad) | undecodable {}, queue-full {}, sink errors {} | devices: {} refused (table full), {} id mismatch, {} evicted (idle)",
             self.frames,
             self.messages,
             self.udp_datagrams,
@@ -202,7 +219,10 @@ impl HostStats {
             self.serial_bad,
             self.undecodable,
             self.queue_full,
-            self.sink_errors
+            self.sink_errors,
+            self.devices_refused,
+            self.device_mismatch,
+            self.devices_evicted
         );
         for d in &self.devices {
             s.push_str("\n  ");
@@ -229,5 +249,62 @@ mod tests {
         assert!(d.latency_above_min_us(100.0).is_some());
         assert_eq!(d.latency_above_min_us(0.0), Some(0));
         let _ = d.summary();
+    }
+
+    #[test]
+    fn device_reports_are_summed_without_overflow() {
+        // Every per-stage p50 and drop counter at u32::MAX: the u32 sums overflowed (a panic
+        // in a debug build, a wrapped number in a release one).
+        let p = shapecast_wire::message::Percentiles {
+            p50_us: u32::MAX,
+            ..Default::default()
+        };
+        let l = shapecast_wire::message::StageLatency {
+            capture: p,
+            convert: p,
+            preprocess: p,
+            inference: p,
+            decode: p,
+            encode: p,
+            send: p,
+        };
+        let mut d = DeviceStats::new(3);
+        d.last_report = Some(DeviceReport {
+            device_id: 3,
+            uptime_ms: u64::MAX,
+            fps_x100: u32::MAX,
+            counters: Default::default(),
+            drops: shapecast_wire::message::Drops {
+                stale_frames: u32::MAX,
+                link_busy: u32::MAX,
+                send_errors: u32::MAX,
+                camera_errors: u32::MAX,
+            },
+            latency: l,
+        });
+        let s = d.summary();
+        let e2e = 7.0 * f64::from(u32::MAX) / 1e3;
+        assert!(
+            s.contains(&format!("e2e(capture..send) p50 {e2e:.1} ms")),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!("drops {}", 3 * u64::from(u32::MAX))),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn render_shows_refused_and_mismatched_devices() {
+        let s = HostStats {
+            devices_refused: 17,
+            device_mismatch: 5,
+            devices_evicted: 2,
+            ..HostStats::default()
+        }
+        .render();
+        assert!(s.contains("17 refused (table full)"), "{s}");
+        assert!(s.contains("5 id mismatch"), "{s}");
+        assert!(s.contains("2 evicted"), "{s}");
     }
 }

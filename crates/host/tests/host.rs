@@ -66,6 +66,40 @@ fn point_code(rng: &mut ChaCha8Rng, n: usize, bits: u8) -> Vec<u8> {
 
 /// Frame `fid` of device `dev`: points (2 hypotheses, labels, confidence),
 /// voxels or a mesh, by `fid % 3`.
+/// Sends device 3's frames (frame ids 0, 1, ...; message ids `fid * id_step`) every 50 ms
+/// until the `listen` child exits (at most 30 s); its exit status.
+fn feed_until_exit(
+    child: &mut std::process::Child,
+    tx: &mut UdpSender,
+    seed: u64,
+    id_step: u32,
+) -> std::process::ExitStatus {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let t0 = Instant::now();
+    let mut fid = 0;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "listen did not stop"
+        );
+        let _ = tx.send_frame(fid, &frame(3, fid * id_step, &mut rng));
+        fid += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A loopback UDP port that was free a moment ago (for a `listen` child to bind).
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn frame(dev: u32, fid: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
     match fid % 3 {
         0 => {
@@ -519,11 +553,7 @@ fn cli_encode_decode_roundtrip_and_errors() {
 #[test]
 fn cli_listen_stops_after_frames() {
     let dir = tmpdir("listen");
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_udp_port();
     let psk = dir.join("psk.hex");
     std::fs::write(&psk, "ab".repeat(32) + "\n").unwrap();
     let key = Key::load(&psk).unwrap();
@@ -549,21 +579,7 @@ fn cli_listen_stops_after_frames() {
         .spawn()
         .unwrap();
     let mut tx = UdpSender::new(("127.0.0.1", port), 3, Some(key)).unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let t0 = Instant::now();
-    let mut fid = 0;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "listen did not stop"
-        );
-        let _ = tx.send_frame(fid, &frame(3, fid, &mut rng));
-        fid += 1;
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = feed_until_exit(&mut child, &mut tx, 1, 1);
     let out = child.wait_with_output().unwrap();
     assert!(status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -940,7 +956,7 @@ fn png_on_a_full_disk_is_an_error_and_publishes_nothing() {
     let mut sink = shapecast_host::PngDirSink::new(&dir).unwrap();
     let path = shapecast_host::PngDirSink::path(&dir, 4, 0);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let tmp = shapecast_geom::atomic::temp_path(&path);
+    let tmp = shapecast_geom::atomic::thread_temp_path(&path);
     std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
     let geometry = [PlyData::points(vec![[0.0, 0.1, 0.2], [0.3, -0.2, 0.1]])];
     let msg = empty_cloud(4, 0, 0);
@@ -1092,4 +1108,392 @@ mod adversarial {
         data.confidence = Some(vec![0.5; 9]);
         assert!(encode_points(&data, 10, None, 1, 1).is_err());
     }
+}
+
+#[test]
+fn voxel_frame_expansion_is_capped() {
+    // A full 128³ grid (2 M cells, 256 KiB: fits a UDP frame) would become a
+    // 25 MB PLY; more than MAX_POINTS occupied cells is refused before any expansion.
+    let r = 128u16;
+    let full = vec![0xFFu8; occupancy_len(r)];
+    let frame = |occupancy: &[u8]| {
+        message_to_ply(&Message::Voxels(VoxelFrame {
+            device_id: 1,
+            frame_id: 1,
+            capture_ts_us: 0,
+            resolution: r,
+            bounds: B,
+            occupancy,
+        }))
+    };
+    let err = frame(&full).unwrap_err();
+    assert!(err.to_string().contains("too many occupied cells"), "{err}");
+    // Exactly MAX_POINTS occupied cells still expand.
+    let mut half = vec![0u8; occupancy_len(r)];
+    half[..shapecast_host::convert::MAX_POINTS / 8].fill(0xFF);
+    let geo = frame(&half).unwrap();
+    assert_eq!(geo[0].vertices.len(), shapecast_host::convert::MAX_POINTS);
+}
+
+/// A point code of `n` copies of one point (duplicates cost almost nothing: 1 M of them code
+/// to ~17 bytes).
+fn identical_points(n: usize, bits: u8) -> Vec<u8> {
+    let q = vec![[5u16, 6, 7]; n];
+    let mut out = vec![0u8; pointcode::max_encoded_len(n, bits)];
+    let len = pointcode::encode(&q, bits, &mut out).unwrap();
+    out.truncate(len);
+    out
+}
+
+/// A hypothesis header announcing `n` points at 10 bits, padded to `len` bytes (the budget
+/// is checked on the headers, before any decoding).
+fn announced(n: u32, len: usize) -> Vec<u8> {
+    let mut v = vec![pointcode::TAG_FAST, 10];
+    let mut x = n;
+    loop {
+        let b = (x & 0x7f) as u8;
+        x >>= 7;
+        if x == 0 {
+            v.push(b);
+            break;
+        }
+        v.push(b | 0x80);
+    }
+    assert!(v.len() <= len);
+    v.resize(len, 0);
+    v
+}
+
+fn cloud<'a>(codes: &'a [Vec<u8>]) -> Message<'a> {
+    let mut hypotheses = heapless::Vec::new();
+    for c in codes {
+        hypotheses
+            .push(Hypothesis {
+                points: c,
+                labels: None,
+                confidence: None,
+            })
+            .unwrap();
+    }
+    Message::PointCloud(PointCloudFrame {
+        device_id: 1,
+        frame_id: 1,
+        capture_ts_us: 0,
+        bits: 10,
+        bounds: B,
+        hypotheses,
+    })
+}
+
+/// One small packet must not become millions of points: the point count of a whole message
+/// is capped at MAX_POINTS and at what its bytes of point code can plausibly hold.
+#[test]
+fn point_budget_bounds_a_whole_message() {
+    use shapecast_host::convert::{
+        check_point_budget, FREE_POINTS, MAX_POINTS, POINTS_PER_CODE_BYTE,
+    };
+    use shapecast_host::HostError;
+    // 8 hypotheses of 1 M identical points: a ~200-byte message that decoded to 8 M points
+    let codes: Vec<Vec<u8>> = (0..8).map(|_| identical_points(MAX_POINTS, 10)).collect();
+    let bytes = enc(&cloud(&codes));
+    assert!(bytes.len() < 300, "{} bytes", bytes.len());
+    let m = shapecast_wire::message::decode_message(&bytes).unwrap();
+    let e = message_to_ply(&m).unwrap_err();
+    assert!(
+        matches!(e, HostError::TooManyPoints { points, .. } if points == 8 * MAX_POINTS as u64),
+        "{e}"
+    );
+    assert!(e.to_string().contains("8388608 points"), "{e}");
+    // one such hypothesis alone is implausible too (1 M points in ~17 bytes)
+    let one = [codes[0].clone()];
+    assert!(matches!(
+        message_to_ply(&cloud(&one)),
+        Err(HostError::TooManyPoints { .. })
+    ));
+    // a degenerate but real frame: 8 hypotheses of 8192 points collapsed onto one voxel
+    let small: Vec<Vec<u8>> = (0..8).map(|_| identical_points(8192, 10)).collect();
+    let geo = message_to_ply(&cloud(&small)).unwrap();
+    assert_eq!(geo.len(), 8);
+    assert!(geo.iter().all(|g| g.vertices.len() == 8192));
+    // the plausibility bound, exactly: FREE_POINTS + POINTS_PER_CODE_BYTE per code byte,
+    // over all hypotheses together
+    let len = 1000;
+    let limit = (FREE_POINTS + POINTS_PER_CODE_BYTE * 2 * len) as u32;
+    let ok = [announced(limit / 2, len), announced(limit - limit / 2, len)];
+    let Message::PointCloud(p) = cloud(&ok) else {
+        unreachable!()
+    };
+    assert_eq!(
+        check_point_budget(&p.hypotheses).unwrap(),
+        vec![(limit / 2) as usize, (limit - limit / 2) as usize]
+    );
+    let over = [
+        announced(limit / 2, len),
+        announced(limit - limit / 2 + 1, len),
+    ];
+    let Message::PointCloud(p) = cloud(&over) else {
+        unreachable!()
+    };
+    let e = check_point_budget(&p.hypotheses).unwrap_err();
+    assert!(
+        matches!(e, HostError::TooManyPoints { limit: l, code_bytes: 2000, .. } if l == u64::from(limit)),
+        "{e}"
+    );
+    // MAX_POINTS over the whole message however many bytes: 2 x 600 K points in 2 x 20 KB
+    let big = [announced(600_000, 20_000), announced(600_000, 20_000)];
+    let Message::PointCloud(p) = cloud(&big) else {
+        unreachable!()
+    };
+    let e = check_point_budget(&p.hypotheses).unwrap_err();
+    assert!(
+        matches!(e, HostError::TooManyPoints { limit, .. } if limit == MAX_POINTS as u64),
+        "{e}"
+    );
+}
+
+/// A device restart (frame ids from 0 again) or a second host run into the same folder never
+/// replaces an earlier file: the next free `<frame_id>.<n>.ply` / `.png` is used.
+#[test]
+fn sinks_never_replace_earlier_files() {
+    use shapecast_host::{PngDirSink, Sink};
+    let dir = tmpdir("noclobber");
+    let geo = |x: f32| {
+        [
+            PlyData::points(vec![[x, 0.1, 0.2], [0.3, x, 0.1]]),
+            PlyData::points(vec![[x, x, x]]),
+        ]
+    };
+    let (a, b, c, d) = (geo(0.0), geo(0.1), geo(0.2), geo(0.3));
+    let mut ply = PlyDirSink::new(&dir).unwrap();
+    let mut png = PngDirSink::new(&dir).unwrap();
+    let put = |ply: &mut PlyDirSink, png: &mut PngDirSink, fid: u32, g: &[PlyData]| {
+        let msg = empty_cloud(4, fid, 0);
+        let ev = serial_event(&msg, g);
+        assert_eq!(ply.on_message(&ev).unwrap(), 2);
+        assert_eq!(png.on_message(&ev).unwrap(), 1);
+    };
+    put(&mut ply, &mut png, 0, &a); // first device run
+    put(&mut ply, &mut png, 0, &b); // the device restarted: frame 0 again
+    put(&mut ply, &mut png, 1, &c); // its next frame keeps the run's suffix
+    let mut ply2 = PlyDirSink::new(&dir).unwrap(); // the host restarted too
+    let mut png2 = PngDirSink::new(&dir).unwrap();
+    put(&mut ply2, &mut png2, 0, &d);
+    let read = |p: PathBuf| ply::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let at = |fid, k, n| PlyDirSink::versioned_path(&dir, 4, fid, k, n);
+    assert_eq!(PlyDirSink::path(&dir, 4, 0, 1), at(0, 1, 0));
+    assert!(at(0, 0, 1).ends_with("4/0.1.ply") && at(0, 1, 1).ends_with("4/0_h1.1.ply"));
+    for (fid, n, g) in [(0, 0, &a), (0, 1, &b), (1, 1, &c), (0, 2, &d)] {
+        for (k, gk) in g.iter().enumerate() {
+            assert_eq!(&read(at(fid, k, n)), gk, "frame {fid} version {n} h{k}");
+        }
+        assert!(image::open(PngDirSink::versioned_path(&dir, 4, fid, n)).is_ok());
+    }
+    assert_eq!(walk(&dir).len(), 4 * 3, "{:?}", walk(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Spoofed device ids (no PSK) fill the device table; once they are idle longer than the
+/// timeout a real device takes one's place instead of being refused for ever.
+#[test]
+fn idle_devices_are_evicted_from_a_full_table() {
+    let (seen, rec) = recorder();
+    let rx = Receiver::start(
+        ReceiverConfig {
+            udp: Some(([127, 0, 0, 1], 0).into()),
+            max_devices: 2,
+            device_idle_timeout_ms: 400,
+            ..ReceiverConfig::default()
+        },
+        rec,
+    )
+    .unwrap();
+    let addr = rx.udp_addr().unwrap();
+    for dev in [100, 101] {
+        let mut s = UdpSender::new(addr, dev, None).unwrap();
+        s.send_frame(0, &stats_msg(dev)).unwrap();
+    }
+    let t0 = Instant::now();
+    while rx.stats().devices.len() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "spoofed stats lost");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let mut real = UdpSender::new(addr, 1, None).unwrap();
+    real.send_frame(0, &frame(1, 0, &mut rng)).unwrap();
+    while rx.stats().devices_refused < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "frame never refused");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(rx.frames(), 0);
+    // device 101 stays active; 100 goes idle
+    let mut s101 = UdpSender::new(addr, 101, None).unwrap();
+    for i in 1..8 {
+        std::thread::sleep(Duration::from_millis(100));
+        s101.send_frame(i, &stats_msg(101)).unwrap();
+    }
+    real.send_frame(1, &frame(1, 3, &mut rng)).unwrap();
+    assert!(
+        rx.wait_frames(1, Duration::from_secs(5)),
+        "{}",
+        rx.stats().render()
+    );
+    let s = rx.stop();
+    assert_eq!(s.devices_evicted, 1);
+    assert_eq!(s.devices_refused, 1);
+    let mut ids: Vec<u32> = s.devices.iter().map(|d| d.device_id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 101]);
+    assert!(
+        s.render().contains("1 refused (table full)"),
+        "{}",
+        s.render()
+    );
+    assert!(seen.lock().unwrap().iter().any(|x| x.0 == 1));
+}
+
+/// `listen` with frames it cannot write (its device folder is a file) ends with exit code 3,
+/// not 0.
+#[test]
+fn cli_listen_exit_code_reports_sink_errors() {
+    let dir = tmpdir("listen-sinkerr");
+    let port = free_udp_port();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("3"), b"not a folder").unwrap();
+    let mut child = bin()
+        .args([
+            "listen",
+            "--udp",
+            &format!("127.0.0.1:{port}"),
+            "--frames",
+            "3",
+            "--seconds",
+            "30",
+            "--stats-every",
+            "0",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut tx = UdpSender::new(("127.0.0.1", port), 3, None).unwrap();
+    let status = feed_until_exit(&mut child, &mut tx, 4, 3);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("sink errors"), "{err}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("final:"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Standard output that is closed (`| head -1`) ends `encode`, `decode` and `listen` quietly
+/// with their usual exit code, never a panic (rc 101).
+#[cfg(unix)]
+#[test]
+fn cli_closed_stdout_is_not_a_panic() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    // a socket whose other end is closed: every write is EPIPE, deterministically
+    let closed = || {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        Stdio::from(OwnedFd::from(a))
+    };
+    let dir = tmpdir("epipe");
+    let input = dir.join("in.ply");
+    let pts: Vec<[f32; 3]> = (0..500).map(|i| [i as f32, 0.5, -(i as f32)]).collect();
+    ply::save_ply(&input, &PlyData::points(pts)).unwrap();
+    let code = dir.join("in.scpc");
+    let back = dir.join("back.ply");
+    let runs: [Vec<std::ffi::OsString>; 3] = [
+        vec![
+            "encode".into(),
+            input.into(),
+            "-o".into(),
+            code.clone().into(),
+        ],
+        vec![
+            "decode".into(),
+            code.clone().into(),
+            "-o".into(),
+            back.clone().into(),
+        ],
+        [
+            "listen",
+            "--udp",
+            "127.0.0.1:0",
+            "--seconds",
+            "20",
+            "--no-write",
+        ]
+        .map(Into::into)
+        .to_vec(),
+    ];
+    for args in runs {
+        let t0 = Instant::now();
+        let o = bin()
+            .args(&args)
+            .stdout(closed())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{args:?} did not stop"
+        );
+    }
+    assert_eq!(ply::load(&back).unwrap().vertices.len(), 500);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Command-line values that never stop or spin, and files too large to be a message.
+#[test]
+fn cli_refuses_unbounded_values_and_oversized_files() {
+    for bad in [
+        ["--seconds", "NaN"],
+        ["--seconds", "inf"],
+        ["--seconds=-1", "--no-write"],
+        ["--stats-every", "NaN"],
+        ["--device-idle-secs", "inf"],
+    ] {
+        let o = bin()
+            .args(["listen", "--udp", "127.0.0.1:0"])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("finite number of seconds"), "{bad:?}: {err}");
+    }
+    // a tiny stats period is clamped to 0.1 s: at most ~5 lines in 0.5 s, not one per 20 ms
+    let o = succeed(bin().args([
+        "listen",
+        "--udp",
+        "127.0.0.1:0",
+        "--seconds",
+        "0.5",
+        "--stats-every",
+        "1e-300",
+        "--no-write",
+    ]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines = text.lines().filter(|l| l.starts_with('[')).count();
+    assert!((1..=7).contains(&lines), "{lines} lines:\n{text}");
+    // decode reads at most MAX_MESSAGE_FILE bytes (a sparse file, no disk used)
+    let dir = tmpdir("bigfile");
+    let big = dir.join("big.scpc");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(shapecast_host::convert::MAX_MESSAGE_FILE + 1)
+        .unwrap();
+    drop(f);
+    let o = bin().arg("decode").arg(&big).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("larger than 64 MiB"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,8 @@
 //! Times one ONNX model in tract (single thread, batch 1):
 //! `cargo run --release -p shapecast-onnx --example tract_bench -- MODEL [INPUT.f32] [--iters N] [--threads N] [--f16] [--no-fuse] [--sym N] [--out OUT.f32]`
 //!
-//! Prints one line: `tract MODEL load_ms=.. median_ms=.. mean_ms=.. min_ms=..`.
+//! Prints one line: `tract MODEL load_ms=.. median_ms=.. mean_ms=.. min_ms=.. iters=.. min_us=.. median_us=..`
+//! (the last two in microseconds, for the small models whose runs take a few tens of them).
 //! INPUT.f32 is a raw little-endian f32 image for the `image` input (zeros when absent).
 
 use std::time::Instant;
@@ -146,8 +147,10 @@ fn run() -> Result<()> {
     let median = times[times.len() / 2];
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     println!(
-        "tract {model_path} load_ms={load_ms:.1} median_ms={median:.3} mean_ms={mean:.3} min_ms={:.3} iters={iters}",
-        times[0]
+        "tract {model_path} load_ms={load_ms:.1} median_ms={median:.3} mean_ms={mean:.3} min_ms={:.3} iters={iters} min_us={:.2} median_us={:.2}",
+        times[0],
+        times[0] * 1e3,
+        median * 1e3
     );
     if let Some(p) = out_path {
         let out = last

@@ -12,14 +12,22 @@ use crate::TrainError;
 /// Where the pictures come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataConfig {
-    /// `synthetic` (procedural, built in).
+    /// `synthetic` (procedural, built in), `shapenet-r2n2` (section [`Self::shapenet`]) or
+    /// `pix3d` (section [`Self::pix3d`]); see [`crate::datasets`].
     pub kind: String,
-    /// Dataset seed (objects, views, split).
+    /// Dataset seed (synthetic: objects, views, split; ShapeNet without split files and
+    /// Pix3D: the hashed split).
     pub seed: u64,
-    /// Procedural objects per class (all splits together; about 80/10/10).
+    /// Procedural objects per class (all splits together; about 80/10/10); synthetic only.
     pub objects_per_class: usize,
-    /// Views rendered per object.
+    /// Views rendered per object; synthetic only.
     pub views: usize,
+    /// ShapeNet renderings (3D-R2N2 layout) when `kind` is `shapenet-r2n2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shapenet: Option<crate::datasets::ShapeNetSource>,
+    /// Pix3D when `kind` is `pix3d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pix3d: Option<crate::datasets::Pix3dSource>,
     /// Ground-truth surface points per sample.
     pub gt_points: usize,
     /// Training samples held in memory (0 = the whole train split).
@@ -151,6 +159,8 @@ impl TrainConfig {
             train_samples: 0,
             val_samples: 0,
             frame: "object".into(),
+            shapenet: None,
+            pix3d: None,
         };
         match name {
             "test" => Ok(TrainConfig {
@@ -284,10 +294,14 @@ impl TrainConfig {
             return bad("lr_restart must be below steps");
         }
         crate::lmnet::check_model_id(&self.model_id)?;
-        if self.data.gt_points == 0 || self.data.objects_per_class == 0 || self.data.views == 0 {
-            return bad("data.gt_points, objects_per_class, views must be > 0");
+        if self.data.gt_points == 0 {
+            return bad("data.gt_points must be > 0");
         }
-        Ok(())
+        let synthetic = self.data.kind == crate::datasets::SYNTHETIC;
+        if synthetic && (self.data.objects_per_class == 0 || self.data.views == 0) {
+            return bad("data.objects_per_class, views must be > 0");
+        }
+        crate::datasets::point_spec(self, true).check()
     }
 
     /// Reads a saved `config.json`.

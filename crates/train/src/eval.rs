@@ -179,7 +179,8 @@ fn nearest_index(a: &[[f32; 3]], b: &[[f32; 3]]) -> Vec<usize> {
 }
 
 /// [`LabelAccuracy`] of predicted points `pred` with labels `pred_labels` against true
-/// points `gt` with parts `gt_labels`; `None` when either cloud is empty or lengths differ.
+/// points `gt` with parts `gt_labels`; `None` when either cloud is empty or lengths differ
+/// (in particular when the ground truth has no part labels: empty `gt_labels`).
 pub fn label_accuracy(
     pred: &[[f32; 3]],
     pred_labels: &[u8],
@@ -556,6 +557,8 @@ mod tests {
         );
         assert!(label_accuracy(&pred, &one[1..], &gt, &gt_l).is_none());
         assert!(label_accuracy(&[], &[], &gt, &gt_l).is_none());
+        // a dataset without part labels (ShapeNet, Pix3D) is not scored as "all part 0"
+        assert!(label_accuracy(&pred, &one, &gt, &[]).is_none());
     }
 
     #[test]

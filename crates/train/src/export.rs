@@ -190,12 +190,10 @@ pub fn point_metadata(cfg: &TrainConfig, info: &ExportInfo) -> Vec<(String, Stri
     if m.classes > 0 {
         kv.push(("shapecast.classes".into(), info.classes.join(",")));
     }
-    let dataset = info.dataset.clone().unwrap_or_else(|| {
-        format!(
-            "{} seed={} objects_per_class={} views={}",
-            cfg.data.kind, cfg.data.seed, cfg.data.objects_per_class, cfg.data.views
-        )
-    });
+    let dataset = info
+        .dataset
+        .clone()
+        .unwrap_or_else(|| crate::datasets::point_spec(cfg, false).describe());
     kv.push(("shapecast.dataset".into(), dataset));
     if let Some(mt) = &info.metrics {
         kv.push(("shapecast.metrics".into(), mt.clone()));

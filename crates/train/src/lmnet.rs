@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use shapecast_onnx::{Dim, GraphBuilder};
 
 use crate::conv_stack;
-use crate::data::{Sample, Split, SynthConfig, SyntheticDataset};
+use crate::data::{Sample, Split, SynthConfig};
 use crate::eval::{point_metrics, PointMetrics};
 use crate::export::{conv_relu_stack, input_metadata, trained_by, within_tolerance, write_graph};
 pub(crate) use crate::export::{floats, fmt_list, linear as export_linear, max_abs_diff, onnx_err};
@@ -49,14 +49,20 @@ pub const CONTRACT: &str = "1";
 
 // ------------------------------------------------------------------ shared: data
 
-/// The synthetic dataset of a run (pictures of `image` pixels, `gt_points` surface points).
+/// The data of a run (pictures of `image` pixels, `gt_points` surface points): the
+/// synthetic generator, or ShapeNet / Pix3D on disk (`kind`, see [`crate::datasets`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SynthData {
-    /// Dataset seed (objects, views, split).
+    /// `synthetic` (procedural, built in), `shapenet-r2n2` (section `shapenet`) or `pix3d`
+    /// (section `pix3d`). Older runs: `synthetic`.
+    #[serde(default = "crate::datasets::default_kind")]
+    pub kind: String,
+    /// Dataset seed (synthetic: objects, views, split; ShapeNet without split files and
+    /// Pix3D: the hashed split).
     pub seed: u64,
-    /// Procedural objects per class (all splits together; about 80/10/10).
+    /// Procedural objects per class (all splits together; about 80/10/10); synthetic only.
     pub objects_per_class: usize,
-    /// Views rendered per object.
+    /// Views rendered per object; synthetic only.
     pub views: usize,
     /// Ground-truth surface points per sample.
     pub gt_points: usize,
@@ -66,12 +72,19 @@ pub struct SynthData {
     pub val_samples: usize,
     /// Test samples of `eval` (0 = the whole test split).
     pub test_samples: usize,
+    /// ShapeNet renderings (3D-R2N2 layout) when `kind` is `shapenet-r2n2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shapenet: Option<crate::datasets::ShapeNetSource>,
+    /// Pix3D when `kind` is `pix3d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pix3d: Option<crate::datasets::Pix3dSource>,
 }
 
 impl SynthData {
     /// The CI-sized data of the `test` presets (10 objects per class, 2 views).
     pub fn test(gt_points: usize) -> Self {
         Self {
+            kind: crate::datasets::SYNTHETIC.into(),
             seed: 7,
             objects_per_class: 10,
             views: 2,
@@ -79,12 +92,15 @@ impl SynthData {
             train_samples: 0,
             val_samples: 8,
             test_samples: 8,
+            shapenet: None,
+            pix3d: None,
         }
     }
 
     /// The data of the shipped models (160 objects per class, 4 views, 1024 points).
     pub fn cpu_small() -> Self {
         Self {
+            kind: crate::datasets::SYNTHETIC.into(),
             seed: 2026,
             objects_per_class: 160,
             views: 4,
@@ -92,6 +108,8 @@ impl SynthData {
             train_samples: 0,
             val_samples: 64,
             test_samples: 0,
+            shapenet: None,
+            pix3d: None,
         }
     }
 
@@ -109,12 +127,33 @@ impl SynthData {
         }
     }
 
+    /// What the point trainers ask of the data for pictures of `image` pixels: surface
+    /// points, no part labels.
+    pub fn spec(&self, image: usize) -> crate::datasets::DataSpec<'_> {
+        crate::datasets::DataSpec {
+            kind: &self.kind,
+            shapenet: self.shapenet.as_ref(),
+            pix3d: self.pix3d.as_ref(),
+            want: self.synth(image),
+            part_classes: 0,
+        }
+    }
+
+    /// Checks `kind`, its section, and the counts the data needs.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let synthetic = self.kind == crate::datasets::SYNTHETIC;
+        if self.gt_points == 0 || (synthetic && (self.objects_per_class == 0 || self.views == 0)) {
+            return Err(TrainError::Config(
+                "data.gt_points (and for synthetic data objects_per_class, views) must be > 0"
+                    .into(),
+            ));
+        }
+        self.spec(8).check()
+    }
+
     /// `shapecast.dataset` text.
     pub fn describe(&self) -> String {
-        format!(
-            "synthetic seed={} objects_per_class={} views={}",
-            self.seed, self.objects_per_class, self.views
-        )
+        self.spec(0).describe()
     }
 
     /// Loads up to `limit` samples (0 = all) of `split`, spread evenly, on all cores.
@@ -124,8 +163,7 @@ impl SynthData {
         split: Split,
         limit: usize,
     ) -> Result<Vec<Sample>, TrainError> {
-        let ds = SyntheticDataset::new(self.synth(image), split)?;
-        crate::datasets::load_samples(&ds, split, limit)
+        Ok(crate::datasets::load_spec(&self.spec(image), split, limit)?.0)
     }
 }
 
@@ -886,7 +924,7 @@ impl LmnetConfig {
             return bad("train_samples_k, eval_every must be > 0 and lr > 0");
         }
         check_model_id(&self.model_id)?;
-        Ok(())
+        self.data.validate()
     }
 
     /// Steps between checkpoints (`checkpoint_every`, or `eval_every` when 0).

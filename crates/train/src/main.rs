@@ -388,6 +388,12 @@ fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("reading {}/config.json", r.display()))?,
                 None => TrainConfig::preset("cpu-small").context("cpu-small preset")?,
             };
+            if cfg.data.kind != datasets::SYNTHETIC {
+                anyhow::bail!(
+                    "gen-samples renders synthetic data only; the run's data.kind is `{}`",
+                    cfg.data.kind
+                );
+            }
             let mut sc = datasets::synth_config(&cfg);
             sc.image_size = size;
             sc.n_points = 2048;
@@ -480,10 +486,9 @@ fn quantize(
         side,
     )?;
     let note = format!(
-        "{} train-split pictures, synthetic seed={} ({}), min/max",
+        "{} train-split pictures, {}, min/max",
         cal.len(),
-        cfg.data.seed,
-        cfg.data.kind
+        datasets::point_spec(&cfg, false).describe()
     );
     let (vset, _) = load_points(&cfg, Split::Val, val).context("loading validation pictures")?;
     let gate = cli::quant::Gate {

@@ -349,7 +349,7 @@ impl MeshConfig {
             return bad("batch, steps, eval_every must be > 0 and lr > 0");
         }
         check_model_id(&self.model_id)?;
-        Ok(())
+        self.data.validate()
     }
 
     /// Steps between checkpoints (`checkpoint_every`, or `eval_every` when 0).

@@ -124,6 +124,9 @@ pub struct Batch<B: Backend> {
 }
 
 /// Stacks samples into tensors (all samples must have the same picture size and point count).
+/// Samples without part labels (empty `point_labels`: ShapeNet, Pix3D) get placeholder 0
+/// labels, which only a model without a label head may be given: a labelled run on such data
+/// is refused before (`DataSpec::check`, and [`LabelWeights`] counting no labelled point).
 pub fn make_batch<B: Backend>(
     samples: &[&Sample],
     mean: [f32; 3],

@@ -7,12 +7,15 @@ use burn::module::Module;
 use shapecast_onnx::read_metadata;
 use shapecast_train::backend::{seed_exclusive, CandleCpu, NdArrayCpu};
 use shapecast_train::config::TrainConfig;
+use shapecast_train::data::fixtures::write_r2n2;
 use shapecast_train::data::Split;
-use shapecast_train::datasets::load_split;
+use shapecast_train::datasets::{load_split, ShapeNetSource, SHAPENET_R2N2};
 use shapecast_train::export::{export_points, ExportInfo};
 use shapecast_train::model::PointNet;
 use shapecast_train::training::{load_model, train_points};
 
+#[path = "train/datasets.rs"]
+mod datasets;
 #[path = "train/implicit.rs"]
 mod implicit;
 #[path = "train/lmnet.rs"]
@@ -327,6 +330,30 @@ fn label_head_and_hypotheses_export_matches_burn() {
     let labels = ran.argmax_labels(1).expect("labels output read");
     assert_eq!(labels.len(), 64);
     assert!(labels.iter().all(|&l| l < 3));
+    // `eval` scores the labels against a dataset with part labels, and reports none on one
+    // without (ShapeNet: empty `point_labels`, never "all part 0")
+    let (synth, _) = load_split(&cfg, Split::Val, 2).unwrap();
+    let (rep, _) =
+        shapecast_train::eval::eval_onnx(&runner, "m", &synth, cfg.mean, cfg.std, 0).unwrap();
+    assert_eq!(rep.label_accuracy.map(|a| a.samples), Some(2));
+    write_r2n2(&out.join("r2n2")).unwrap();
+    let mut sn = cfg.clone();
+    sn.model.classes = 0; // the data spec of eval: geometry only
+    sn.data.kind = SHAPENET_R2N2.into();
+    sn.data.shapenet = Some(ShapeNetSource {
+        rendering_dir: out.join("r2n2/ShapeNetRendering"),
+        points_dir: Some(out.join("r2n2/points")),
+        voxels_dir: None,
+        split_dir: Some(out.join("r2n2/splits")),
+        synsets: vec![],
+        background: [255; 3],
+    });
+    let (shapenet, parts) = load_split(&sn, Split::Val, 2).unwrap();
+    assert!(parts.is_empty() && shapenet.iter().all(|s| s.point_labels.is_empty()));
+    let (rep, _) =
+        shapecast_train::eval::eval_onnx(&runner, "m", &shapenet, cfg.mean, cfg.std, 0).unwrap();
+    assert_eq!(rep.samples, 2);
+    assert!(rep.label_accuracy.is_none());
     // wrong number of class names is refused
     let bad = ExportInfo::default();
     assert!(export_points(&model, &cfg, &bad, &onnx, &probes, 1e-4, &dev).is_err());

@@ -443,8 +443,8 @@ fn main() -> ExitCode {
     };
     let method = match std::env::var("PC_METHOD").as_deref() {
         Ok("compact") => pointcode::Method::Compact,
-        Ok("symbol") => pointcode::Method::Symbol,
-        Ok("fast") | Err(_) => pointcode::Method::Fast,
+        Ok("symbol") | Err(_) => pointcode::Method::Symbol,
+        Ok("fast") => pointcode::Method::Fast,
         Ok(other) => {
             eprintln!("pointcode_bench: PC_METHOD must be fast, compact or symbol, not {other}");
             return ExitCode::FAILURE;

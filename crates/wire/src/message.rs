@@ -378,9 +378,15 @@ fn check_bits(bits: u8) -> Result<(), Error> {
     }
 }
 
+/// Finite ends, `min <= max`, and a finite extent (`max - min` of two finite floats can
+/// still be infinite, and every dequantized point would then be inf/NaN).
 fn check_bounds(b: &Bounds) -> Result<(), Error> {
     for i in 0..3 {
-        if !b.min[i].is_finite() || !b.max[i].is_finite() || b.min[i] > b.max[i] {
+        if !b.min[i].is_finite()
+            || !b.max[i].is_finite()
+            || b.min[i] > b.max[i]
+            || !(b.max[i] - b.min[i]).is_finite()
+        {
             return Err(Error::Malformed);
         }
     }

@@ -46,6 +46,39 @@ pub struct RunEvalArgs {
     pub out: Option<PathBuf>,
 }
 
+/// `cfg` with the keys of the JSON object `over` replacing those of its `data` section.
+pub fn with_data<C: serde::de::DeserializeOwned + serde::Serialize>(
+    cfg: C,
+    over: serde_json::Value,
+) -> anyhow::Result<C> {
+    use anyhow::Context;
+    let serde_json::Value::Object(over) = over else {
+        anyhow::bail!("the data file must hold a JSON object (keys of the `data` section)");
+    };
+    let mut v = serde_json::to_value(cfg).context("encoding the configuration")?;
+    let data = v
+        .get_mut("data")
+        .and_then(serde_json::Value::as_object_mut)
+        .context("the configuration has no `data` section")?;
+    // Keys differ between trainers (`train_samples` here, `train_objects` there): a key this
+    // trainer does not have would be dropped silently, so it is refused, naming the valid ones.
+    let mut known: Vec<String> = data.keys().cloned().collect();
+    for k in ["shapenet", "pix3d"] {
+        if !known.iter().any(|x| x == k) {
+            known.push(k.to_string());
+        }
+    }
+    if let Some(bad) = over.keys().find(|k| !known.contains(k)) {
+        known.sort();
+        anyhow::bail!(
+            "the data file's key `{bad}` is not a key of this trainer's `data` section ({})",
+            known.join(", ")
+        );
+    }
+    data.extend(over);
+    serde_json::from_value(v).context("the data section with the file's keys")
+}
+
 /// Reads a JSON file (a run's config.json, latent_std.json, ...).
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
     use anyhow::Context;
@@ -168,21 +201,45 @@ pub struct TrainRunArgs {
     /// cpu (burn candle), cpu-ndarray, cuda, cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// A JSON file whose keys replace those of the configuration's `data` section, e.g.
+    /// `{"kind": "shapenet-r2n2", "shapenet": {"rendering_dir": "..."}}` to train a preset on
+    /// ShapeNet or Pix3D (docs/datasets.md). Keys the trainer's `data` section lacks are
+    /// refused (sample limits differ: `train_samples`, voxels `train_objects`). New runs only.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 impl TrainRunArgs {
     /// The configuration to train: with `resume`, the run's own `config.json` when it
     /// exists; else `--config`; else the `preset`.
-    pub fn train_config<C: serde::de::DeserializeOwned>(
+    /// `--data`, when given, then replaces keys of the `data` section (not on a resume, which
+    /// keeps the run's own configuration).
+    pub fn train_config<C: serde::de::DeserializeOwned + serde::Serialize>(
         &self,
         resume: bool,
         preset: impl FnOnce() -> anyhow::Result<C>,
     ) -> anyhow::Result<C> {
+        use anyhow::Context;
         let saved = self.out.join("config.json");
-        match &self.config {
-            _ if resume && saved.exists() => read_json(&saved),
-            Some(c) => read_json(c),
-            None => preset(),
+        if resume && saved.exists() {
+            if let Some(d) = &self.data {
+                anyhow::bail!(
+                    "--data {} applies to a new run: a resumed run keeps its config.json",
+                    d.display()
+                );
+            }
+            return read_json(&saved);
+        }
+        let cfg = match &self.config {
+            Some(c) => read_json(c)?,
+            None => preset()?,
+        };
+        match &self.data {
+            Some(d) => {
+                let over: serde_json::Value = read_json(d)?;
+                with_data(cfg, over).with_context(|| format!("applying --data {}", d.display()))
+            }
+            None => Ok(cfg),
         }
     }
 
@@ -192,5 +249,40 @@ impl TrainRunArgs {
         let dev: shapecast_train::backend::DeviceKind = self.device.parse().context("--device")?;
         dev.available().context("--device")?;
         Ok(dev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shapecast_train::config::TrainConfig;
+
+    #[test]
+    fn data_file_replaces_keys_of_the_data_section() {
+        let base = TrainConfig::preset("cpu-small").unwrap();
+        let over = serde_json::json!({
+            "kind": "pix3d",
+            "pix3d": {"root": "/data/pix3d", "categories": ["chair"]},
+            "train_samples": 500,
+        });
+        let c: TrainConfig = with_data(base.clone(), over).unwrap();
+        assert_eq!(c.data.kind, "pix3d");
+        assert_eq!(c.data.train_samples, 500);
+        let p = c.data.pix3d.as_ref().unwrap();
+        assert_eq!(p.categories, vec!["chair".to_string()]);
+        assert!(p.use_mask);
+        // the rest is the preset's
+        assert_eq!(c.data.gt_points, base.data.gt_points);
+        assert_eq!((c.model, c.steps), (base.model.clone(), base.steps));
+        // a key of another trainer is refused by name, not dropped
+        let e = with_data(base.clone(), serde_json::json!({"train_objects": 5})).unwrap_err();
+        assert!(
+            e.to_string().contains("`train_objects`") && e.to_string().contains("train_samples"),
+            "{e}"
+        );
+        // wrong types and non-objects are errors
+        let bad = serde_json::json!({"train_samples": "many"});
+        assert!(with_data(base.clone(), bad).is_err());
+        assert!(with_data(base, serde_json::json!([1])).is_err());
     }
 }

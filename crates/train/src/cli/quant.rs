@@ -22,11 +22,13 @@ pub struct QuantArgs {
     /// int8 model to write.
     #[arg(long)]
     pub out: PathBuf,
-    /// Run folder: its config.json names the (synthetic) data of calibration and gate.
+    /// Run folder: its config.json names the data of calibration and gate (synthetic,
+    /// ShapeNet or Pix3D).
     #[arg(long, conflicts_with = "config", required_unless_present = "config")]
     pub run: Option<PathBuf>,
     /// The run's configuration file instead of a run folder (e.g. models/NAME.config.json
-    /// of a shipped model whose run folder is gone: the data are regenerated from its seed).
+    /// of a shipped model whose run folder is gone: synthetic data are regenerated from its
+    /// seed, ShapeNet / Pix3D read from the folders it names).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Calibration pictures (train split; voxels: objects, all their views).
@@ -220,7 +222,7 @@ pub fn quantize_gated(
 
 /// Calibration inputs (train split) with their description for the model's metadata, and the
 /// validation pictures of the gate: what the lmnet and mesh `quantize` commands regenerate
-/// from a run's synthetic-data configuration.
+/// from a run's data configuration.
 pub fn synth_picture_sets(
     data: &shapecast_train::lmnet::SynthData,
     side: usize,

@@ -264,10 +264,10 @@ fn quantize(q: QuantArgs, max_drop: f32) -> Result<()> {
         }
     }
     let note = format!(
-        "{} views of {} train-split objects (states carried in view order), synthetic seed={}, min/max",
+        "{} views of {} train-split objects (states carried in view order), {}, min/max",
         inputs.len(),
         cal.len(),
-        cfg.data.seed
+        shapecast_train::voxels::data::describe(&cfg)
     );
     let (val, _) = load_objects(&cfg, Split::Val, q.val).context("loading validation objects")?;
     let counts = view_counts(&cfg);

@@ -15,6 +15,8 @@
 //!
 //! [`write_samples`] renders test-split pictures and their ground truth for the runtime demo.
 
+#[doc(hidden)]
+pub mod fixtures;
 pub mod mesh;
 pub mod npy;
 pub mod pix3d;
@@ -266,7 +268,11 @@ pub struct Sample {
     /// Surface samples in the object frame, inside [`BOUNDS`]; exactly the configured count
     /// when the dataset has surface ground truth, empty otherwise.
     pub points: Vec<[f32; 3]>,
-    /// Part label per point (index into [`Dataset::part_names`]); same length as `points`.
+    /// Part label per point (index into [`Dataset::part_names`]): same length as `points`
+    /// when the dataset has part labels (the synthetic one), **empty** when it has none
+    /// (ShapeNet, Pix3D: their [`Dataset::part_names`] is empty too). Consumers must treat
+    /// empty labels as "unknown", never as part 0: training a labelled model on them is
+    /// refused and `eval` reports no label figures.
     pub point_labels: Vec<u8>,
     /// `R^3` solid occupancy, 0/1, index `x*R*R + y*R + z`, cell centre
     /// `-0.5 + (i + 0.5) / R`; empty when the dataset has no volumetric ground truth.
@@ -329,7 +335,8 @@ pub trait Dataset: Send + Sync {
     fn views_of(&self, i: usize) -> Vec<usize>;
     /// Class names, index = `Sample::class_id`.
     fn class_names(&self) -> &[String];
-    /// Part names, index = `Sample::point_labels` value.
+    /// Part names, index = `Sample::point_labels` value; empty when the dataset has no
+    /// part labels.
     fn part_names(&self) -> &[String];
 }
 

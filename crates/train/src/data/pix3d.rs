@@ -13,7 +13,8 @@
 //! Each entry is one sample: the photo cropped to a square around `bbox` (10 % margin, outside
 //! the photo filled with the background colour), optionally masked, resized. Ground truth
 //! comes from the model (normalised into the object frame): surface points, voxels and SDF
-//! samples, computed once per model and cached. Models are split 80/10/10 by hashing the model
+//! samples, computed once per model and cached; there are no part labels (`point_labels` and
+//! `part_names` are empty). Models are split 80/10/10 by hashing the model
 //! path with the seed, so a model never appears in two splits.
 
 use std::collections::HashMap;
@@ -99,6 +100,9 @@ pub struct Pix3d {
     entries: Vec<Entry>,
     /// Sample indices per model path.
     by_model: HashMap<String, Vec<usize>>,
+    /// Object index per model path (order of first appearance in `pix3d.json`): all photos
+    /// of one model are one object.
+    model_index: HashMap<String, u32>,
     class_names: Vec<String>,
     part_names: Vec<String>,
     cache: Mutex<HashMap<String, Arc<ModelGt>>>,
@@ -131,6 +135,7 @@ impl Pix3d {
         class_names.dedup();
         let mut entries = Vec::new();
         let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut model_index: HashMap<String, u32> = HashMap::new();
         for (k, e) in list.iter().enumerate() {
             let bad = |what: &str| DataError::parse(&jpath, format!("entry {k}: {what}"));
             let Some(cat) = e.get("category").and_then(Value::as_str) else {
@@ -166,6 +171,8 @@ impl Pix3d {
                 .and_then(f32s)
                 .filter(|v| v.len() == 3)
                 .unwrap_or_else(|| vec![0.0, 0.0, 2.0]);
+            let next = model_index.len() as u32;
+            model_index.entry(model.clone()).or_insert(next);
             by_model
                 .entry(model.clone())
                 .or_default()
@@ -194,8 +201,9 @@ impl Pix3d {
             opts,
             entries,
             by_model,
+            model_index,
             class_names,
-            part_names: vec!["surface".into()],
+            part_names: Vec::new(),
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -352,13 +360,14 @@ impl Dataset for Pix3d {
             .position(|&j| j == i)
             .unwrap_or(0);
         Ok(Sample {
-            object: i as u32,
+            object: self.model_index.get(&e.model).copied().unwrap_or(0),
             class_id: e.class_id,
             view: view.min(usize::from(u16::MAX)) as u16,
             width: self.opts.image_size,
             height: self.opts.image_size,
             image,
-            point_labels: vec![0; gt.points.len()],
+            // no part labels: Pix3D models carry no part segmentation
+            point_labels: Vec::new(),
             points: gt.points.clone(),
             voxel_res: if gt.voxels.is_empty() {
                 0
@@ -392,46 +401,8 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    const BOX_OBJ: &str =
-        "v -1 0 -1\nv 1 0 -1\nv 1 2 -1\nv -1 2 -1\nv -1 0 1\nv 1 0 1\nv 1 2 1\nv -1 2 1\n\
-f 1 4 3 2\nf 5 6 7 8\nf 1 2 6 5\nf 2 3 7 6\nf 3 4 8 7\nf 4 1 5 8\n";
-
     fn fixture(root: &Path, n_models: usize) {
-        let mut list = Vec::new();
-        for m in 0..n_models {
-            let cat = if m % 2 == 0 { "chair" } else { "table" };
-            let model = format!("model/{cat}/IKEA_{m}/model.obj");
-            std::fs::create_dir_all(root.join(&model).parent().unwrap()).unwrap();
-            std::fs::write(root.join(&model), BOX_OBJ).unwrap();
-            for k in 0..2 {
-                let img = format!("img/{cat}/{m:04}_{k}.png");
-                let mask = format!("mask/{cat}/{m:04}_{k}.png");
-                std::fs::create_dir_all(root.join(&img).parent().unwrap()).unwrap();
-                std::fs::create_dir_all(root.join(&mask).parent().unwrap()).unwrap();
-                let mut im = image::RgbImage::from_pixel(80, 60, image::Rgb([0, 0, 255]));
-                let mut mk = image::GrayImage::new(80, 60);
-                for y in 20..40 {
-                    for x in 30..50 {
-                        im.put_pixel(x, y, image::Rgb([255, 0, 0]));
-                        mk.put_pixel(x, y, image::Luma([255]));
-                    }
-                }
-                im.save(root.join(&img)).unwrap();
-                mk.save(root.join(&mask)).unwrap();
-                list.push(serde_json::json!({
-                    "img": img, "mask": mask, "model": model, "category": cat,
-                    "img_size": [80, 60], "bbox": [30, 20, 50, 40],
-                    "rot_mat": [[1,0,0],[0,1,0],[0,0,1]], "trans_mat": [0, 0, 2],
-                    "focal_length": 35.0, "cam_position": [0.0, 2.5, 3.0],
-                    "inplane_rotation": 0.1, "truncated": false, "occluded": k == 1 && m == 0,
-                }));
-            }
-        }
-        std::fs::write(
-            root.join("pix3d.json"),
-            serde_json::to_string(&list).unwrap(),
-        )
-        .unwrap();
+        crate::data::fixtures::write_pix3d(root, n_models).unwrap();
     }
 
     #[test]

@@ -93,7 +93,8 @@ pub fn write_samples_with(
             let points = dir.join(format!("{stem}.ply"));
             let data = PlyData {
                 vertices: s.points.clone(),
-                labels: Some(s.point_labels.clone()),
+                // no `label` property when the dataset has no part labels
+                labels: (!s.point_labels.is_empty()).then(|| s.point_labels.clone()),
                 ..PlyData::default()
             };
             ply::save_ply(&points, &data).map_err(|e| DataError::Ply {

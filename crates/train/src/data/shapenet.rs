@@ -14,8 +14,9 @@
 //!
 //! Pictures are composited onto a background colour and resized to the configured size.
 //! Points are normalised into the object frame by their bounding box (longest side 0.96) and
-//! resampled to the configured count; part labels are all `surface`. Voxels keep the binvox
-//! grid (resampled nearest to the configured resolution). There are no SDF samples.
+//! resampled to the configured count. Voxels keep the binvox grid (resampled nearest to the
+//! configured resolution). There are no SDF samples and no part labels (`point_labels` and
+//! `part_names` are empty).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,8 @@ pub struct R2n2Options {
     pub seed: u64,
     /// Skip models without a point cloud (when `points_dir` is set).
     pub require_points: bool,
+    /// Skip models without a voxel grid (when `voxels_dir` is set).
+    pub require_voxels: bool,
 }
 
 impl Default for R2n2Options {
@@ -84,6 +87,7 @@ impl Default for R2n2Options {
             background: [255, 255, 255],
             seed: 1,
             require_points: true,
+            require_voxels: false,
         }
     }
 }
@@ -248,6 +252,9 @@ impl ShapeNetR2n2 {
                     .as_ref()
                     .map(|d| d.join(&synset).join(&id).join("model.binvox"))
                     .filter(|p| p.is_file());
+                if opts.voxels_dir.is_some() && opts.require_voxels && voxels.is_none() {
+                    continue;
+                }
                 models.push(Model {
                     class_id,
                     synset: synset.clone(),
@@ -270,7 +277,7 @@ impl ShapeNetR2n2 {
             models,
             starts,
             class_names,
-            part_names: vec!["surface".into()],
+            part_names: Vec::new(),
         })
     }
 
@@ -465,7 +472,8 @@ impl Dataset for ShapeNetR2n2 {
             width: self.opts.image_size,
             height: self.opts.image_size,
             image,
-            point_labels: vec![0; points.len()],
+            // no part labels: ShapeNet models carry no part segmentation
+            point_labels: Vec::new(),
             points,
             voxel_res: if voxels.is_empty() {
                 0
@@ -505,93 +513,11 @@ pub fn class_histogram(ds: &ShapeNetR2n2) -> HashMap<String, usize> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// Writes a binvox file of a `d^3` grid given in our layout.
-    pub(crate) fn write_binvox(path: &Path, grid: &[u8], d: usize) {
-        let mut raw = vec![0u8; d * d * d];
-        for x in 0..d {
-            for y in 0..d {
-                for z in 0..d {
-                    raw[x * d * d + z * d + y] = grid[(x * d + y) * d + z];
-                }
-            }
-        }
-        let mut b =
-            format!("#binvox 1\ndim {d} {d} {d}\ntranslate 0 0 0\nscale 1\ndata\n").into_bytes();
-        let mut i = 0;
-        while i < raw.len() {
-            let v = raw[i];
-            let mut n = 0;
-            while i < raw.len() && raw[i] == v && n < 255 {
-                i += 1;
-                n += 1;
-            }
-            b.push(v);
-            b.push(n as u8);
-        }
-        std::fs::write(path, b).unwrap();
-    }
-
     fn fixture(root: &Path) {
-        let rend = root.join("ShapeNetRendering");
-        let pts = root.join("points");
-        let vox = root.join("ShapeNetVox32");
-        for (synset, models) in [("03001627", 6), ("02691156", 4)] {
-            for k in 0..models {
-                let id = format!("{synset}model{k:02}");
-                let rdir = rend.join(synset).join(&id).join("rendering");
-                std::fs::create_dir_all(&rdir).unwrap();
-                let mut meta = String::new();
-                let mut list = String::new();
-                for v in 0..3 {
-                    let name = format!("{v:02}.png");
-                    let mut img = image::RgbaImage::new(137, 137);
-                    for (x, y, p) in img.enumerate_pixels_mut() {
-                        let inside = (x as i32 - 68).abs() < 30 && (y as i32 - 68).abs() < 30;
-                        *p = if inside {
-                            image::Rgba([200, (k * 30) as u8, v as u8 * 50, 255])
-                        } else {
-                            image::Rgba([0, 0, 0, 0])
-                        };
-                    }
-                    img.save(rdir.join(&name)).unwrap();
-                    meta.push_str(&format!("{} 25.5 0 0.8 25\n", 30.0 * v as f32));
-                    list.push_str(&name);
-                    list.push('\n');
-                }
-                std::fs::write(rdir.join("rendering_metadata.txt"), meta).unwrap();
-                std::fs::write(rdir.join("renderings.txt"), list).unwrap();
-                let pdir = pts.join(synset);
-                std::fs::create_dir_all(&pdir).unwrap();
-                let cloud: Vec<f32> = (0..300)
-                    .flat_map(|i| [i as f32 * 0.01, 2.0 * (i % 7) as f32, -(i % 5) as f32])
-                    .collect();
-                npy::write_npy_f32(&pdir.join(format!("{id}.npy")), 300, 3, &cloud).unwrap();
-                let vdir = vox.join(synset).join(&id);
-                std::fs::create_dir_all(&vdir).unwrap();
-                let mut grid = vec![0u8; 8 * 8 * 8];
-                grid[(8 + 2) * 8 + 3] = 1;
-                grid[(7 * 8 + 7) * 8 + 7] = 1;
-                write_binvox(&vdir.join("model.binvox"), &grid, 8);
-            }
-        }
-        std::fs::create_dir_all(root.join("splits")).unwrap();
-        let ids = |s: &str, r: std::ops::Range<usize>| -> String {
-            r.map(|k| format!("{s}/{s}model{k:02}\n")).collect()
-        };
-        std::fs::write(
-            root.join("splits/train.txt"),
-            ids("03001627", 0..4) + &ids("02691156", 0..2),
-        )
-        .unwrap();
-        std::fs::write(root.join("splits/val.txt"), ids("03001627", 4..5)).unwrap();
-        std::fs::write(
-            root.join("splits/test.txt"),
-            ids("03001627", 5..6) + &ids("02691156", 2..4),
-        )
-        .unwrap();
+        crate::data::fixtures::write_r2n2(root).unwrap();
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::conv_stack;
-use crate::data::{Sample, Split, SynthConfig, SyntheticDataset};
+use crate::data::{Sample, Split, SynthConfig};
 use crate::TrainError;
 
 /// Which implicit function is learned.
@@ -101,14 +101,19 @@ pub struct DecoderConfig {
     pub layers: usize,
 }
 
-/// The synthetic data of an implicit run (objects carry SDF samples).
+/// The data of an implicit run (objects carry SDF samples): synthetic, or Pix3D (ShapeNet
+/// renderings have no SDF samples and are refused).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImplicitData {
-    /// Dataset seed (objects, views, split).
+    /// `synthetic` (procedural, built in) or `pix3d` (section `pix3d`); see
+    /// [`crate::datasets`]. Older runs: `synthetic`.
+    #[serde(default = "crate::datasets::default_kind")]
+    pub kind: String,
+    /// Dataset seed (synthetic: objects, views, split; Pix3D: the hashed split).
     pub seed: u64,
-    /// Procedural objects per class, all splits together.
+    /// Procedural objects per class, all splits together; synthetic only.
     pub objects_per_class: usize,
-    /// Pictures per object.
+    /// Pictures per object; synthetic only.
     pub views: usize,
     /// Ground-truth surface points per object (evaluation).
     pub gt_points: usize,
@@ -118,6 +123,13 @@ pub struct ImplicitData {
     pub train_samples: usize,
     /// Validation pictures for the periodic validation.
     pub val_samples: usize,
+    /// ShapeNet renderings when `kind` is `shapenet-r2n2` (refused: no SDF samples; kept
+    /// so that the error names what is missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shapenet: Option<crate::datasets::ShapeNetSource>,
+    /// Pix3D when `kind` is `pix3d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pix3d: Option<crate::datasets::Pix3dSource>,
 }
 
 /// Everything an implicit run needs; saved as `config.json` in the run folder.
@@ -216,6 +228,7 @@ impl ImplicitConfig {
                     layers: 2,
                 },
                 data: ImplicitData {
+                    kind: crate::datasets::SYNTHETIC.into(),
                     seed: 7,
                     objects_per_class: 6,
                     views: 2,
@@ -223,6 +236,8 @@ impl ImplicitConfig {
                     sdf_samples: 1024,
                     train_samples: 0,
                     val_samples: 4,
+                    shapenet: None,
+                    pix3d: None,
                 },
                 batch: 8,
                 queries: 256,
@@ -262,6 +277,7 @@ impl ImplicitConfig {
                     layers: 3,
                 },
                 data: ImplicitData {
+                    kind: crate::datasets::SYNTHETIC.into(),
                     seed: 2026,
                     objects_per_class: 150,
                     views: 4,
@@ -269,6 +285,8 @@ impl ImplicitConfig {
                     sdf_samples: 4096,
                     train_samples: 0,
                     val_samples: 16,
+                    shapenet: None,
+                    pix3d: None,
                 },
                 batch: 32,
                 queries: 256,
@@ -355,9 +373,14 @@ impl ImplicitConfig {
         }
         crate::lmnet::check_model_id(&self.model_id)?;
         let d = &self.data;
-        if d.objects_per_class == 0 || d.views == 0 || d.gt_points == 0 || d.sdf_samples == 0 {
-            return bad("data.objects_per_class, views, gt_points, sdf_samples must be > 0");
+        let synthetic = d.kind == crate::datasets::SYNTHETIC;
+        if d.gt_points == 0 || d.sdf_samples == 0 {
+            return bad("data.gt_points, sdf_samples must be > 0");
         }
+        if synthetic && (d.objects_per_class == 0 || d.views == 0) {
+            return bad("data.objects_per_class, views must be > 0");
+        }
+        self.spec().check()?;
         if self.val_res < 4 || self.eval_every == 0 {
             return bad("val_res must be >= 4 and eval_every > 0");
         }
@@ -388,8 +411,27 @@ impl ImplicitConfig {
         }
     }
 
+    /// What the implicit trainer asks of the configured data: pictures, surface points and
+    /// SDF samples.
+    pub fn spec(&self) -> crate::datasets::DataSpec<'_> {
+        crate::datasets::DataSpec {
+            kind: &self.data.kind,
+            shapenet: self.data.shapenet.as_ref(),
+            pix3d: self.data.pix3d.as_ref(),
+            want: self.synth(),
+            part_classes: 0,
+        }
+    }
+
     /// The `shapecast.dataset` string.
     pub fn dataset_note(&self) -> String {
+        if self.data.kind != crate::datasets::SYNTHETIC {
+            return format!(
+                "{} sdf_samples={}",
+                self.spec().describe(),
+                self.data.sdf_samples
+            );
+        }
         format!(
             "synthetic seed={} objects_per_class={} views={} sdf_samples={}",
             self.data.seed, self.data.objects_per_class, self.data.views, self.data.sdf_samples
@@ -487,8 +529,7 @@ pub fn load_set(
     split: Split,
     limit: usize,
 ) -> Result<ImplicitSet, TrainError> {
-    let ds = SyntheticDataset::new(cfg.synth(), split)?;
-    let samples = crate::datasets::load_samples(&ds, split, limit)?;
+    let (samples, _) = crate::datasets::load_spec(&cfg.spec(), split, limit)?;
     ImplicitSet::from_samples(samples, cfg.encoder.image)
 }
 

@@ -1,7 +1,8 @@
 //! Objects for voxel training: every view of an object (normalised `C x H x W` pictures) and
 //! the object's `R^3` solid occupancy, grouped with [`Dataset::views_of`].
 
-use crate::data::{Dataset, Split, SynthConfig, SyntheticDataset};
+use crate::data::{Dataset, Split, SynthConfig};
+use crate::datasets::{open_dataset, DataSpec};
 use crate::TrainError;
 
 use super::VoxelTrainConfig;
@@ -33,14 +34,25 @@ pub fn synth_config(cfg: &VoxelTrainConfig) -> SynthConfig {
     }
 }
 
+/// What the voxel trainer asks of the configured data: pictures and `R^3` voxels.
+pub fn spec(cfg: &VoxelTrainConfig) -> DataSpec<'_> {
+    DataSpec {
+        kind: &cfg.data.kind,
+        shapenet: cfg.data.shapenet.as_ref(),
+        pix3d: cfg.data.pix3d.as_ref(),
+        want: synth_config(cfg),
+        part_classes: 0,
+    }
+}
+
 /// Opens one split of the configured dataset.
 pub fn open_split(cfg: &VoxelTrainConfig, split: Split) -> Result<Box<dyn Dataset>, TrainError> {
-    match cfg.data.kind.as_str() {
-        "synthetic" => Ok(Box::new(SyntheticDataset::new(synth_config(cfg), split)?)),
-        other => Err(TrainError::Config(format!(
-            "unknown data.kind `{other}` (synthetic)"
-        ))),
-    }
+    open_dataset(&spec(cfg), split)
+}
+
+/// `shapecast.dataset` text of the configured data.
+pub fn describe(cfg: &VoxelTrainConfig) -> String {
+    format!("{} voxels={}", spec(cfg).describe(), cfg.model.resolution)
 }
 
 /// Loads up to `limit` objects (0 = all) of `split`, spread evenly over the split, on all

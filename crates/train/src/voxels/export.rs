@@ -65,12 +65,10 @@ pub fn voxel_metadata(cfg: &VoxelTrainConfig, info: &VoxelExportInfo) -> Vec<(St
     if m.fusion {
         kv.push(("shapecast.fusion.views".into(), cfg.seq_views.to_string()));
     }
-    let dataset = info.dataset.clone().unwrap_or_else(|| {
-        format!(
-            "{} seed={} objects_per_class={} views={} voxels={}",
-            cfg.data.kind, cfg.data.seed, cfg.data.objects_per_class, cfg.data.views, m.resolution
-        )
-    });
+    let dataset = info
+        .dataset
+        .clone()
+        .unwrap_or_else(|| super::data::describe(cfg));
     kv.push(("shapecast.dataset".into(), dataset));
     if let Some(mt) = &info.metrics {
         kv.push(("shapecast.metrics".into(), mt.clone()));

@@ -30,18 +30,28 @@ use crate::TrainError;
 /// Where the objects come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VoxelDataConfig {
-    /// `synthetic` (procedural, built in).
+    /// `synthetic` (procedural, built in), `shapenet-r2n2` (section `shapenet`, with
+    /// `voxels_dir`) or `pix3d` (section `pix3d`); see [`crate::datasets`].
     pub kind: String,
-    /// Dataset seed (objects, views, split).
+    /// Dataset seed (synthetic: objects, views, split; ShapeNet without split files and
+    /// Pix3D: the hashed split).
     pub seed: u64,
-    /// Procedural objects per class (all splits together; about 80/10/10).
+    /// Procedural objects per class (all splits together; about 80/10/10); synthetic only.
     pub objects_per_class: usize,
-    /// Views rendered per object (>= the fused sequence length).
+    /// Views rendered per object (>= the fused sequence length); on ShapeNet / Pix3D the
+    /// views per object that the multi-view evaluation fuses (objects with fewer are left
+    /// out of it).
     pub views: usize,
     /// Training objects held in memory (0 = the whole train split).
     pub train_objects: usize,
     /// Validation objects for the periodic validation.
     pub val_objects: usize,
+    /// ShapeNet renderings (3D-R2N2 layout) when `kind` is `shapenet-r2n2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shapenet: Option<crate::datasets::ShapeNetSource>,
+    /// Pix3D when `kind` is `pix3d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pix3d: Option<crate::datasets::Pix3dSource>,
 }
 
 /// Everything a voxel run needs.
@@ -141,6 +151,8 @@ impl VoxelTrainConfig {
                 views: 4,
                 train_objects: 0,
                 val_objects: 40,
+                shapenet: None,
+                pix3d: None,
             },
             batch: 8,
             seq_views: 4,
@@ -193,6 +205,8 @@ impl VoxelTrainConfig {
                         views: 3,
                         train_objects: 0,
                         val_objects: 4,
+                        shapenet: None,
+                        pix3d: None,
                     },
                     batch: 4,
                     seq_views: 3,
@@ -234,9 +248,11 @@ impl VoxelTrainConfig {
             return bad("threshold must be in (0, 1) and pos_weight > 0");
         }
         crate::lmnet::check_model_id(&self.model_id)?;
-        if self.data.objects_per_class == 0 || self.data.views == 0 {
+        let synthetic = self.data.kind == crate::datasets::SYNTHETIC;
+        if self.data.views == 0 || (synthetic && self.data.objects_per_class == 0) {
             return bad("data.objects_per_class and data.views must be > 0");
         }
+        data::spec(self).check()?;
         if self.eval_every == 0 || self.checkpoint_every == 0 {
             return bad("eval_every and checkpoint_every must be > 0");
         }

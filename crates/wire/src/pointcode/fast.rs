@@ -399,6 +399,23 @@ pub(super) trait Side {
     fn get(&self, i: usize) -> [u16; 3];
     /// Decoder: stores `n` copies of `p` from `i` on.
     fn put(&mut self, i: usize, n: usize, p: [u16; 3]);
+    /// Encoder (format 5): for the `n` (2 or 3) points from `i` of the
+    /// node at depth `t` (split on `axis` at `bit`), the number `j` of
+    /// depths before `end` on which they all lie on the same side, those
+    /// sides (bit `d` set: upper half at depth `t + d`) and the number of
+    /// them in the lower half at the depth after (if `t + j < end`);
+    /// decoder: (0, 0, 0).
+    fn run(
+        &self,
+        _i: usize,
+        _n: usize,
+        _t: u32,
+        _end: u32,
+        _axis: usize,
+        _bit: u16,
+    ) -> (u32, u64, usize) {
+        (0, 0, 0)
+    }
 }
 
 /// The encoder's side: the points, and whether one of them was not where
@@ -444,6 +461,30 @@ impl Side for EncSide<'_> {
         for q in &self.points[i..i + n] {
             self.misplaced |= *q != p;
         }
+    }
+    #[inline(always)]
+    fn run(
+        &self,
+        i: usize,
+        n: usize,
+        t: u32,
+        end: u32,
+        axis: usize,
+        bit: u16,
+    ) -> (u32, u64, usize) {
+        let p = self.points[i];
+        let last = self.points[i + n - 1];
+        let mid = self.points[i + n / 2];
+        let (mut j, mut sides) = (0u32, 0u64);
+        let (mut a, mut b) = (axis.min(2), bit);
+        while t + j < end && ((p[a] ^ last[a]) | (p[a] ^ mid[a])) & b == 0 {
+            sides |= u64::from(p[a] & b != 0) << (j % 64);
+            j += 1;
+            b >>= u32::from(a == 2);
+            a = [1, 2, 0][a];
+        }
+        let k = self.points[i..i + n].partition_point(|q| q[a] & b == 0);
+        (j, sides, k)
     }
 }
 

@@ -157,6 +157,38 @@ impl Cdf {
         Cdf(c, 0)
     }
 
+    /// The table `c` (entry 0 is 0, strictly increasing, below 2^15) as
+    /// if it had already coded `n` symbols (`n` selects the adaptation
+    /// shift, [`CDF_RATE`]).
+    pub(crate) const fn with_count(c: [i16; NSYM], n: u8) -> Cdf {
+        Cdf(c, n)
+    }
+
+    /// Test-only: the table closest to the weights `w` (non-negative, not
+    /// all 0; every symbol keeps at least the floor gap), as if it had
+    /// coded `n` symbols.
+    #[cfg(test)]
+    pub(crate) fn from_weights(w: &[f64; NSYM], n: u8) -> Cdf {
+        let total = 1i32 << CDF_BITS;
+        let sum: f64 = w.iter().sum();
+        let mut c = [0i32; NSYM];
+        let mut acc = 0.0;
+        for i in 0..NSYM {
+            c[i] = (acc * f64::from(total) / sum + 0.5) as i32;
+            acc += w[i];
+        }
+        let floor = i32::from(CDF_FLOOR);
+        for i in 1..NSYM {
+            c[i] = c[i].max(c[i - 1] + floor);
+        }
+        c[NSYM - 1] = c[NSYM - 1].min(total - floor);
+        for i in (1..NSYM - 1).rev() {
+            c[i] = c[i].min(c[i + 1] - floor);
+        }
+        c[0] = 0;
+        Cdf(c.map(|x| x as i16), n)
+    }
+
     #[inline(always)]
     fn update(&mut self, s: usize) {
         // Lanes (vectorized): one target row per coded symbol.
@@ -169,10 +201,10 @@ impl Cdf {
     /// `c[i] += (t[i] - c[i]) >> sh` for the 16 lanes (`sh` in 3..=7; no
     /// overflow: both in 0..2^15): SSE2 on x86-64, where the auto-vectorized
     /// loop assembled the upper half lane by lane.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[allow(unsafe_code)]
     #[inline(always)]
-    fn step(c: &mut [i16; NSYM], t: &[i16; NSYM], sh: u32) {
+    pub(crate) fn step(c: &mut [i16; NSYM], t: &[i16; NSYM], sh: u32) {
         use core::arch::x86_64::{
             __m128i, _mm_add_epi16, _mm_cvtsi32_si128, _mm_loadu_si128, _mm_sra_epi16,
             _mm_storeu_si128, _mm_sub_epi16,
@@ -192,9 +224,17 @@ impl Cdf {
     }
 
     /// [`Cdf::step`] on other targets (auto-vectorized).
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     #[inline(always)]
-    fn step(c: &mut [i16; NSYM], t: &[i16; NSYM], sh: u32) {
+    pub(crate) fn step(c: &mut [i16; NSYM], t: &[i16; NSYM], sh: u32) {
+        Self::step_portable(c, t, sh);
+    }
+
+    /// `c[i] += (t[i] - c[i]) >> sh` lane by lane: the definition of [`Cdf::step`], which
+    /// the tests compare the SSE2 version with.
+    #[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
+    #[inline(always)]
+    pub(crate) fn step_portable(c: &mut [i16; NSYM], t: &[i16; NSYM], sh: u32) {
         for (c, &t) in c.iter_mut().zip(t.iter()) {
             *c += (t - *c) >> sh;
         }
@@ -202,7 +242,7 @@ impl Cdf {
 
     /// The largest `s` with entry `s <= q` (`q >= 0`; entry 0 is 0): the
     /// entries increase, so it is the number of entries `<= q`, minus 1.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[allow(unsafe_code)]
     #[inline(always)]
     pub(crate) fn search(&self, q: i16) -> usize {
@@ -229,7 +269,7 @@ impl Cdf {
     }
 
     /// [`Cdf::search`] on targets other than x86-64.
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
     #[inline(always)]
     pub(crate) fn search(&self, q: i16) -> usize {
         self.search_portable(q)
@@ -237,7 +277,7 @@ impl Cdf {
 
     /// The largest `s` with entry `s <= q` (`q >= 0`; entry 0 is 0): the
     /// entries increase, so it is the number of entries `<= q`, minus 1.
-    #[cfg(any(test, not(target_arch = "x86_64")))]
+    #[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
     #[inline(always)]
     pub(crate) fn search_portable(&self, q: i16) -> usize {
         // `(q - c) >> 15` is -1 iff c > q (no overflow: both in 0..2^15);

@@ -3,9 +3,14 @@
 //! Where format 4 codes a chain of binary decisions, format 5 codes one
 //! symbol of an adaptive 16-ary model ([`Cdf`], one range-coder step):
 //!
-//! * the count split of a cell of `n <= 15` points is the symbol `k`
-//!   (0..=n) itself (format 4: a one-sided flag, then a side bit or about
-//!   two bisection decisions); bigger cells keep format 4's decisions;
+//! * a cell of 2 or 3 points codes at once how its points split up: the
+//!   number of depths on which they all stay on one side (their sides as
+//!   raw bits) and, for 3 points, which side gets two ([`code_run`]; format
+//!   4: one or more decisions per depth);
+//! * the count split of a cell of 4..=15 points is the symbol `k` (0..=n)
+//!   itself (format 4: a one-sided flag, then a side bit or about two
+//!   bisection decisions); bigger cells code the deviation from `n / 2`
+//!   as an Elias-gamma class symbol plus raw bits ([`code_big`]);
 //! * the normal residual of an isolated point is one symbol (zero, or
 //!   Elias-gamma class up to 6 with a side, or an escape) plus its raw low
 //!   bits (format 4: a zero flag, a sign and a unary class, 1.6-6.3
@@ -20,32 +25,60 @@
 //! the two run side by side in the CPU. That decoupling, not the
 //! instruction count, is most of the decode gain (bench/pointcode/RESULTS.md,
 //! session 6: with format 4's fit-dependent residual contexts the same
-//! symbols decoded slower than format 4); it costs about 2.7 % in size.
+//! symbols decoded slower than format 4; session 8: the fit's spread
+//! bucket alone as a context, 12 % slower decoding for 0.26 % fewer
+//! bytes). It costs residual bits: format 5 is about 2 % larger than
+//! format 4 in all (session 8; 2.7 % before the run, big-cell and prior
+//! changes).
+//!
+//! Every model starts from a table trained offline on clouds unlike the
+//! benchmark's ([`super::v5_prior`], `bench/pointcode/train_clouds.py`):
+//! the models learn slowly on a few thousand points, and a trained start
+//! saves about 0.4 % of the bytes at no decoding cost.
 //!
 //! The bitstream is specified in `crates/wire/SPEC.md`, section 5.9.
 
 use super::fast::{
     fit, tangents, DecSide, EncSide, Plane, Side, Sums, DEPTHS, KMAX, MIN_FIT, PLAIN_MODELLED, RING,
 };
-use super::model::{code_count, CountModels};
 use super::rc::{BitCoder, Cdf, Decoder, Encoder, Fp};
+use super::v5_prior::{BIG_PRIOR, PRIOR_COUNT, RES_PRIOR, RUN_PRIOR, SMALL_PRIOR};
 use crate::Error;
 
 /// Largest cell whose count split is one symbol.
 const SMALL: usize = 15;
-/// Count-symbol contexts: (n - 2, axis, history of the axis); the axis is
-/// only told apart for n < 4 (context 0 otherwise).
-const SMALL_CTX: usize = (SMALL - 1) * 9;
+/// log2(SMALL + 1).
+const SMALL_LOG: usize = 4;
+/// Count-symbol contexts: (n - 4, history of the axis); cells of 2 and 3
+/// points are coded by [`code_run`].
+pub(super) const SMALL_CTX: usize = (SMALL - 3) * 3;
 /// Residual-symbol contexts: cell size bucket (6) x last residual's
 /// bucket (3).
-const RES_CTX: usize = 6 * 3;
+pub(super) const RES_CTX: usize = 6 * 3;
 /// Slots of the count-symbol and residual-symbol tables: the next power of
 /// two above [`SMALL_CTX`] and [`RES_CTX`], so that an index is bounded by
 /// a mask instead of a modulo (the slots past the contexts are never used).
-const SMALL_SLOTS: usize = 128;
-const RES_SLOTS: usize = 32;
+pub(super) const SMALL_SLOTS: usize = 64;
+pub(super) const RES_SLOTS: usize = 32;
 const _: () = assert!(SMALL_CTX <= SMALL_SLOTS && RES_CTX <= RES_SLOTS);
 const _: () = assert!(SMALL_SLOTS.is_power_of_two() && RES_SLOTS.is_power_of_two());
+/// Contexts of cells of 2 or 3 points (n, axis, history of the axis) and
+/// their table slots.
+pub(super) const RUN_CTX: usize = 18;
+pub(super) const RUN_SLOTS: usize = 32;
+const _: () = assert!(RUN_CTX <= RUN_SLOTS && RUN_SLOTS.is_power_of_two());
+
+/// Largest Elias-gamma class of a big cell's split deviation with its own
+/// symbols.
+const BIG_CLASS: u32 = 5;
+/// Size buckets of big cells (by log2 n: 16..31, 32..63, ..., 256+).
+const BIG_LB: usize = 5;
+/// Big-cell split contexts (size bucket, history of the axis) and their
+/// table slots.
+pub(super) const BIG_CTX: usize = BIG_LB * 3;
+pub(super) const BIG_SLOTS: usize = 16;
+const _: () = assert!(BIG_CTX <= BIG_SLOTS && BIG_SLOTS.is_power_of_two());
+
 /// Largest Elias-gamma class of the residual with its own symbols.
 const MAX_CLASS: u32 = 6;
 /// Residual symbol announcing a class above [`MAX_CLASS`].
@@ -58,64 +91,97 @@ const LAST_OF: [u8; 16] = [0, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2];
 #[derive(Debug, Clone)]
 struct Models {
     small: [Cdf; SMALL_SLOTS],
-    big: CountModels<Fp>,
+    big: [Cdf; BIG_SLOTS],
+    run: [Cdf; RUN_SLOTS],
     plain: [[Fp; 16]; 3],
     res: [Cdf; RES_SLOTS],
     /// Bucket of the last residual symbol ([`LAST_OF`]).
     last: usize,
+    /// Test-only: symbols coded per count and residual context.
+    #[cfg(test)]
+    stats: Stats,
 }
 
-/// First count-symbol context of a cell of `n` (2..=15) points split on
-/// `axis`, at index `3 n + axis`: `(n - 2) * 9`, plus `3 axis` for n < 4
-/// (the split history of the axis is added to it).
-const SMALL_BASE: [u8; 64] = {
-    let mut t = [0u8; 64];
-    let mut n = 2;
+/// Test-only: how often each symbol was coded in each context (the symbols
+/// depend only on the points, not on the models).
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub(crate) struct Stats {
+    pub(crate) small: [[u32; 16]; SMALL_SLOTS],
+    pub(crate) res: [[u32; 16]; RES_SLOTS],
+    pub(crate) big: [[u32; 16]; BIG_SLOTS],
+    pub(crate) run: [[u32; 16]; RUN_SLOTS],
+}
+
+/// First count-symbol context of a cell of `n` (4..=15) points: `(n - 4)
+/// * 3` (the split history of the axis is added to it).
+const SMALL_BASE: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut n = 4;
     while n <= SMALL {
-        let mut a = 0;
-        while a < 3 {
-            t[3 * n + a] = ((n - 2) * 9 + if n < 4 { 3 * a } else { 0 }) as u8;
-            a += 1;
-        }
+        t[n] = ((n - 4) * 3) as u8;
         n += 1;
     }
     t
 };
 
-/// Initial count-symbol models: context `i` has `n = i / 9 + 2` points, so
-/// `n + 1` possible counts, uniform.
-pub(super) const SMALL_INIT: [Cdf; SMALL_SLOTS] = {
-    let mut t = [Cdf::uniform(3); SMALL_SLOTS];
+/// The trained prior tables `p` ([`super::v5_prior`]) in the first `N` of
+/// `S` slots (the slots past the contexts are never used), as if each had
+/// coded [`PRIOR_COUNT`] symbols.
+const fn prior_tables<const N: usize, const S: usize>(p: &[[i16; 16]; N]) -> [Cdf; S] {
+    let mut t = [Cdf::uniform(16); S];
     let mut i = 0;
-    while i < SMALL_CTX {
-        t[i] = Cdf::uniform(i / 9 + 3);
+    while i < N {
+        t[i] = Cdf::with_count(p[i], PRIOR_COUNT);
         i += 1;
     }
     t
-};
+}
 
-/// Initial residual models: context `i` is in cell size bucket `rb = i / 3`
-/// (`r = rb + 2` free bits, at most 7 counted), so `|e| < 2^r`, classes
-/// below `r`: symbols `0..=2r` are possible, uniform (escape: the floor).
-pub(super) const RES_INIT: [Cdf; RES_SLOTS] = {
-    let mut t = [Cdf::uniform(3); RES_SLOTS];
-    let mut i = 0;
-    while i < RES_CTX {
-        let a = 2 * (i / 3 + 2) + 1;
-        t[i] = Cdf::uniform(if a < 16 { a } else { 16 });
-        i += 1;
+/// Initial count-symbol models (context `i`: `n = i / 3 + 4` points).
+pub(super) const SMALL_INIT: [Cdf; SMALL_SLOTS] = prior_tables(&SMALL_PRIOR);
+/// Initial residual models (context `i`: cell size bucket `(i / 3) % 6`).
+pub(super) const RES_INIT: [Cdf; RES_SLOTS] = prior_tables(&RES_PRIOR);
+/// Initial big-cell split models.
+pub(super) const BIG_INIT: [Cdf; BIG_SLOTS] = prior_tables(&BIG_PRIOR);
+/// Initial models of cells of 2 or 3 points.
+pub(super) const RUN_INIT: [Cdf; RUN_SLOTS] = prior_tables(&RUN_PRIOR);
+
+/// Symbols residual context `i` can code: a cell of `rb + 2` free bits
+/// (`rb = i / 3`) holds `|e| < 2^(rb + 2)`, classes below `rb + 2`, so the
+/// symbols `0..=2 (rb + 2)` (the training tool gives the others only the
+/// floor).
+#[cfg(test)]
+pub(super) const fn res_symbols(i: usize) -> usize {
+    let a = 2 * ((i / 3) % 6 + 2) + 1;
+    if a < 16 {
+        a
+    } else {
+        16
     }
-    t
-};
+}
 
 impl Models {
     fn new() -> Self {
+        Self::with(&SMALL_INIT, &RES_INIT)
+    }
+
+    #[inline(always)]
+    fn with(small: &[Cdf; SMALL_SLOTS], res: &[Cdf; RES_SLOTS]) -> Self {
         Models {
-            small: SMALL_INIT,
-            big: CountModels::new(),
+            small: *small,
+            big: BIG_INIT,
+            run: RUN_INIT,
             plain: [[Fp::NEW; 16]; 3],
-            res: RES_INIT,
+            res: *res,
             last: 0,
+            #[cfg(test)]
+            stats: Stats {
+                small: [[0; 16]; SMALL_SLOTS],
+                res: [[0; 16]; RES_SLOTS],
+                big: [[0; 16]; BIG_SLOTS],
+                run: [[0; 16]; RUN_SLOTS],
+            },
         }
     }
 }
@@ -133,16 +199,124 @@ fn code_split<C: BitCoder>(
 ) -> usize {
     if n <= SMALL {
         let axis = axis.min(2);
-        let ctx = SMALL_BASE[(3 * n + axis) & 63] as usize + hist[axis] as usize;
+        let ctx = SMALL_BASE[n & 15] as usize + hist[axis] as usize;
         let s = c.sym(&mut m.small[ctx & (SMALL_SLOTS - 1)], k);
+        #[cfg(test)]
+        {
+            m.stats.small[ctx & (SMALL_SLOTS - 1)][s % 16] += 1;
+        }
         if s > n {
             c.invalid();
             return n;
         }
         s
     } else {
-        code_count(c, &mut m.big, axis, hist, n, k)
+        code_big(c, m, axis, hist, n, k)
     }
+}
+
+/// Codes how a cell of `n` (2 or 3) points splits up: `j` (at most
+/// `room`), the number of depths on which all points lie on the same side,
+/// and `k` (1..n), the number in the lower half at the next depth, as one
+/// symbol: pairs `min(j, 15)`, triples `2 min(j, 7) + k - 1`; symbol 15
+/// (pairs) or 14 and 15 (triples) are escapes followed by `j - 15` or `j -
+/// 7` in 6 raw bits. Then the `j` sides raw (first depth first; bit `d` of
+/// `sides`). Returns the (decoded) `j`, sides and `k`; `j = room` means
+/// identical points (no split follows).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn code_run<C: BitCoder>(
+    c: &mut C,
+    m: &mut Models,
+    axis: usize,
+    hist: [u8; 3],
+    n: usize,
+    room: u32,
+    j: u32,
+    sides: u64,
+    k: usize,
+) -> (u32, u64, usize) {
+    let a = axis.min(2);
+    let three = usize::from(n > 2);
+    let ctx = 9 * three + 3 * a + hist[a] as usize;
+    // Escape threshold of j: 15 for pairs, 7 for triples.
+    let esc = (15 - 8 * three) as u32;
+    let kk = k.wrapping_sub(1) & three;
+    let s = (j.min(esc) as usize) * (1 + three) + kk;
+    let s = c.sym(&mut m.run[ctx & (RUN_SLOTS - 1)], s);
+    #[cfg(test)]
+    {
+        m.stats.run[ctx & (RUN_SLOTS - 1)][s % 16] += 1;
+    }
+    let (mut got, k) = ((s >> three) as u32, 1 + (s & three));
+    if got >= esc {
+        got = esc + c.raw(j.wrapping_sub(esc), 6);
+    }
+    if got > room {
+        c.invalid();
+        got = room;
+    }
+    let j = got;
+    let low = c.raw(sides as u32, j.min(32));
+    let high = c.raw((sides >> 32) as u32, j.saturating_sub(32));
+    (j, u64::from(low) | u64::from(high) << 32, k)
+}
+
+/// Codes the split `k` of a cell of `n > SMALL` points as one symbol: all
+/// in the lower half (0), all in the upper half (1), the deviation `d = k -
+/// n / 2` zero (2), or its Elias-gamma class up to [`BIG_CLASS`] with its
+/// sign (3 + 2 class + [d < 0]), else an escape (15: the sign and the
+/// class above [`BIG_CLASS`] in 5 raw bits); then the bits of `|d|` below
+/// its leading 1, raw. Returns the (decoded) `k`.
+#[inline(always)]
+fn code_big<C: BitCoder>(
+    c: &mut C,
+    m: &mut Models,
+    axis: usize,
+    hist: [u8; 3],
+    n: usize,
+    k: usize,
+) -> usize {
+    let h = (n / 2) as i64;
+    let d = k as i64 - h;
+    let mag = d.unsigned_abs();
+    let cls = 63 - mag.max(1).leading_zeros();
+    let s = if k == n {
+        0
+    } else if k == 0 {
+        1
+    } else if d == 0 {
+        2
+    } else if cls <= BIG_CLASS {
+        3 + 2 * cls as usize + usize::from(d < 0)
+    } else {
+        ESCAPE
+    };
+    let lb = ((usize::BITS - 1 - n.leading_zeros()) as usize - SMALL_LOG).min(BIG_LB - 1);
+    let ctx = 3 * lb + hist[axis.min(2)] as usize;
+    let s = c.sym(&mut m.big[ctx & (BIG_SLOTS - 1)], s);
+    #[cfg(test)]
+    {
+        m.stats.big[ctx & (BIG_SLOTS - 1)][s % 16] += 1;
+    }
+    let (neg, cls) = match s {
+        0 => return n,
+        1 => return 0,
+        2 => return h as usize,
+        ESCAPE => {
+            let v = c.raw(u32::from(d < 0) | (cls.wrapping_sub(BIG_CLASS + 1) << 1), 6);
+            (v & 1 == 1, BIG_CLASS + 1 + (v >> 1))
+        }
+        _ => ((s - 3) & 1 == 1, (s as u32 - 3) / 2),
+    };
+    let low = c.raw(mag as u32, cls) as u64;
+    let got = ((1u64 << cls) | low) as i64;
+    let k = if neg { h - got } else { h + got };
+    if k < 1 || k >= n as i64 {
+        c.invalid();
+        return h as usize;
+    }
+    k as usize
 }
 
 /// Codes the normal coordinate `pi + e` (`pi` in `0..=hi`, `hi >= 1`) as one
@@ -169,7 +343,12 @@ fn code_residual5<C: BitCoder>(
     } else {
         ESCAPE
     };
-    let s = c.sym(&mut m.res[(ctx + m.last) & (RES_SLOTS - 1)], s);
+    let ctx = ctx + m.last;
+    let s = c.sym(&mut m.res[ctx & (RES_SLOTS - 1)], s);
+    #[cfg(test)]
+    {
+        m.stats.res[ctx & (RES_SLOTS - 1)][s % 16] += 1;
+    }
     m.last = LAST_OF[s % 16] as usize;
     if s == 0 {
         return pi;
@@ -265,8 +444,13 @@ struct Walk {
 
 impl Walk {
     fn new(bits: u8) -> Self {
+        Self::with(bits, Models::new())
+    }
+
+    #[inline(always)]
+    fn with(bits: u8, m: Models) -> Self {
         Walk {
-            m: Models::new(),
+            m,
             bits,
             total: Sums::default(),
             ev: 0,
@@ -373,6 +557,47 @@ fn walk<C: BitCoder, S: Side>(c: &mut C, w: &mut Walk, side: &mut S, total: usiz
         } else if n == 1 {
             let q = w.point(c, t, corner, side.get(lo));
             side.put(lo, 1, q);
+        } else if n <= 3 {
+            // Two or three points: the depths on which all lie on the same
+            // side and the split after them (one symbol, the sides raw).
+            let (j, sides, k) = side.run(lo, n, t, end, axis, bit);
+            c.cat(0);
+            let (j, sides, k) = code_run(c, &mut w.m, axis, hist, n, end - t, j, sides, k);
+            for d in 0..j {
+                w.entry[t as usize % DEPTHS] = w.ev;
+                let a = axis.min(2);
+                hist[a] = 1;
+                if (sides >> (d % 64)) & 1 == 1 {
+                    corner[a] |= bit;
+                }
+                t += 1;
+                bit >>= u32::from(a == 2);
+                axis = [1, 2, 0][a];
+            }
+            if t < end {
+                w.entry[t as usize % DEPTHS] = w.ev;
+                let a = axis.min(2);
+                hist[a] = 2;
+                let mut up = corner;
+                up[a] |= bit;
+                t += 1;
+                bit >>= u32::from(a == 2);
+                axis = [1, 2, 0][a];
+                if let Some(slot) = stack.get_mut(sp) {
+                    *slot = Pending {
+                        t,
+                        lo: (lo + k) as u32,
+                        n: (n - k) as u32,
+                        bit,
+                        corner: up,
+                        axis: axis as u8,
+                        hist,
+                    };
+                    sp += 1;
+                }
+                n = k;
+            }
+            continue;
         } else {
             w.entry[t as usize % DEPTHS] = w.ev;
             let k = side.lower(lo, n, axis, bit);
@@ -455,4 +680,26 @@ pub(crate) fn cost_of(points: &[[u16; 3]], bits: u8, out: &mut [u8]) -> [f64; 32
     let mut w = Walk::new(bits);
     walk(&mut c, &mut w, &mut EncSide::new(points), points.len());
     c.cost
+}
+
+/// Test-only: encodes with the given initial count and residual models;
+/// returns the stream length (`None` if it did not fit) and the symbols
+/// coded per context.
+#[cfg(test)]
+pub(crate) fn encode_with_models(
+    points: &[[u16; 3]],
+    bits: u8,
+    out: &mut [u8],
+    small: &[Cdf; SMALL_SLOTS],
+    res: &[Cdf; RES_SLOTS],
+    big: &[Cdf; BIG_SLOTS],
+    run: &[Cdf; RUN_SLOTS],
+) -> (Option<usize>, Stats) {
+    let mut c = Encoder::new(out);
+    let mut m = Models::with(small, res);
+    m.big = *big;
+    m.run = *run;
+    let mut w = Walk::with(bits, m);
+    walk(&mut c, &mut w, &mut EncSide::new(points), points.len());
+    (c.finish().ok(), w.m.stats)
 }

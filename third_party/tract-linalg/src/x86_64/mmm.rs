@@ -124,6 +124,9 @@ MMMExternKernel!(x86_64; fma_mmm_f32_32x3<f32>(32,3)@(256,4) isa(X86_64Avx, X86_
 );
 
 MMMExternKernel!(x86_64; avx512_mmm_f32_128x1<f32>(128, 1)@(512,4) isa(X86_64Avx512f));
+// shapecast patch: the 128x1 loop with a software prefetch of the weight panel (see
+// third_party/tract-linalg/PATCHES.md, session 8); bit-identical sums.
+MMMExternKernel!(x86_64; avx512_mmm_f32_128x1p<f32>(128, 1)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x1 <f32>( 16, 1)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x12<f32>( 16,12)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x8 <f32>( 16, 8)@(512,4) isa(X86_64Avx512f));
@@ -594,9 +597,12 @@ fn avx512_mmv_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> 
             ),
             _ => Some(avx512_mmm_f32_128x1.name.as_str()),
         },
+        // shapecast patch (session 8, measured on Zen 5): 16x1 up to m = 96 (was m < 31: the
+        // 128x1 pads m = 32 to 128 rows, 4x the weight bytes), and the prefetching 128x1p
+        // instead of the 128x1 above (same sums, weight streamed from L2/L3 ahead of the loads)
         _ => match query.m {
-            Some(m) if m < 31 => Some(avx512_mmm_f32_16x1.name.as_str()),
-            _ => Some(avx512_mmm_f32_128x1.name.as_str()),
+            Some(m) if m <= 96 => Some(avx512_mmm_f32_16x1.name.as_str()),
+            _ => Some(avx512_mmm_f32_128x1p.name.as_str()),
         },
     }
 }
