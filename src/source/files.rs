@@ -20,6 +20,8 @@ pub struct ImageFiles {
     pass: u64,
     repeat: Repeat,
     seq: u64,
+    /// Pictures decoded in the current play.
+    decoded_in_pass: usize,
 }
 
 impl ImageFiles {
@@ -57,6 +59,7 @@ impl ImageFiles {
             pass: 0,
             repeat,
             seq: 0,
+            decoded_in_pass: 0,
         })
     }
 
@@ -89,8 +92,17 @@ pub fn decode_file(path: &Path) -> Result<(u32, u32, Vec<u8>), SourceError> {
 impl FrameSource for ImageFiles {
     fn next_frame(&mut self) -> Result<Frame, SourceError> {
         if self.next >= self.files.len() {
+            // A play in which no file decoded would repeat the same errors forever.
+            if self.decoded_in_pass == 0 {
+                return Err(SourceError::Invalid(format!(
+                    "none of the {} picture file(s) of {} decodes",
+                    self.files.len(),
+                    self.root.display()
+                )));
+            }
             self.next = 0;
             self.pass += 1;
+            self.decoded_in_pass = 0;
         }
         if !self.repeat.allows(self.pass) {
             return Err(SourceError::EndOfStream);
@@ -101,6 +113,7 @@ impl FrameSource for ImageFiles {
         self.seq += 1;
         // A file that cannot be decoded is a bad frame: the next call moves on to the next file.
         let (width, height, data) = decode_file(path)?;
+        self.decoded_in_pass += 1;
         Ok(Frame {
             width,
             height,
@@ -218,6 +231,15 @@ mod tests {
         assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::BadFrame);
         assert_eq!(s.next_frame().unwrap().width, 64);
         assert!(s.next_frame().unwrap_err().is_end());
+        // only corrupt files, played forever: refused after one play, not an endless
+        // stream of bad frames
+        std::fs::remove_file(dir.join("3.png")).unwrap();
+        let mut s = ImageFiles::open(&dir, Repeat::Forever).unwrap();
+        assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::BadFrame);
+        assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::BadFrame);
+        let e = s.next_frame().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Fatal, "{e}");
+        assert!(e.to_string().contains("none of the 2 picture file(s)"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

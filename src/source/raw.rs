@@ -116,7 +116,7 @@ impl RawFrames {
                     }
                     Ok(None) if self.in_pass == 0 => {
                         return Err(SourceError::Invalid(format!(
-                            "MJPEG dump {} holds no JPEG picture",
+                            "MJPEG dump {} holds no whole JPEG picture",
                             self.path.display()
                         )))
                     }
@@ -126,12 +126,10 @@ impl RawFrames {
                             || e.kind() == std::io::ErrorKind::UnexpectedEof =>
                     {
                         // A damaged picture: report it; the next call resumes after it (or
-                        // rewinds at the end of the file). A long run of bytes without any
-                        // picture is reported too but not counted as one, so a dump that
-                        // holds none is still refused at its end.
-                        if !super::jpeg::is_no_start_marker(&e) {
-                            self.in_pass += 1;
-                        }
+                        // rewinds at the end of the file). Only whole pictures count as
+                        // played (`in_pass`), so a dump holding none (no start marker, or
+                        // only damaged pictures) is refused at the end of a play instead of
+                        // being read again and again.
                         return Err(SourceError::BadFrame {
                             what: self.path.display().to_string(),
                             reason: e.to_string(),
@@ -215,7 +213,7 @@ mod tests {
         assert_eq!(e1.kind(), ErrorKind::BadFrame, "{e1}");
         let e2 = s.next_frame().unwrap_err();
         assert_eq!(e2.kind(), ErrorKind::Fatal, "{e2}");
-        assert!(e2.to_string().contains("holds no JPEG picture"), "{e2}");
+        assert!(e2.to_string().contains("holds no whole JPEG picture"), "{e2}");
         std::fs::remove_file(&path).unwrap();
     }
 
@@ -272,6 +270,22 @@ mod tests {
         assert_eq!(s.next_frame().unwrap().data, pic);
         assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::BadFrame);
         assert!(s.next_frame().unwrap_err().is_end());
+        // only damaged pictures, played forever: refused at the end of the first play
+        let mut bad = pic[..pic.len() / 2].to_vec();
+        bad.extend_from_slice(&pic[..pic.len() / 3]);
+        std::fs::write(&path, &bad).unwrap();
+        let mut s = RawFrames::open(&path, 64, 48, PixelFormat::Mjpeg, Repeat::Forever).unwrap();
+        let mut bad_frames = 0;
+        let e = loop {
+            match s.next_frame() {
+                Err(e) if e.kind() == ErrorKind::BadFrame && bad_frames < 10 => bad_frames += 1,
+                Err(e) => break e,
+                Ok(_) => panic!("no picture in it is whole"),
+            }
+        };
+        assert_eq!(e.kind(), ErrorKind::Fatal, "{e}");
+        assert!(e.to_string().contains("holds no whole JPEG picture"), "{e}");
+        assert!((1..=2).contains(&bad_frames), "{bad_frames}");
         std::fs::write(&path, b"nothing").unwrap();
         let mut s = RawFrames::open(&path, 64, 48, PixelFormat::Mjpeg, Repeat::Forever).unwrap();
         assert_eq!(

@@ -72,23 +72,41 @@ pub fn write_via_temp_no_clobber<E: From<io::Error>>(
         )));
     }
     let tmp = thread_temp_path(&first);
+    // A file left at the temporary name (a writer killed between publishing and removing
+    // it, so still hard-linked to a published file, or a planted symlink) must not be
+    // written through: unlink it first, which leaves whatever it pointed to untouched.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(E::from(e)),
+    }
     let r = write(&tmp).and_then(|()| publish_no_clobber(&tmp, candidates).map_err(E::from));
     let _ = std::fs::remove_file(&tmp);
     r
 }
 
 /// The temporary name [`write_via_temp_no_clobber`] writes `path` under when called on
-/// this thread: `path` with `.<pid>.<t>.tmp` appended, `t` a number per thread. No other
-/// writer (thread or process) uses it at the same time, and one thread writes one file at
-/// a time.
+/// this thread: `path` with `.<pid>-<start>.<t>.tmp` appended, `start` the process's first
+/// use of this function (nanoseconds of the clock, hex: processes with the same pid, as in
+/// separate containers sharing a folder or a restarted service, differ) and `t` a number
+/// per thread. No other writer (thread or process) uses it at the same time, and one thread
+/// writes one file at a time.
 pub fn thread_temp_path(path: &Path) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: OnceLock<u64> = OnceLock::new();
     thread_local! {
-        static THREAD: u64 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        static THREAD: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
     }
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
     let t = THREAD.with(|t| *t);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.{t}.tmp", std::process::id()));
+    tmp.push(format!(".{}-{start:x}.{t}.tmp", std::process::id()));
     PathBuf::from(tmp)
 }
 
@@ -239,6 +257,51 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
         }
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_stale_temp_linked_to_a_published_file_is_not_written_through() {
+        // A writer killed between publishing and removing its temporary name leaves the temp
+        // hard-linked to the published file; a symlink may also sit there. The next write
+        // must unlink it, not truncate and fill what it points to.
+        let d = dir("stale");
+        let first = d.join("7.ply");
+        std::fs::write(&first, b"OLD FRAME").unwrap();
+        let tmp = thread_temp_path(&first);
+        std::fs::hard_link(&first, &tmp).unwrap();
+        let got = write_via_temp_no_clobber::<io::Error>(
+            [first.clone(), d.join("7.1.ply")],
+            |t| std::fs::write(t, b"NEW FRAME"),
+        )
+        .unwrap();
+        assert_eq!(got, d.join("7.1.ply"));
+        assert_eq!(std::fs::read(&first).unwrap(), b"OLD FRAME");
+        assert_eq!(std::fs::read(&got).unwrap(), b"NEW FRAME");
+        assert!(!tmp.exists());
+        // a symlink planted at the temporary name
+        let victim = d.join("victim");
+        std::fs::write(&victim, b"KEEP").unwrap();
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_via_temp_no_clobber::<io::Error>([first.clone(), d.join("7.2.ply")], |t| {
+            std::fs::write(t, b"NEWER")
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"KEEP");
+        assert_eq!(std::fs::read(d.join("7.2.ply")).unwrap(), b"NEWER");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn temp_names_carry_the_process_start() {
+        // `<name>.<pid>-<start>.<t>.tmp`: two processes with one pid (containers) differ
+        let t = thread_temp_path(Path::new("a.ply"));
+        let s = t.to_str().unwrap();
+        let pid = std::process::id().to_string();
+        let rest = s.strip_prefix(&format!("a.ply.{pid}-")).expect(s);
+        let (start, tail) = rest.split_once('.').expect(s);
+        assert!(u64::from_str_radix(start, 16).unwrap() > 0, "{s}");
+        assert!(tail.ends_with(".tmp"), "{s}");
     }
 
     #[test]

@@ -207,7 +207,9 @@ pub struct Encoded {
 
 /// Quantizes `data`'s vertices at `bits` inside `bounds` (or their bounding
 /// box), codes them, and wraps them in a point-cloud message carrying the
-/// labels and confidence of the file if it has them.
+/// labels and confidence of the file if it has them. A cloud over the point budget a
+/// receiver accepts ([`check_point_budget`]: [`MAX_POINTS`], or many duplicates) is
+/// refused with [`HostError::TooManyPoints`], as [`message_to_ply`] would refuse it.
 pub fn encode_points(
     data: &PlyData,
     bits: u8,
@@ -275,6 +277,8 @@ pub fn encode_points(
             confidence: conf.as_deref(),
         })
         .map_err(|_| HostError::Decode("hypothesis list full"))?;
+    // What a receiver (and `decode`) would refuse is not written either.
+    check_point_budget(&hypotheses)?;
     let msg = Message::PointCloud(PointCloudFrame {
         device_id,
         frame_id,
@@ -292,4 +296,35 @@ pub fn encode_points(
         points: n,
         bounds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_refuses_what_decode_refuses() {
+        // One point over MAX_POINTS, all distinct at 12 bits: encoding it would write a
+        // message that `message_to_ply` (the receiver and `decode`) refuses.
+        let n = MAX_POINTS + 1;
+        let data = PlyData {
+            vertices: (0..n)
+                .map(|i| [(i % 4096) as f32, (i / 4096) as f32, (i % 13) as f32])
+                .collect(),
+            ..PlyData::default()
+        };
+        let e = encode_points(&data, 12, None, 0, 0).unwrap_err();
+        assert!(
+            matches!(e, HostError::TooManyPoints { points, .. } if points == n as u64),
+            "{e}"
+        );
+        // at the limit it encodes, and what it wrote converts back
+        let data = PlyData {
+            vertices: data.vertices[..MAX_POINTS].to_vec(),
+            ..PlyData::default()
+        };
+        let enc = encode_points(&data, 12, None, 0, 0).unwrap();
+        let msg = shapecast_wire::message::decode_message(&enc.message).unwrap();
+        assert_eq!(message_to_ply(&msg).unwrap()[0].vertices.len(), MAX_POINTS);
+    }
 }

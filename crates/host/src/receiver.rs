@@ -449,6 +449,18 @@ fn worker(rx: &ChanRx<Job>, mut sink: impl Sink, shared: &Mutex<Shared>, table: 
         if !lock(shared).admit(dev, job.rx_us, table) {
             continue;
         }
+        if let (Some(fid), Some(ts)) = (msg.frame_id(), msg.capture_ts_us()) {
+            let mut sh = lock(shared);
+            let copy = sh
+                .devices
+                .get_mut(&dev)
+                .is_some_and(|d| d.is_copy(fid, ts, &job.payload));
+            if copy {
+                sh.stats.duplicates += 1;
+                log::debug!("device {dev}: frame {fid} delivered again, dropped");
+                continue;
+            }
+        }
         let geometry = match message_to_ply(&msg) {
             Ok(g) => g,
             Err(e) => {

@@ -7,6 +7,9 @@ use shapecast_wire::message::Stats as DeviceReport;
 /// Samples kept for latency percentiles (per device).
 const LATENCY_SAMPLES: usize = 256;
 
+/// Frames remembered per device to recognise a copy of a frame already delivered.
+pub const RECENT_FRAMES: usize = 64;
+
 /// What the host knows about one device.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceStats {
@@ -30,6 +33,9 @@ pub struct DeviceStats {
     pub bad: u64,
     /// Files written by the sink.
     pub files: u64,
+    /// Copies of a frame already delivered (same frame id, capture time and bytes as one of
+    /// the device's last [`RECENT_FRAMES`] frames), dropped before the sinks.
+    pub duplicates: u64,
     /// The last Stats message of the device.
     pub last_report: Option<DeviceReport>,
     /// When the receiver last accepted a message of this device, µs since it started
@@ -38,6 +44,8 @@ pub struct DeviceStats {
     /// Smallest `host_rx_us - capture_ts_us` seen (clock offset + best delay).
     min_offset_us: Option<i64>,
     lat: VecDeque<u64>,
+    /// (frame id, capture time, hash of the payload) of the last frames delivered.
+    recent: VecDeque<(u32, u64, u64)>,
 }
 
 impl DeviceStats {
@@ -46,6 +54,26 @@ impl DeviceStats {
             device_id,
             ..Self::default()
         }
+    }
+
+    /// True (and counted) when the frame `(frame_id, capture_us, payload)` is a copy of one of
+    /// the device's last [`RECENT_FRAMES`] frames; otherwise remembers it. A network path that
+    /// duplicates datagrams (UDP without a PSK has no replay window) completes a frame twice;
+    /// a device restart gives new capture times, so its frames are not taken for copies.
+    pub(crate) fn is_copy(&mut self, frame_id: u32, capture_us: u64, payload: &[u8]) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        payload.hash(&mut h);
+        let key = (frame_id, capture_us, h.finish());
+        if self.recent.contains(&key) {
+            self.duplicates += 1;
+            return true;
+        }
+        if self.recent.len() == RECENT_FRAMES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(key);
+        false
     }
 
     pub(crate) fn on_frame(&mut self, frame_id: u32, bytes: usize, host_us: u64, capture_us: u64) {
@@ -188,6 +216,8 @@ pub struct HostStats {
     pub devices_evicted: u64,
     /// Sink failures (e.g. a file could not be written).
     pub sink_errors: u64,
+    /// Copies of frames already delivered, dropped (see [`DeviceStats::duplicates`]).
+    pub duplicates: u64,
     /// UDP datagrams read / refused by the reassembler.
     pub udp_datagrams: u64,
     /// UDP datagrams refused (malformed, bad tag, too large, ...).
@@ -208,7 +238,7 @@ impl HostStats {
     /// Multi-line display.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "{} frames, {} msgs | udp {} dgrams ({} refused) -> {} frames | serial {} B -> {} frames ({} bad) | undecodable {}, queue-full {}, sink errors {} | devices: {} refused (table full), {} id mismatch, {} evicted (idle)",
+            "{} frames, {} msgs | udp {} dgrams ({} refused) -> {} frames | serial {} B -> {} frames ({} bad) | undecodable {}, queue-full {}, sink errors {}, duplicates {} | devices: {} refused (table full), {} id mismatch, {} evicted (idle)",
             self.frames,
             self.messages,
             self.udp_datagrams,
@@ -220,6 +250,7 @@ impl HostStats {
             self.undecodable,
             self.queue_full,
             self.sink_errors,
+            self.duplicates,
             self.devices_refused,
             self.device_mismatch,
             self.devices_evicted

@@ -1497,3 +1497,61 @@ fn cli_refuses_unbounded_values_and_oversized_files() {
     assert!(err.contains("larger than 64 MiB"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A path that duplicates datagrams (UDP without a PSK has no replay window) completes a frame
+/// twice: the copy is dropped and counted, not written as `<frame>.1.ply` (which also moved
+/// every later frame of the device to a new version suffix), while a restarted device's frame
+/// under an old id (different contents) is still kept.
+#[test]
+fn duplicated_frames_are_dropped_and_counted_not_written_again() {
+    let dir = tmpdir("dup-frames");
+    let (seen, rec) = recorder();
+    let rx = Receiver::start(
+        ReceiverConfig {
+            udp: Some(([127, 0, 0, 1], 0).into()),
+            ..ReceiverConfig::default()
+        },
+        Tee(PlyDirSink::new(&dir).unwrap(), rec),
+    )
+    .unwrap();
+    let addr = rx.udp_addr().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut s = UdpSender::new(addr, 5, None).unwrap();
+    let mut link_id = 0;
+    for fid in 0..6 {
+        let f = frame(5, fid, &mut rng);
+        for _ in 0..2 {
+            s.send_frame(link_id, &f).unwrap();
+            link_id += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    // frame 0 again with other contents: a device restart, kept under a new version
+    let restarted = frame(5, 0, &mut rng);
+    s.send_frame(link_id, &restarted).unwrap();
+    assert!(
+        rx.wait_frames(7, Duration::from_secs(10)),
+        "{}",
+        rx.stats().render()
+    );
+    let t0 = Instant::now();
+    while rx.stats().duplicates < 6 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{}", rx.stats().render());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let st = rx.stop();
+    assert_eq!((st.frames, st.duplicates), (7, 6), "{}", st.render());
+    assert!(st.render().contains("duplicates 6"), "{}", st.render());
+    assert_eq!(st.devices[0].duplicates, 6);
+    assert_eq!(seen.lock().unwrap().len(), 7);
+    let mut names: Vec<String> = walk(&dir)
+        .iter()
+        .filter(|p| !p.to_string_lossy().contains("_h"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["0.1.ply", "0.ply", "1.ply", "2.ply", "3.ply", "4.ply", "5.ply"]
+    );
+}
