@@ -747,17 +747,20 @@ impl BitCoder for Decoder<'_> {
         // Position-based reader: one 8-byte little-endian load at the byte
         // holding the next bit (zeros past the end; over-reads are detected
         // from `rbit` afterwards), no refill loop.
+        // The fast path is one 8-byte load; the word is built as a `u64` on
+        // both paths (an `[u8; 8]` shared by both was assembled byte by
+        // byte on the fast path too: 25 instructions instead of 1).
         let i = (self.rbit >> 3) as usize;
-        let mut a = [0u8; 8];
-        match self.raw.get(i..i.saturating_add(8)) {
-            Some(b) => a.copy_from_slice(b),
+        let word = match self.raw.get(i..i.saturating_add(8)) {
+            Some(b) => b.try_into().map(u64::from_le_bytes).unwrap_or(0),
             None => {
-                for (j, x) in a.iter_mut().enumerate() {
-                    *x = self.raw.get(i + j).copied().unwrap_or(0);
+                let mut w = 0u64;
+                for j in 0..8 {
+                    w |= u64::from(self.raw.get(i + j).copied().unwrap_or(0)) << (8 * j);
                 }
+                w
             }
-        }
-        let word = u64::from_le_bytes(a) >> (self.rbit & 7);
+        } >> (self.rbit & 7);
         self.rbit += u64::from(k);
         (word & ((1u64 << k) - 1)) as u32
     }

@@ -250,7 +250,12 @@ fn code_run<C: BitCoder>(
     }
     let j = got;
     let low = c.raw(sides as u32, j.min(32));
-    let high = c.raw((sides >> 32) as u32, j.saturating_sub(32));
+    // (Runs past 32 depths are rare: skip the empty read.)
+    let high = if j > 32 {
+        c.raw((sides >> 32) as u32, j - 32)
+    } else {
+        0
+    };
     (j, u64::from(low) | u64::from(high) << 32, k)
 }
 
@@ -335,28 +340,29 @@ fn code_residual5<C: BitCoder>(
         m.stats.res[ctx & (RES_SLOTS - 1)][s % 16] += 1;
     }
     m.last = LAST_OF[s % 16] as usize;
-    if s == 0 {
-        return pi;
-    }
+    // Symbol 0 (e = 0) takes the same branch-free path as the classes, as
+    // class 0 with its leading 1 masked off (no raw bit either way): whether
+    // a residual is zero is as unpredictable as the data.
     let (neg, k) = if s < ESCAPE {
-        (((s - 1) & 1 == 1) ^ flip, (s as u32 - 1) / 2)
+        (
+            ((s.wrapping_sub(1)) & 1 == 1) ^ flip,
+            (s as u32).saturating_sub(1) / 2,
+        )
     } else {
         // Sign, then the class above MAX_CLASS + 1 in 4 bits.
         let v = c.raw(u32::from(neg) | (cls.wrapping_sub(MAX_CLASS + 1) << 1), 5);
         (v & 1 == 1, MAX_CLASS + 1 + (v >> 1))
     };
     let low = c.raw(mag as u32, k) as u64;
-    let got = (1u64 << k) | low;
+    let got = ((1u64 << k) | low) & 0u64.wrapping_sub(u64::from(s != 0));
     let room = if neg { pi } else { hi - pi } as u64;
     if got > room {
         c.invalid();
     }
     let got = got.min(room) as i64;
-    if neg {
-        pi - got
-    } else {
-        pi + got
-    }
+    // pi - got or pi + got, without a branch.
+    let sign = -i64::from(neg);
+    pi + ((got ^ sign) - sign)
 }
 
 /// A point or cell corner packed in one integer, axis `a` in bits `16 a ..
