@@ -631,21 +631,34 @@ fn walk<C: BitCoder, S: Side>(c: &mut C, w: &mut Walk, side: &mut S, total: usiz
                 t += 1;
                 bit >>= u32::from(axis == 2);
                 axis = next_axis(axis);
-                if let Some(slot) = stack.get_mut(sp) {
-                    *slot = Pending {
-                        corner: up,
-                        t,
-                        lo: (lo + k) as u32,
-                        n: (n - k) as u32,
-                        hist,
-                        bit,
-                        axis: axis as u8,
-                    };
-                    sp += 1;
+                if n == 2 && t < end {
+                    // A pair splits into two single points: code both
+                    // here (lower first), without a trip through the
+                    // dispatch and the stack (the upper one as if popped).
+                    let q = w.point(c, t, corner, pack(side.get(lo)));
+                    side.put(lo, 1, unpack(q));
+                    w.anc = w.anc.min(t as usize);
+                    let q = w.point(c, t, up, pack(side.get(lo + 1)));
+                    side.put(lo + 1, 1, unpack(q));
+                } else {
+                    if let Some(slot) = stack.get_mut(sp) {
+                        *slot = Pending {
+                            corner: up,
+                            t,
+                            lo: (lo + k) as u32,
+                            n: (n - k) as u32,
+                            hist,
+                            bit,
+                            axis: axis as u8,
+                        };
+                        sp += 1;
+                    }
+                    n = k;
+                    continue;
                 }
-                n = k;
+            } else {
+                continue;
             }
-            continue;
         } else {
             w.entry[t as usize % DEPTHS] = w.ev;
             let k = side.lower(lo, n, axis, bit);
