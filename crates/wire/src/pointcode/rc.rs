@@ -679,16 +679,26 @@ impl<'a> Decoder<'a> {
     }
 
     /// Shifts in bytes until `range >= 2^24` (as the encoder's
-    /// `normalize`). Every coded decision or symbol leaves at least `range >>
-    /// 15 >= 2^9` of the range (a [`Cdf`] interval is at least `range >> 15`
-    /// wide, a [`Prob`] or [`Fp`] one at least `range >> 12` or `15 (range >>
-    /// 16)`), so at most two bytes come in, and both counts are taken
-    /// without a branch: whether a byte is due is as random as the decoded
-    /// data, and the loop's exit was the decoder's most mispredicted branch
-    /// (about one per point; bench/pointcode/RESULTS.md, session 9). The
-    /// loop after it never runs for a range left by a coding step.
+    /// `normalize`), one at a time: after a binary decision (formats 3
+    /// and 4), where a byte is due about once in eight decisions.
     #[inline(always)]
     fn normalize(&mut self) {
+        while self.range < TOP {
+            self.range <<= 8;
+            self.code = (self.code << 8) | self.next() as u32;
+        }
+    }
+
+    /// [`Decoder::normalize`] after a [`Cdf`] symbol (format 5): it leaves
+    /// at least `range >> 15 >= 2^9` of the range (every symbol's interval
+    /// is at least `range >> 15` wide), so at most two bytes come in, and
+    /// both counts are taken without a branch: whether a byte is due after
+    /// a symbol is as random as the decoded data, and the loop's exit was
+    /// format 5's most mispredicted branch (about one per point;
+    /// bench/pointcode/RESULTS.md, session 9). The loop after it never runs
+    /// for a range left by a symbol.
+    #[inline(always)]
+    fn normalize_symbol(&mut self) {
         let n = u32::from(self.range < TOP) + u32::from(self.range < 1 << 16);
         let b0 = u32::from(self.input.get(self.pos).copied().unwrap_or(0));
         let b1 = u32::from(self.input.get(self.pos + 1).copied().unwrap_or(0));
@@ -698,10 +708,7 @@ impl<'a> Decoder<'a> {
         self.code = ((u64::from(self.code) << sh) as u32) | bytes;
         self.range = (u64::from(self.range) << sh) as u32;
         self.pos += n as usize;
-        while self.range < TOP {
-            self.range <<= 8;
-            self.code = (self.code << 8) | self.next() as u32;
-        }
+        self.normalize();
     }
 }
 
@@ -738,7 +745,7 @@ impl BitCoder for Decoder<'_> {
         self.code -= lo;
         self.range = hi - lo;
         m.update(s);
-        self.normalize();
+        self.normalize_symbol();
         s
     }
 
@@ -770,7 +777,7 @@ impl BitCoder for Decoder<'_> {
 mod normalize_tests {
     use super::{Decoder, TOP};
 
-    /// The branch-free `Decoder::normalize` shifts in the same bytes as
+    /// The branch-free `Decoder::normalize_symbol` shifts in the same bytes as
     /// the byte-by-byte loop it replaced, for every range a coding step
     /// can leave (at least 2^9) and for streams ending at every position.
     #[test]
@@ -798,7 +805,7 @@ mod normalize_tests {
                     c = (c << 8) | u32::from(d.input.get(p).copied().unwrap_or(0));
                     p += 1;
                 }
-                d.normalize();
+                d.normalize_symbol();
                 assert_eq!(
                     (d.range, d.code, d.pos),
                     (r, c, p),
