@@ -678,12 +678,37 @@ impl<'a> Decoder<'a> {
         b
     }
 
+    /// Shifts in bytes until `range >= 2^24` (as the encoder's
+    /// `normalize`), one at a time: after a binary decision (formats 3
+    /// and 4), where a byte is due about once in eight decisions.
     #[inline(always)]
     fn normalize(&mut self) {
         while self.range < TOP {
             self.range <<= 8;
             self.code = (self.code << 8) | self.next() as u32;
         }
+    }
+
+    /// [`Decoder::normalize`] after a [`Cdf`] symbol (format 5): it leaves
+    /// at least `range >> 15 >= 2^9` of the range (every symbol's interval
+    /// is at least `range >> 15` wide), so at most two bytes come in, and
+    /// both counts are taken without a branch: whether a byte is due after
+    /// a symbol is as random as the decoded data, and the loop's exit was
+    /// format 5's most mispredicted branch (about one per point;
+    /// bench/pointcode/RESULTS.md, session 9). The loop after it never runs
+    /// for a range left by a symbol.
+    #[inline(always)]
+    fn normalize_symbol(&mut self) {
+        let n = u32::from(self.range < TOP) + u32::from(self.range < 1 << 16);
+        let b0 = u32::from(self.input.get(self.pos).copied().unwrap_or(0));
+        let b1 = u32::from(self.input.get(self.pos + 1).copied().unwrap_or(0));
+        let sh = 8 * n;
+        // n = 0: nothing; 1: b0; 2: b0 then b1.
+        let bytes = (b0 << 8 | b1) >> (16 - sh);
+        self.code = ((u64::from(self.code) << sh) as u32) | bytes;
+        self.range = (u64::from(self.range) << sh) as u32;
+        self.pos += n as usize;
+        self.normalize();
     }
 }
 
@@ -720,7 +745,7 @@ impl BitCoder for Decoder<'_> {
         self.code -= lo;
         self.range = hi - lo;
         m.update(s);
-        self.normalize();
+        self.normalize_symbol();
         s
     }
 
@@ -729,18 +754,64 @@ impl BitCoder for Decoder<'_> {
         // Position-based reader: one 8-byte little-endian load at the byte
         // holding the next bit (zeros past the end; over-reads are detected
         // from `rbit` afterwards), no refill loop.
+        // The fast path is one 8-byte load; the word is built as a `u64` on
+        // both paths (an `[u8; 8]` shared by both was assembled byte by
+        // byte on the fast path too: 25 instructions instead of 1).
         let i = (self.rbit >> 3) as usize;
-        let mut a = [0u8; 8];
-        match self.raw.get(i..i.saturating_add(8)) {
-            Some(b) => a.copy_from_slice(b),
+        let word = match self.raw.get(i..i.saturating_add(8)) {
+            Some(b) => b.try_into().map(u64::from_le_bytes).unwrap_or(0),
             None => {
-                for (j, x) in a.iter_mut().enumerate() {
-                    *x = self.raw.get(i + j).copied().unwrap_or(0);
+                let mut w = 0u64;
+                for j in 0..8 {
+                    w |= u64::from(self.raw.get(i + j).copied().unwrap_or(0)) << (8 * j);
                 }
+                w
             }
-        }
-        let word = u64::from_le_bytes(a) >> (self.rbit & 7);
+        } >> (self.rbit & 7);
         self.rbit += u64::from(k);
         (word & ((1u64 << k) - 1)) as u32
+    }
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use super::{Decoder, TOP};
+
+    /// The branch-free `Decoder::normalize_symbol` shifts in the same bytes as
+    /// the byte-by-byte loop it replaced, for every range a coding step
+    /// can leave (at least 2^9) and for streams ending at every position.
+    #[test]
+    fn normalize_matches_the_byte_loop() {
+        let body: [u8; 12] = [
+            9, 1, 0x80, 0xFF, 0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE, 0xF0,
+        ];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for range in (9..31)
+            .flat_map(|b| [1u32 << b, (1u32 << b) + 1, (1u32 << (b + 1)) - 1])
+            .chain([u32::MAX, TOP - 1, TOP])
+        {
+            for pos in 0..12 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let code = (x >> 32) as u32 % range;
+                let mut d = Decoder::new(&body).expect("length byte");
+                d.pos = pos;
+                d.range = range;
+                d.code = code;
+                let (mut r, mut c, mut p) = (range, code, pos);
+                while r < TOP {
+                    r <<= 8;
+                    c = (c << 8) | u32::from(d.input.get(p).copied().unwrap_or(0));
+                    p += 1;
+                }
+                d.normalize_symbol();
+                assert_eq!(
+                    (d.range, d.code, d.pos),
+                    (r, c, p),
+                    "range {range:#x} pos {pos}"
+                );
+            }
+        }
     }
 }

@@ -429,6 +429,47 @@ fn v5_runs_and_big_splits_roundtrip() {
     }
 }
 
+/// Pairs and triples whose points first differ at every depth, after other
+/// points (so that isolated points get a plane): the decoder codes a
+/// pair's two points in place right after its run (at the last depth they
+/// are voxels instead), and a triple splits 1 + 2 or 2 + 1.
+#[test]
+fn v5_pairs_and_triples_split_at_every_depth() {
+    for bits in [8u8, 11, 16] {
+        let max = ((1u32 << bits) - 1) as u16;
+        // Context: a small tilted plane near the origin (coded first).
+        let ctx: Vec<[u16; 3]> = (0..12u16)
+            .map(|i| [i % 4, i / 4, (i % 4 + i / 4) / 2])
+            .collect();
+        for d in 0..3 * u32::from(bits) {
+            let (a, bit) = ((d % 3) as usize, 1u16 << (u32::from(bits) - 1 - d / 3));
+            // Both points in the upper octant, differing first at depth d.
+            let mut lo = [max / 2 + max / 5, max / 2 + max / 7, max / 2 + max / 3];
+            for x in &mut lo {
+                *x |= 1 << (bits - 1);
+            }
+            lo[a] &= !bit;
+            // Bits below `bit` (and on the later axes at its level) vary.
+            let mut up = [lo[0] ^ (bit >> 1), lo[1] ^ 0x5555, lo[2] ^ 0x0F0F];
+            for (i, x) in up.iter_mut().enumerate() {
+                // Keep the prefix above depth d equal to `lo`'s: on the
+                // axes split before `a` at this level, from `bit` up.
+                let b = u32::from(bit) << u32::from(i >= a);
+                let keep = !(b - 1) as u16;
+                *x = (lo[i] & keep) | (*x & !keep & max);
+            }
+            up[a] |= bit;
+            let twin = |p: [u16; 3]| [p[0], p[1], p[2] ^ 1];
+            for extra in [vec![], vec![twin(lo)], vec![twin(up)], vec![lo], vec![up]] {
+                let mut c = ctx.clone();
+                c.extend([lo, up]);
+                c.extend(extra);
+                roundtrip(&mut c, bits);
+            }
+        }
+    }
+}
+
 /// Exhaustive over every bit depth: all clouds of 1..=3 points (duplicates
 /// included) whose coordinates are 0 or `2^bits - 1`, the class of the
 /// fuzz-found bug where an all-zero arithmetic body was trimmed away.

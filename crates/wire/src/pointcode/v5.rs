@@ -187,19 +187,12 @@ impl Models {
 }
 
 /// Codes `k`, the number of the cell's `n >= 2` points in the lower half
-/// along `axis`; returns the (decoded) `k`.
+/// along the split axis, whose split history is `h` (0..=2); returns the
+/// (decoded) `k`.
 #[inline(always)]
-fn code_split<C: BitCoder>(
-    c: &mut C,
-    m: &mut Models,
-    axis: usize,
-    hist: [u8; 3],
-    n: usize,
-    k: usize,
-) -> usize {
+fn code_split<C: BitCoder>(c: &mut C, m: &mut Models, h: usize, n: usize, k: usize) -> usize {
     if n <= SMALL {
-        let axis = axis.min(2);
-        let ctx = SMALL_BASE[n & 15] as usize + hist[axis] as usize;
+        let ctx = SMALL_BASE[n & 15] as usize + h;
         let s = c.sym(&mut m.small[ctx & (SMALL_SLOTS - 1)], k);
         #[cfg(test)]
         {
@@ -211,7 +204,7 @@ fn code_split<C: BitCoder>(
         }
         s
     } else {
-        code_big(c, m, axis, hist, n, k)
+        code_big(c, m, h, n, k)
     }
 }
 
@@ -229,16 +222,15 @@ fn code_run<C: BitCoder>(
     c: &mut C,
     m: &mut Models,
     axis: usize,
-    hist: [u8; 3],
+    h: usize,
     n: usize,
     room: u32,
     j: u32,
     sides: u64,
     k: usize,
 ) -> (u32, u64, usize) {
-    let a = axis.min(2);
     let three = usize::from(n > 2);
-    let ctx = 9 * three + 3 * a + hist[a] as usize;
+    let ctx = 9 * three + 3 * axis.min(2) + h;
     // Escape threshold of j: 15 for pairs, 7 for triples.
     let esc = (15 - 8 * three) as u32;
     let kk = k.wrapping_sub(1) & three;
@@ -258,7 +250,12 @@ fn code_run<C: BitCoder>(
     }
     let j = got;
     let low = c.raw(sides as u32, j.min(32));
-    let high = c.raw((sides >> 32) as u32, j.saturating_sub(32));
+    // (Runs past 32 depths are rare: skip the empty read.)
+    let high = if j > 32 {
+        c.raw((sides >> 32) as u32, j - 32)
+    } else {
+        0
+    };
     (j, u64::from(low) | u64::from(high) << 32, k)
 }
 
@@ -269,14 +266,7 @@ fn code_run<C: BitCoder>(
 /// class above [`BIG_CLASS`] in 5 raw bits); then the bits of `|d|` below
 /// its leading 1, raw. Returns the (decoded) `k`.
 #[inline(always)]
-fn code_big<C: BitCoder>(
-    c: &mut C,
-    m: &mut Models,
-    axis: usize,
-    hist: [u8; 3],
-    n: usize,
-    k: usize,
-) -> usize {
+fn code_big<C: BitCoder>(c: &mut C, m: &mut Models, hx: usize, n: usize, k: usize) -> usize {
     let h = (n / 2) as i64;
     let d = k as i64 - h;
     let mag = d.unsigned_abs();
@@ -293,7 +283,7 @@ fn code_big<C: BitCoder>(
         ESCAPE
     };
     let lb = ((usize::BITS - 1 - n.leading_zeros()) as usize - SMALL_LOG).min(BIG_LB - 1);
-    let ctx = 3 * lb + hist[axis.min(2)] as usize;
+    let ctx = 3 * lb + hx;
     let s = c.sym(&mut m.big[ctx & (BIG_SLOTS - 1)], s);
     #[cfg(test)]
     {
@@ -350,83 +340,146 @@ fn code_residual5<C: BitCoder>(
         m.stats.res[ctx & (RES_SLOTS - 1)][s % 16] += 1;
     }
     m.last = LAST_OF[s % 16] as usize;
-    if s == 0 {
-        return pi;
-    }
+    // Symbol 0 (e = 0) takes the same branch-free path as the classes, as
+    // class 0 with its leading 1 masked off (no raw bit either way): whether
+    // a residual is zero is as unpredictable as the data.
     let (neg, k) = if s < ESCAPE {
-        (((s - 1) & 1 == 1) ^ flip, (s as u32 - 1) / 2)
+        (
+            ((s.wrapping_sub(1)) & 1 == 1) ^ flip,
+            (s as u32).saturating_sub(1) / 2,
+        )
     } else {
         // Sign, then the class above MAX_CLASS + 1 in 4 bits.
         let v = c.raw(u32::from(neg) | (cls.wrapping_sub(MAX_CLASS + 1) << 1), 5);
         (v & 1 == 1, MAX_CLASS + 1 + (v >> 1))
     };
     let low = c.raw(mag as u32, k) as u64;
-    let got = (1u64 << k) | low;
+    let got = ((1u64 << k) | low) & 0u64.wrapping_sub(u64::from(s != 0));
     let room = if neg { pi } else { hi - pi } as u64;
     if got > room {
         c.invalid();
     }
     let got = got.min(room) as i64;
-    if neg {
-        pi - got
-    } else {
-        pi + got
-    }
+    // pi - got or pi + got, without a branch.
+    let sign = -i64::from(neg);
+    pi + ((got ^ sign) - sign)
 }
 
-/// Codes the single point `p` of the cell with corner `corner` and `r[a]`
-/// free bits on axis `a`, given the plane `plane` (if any); returns the
-/// (decoded) point. As format 4 except for the residual.
+/// A point or cell corner packed in one integer, axis `a` in bits `16 a ..
+/// 16 a + 16`. The walk keeps corners, points and split histories packed, so
+/// that setting the lane of a run-time axis is a shift and an OR in a
+/// register. As `[u16; 3]` / `[u8; 3]` arrays they were written to the stack
+/// lane by lane and then read back whole, which the CPU cannot forward from
+/// the narrower stores: a store-forwarding stall of a dozen cycles on the
+/// decoder's chain several times per point (bench/pointcode/RESULTS.md,
+/// session 9).
+type Packed = u64;
+
+/// Lane `a` (0..=2) of `x`.
 #[inline(always)]
+fn lane(x: Packed, a: usize) -> u16 {
+    (x >> ((16 * a) & 63)) as u16
+}
+
+/// `v` in lane `a` (0..=2).
+#[inline(always)]
+fn at(v: u64, a: usize) -> Packed {
+    v << ((16 * a) & 63)
+}
+
+#[inline(always)]
+fn pack(p: [u16; 3]) -> Packed {
+    u64::from(p[0]) | u64::from(p[1]) << 16 | u64::from(p[2]) << 32
+}
+
+#[inline(always)]
+fn unpack(x: Packed) -> [u16; 3] {
+    [x as u16, (x >> 16) as u16, (x >> 32) as u16]
+}
+
+/// The axis split after `a` (0 -> 1 -> 2 -> 0), without a table.
+#[inline(always)]
+fn next_axis(a: usize) -> usize {
+    (0b00_10_01 >> ((2 * a) & 31)) & 3
+}
+
+/// Split history of axis `a` in `hist` (one byte per axis: 0 none yet, 1
+/// one-sided, 2 two-sided).
+#[inline(always)]
+fn hist_of(hist: u32, a: usize) -> usize {
+    ((hist >> ((8 * a) & 31)) & 0xFF) as usize
+}
+
+/// `hist` with the history of axis `a` set to `v`.
+#[inline(always)]
+fn set_hist(hist: u32, a: usize, v: u32) -> u32 {
+    let sh = (8 * a) & 31;
+    (hist & !(0xFF << sh)) | v << sh
+}
+
+/// Codes the single point `p` of the cell with corner `corner` (packed)
+/// at depth `t` (`base` free bits on the last axis of the level, one more
+/// on the axes already split at it), given the plane `plane` (if any);
+/// returns the (decoded) point, packed. As format 4 except for the
+/// residual.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn code_point<C: BitCoder>(
     c: &mut C,
     m: &mut Models,
     plane: Option<Plane>,
-    corner: [u16; 3],
-    r: [u8; 3],
-    p: [u16; 3],
+    corner: Packed,
+    base: u8,
+    part: usize,
+    p: Packed,
     ctx: usize,
-) -> [u16; 3] {
-    let mut q = corner;
+) -> Packed {
+    // Free bits on axis `a`.
+    let r = |a: usize| base - u8::from(part > a);
     c.cat(1);
     let Some(pl) = plane else {
+        let mut q = corner;
         for a in 0..3 {
-            let raw_bits = r[a].saturating_sub(PLAIN_MODELLED);
-            for i in (raw_bits..r[a]).rev() {
-                if c.fbit(&mut m.plain[a][i as usize], (p[a] >> i) & 1 == 1) {
-                    q[a] |= 1 << i;
+            let ra = r(a);
+            let pa = lane(p, a);
+            let raw_bits = ra.saturating_sub(PLAIN_MODELLED);
+            for i in (raw_bits..ra).rev() {
+                if c.fbit(&mut m.plain[a][i as usize], (pa >> i) & 1 == 1) {
+                    q |= at(1 << i, a);
                 }
             }
-            q[a] |= c.raw(p[a] as u32, raw_bits as u32) as u16;
+            q |= at(u64::from(c.raw(u32::from(pa), u32::from(raw_bits))), a);
         }
         return q;
     };
     let w = pl.axis;
     let (u, v) = tangents(w);
+    let (ru, rv, rw) = (r(u), r(v), r(w));
     c.cat(2);
-    let mu = (1u32 << r[u]) - 1;
+    let mu = (1u32 << ru) - 1;
     let tv = c.raw(
-        (p[u] as u32 & mu) | ((p[v] as u32) << r[u]),
-        u32::from(r[u] + r[v]),
+        (u32::from(lane(p, u)) & mu) | (u32::from(lane(p, v)) << ru),
+        u32::from(ru + rv),
     );
-    q[u] |= (tv & mu) as u16;
-    q[v] |= (tv >> r[u]) as u16;
-    if r[w] == 0 {
+    // Offsets of the tangent coordinates in the cell.
+    let (ou, ov) = (tv & mu, (tv >> ru) & 0xFFFF);
+    let q = corner | at(u64::from(ou), u) | at(u64::from(ov), v);
+    if rw == 0 {
         return q;
     }
-    let du = (q[u] - corner[u]) as f64 - pl.pu;
-    let dv = (q[v] - corner[v]) as f64 - pl.pv;
+    let du = f64::from(ou) - pl.pu;
+    let dv = f64::from(ov) - pl.pv;
     let rel = pl.pw + pl.bu * du + pl.bv * dv;
     let pred = (rel * 16.0) as i64;
-    let hi = (1i64 << r[w]) - 1;
+    let hi = (1i64 << rw) - 1;
     let pi = (pred.saturating_add(8) >> 4).clamp(0, hi);
-    let e = (p[w] as i64 - corner[w] as i64) - pi;
+    let cw = lane(corner, w);
+    let e = (i64::from(lane(p, w)) - i64::from(cw)) - pi;
     c.cat(8 + pl.sb);
     let frac = pred.saturating_sub(16 * pi);
     let val = code_residual5(c, m, ctx, frac < 0, pi, hi, e);
-
-    q[w] = corner[w] + val as u16;
-    q
+    // `val` is in 0..=hi: the corner's low `rw` bits are 0.
+    q | at(val as u64, w)
 }
 
 /// State shared by the encoder's and the decoder's tree walk (as format 4;
@@ -435,8 +488,10 @@ fn code_point<C: BitCoder>(
 struct Walk {
     m: Models,
     bits: u8,
-    total: Sums,
     ev: u64,
+    /// `ring[j % RING]`: the running sums after event `j` (`ring[ev %
+    /// RING]` is the total; format 4 keeps a separate total, whose copy into
+    /// the ring read it back wider than its fields had just been written).
     ring: [Sums; RING],
     entry: [u64; DEPTHS],
     anc: usize,
@@ -452,7 +507,6 @@ impl Walk {
         Walk {
             m,
             bits,
-            total: Sums::default(),
             ev: 0,
             ring: [Sums::default(); RING],
             entry: [0; DEPTHS],
@@ -461,23 +515,20 @@ impl Walk {
     }
 
     #[inline(always)]
-    fn push(&mut self, p: [u16; 3], k: u64) {
-        self.total.add(p, k);
+    fn push(&mut self, p: Packed, k: u64) {
+        let mut s = self.ring[self.ev as usize % RING];
+        s.add(unpack(p), k);
         self.ev = self.ev.wrapping_add(1);
-        self.ring[self.ev as usize % RING] = self.total;
+        self.ring[self.ev as usize % RING] = s;
     }
 
     /// Codes the isolated point `p` of the node at depth `t`; returns it
     /// and adds it to the running sums (ancestor search as format 4).
     #[inline(always)]
-    fn point<C: BitCoder>(&mut self, c: &mut C, t: u32, corner: [u16; 3], p: [u16; 3]) -> [u16; 3] {
+    fn point<C: BitCoder>(&mut self, c: &mut C, t: u32, corner: Packed, p: Packed) -> Packed {
         let lvl = (t / 3) as u8;
         let part = (t % 3) as usize;
-        let r = [
-            self.bits - lvl - u8::from(part > 0),
-            self.bits - lvl - u8::from(part > 1),
-            self.bits - lvl,
-        ];
+        let base = self.bits - lvl;
         let need = self.ev.wrapping_sub(MIN_FIT);
         let enough = self.ev >= MIN_FIT;
         let t = t as usize;
@@ -510,32 +561,33 @@ impl Walk {
             0
         };
         let plane = if m > 0 {
+            let total = &self.ring[self.ev as usize % RING];
             let e = &self.ring[self.ev.wrapping_sub(m) as usize % RING];
-            fit(&self.total.minus(e), corner)
+            fit(&total.minus(e), unpack(corner))
         } else {
             None
         };
         // Free bits of the cell (its size), known before the fit.
-        let rb = (self.bits - lvl).clamp(2, 7) as usize - 2;
+        let rb = base.clamp(2, 7) as usize - 2;
         let ctx = 3 * rb;
-        let q = code_point(c, &mut self.m, plane, corner, r, p, ctx);
+        let q = code_point(c, &mut self.m, plane, corner, base, part, p, ctx);
         self.push(q, 1);
         q
     }
 }
 
 /// A node waiting to be coded: the upper child of a two-sided split.
-/// 24 bytes: counts and offsets fit `u32` (at most [`super::MAX_POINTS`]
+/// 32 bytes: counts and offsets fit `u32` (at most [`super::MAX_POINTS`]
 /// points).
 #[derive(Clone, Copy, Default)]
 struct Pending {
+    corner: Packed,
     t: u32,
     lo: u32,
     n: u32,
+    hist: u32,
     bit: u16,
-    corner: [u16; 3],
     axis: u8,
-    hist: [u8; 3],
 }
 
 /// The whole tree walk, depth first, lower child first (canonical order),
@@ -546,85 +598,93 @@ fn walk<C: BitCoder, S: Side>(c: &mut C, w: &mut Walk, side: &mut S, total: usiz
     let mut stack = [Pending::default(); DEPTHS];
     let mut sp = 0usize;
     let (mut t, mut lo, mut n) = (0u32, 0usize, total);
-    let mut corner = [0u16; 3];
-    let mut hist = [0u8; 3];
+    let mut corner: Packed = 0;
+    let mut hist = 0u32;
     let mut axis = 0usize;
     let mut bit = 1u16 << (w.bits - 1);
     loop {
         if t >= end {
-            side.put(lo, n, corner);
+            side.put(lo, n, unpack(corner));
             w.push(corner, n as u64);
         } else if n == 1 {
-            let q = w.point(c, t, corner, side.get(lo));
-            side.put(lo, 1, q);
+            let q = w.point(c, t, corner, pack(side.get(lo)));
+            side.put(lo, 1, unpack(q));
         } else if n <= 3 {
             // Two or three points: the depths on which all lie on the same
             // side and the split after them (one symbol, the sides raw).
             let (j, sides, k) = side.run(lo, n, t, end, axis, bit);
             c.cat(0);
-            let (j, sides, k) = code_run(c, &mut w.m, axis, hist, n, end - t, j, sides, k);
+            let h = hist_of(hist, axis);
+            let (j, sides, k) = code_run(c, &mut w.m, axis, h, n, end - t, j, sides, k);
             for d in 0..j {
                 w.entry[t as usize % DEPTHS] = w.ev;
-                let a = axis.min(2);
-                hist[a] = 1;
-                if (sides >> (d % 64)) & 1 == 1 {
-                    corner[a] |= bit;
-                }
+                hist = set_hist(hist, axis, 1);
+                corner |= at(((sides >> (d % 64)) & 1) * u64::from(bit), axis);
                 t += 1;
-                bit >>= u32::from(a == 2);
-                axis = [1, 2, 0][a];
+                bit >>= u32::from(axis == 2);
+                axis = next_axis(axis);
             }
             if t < end {
                 w.entry[t as usize % DEPTHS] = w.ev;
-                let a = axis.min(2);
-                hist[a] = 2;
-                let mut up = corner;
-                up[a] |= bit;
+                hist = set_hist(hist, axis, 2);
+                let up = corner | at(u64::from(bit), axis);
                 t += 1;
-                bit >>= u32::from(a == 2);
-                axis = [1, 2, 0][a];
-                if let Some(slot) = stack.get_mut(sp) {
-                    *slot = Pending {
-                        t,
-                        lo: (lo + k) as u32,
-                        n: (n - k) as u32,
-                        bit,
-                        corner: up,
-                        axis: axis as u8,
-                        hist,
-                    };
-                    sp += 1;
+                bit >>= u32::from(axis == 2);
+                axis = next_axis(axis);
+                if n == 2 && t < end {
+                    // A pair splits into two single points: code both
+                    // here (lower first), without a trip through the
+                    // dispatch and the stack (the upper one as if popped).
+                    let q = w.point(c, t, corner, pack(side.get(lo)));
+                    side.put(lo, 1, unpack(q));
+                    w.anc = w.anc.min(t as usize);
+                    let q = w.point(c, t, up, pack(side.get(lo + 1)));
+                    side.put(lo + 1, 1, unpack(q));
+                } else {
+                    if let Some(slot) = stack.get_mut(sp) {
+                        *slot = Pending {
+                            corner: up,
+                            t,
+                            lo: (lo + k) as u32,
+                            n: (n - k) as u32,
+                            hist,
+                            bit,
+                            axis: axis as u8,
+                        };
+                        sp += 1;
+                    }
+                    n = k;
+                    continue;
                 }
-                n = k;
+            } else {
+                continue;
             }
-            continue;
         } else {
             w.entry[t as usize % DEPTHS] = w.ev;
             let k = side.lower(lo, n, axis, bit);
             c.cat(0);
-            let k = code_split(c, &mut w.m, axis, hist, n, k);
+            let k = code_split(c, &mut w.m, hist_of(hist, axis), n, k);
             t += 1;
             let (a, b) = (axis, bit);
             bit >>= u32::from(axis == 2);
-            axis = [1, 2, 0][axis.min(2)];
+            axis = next_axis(axis);
             if k == n {
-                hist[a] = 1;
+                hist = set_hist(hist, a, 1);
             } else if k == 0 {
-                hist[a] = 1;
-                corner[a] |= b;
+                hist = set_hist(hist, a, 1);
+                corner |= at(u64::from(b), a);
             } else {
-                hist[a] = 2;
-                let mut up = corner;
-                up[a] |= b;
+                hist = set_hist(hist, a, 2);
+                let up = corner | at(u64::from(b), a);
                 if let Some(slot) = stack.get_mut(sp) {
                     *slot = Pending {
+                        corner: up,
                         t,
                         lo: (lo + k) as u32,
                         n: (n - k) as u32,
-                        bit,
-                        corner: up,
-                        axis: axis as u8,
                         hist,
+                        bit,
+                        axis: axis as u8,
                     };
                     sp += 1;
                 }
