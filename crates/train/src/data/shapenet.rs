@@ -17,9 +17,21 @@
 //! resampled to the configured count. Voxels keep the binvox grid (resampled nearest to the
 //! configured resolution). There are no SDF samples and no part labels (`point_labels` and
 //! `part_names` are empty).
+//!
+//! **Ground truth is read once per model**, not once per view: a bounded cache keeps the last
+//! [`GT_CACHE_MODELS`] models' finished ground truth (resampled points and voxels, exactly
+//! what every view of the model carries), so an epoch over the 24 views of each model reads
+//! its `.npy` and `.binvox` once. Memory: at most `capacity x (12 x n_points + voxel_res^3)`
+//! bytes (256 models at 2048 points and 32^3 voxels: 14.6 MB), plus the models threads are
+//! loading at the moment; see [`ShapeNetR2n2::with_gt_cache`].
+//!
+//! **Cameras** are converted from the 3D-R2N2 renderer's convention into [`Camera`]'s (see
+//! [`r2n2_camera`] and `docs/datasets.md`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -102,6 +114,54 @@ struct Model {
     voxels: Option<PathBuf>,
 }
 
+/// Models whose ground truth [`ShapeNetR2n2`] keeps in memory by default.
+pub const GT_CACHE_MODELS: usize = 256;
+
+/// One model's ground truth as its samples carry it (normalised and resampled points,
+/// resampled voxels): the same for every view of the model.
+#[derive(Debug, Default)]
+struct ModelGt {
+    points: Vec<[f32; 3]>,
+    voxels: Vec<u8>,
+}
+
+/// A slot of the ground-truth cache: filled by the first thread that needs the model, under
+/// the slot's own lock, so threads wanting the same model wait for that one read.
+type GtSlot = Arc<Mutex<Option<Arc<ModelGt>>>>;
+
+/// Least-recently-used cache of [`ModelGt`] by model index, at most `capacity` slots.
+#[derive(Debug, Default)]
+struct GtCache {
+    capacity: usize,
+    slots: HashMap<usize, GtSlot>,
+    /// Model indices, least recently used first.
+    order: VecDeque<usize>,
+}
+
+impl GtCache {
+    /// The slot of model `m` (new and empty when it was not cached), marked most recently
+    /// used; evicts the least recently used beyond the capacity.
+    fn slot(&mut self, m: usize) -> GtSlot {
+        if let Some(pos) = self.order.iter().position(|&k| k == m) {
+            self.order.remove(pos);
+        }
+        self.order.push_back(m);
+        let slot = self.slots.entry(m).or_default().clone();
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.slots.remove(&old);
+            }
+        }
+        slot
+    }
+}
+
+/// Locks `m`, also after another thread panicked holding it (the data stays usable: a slot
+/// is either filled or empty).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// One split of ShapeNet renderings.
 #[derive(Debug)]
 pub struct ShapeNetR2n2 {
@@ -111,6 +171,9 @@ pub struct ShapeNetR2n2 {
     starts: Vec<usize>,
     class_names: Vec<String>,
     part_names: Vec<String>,
+    cache: Mutex<GtCache>,
+    /// Ground-truth files read so far (`.npy` and `.binvox`).
+    gt_reads: AtomicUsize,
 }
 
 /// Name of a synset (the id itself when it is not an R2N2 category).
@@ -141,8 +204,39 @@ fn read_split_file(path: &Path) -> Result<std::collections::HashSet<String>, Dat
         .collect())
 }
 
-/// Parses `rendering_metadata.txt` lines `azimuth elevation in-plane distance-ratio fov`.
-/// Distance ratios are scaled by 1.75 (the 3D-R2N2 renderer's maximum distance).
+/// The 3D-R2N2 renderer's maximum camera distance (`cfg.RENDERING.MAX_CAMERA_DIST`): a
+/// metadata line's distance ratio times this is the camera's distance from the origin.
+pub const R2N2_MAX_CAMERA_DIST: f32 = 1.75;
+
+/// Field of view of the 3D-R2N2 renderings, degrees: Blender's default camera (35 mm lens on
+/// a 32 mm sensor), `2 atan(16 / 35)` = 49.13 degrees. The renderer writes `25` in the
+/// metadata's last column but never applies it (its `setViewpoint` ignores `fov`).
+pub fn r2n2_fov_deg() -> f32 {
+    2.0 * (16.0f32 / 35.0).atan().to_degrees()
+}
+
+/// A [`Camera`] from one `rendering_metadata.txt` line of the 3D-R2N2 renderer
+/// (`lib/blender_renderer.py`: the camera sits at `(distance_ratio * 1.75, 0, 0)` in Blender
+/// and is rotated by the Euler angles `(-in_plane, -elevation, -azimuth)` about the origin;
+/// the `.obj` is imported with Blender's default axes, `-Z` forward and `Y` up).
+///
+/// In ShapeNet's model frame (y up) that puts the camera at
+/// `d * (cos(el) cos(az), sin(el), cos(el) sin(az))`: azimuth 0 on `+x`, azimuth 90 on `+z`,
+/// positive elevation above. [`Camera`] measures its azimuth from `+z` towards `+x`, so its
+/// azimuth is `90 - az`; elevation and in-plane rotation carry over, the distance is
+/// `ratio * 1.75` (ShapeNet model units) and the field of view [`r2n2_fov_deg`].
+pub fn r2n2_camera(azimuth_deg: f32, elevation_deg: f32, in_plane_deg: f32, ratio: f32) -> Camera {
+    Camera {
+        azimuth_deg: (90.0 - azimuth_deg).rem_euclid(360.0),
+        elevation_deg,
+        in_plane_deg,
+        distance: ratio * R2N2_MAX_CAMERA_DIST,
+        fov_deg: r2n2_fov_deg(),
+    }
+}
+
+/// Parses `rendering_metadata.txt` lines `azimuth elevation in-plane distance-ratio fov` into
+/// cameras of our convention ([`r2n2_camera`]; the fov column is read but not used).
 pub fn parse_metadata(text: &str, path: &Path) -> Result<Vec<Camera>, DataError> {
     let mut out = Vec::new();
     for (ln, line) in text.lines().enumerate() {
@@ -162,13 +256,13 @@ pub fn parse_metadata(text: &str, path: &Path) -> Result<Vec<Camera>, DataError>
                 format!("line {}: {} values, need 5", ln + 1, v.len()),
             ));
         }
-        out.push(Camera {
-            azimuth_deg: v[0],
-            elevation_deg: v[1],
-            in_plane_deg: v[2],
-            distance: v[3] * 1.75,
-            fov_deg: v[4],
-        });
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(DataError::parse(
+                path,
+                format!("line {}: a value is not finite", ln + 1),
+            ));
+        }
+        out.push(r2n2_camera(v[0], v[1], v[2], v[3]));
     }
     Ok(out)
 }
@@ -278,7 +372,73 @@ impl ShapeNetR2n2 {
             starts,
             class_names,
             part_names: Vec::new(),
+            cache: Mutex::new(GtCache {
+                capacity: GT_CACHE_MODELS,
+                ..GtCache::default()
+            }),
+            gt_reads: AtomicUsize::new(0),
         })
+    }
+
+    /// Keeps the ground truth of at most `models` models in memory (0: none, every sample
+    /// reads its model's files); the default is [`GT_CACHE_MODELS`]. Samples are the same
+    /// with any capacity.
+    pub fn with_gt_cache(self, models: usize) -> Self {
+        *lock(&self.cache) = GtCache {
+            capacity: models,
+            ..GtCache::default()
+        };
+        self
+    }
+
+    /// Ground-truth files (`.npy` point clouds, `.binvox` grids) read so far.
+    pub fn gt_reads(&self) -> usize {
+        self.gt_reads.load(Ordering::Relaxed)
+    }
+
+    /// Model `m`'s ground truth: from the cache, or read (once, whichever thread asks first).
+    fn ground_truth(&self, m: usize) -> Result<Arc<ModelGt>, DataError> {
+        let slot = {
+            let mut cache = lock(&self.cache);
+            if cache.capacity == 0 {
+                drop(cache);
+                return self.read_ground_truth(m).map(Arc::new);
+            }
+            cache.slot(m)
+        };
+        // the cache is unlocked: other models load meanwhile; this model's other views wait
+        let mut filled = lock(&slot);
+        if let Some(gt) = filled.as_ref() {
+            return Ok(Arc::clone(gt));
+        }
+        // an error leaves the slot empty: the next sample of the model tries again
+        let gt = Arc::new(self.read_ground_truth(m)?);
+        *filled = Some(Arc::clone(&gt));
+        Ok(gt)
+    }
+
+    /// Reads and prepares model `m`'s point cloud and voxel grid.
+    fn read_ground_truth(&self, m: usize) -> Result<ModelGt, DataError> {
+        let model = &self.models[m];
+        let mut points = Vec::new();
+        if let Some(p) = &model.points {
+            self.gt_reads.fetch_add(1, Ordering::Relaxed);
+            let arr = npy::read_npy(p)?;
+            let mut pts = arr.points().ok_or_else(|| {
+                DataError::parse(p, format!("shape {:?}, need [N, 3]", arr.shape))
+            })?;
+            normalize_points(&mut pts);
+            let mut rng = ChaCha8Rng::seed_from_u64(splitmix(self.opts.seed ^ (m as u64) << 8));
+            points = resample(&pts, self.opts.n_points, &mut rng);
+        }
+        let voxels = match &model.voxels {
+            Some(p) if self.opts.voxel_res > 0 => {
+                self.gt_reads.fetch_add(1, Ordering::Relaxed);
+                read_binvox(p, self.opts.voxel_res)?
+            }
+            _ => Vec::new(),
+        };
+        Ok(ModelGt { points, voxels })
     }
 
     /// Number of models in this split.
@@ -451,20 +611,8 @@ impl Dataset for ShapeNetR2n2 {
         let model = &self.models[m];
         let (png, camera) = &model.views[v];
         let image = load_picture(png, self.opts.background, self.opts.image_size)?;
-        let mut points = Vec::new();
-        if let Some(p) = &model.points {
-            let arr = npy::read_npy(p)?;
-            let mut pts = arr.points().ok_or_else(|| {
-                DataError::parse(p, format!("shape {:?}, need [N, 3]", arr.shape))
-            })?;
-            normalize_points(&mut pts);
-            let mut rng = ChaCha8Rng::seed_from_u64(splitmix(self.opts.seed ^ (m as u64) << 8));
-            points = resample(&pts, self.opts.n_points, &mut rng);
-        }
-        let voxels = match &model.voxels {
-            Some(p) if self.opts.voxel_res > 0 => read_binvox(p, self.opts.voxel_res)?,
-            _ => Vec::new(),
-        };
+        let gt = self.ground_truth(m)?;
+        let (points, voxels) = (gt.points.clone(), gt.voxels.clone());
         Ok(Sample {
             object: m as u32,
             class_id: model.class_id,
@@ -551,7 +699,8 @@ mod tests {
         let c = (16 * 32 + 16) * 3;
         assert_eq!(s.image[c], 200);
         assert_eq!(&s.image[0..3], &[255, 255, 255]);
-        assert_eq!(s.camera.azimuth_deg, 30.0);
+        // renderer azimuth 30 is our 90 - 30 (see `r2n2_camera`)
+        assert_eq!(s.camera.azimuth_deg, 60.0);
         assert!((s.camera.distance - 1.4).abs() < 1e-6);
         assert_eq!(s.points.len(), 128);
         let ext = (0..3)
@@ -591,6 +740,9 @@ mod tests {
         assert_eq!(c[1].elevation_deg, 40.0);
         assert!(parse_metadata("1 2 3\n", p).is_err());
         assert!(parse_metadata("a b c d e\n", p).is_err());
+        // a NaN or infinite camera would turn every projection into NaN
+        assert!(parse_metadata("NaN 20 0 0.5 25\n", p).is_err());
+        assert!(parse_metadata("10 20 0 inf 25\n", p).is_err());
         assert!(parse_binvox(b"#binvox 1\ndim 2 2 2\ndata\n\x01\x07", 2).is_err());
         assert!(parse_binvox(b"#binvox 1\ndim 2 2 2\ndata\n\x01\x09", 2).is_err());
         assert_eq!(
@@ -598,5 +750,138 @@ mod tests {
             vec![1; 8]
         );
         assert!(parse_binvox(b"nope", 2).is_err());
+    }
+
+    fn fixture_opts(root: &Path) -> R2n2Options {
+        R2n2Options {
+            rendering_dir: root.join("ShapeNetRendering"),
+            points_dir: Some(root.join("points")),
+            voxels_dir: Some(root.join("ShapeNetVox32")),
+            split_dir: Some(root.join("splits")),
+            image_size: 16,
+            n_points: 64,
+            voxel_res: 8,
+            ..R2n2Options::default()
+        }
+    }
+
+    #[test]
+    fn ground_truth_is_read_once_per_model() {
+        let root = std::env::temp_dir().join(format!("shapecast-r2n2-gt-{}", std::process::id()));
+        fixture(&root);
+        let opts = fixture_opts(&root);
+        // 6 models x 3 views, each model with a point cloud and a binvox grid
+        let cached = ShapeNetR2n2::open(opts.clone(), Split::Train).unwrap();
+        let uncached = ShapeNetR2n2::open(opts.clone(), Split::Train)
+            .unwrap()
+            .with_gt_cache(0);
+        assert_eq!((cached.models(), cached.len()), (6, 18));
+        for i in 0..cached.len() {
+            assert_eq!(
+                cached.get(i).unwrap(),
+                uncached.get(i).unwrap(),
+                "sample {i}"
+            );
+        }
+        // one read per file and model with the cache; one per view without
+        assert_eq!(cached.gt_reads(), 6 * 2);
+        assert_eq!(uncached.gt_reads(), 18 * 2);
+        // a second epoch reads nothing while every model fits
+        for i in 0..cached.len() {
+            cached.get(i).unwrap();
+        }
+        assert_eq!(cached.gt_reads(), 6 * 2);
+        // the capacity bounds what is kept: one model, least recently used evicted
+        let one = ShapeNetR2n2::open(opts, Split::Train)
+            .unwrap()
+            .with_gt_cache(1);
+        for i in [0, 1, 3, 4, 0, 2] {
+            one.get(i).unwrap();
+        }
+        // model 0 read, hit; model 1 read (evicts 0), hit; model 0 read again, hit
+        assert_eq!(one.gt_reads(), 3 * 2);
+        let cache = lock(&one.cache);
+        assert!(cache.slots.len() <= 1 && cache.order.len() <= 1);
+        drop(cache);
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    /// Where the 3D-R2N2 renderer puts an object point, computed from the projection public
+    /// code builds for these renderings (DISN / occupancy networks' `getBlenderProj`: camera
+    /// at `(ratio * 1.75, 0, 0)`, rotated by `-elevation` about y and `-azimuth` about z in
+    /// Blender, Blender's camera y and z flipped, 35 mm lens on a 32 mm sensor), composed
+    /// with Blender's default `.obj` import (`(x, y, z)` -> `(x, -z, y)`): camera frame x
+    /// right, y down, z forward, and pixels of a 137-pixel picture. Distance ratio 0.8.
+    #[rustfmt::skip]
+    const RENDERER: [(f32, f32, [f32; 3], [f32; 3], [f32; 2]); 9] = [
+        (0.0, 0.0, [0.5, 0.0, 0.0], [0.0, 0.0, 0.9], [68.5, 68.5]),
+        (0.0, 0.0, [0.0, 0.5, 0.0], [0.0, -0.5, 1.4], [68.5, 14.984]),
+        (0.0, 0.0, [0.0, 0.0, 0.5], [-0.5, 0.0, 1.4], [14.984, 68.5]),
+        (90.0, 0.0, [0.5, 0.0, 0.0], [0.5, 0.0, 1.4], [122.016, 68.5]),
+        (90.0, 0.0, [0.0, 0.0, 0.5], [0.0, 0.0, 0.9], [68.5, 68.5]),
+        (0.0, 30.0, [0.5, 0.0, 0.0], [0.0, 0.25, 0.96699], [68.5, 107.24]),
+        (0.0, 30.0, [0.0, 0.5, 0.0], [0.0, -0.43301, 1.15], [68.5, 12.079]),
+        (210.0, 25.0, [0.5, 0.0, 0.0], [-0.25, -0.183, 1.79244], [47.601, 53.202]),
+        (210.0, 25.0, [0.0, 0.0, 0.5], [0.43301, -0.10565, 1.62658], [108.39, 58.767]),
+    ];
+
+    fn assert_renderer_view(cam: &Camera, p: [f32; 3], want: [f32; 3], px: [f32; 2]) {
+        let got = cam.to_camera(p);
+        for k in 0..3 {
+            assert!(
+                (got[k] - want[k]).abs() < 1e-4,
+                "{cam:?} {p:?}: {got:?} != {want:?}"
+            );
+        }
+        let uv = cam.project(p, 137).unwrap();
+        for k in 0..2 {
+            assert!(
+                (uv[k] - px[k]).abs() < 2e-2,
+                "{cam:?} {p:?}: pixel {uv:?} != {px:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn r2n2_cameras_follow_the_renderer_convention() {
+        for (az, el, p, want, px) in RENDERER {
+            let line = format!("{az} {el} 0 0.8 25\n");
+            let cam = parse_metadata(&line, Path::new("m.txt")).unwrap()[0];
+            assert_renderer_view(&cam, p, want, px);
+        }
+        // the same through the loader: a model whose three views are azimuth 0 and 90 at
+        // elevation 0, and azimuth 0 at elevation 30
+        let root = std::env::temp_dir().join(format!("shapenet-r2n2-cam-{}", std::process::id()));
+        fixture(&root);
+        let meta = root.join("ShapeNetRendering/03001627/03001627model00/rendering");
+        std::fs::write(
+            meta.join("rendering_metadata.txt"),
+            "0 0 0 0.8 25\n90 0 0 0.8 25\n0 30 0 0.8 25\n",
+        )
+        .unwrap();
+        let ds = ShapeNetR2n2::open(fixture_opts(&root), Split::Train).unwrap();
+        let key = "03001627/03001627model00";
+        let first = (0..ds.len())
+            .find(|&i| ds.model_key(i).as_deref() == Some(key))
+            .unwrap();
+        for (view, (az, el)) in [(0.0, 0.0), (90.0, 0.0), (0.0, 30.0)]
+            .into_iter()
+            .enumerate()
+        {
+            let s = ds.get(first + view).unwrap();
+            for &(a, e, p, want, px) in RENDERER.iter().filter(|r| (r.0, r.1) == (az, el)) {
+                assert_eq!((a, e), (az, el));
+                assert_renderer_view(&s.camera, p, want, px);
+            }
+        }
+        // viewer-centred points (`data.frame` = camera): azimuth 90 looks along -z, so the
+        // object's +x is the picture's right and its +y the picture's up
+        let s = ds.get(first + 1).unwrap();
+        let q = crate::data::camera_frame_points(
+            &[[0.5, 0.0, 0.0], [-0.5, 0.0, 0.0], [0.0, 0.25, 0.0]],
+            &s.camera,
+        );
+        assert!(q[0][0] > 0.4 && q[1][0] < -0.4 && q[2][1] < 0.0, "{q:?}");
+        std::fs::remove_dir_all(&root).ok();
     }
 }

@@ -9,8 +9,11 @@ use std::process::Command;
 
 use shapecast_train::config::TrainConfig;
 use shapecast_train::data::fixtures::{write_pix3d, write_r2n2};
+use shapecast_train::data::shapenet::{R2n2Options, ShapeNetR2n2};
 use shapecast_train::data::{Sample, Split};
-use shapecast_train::datasets::{load_split, Pix3dSource, ShapeNetSource, PIX3D, SHAPENET_R2N2};
+use shapecast_train::datasets::{
+    load_samples, load_split, Pix3dSource, ShapeNetSource, PIX3D, SHAPENET_R2N2,
+};
 use shapecast_train::implicit::{load_set, ImplicitConfig, Kind};
 use shapecast_train::training::train_points;
 use shapecast_train::voxels::data::load_objects;
@@ -180,6 +183,35 @@ fn cli_trains_exports_and_evaluates_on_shapenet() {
         out.contains("`shapenet-r2n2` has no part labels") && out.contains("model.classes"),
         "{out}"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn shapenet_ground_truth_is_read_once_per_model_on_all_cores() {
+    let dir = tmp("ds-gt-cache");
+    write_r2n2(&dir).unwrap();
+    let opts = R2n2Options {
+        rendering_dir: dir.join("ShapeNetRendering"),
+        points_dir: Some(dir.join("points")),
+        voxels_dir: Some(dir.join("ShapeNetVox32")),
+        split_dir: Some(dir.join("splits")),
+        image_size: 16,
+        n_points: 64,
+        voxel_res: 8,
+        ..R2n2Options::default()
+    };
+    // the trainers' parallel loader over the train split: 6 models x 3 views, each model
+    // with a point cloud and a binvox grid
+    let ds = ShapeNetR2n2::open(opts.clone(), Split::Train).unwrap();
+    let all = load_samples(&ds, Split::Train, 0).unwrap();
+    assert_eq!(all.len(), 18);
+    assert_eq!(ds.gt_reads(), 6 * 2);
+    // the same samples as reading every view's files
+    let plain = ShapeNetR2n2::open(opts, Split::Train)
+        .unwrap()
+        .with_gt_cache(0);
+    assert_eq!(load_samples(&plain, Split::Train, 0).unwrap(), all);
+    assert_eq!(plain.gt_reads(), 18 * 2);
     std::fs::remove_dir_all(&dir).ok();
 }
 
