@@ -396,7 +396,7 @@ fn read_header(input: &[u8]) -> Result<(u8, u8, usize, usize), Error> {
 /// Encodes a quantized point multiset. `points` must be in canonical order
 /// (see [`sort_canonical`]) with every coordinate below `2^bits`. Returns bytes
 /// written into `out`; [`max_encoded_len`] bytes always suffice. No allocation.
-/// Uses the default [`Method`] ([`Method::Fast`]).
+/// Uses the default [`Method`] ([`Method::Symbol`], format 5).
 pub fn encode(points: &[[u16; 3]], bits: u8, out: &mut [u8]) -> Result<usize, Error> {
     encode_with(points, bits, Method::default(), out)
 }
