@@ -211,101 +211,6 @@ where
     /// The `Const` nodes and their values, seeded into the value table of every fresh
     /// session's first turn.
     const_values: Vec<(usize, TValue)>,
-    /// shapecast patch: sessions of finished [`SimplePlan::run`] calls, kept for the next call
-    /// on the same thread (see [`SpareSessions`]).
-    spare_sessions: SpareSessions,
-}
-
-/// shapecast patch: the sessions [`SimplePlan::run`] hands from one call to the next.
-///
-/// `run` used to build a fresh [`SimpleState`] per call: a new [`SessionId`], one
-/// [`EvalOp::state`] call per node, and at the end one [`EvalOp::drop_session`] per node, so
-/// whatever an op keys on its session (`OptMatMul`'s per-node output-store memo and scratch
-/// space) was rebuilt on every call. On a plan none of whose ops has a state (found on the
-/// first call: every [`EvalOp::state`] returned `None`) and with no turn handler, a state of
-/// `run` carries nothing from one call to the next but its session id and what ops key on it,
-/// so `run` keeps the session of a finished call (up to [`SpareSessions::MAX`], with the
-/// thread it ran on, since ops keep that scratch in thread-locals) and the next call on the
-/// same thread takes it back. The plan ends the sessions it still holds when it is dropped.
-#[derive(Default)]
-struct SpareSessions {
-    /// `None` until the first `run`, then whether the plan's states carry nothing between calls.
-    stateless: std::sync::OnceLock<bool>,
-    spare: std::sync::Mutex<Vec<(std::thread::ThreadId, SessionId)>>,
-}
-
-impl SpareSessions {
-    /// Sessions kept at most: one per thread running the plan, up to this many threads.
-    const MAX: usize = 8;
-
-    /// A plan's pool, empty; disabled for the plan's life when `TRACT_PLAN_FRESH_STATE` is set
-    /// as it is built.
-    fn new() -> SpareSessions {
-        let spare = SpareSessions::default();
-        if TRACT_PLAN_FRESH_STATE.get() {
-            let _ = spare.stateless.set(false);
-        }
-        spare
-    }
-
-    fn take(&self, thread: std::thread::ThreadId) -> Option<SessionId> {
-        let mut spare = self.spare.lock().ok()?;
-        let ix = spare.iter().position(|(t, _)| *t == thread)?;
-        Some(spare.swap_remove(ix).1)
-    }
-
-    /// Keeps `session` for `thread`, or gives it back when the pool is full.
-    fn put(&self, thread: std::thread::ThreadId, session: SessionId) -> Option<SessionId> {
-        match self.spare.lock() {
-            Ok(mut spare) if spare.len() < Self::MAX => {
-                spare.push((thread, session));
-                None
-            }
-            _ => Some(session),
-        }
-    }
-}
-
-crate::declare_knob!(
-    TRACT_PLAN_FRESH_STATE,
-    bool,
-    false,
-    "Give every SimplePlan::run call a fresh state and session (read when a plan is built)."
-);
-
-/// A clone of a plan starts with no spare session and learns its statelessness again.
-impl Clone for SpareSessions {
-    fn clone(&self) -> Self {
-        let spare = SpareSessions::default();
-        if self.stateless.get() == Some(&false) {
-            let _ = spare.stateless.set(false);
-        }
-        spare
-    }
-}
-
-impl Debug for SpareSessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SpareSessions({:?})", self.stateless.get())
-    }
-}
-
-impl<F, O> Drop for SimplePlan<F, O>
-where
-    F: Fact + Clone + 'static,
-    O: Debug + Display + AsRef<dyn Op> + AsMut<dyn Op> + Clone + 'static,
-{
-    fn drop(&mut self) {
-        let spare = match self.spare_sessions.spare.get_mut() {
-            Ok(spare) => std::mem::take(spare),
-            Err(poisoned) => std::mem::take(poisoned.into_inner()),
-        };
-        for (_, session) in spare {
-            for (ix, node) in self.model.nodes.iter().enumerate() {
-                node.op().drop_session(session, ix);
-            }
-        }
-    }
 }
 
 impl<F, O> SimplePlan<F, O>
@@ -540,7 +445,6 @@ where
             executor: options.executor.clone(),
             turn_handler: None,
             const_values,
-            spare_sessions: SpareSessions::new(),
         })
     }
 
@@ -549,29 +453,7 @@ where
     }
 
     pub fn run(self: &Arc<Self>, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        // shapecast patch: a plan whose states carry nothing between calls reuses the session
-        // of an earlier call on this thread (`SpareSessions`)
-        if self.turn_handler.is_none() && self.spare_sessions.stateless.get() == Some(&true) {
-            let thread = std::thread::current().id();
-            let session = self.spare_sessions.take(thread).unwrap_or_else(SessionId::next);
-            let mut state = SimpleState {
-                plan: Arc::clone(self),
-                op_states: vec![None; self.model.nodes.len()],
-                turn_state: TurnState::default(),
-                session,
-                recycle: Some(thread),
-            };
-            let outputs = state.run(inputs);
-            if outputs.is_err() {
-                // end the session: nothing an op keyed on it survives a failed call
-                state.recycle = None;
-            }
-            return outputs;
-        }
         let mut state = self.spawn()?;
-        if self.turn_handler.is_none() {
-            let _ = self.spare_sessions.stateless.set(state.op_states.iter().all(|s| s.is_none()));
-        }
         state.run(inputs)
     }
 
@@ -594,9 +476,6 @@ where
     pub op_states: Vec<Option<Box<dyn OpState>>>,
     pub turn_state: TurnState,
     session: SessionId,
-    /// shapecast patch: set by [`SimplePlan::run`] on a stateless plan: when dropped, the state
-    /// hands its session to the plan for the next call on this thread instead of ending it.
-    recycle: Option<std::thread::ThreadId>,
 }
 
 /// A clone is a distinct session: it gets its own [`SessionId`], so whatever the
@@ -612,7 +491,6 @@ where
             op_states: self.op_states.clone(),
             turn_state: self.turn_state.clone(),
             session: SessionId::next(),
-            recycle: None,
         }
     }
 }
@@ -623,11 +501,6 @@ where
     O: Debug + Display + AsRef<dyn Op> + AsMut<dyn Op> + Clone + 'static,
 {
     fn drop(&mut self) {
-        if let Some(thread) = self.recycle
-            && self.plan.spare_sessions.put(thread, self.session).is_none()
-        {
-            return;
-        }
         for (ix, node) in self.plan.model.nodes.iter().enumerate() {
             node.op().drop_session(self.session, ix);
         }
@@ -644,13 +517,8 @@ where
         let turn = TurnState::default();
         let model = plan.model();
         let states: Vec<Option<Box<dyn OpState>>> = vec![None; model.nodes.len()];
-        let mut state = SimpleState {
-            plan,
-            op_states: states,
-            turn_state: turn,
-            session: SessionId::next(),
-            recycle: None,
-        };
+        let mut state =
+            SimpleState { plan, op_states: states, turn_state: turn, session: SessionId::next() };
         state.reset_op_states()?;
         Ok(state)
     }
