@@ -2,7 +2,8 @@
 # Do two tract_bench binaries (e.g. the registry / session-6 tract-linalg and a patched one)
 # write bit-identical outputs? Every output of every model, on a real picture.
 # usage: bench/onnx/same_outputs.sh BIN_A BIN_B [MODEL.onnx ...]   (default: models/*.onnx)
-# Image models ([1, 3, 64, 64] input) get models/samples/00_chair.png, centre-cropped and
+# Image models ([1, 3, 64, 64] input) get models/samples/00_chair.png (a seeded random image
+# when Pillow is missing), centre-cropped and
 # normalised as the runtime does; other inputs take tract_bench's defaults (zeros for input 0,
 # a fixed pattern for the rest). tract_bench --out writes the first output only, so a model
 # with several outputs is also run once per further output, moved first (python3 + onnx).
@@ -16,7 +17,13 @@ mkdir -p "$DIR"
 python3 - "$DIR/chair64.f32" <<'EOF'
 import sys
 import numpy as np
-from PIL import Image
+try:
+    from PIL import Image
+except ImportError:  # no Pillow: a seeded image in [-1, 1] stands in for the picture
+    sys.stderr.write("same_outputs.sh: no PIL, using a seeded random image\n")
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype("<f4")
+    x.tofile(sys.argv[1])
+    sys.exit(0)
 im = Image.open("models/samples/00_chair.png").convert("RGB")
 w, h = im.size
 s = min(w, h)
