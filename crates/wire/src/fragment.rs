@@ -286,6 +286,8 @@ struct DeviceWindow {
 /// only complete frames with a matching CRC-32 (and tags, with a key).
 #[derive(Debug, Clone)]
 pub struct Reassembler<const SLOTS: usize, const MAX_FRAME: usize> {
+    // `new_boxed` writes each field in place: a new field must be written there too (its
+    // test compares it with `new`).
     slots: [Slot<MAX_FRAME>; SLOTS],
     key: Option<Key>,
     timeout_ms: u64,
@@ -320,10 +322,29 @@ impl<const SLOTS: usize, const MAX_FRAME: usize> Reassembler<SLOTS, MAX_FRAME> {
         }
     }
 
-    /// [`new`](Self::new) on the heap, for large `SLOTS * MAX_FRAME`.
+    /// [`new`](Self::new) on the heap, for large `SLOTS * MAX_FRAME`. Built in place:
+    /// `Box::new(Self::new(..))` builds the value on the stack first unless the optimiser
+    /// removes the copy, and a debug build overflowed a 2 MiB thread stack with 8 slots of
+    /// 512 KiB.
     #[cfg(feature = "std")]
+    #[allow(unsafe_code)]
     pub fn new_boxed(key: Option<Key>, timeout_ms: u64) -> Box<Self> {
-        Box::new(Self::new(key, timeout_ms))
+        let mut b = Box::<Self>::new_uninit();
+        let p = b.as_mut_ptr();
+        // SAFETY: every field of `*p` is written before `assume_init`, through raw field
+        // pointers (no reference to uninitialised memory is made). `slots` is written as
+        // zero bytes: a `Slot` holds only integers, a bool and arrays of integers, for which
+        // all-zero bytes are valid and equal `Slot::EMPTY`.
+        unsafe {
+            core::ptr::addr_of_mut!((*p).slots).write_bytes(0, 1);
+            core::ptr::addr_of_mut!((*p).key).write(key);
+            core::ptr::addr_of_mut!((*p).timeout_ms).write(timeout_ms);
+            core::ptr::addr_of_mut!((*p).recent).write([None; RECENT]);
+            core::ptr::addr_of_mut!((*p).recent_next).write(0);
+            core::ptr::addr_of_mut!((*p).windows).write([None; DEVICES]);
+            core::ptr::addr_of_mut!((*p).stats).write(ReassemblerStats::default());
+            b.assume_init()
+        }
     }
 
     /// Counters so far.

@@ -1,7 +1,7 @@
 //! Any bytes: pointcode::decode never panics, returns at most out.len()
 //! points, in canonical order, and they re-encode to bytes that decode to
 //! the same points (re-encoded with the coder of the input's tag).
-//! Seeds of every format (0xA3, 0xA4, 0xA5 streams of the benchmark clouds
+//! Seeds of every format (0xA3, 0xA4, 0xA6 streams of the benchmark clouds
 //! and the golden cloud) are in `crates/wire/fuzz/seeds/pointcode_decode`
 //! (from crates/wire: `cargo +nightly fuzz run pointcode_decode
 //! fuzz/corpus/pointcode_decode fuzz/seeds/pointcode_decode`).

@@ -60,8 +60,11 @@ pub const MAX_POINTS: usize = u32::MAX as usize;
 /// First header byte of a stream of the fast coder (format version 4, the
 /// default of [`encode`]).
 pub const TAG_FAST: u8 = 0xA4;
-/// First header byte of a stream of the symbol coder (format version 5).
-pub const TAG_SYMBOL: u8 = 0xA5;
+/// First header byte of a stream of the symbol coder (format version 5). `0xA6`, not
+/// `0xA5`: format 5's bytes changed in session 8 after its draft had shipped (not as the
+/// default) under `0xA5`, so the tag moved with them. `0xA5` is retired: decoders refuse it
+/// as [`Error::UnsupportedVersion`] instead of misreading a draft stream.
+pub const TAG_SYMBOL: u8 = 0xA6;
 /// First header byte of a stream of the compact coder (format version 3;
 /// versions 1 and 2, tags `0xA1` and `0xA2`, are no longer read).
 pub const TAG_ARITH: u8 = 0xA3;
@@ -76,7 +79,7 @@ pub enum Method {
     Fast,
     /// Format version 3 (tag `0xA3`): plane fitted to a neighbour scan.
     Compact,
-    /// Format version 5 (tag `0xA5`), the default: format 4's tree and plane
+    /// Format version 5 (tag `0xA6`), the default: format 4's tree and plane
     /// with 16-ary adaptive symbols (trained starting tables) instead of
     /// chains of binary decisions; faster than format 4 on both sides, <= 2 %
     /// larger.

@@ -112,12 +112,12 @@ fn golden_bytes() {
 /// shift-4 binary models).
 const GOLDEN_FAST_HEX: &str = "a40a404741676eafee4562c909437f2150e5b3020247961f9b2b85243c017404574e6c1c74983fa25f6d740c9239d9876eec4fece2641bccb45ea99ed969294978e02bd8663e37cd0a3a00b01090800107d420c20a5ae8c300022820866738c08207c2f021046da0210c0228581000000268c0092ff083090da8a0c0864500851e6861081800872490831b30404042007f00b0c106093e20840f6002";
 
-/// Frozen 2026-11-22 (session 8) for format version 5 (tag 0xA5, the symbol
+/// Frozen 2026-11-22 (session 8; tag moved to 0xA6 in session 9) for format version 5 (tag 0xA6, the symbol
 /// coder: format 4's tree and plane; cells of 2 and 3 points as one run
 /// symbol, count splits of cells of 4..=15 points, the deviation from n/2
 /// of bigger cells and the normal residual as symbols of adaptive 16-ary
 /// models starting from trained tables).
-const GOLDEN_SYMBOL_HEX: &str = "a50a403e498ba32ad3583c698d57be6bb7afbd49cf6696a6b51554fde423b3578761b5f1c802084001e8bc78f33f5d89883575b46953edb421b6ee00d95cb680ea00c24280048ce1803a88b0022df401a608180c0194208667e1000b78203c7c088536d0200c82a0600d010081001ae08417f0833934a00e0a6cb008a0a007da30040c0187242007378101324808863f0061832d48f00b08e1039800";
+const GOLDEN_SYMBOL_HEX: &str = "a60a403e498ba32ad3583c698d57be6bb7afbd49cf6696a6b51554fde423b3578761b5f1c802084001e8bc78f33f5d89883575b46953edb421b6ee00d95cb680ea00c24280048ce1803a88b0022df401a608180c0194208667e1000b78203c7c088536d0200c82a0600d010081001ae08417f0833934a00e0a6cb008a0a007da30040c0187242007378101324808863f0061832d48f00b08e1039800";
 
 /// Refrozen 2026-11-21 (late) for format version 3 (tag 0xA3: neighbours
 /// are all of the last 12 points within a radius, refitted on the nearest

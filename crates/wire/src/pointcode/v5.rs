@@ -1,4 +1,4 @@
-//! Format version 5 (tag `0xA5`): format 4's tree, running-sum plane fit
+//! Format version 5 (tag `0xA6`; its session-6/7 draft was `0xA5`): format 4's tree, running-sum plane fit
 //! and raw tangent coordinates, with fewer modelled decisions per point.
 //! Where format 4 codes a chain of binary decisions, format 5 codes one
 //! symbol of an adaptive 16-ary model ([`Cdf`], one range-coder step):
