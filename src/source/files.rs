@@ -239,7 +239,10 @@ mod tests {
         assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::BadFrame);
         let e = s.next_frame().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Fatal, "{e}");
-        assert!(e.to_string().contains("none of the 2 picture file(s)"), "{e}");
+        assert!(
+            e.to_string().contains("none of the 2 picture file(s)"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

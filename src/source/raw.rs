@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(e1.kind(), ErrorKind::BadFrame, "{e1}");
         let e2 = s.next_frame().unwrap_err();
         assert_eq!(e2.kind(), ErrorKind::Fatal, "{e2}");
-        assert!(e2.to_string().contains("holds no whole JPEG picture"), "{e2}");
+        assert!(
+            e2.to_string().contains("holds no whole JPEG picture"),
+            "{e2}"
+        );
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -270,10 +270,9 @@ mod tests {
         std::fs::write(&first, b"OLD FRAME").unwrap();
         let tmp = thread_temp_path(&first);
         std::fs::hard_link(&first, &tmp).unwrap();
-        let got = write_via_temp_no_clobber::<io::Error>(
-            [first.clone(), d.join("7.1.ply")],
-            |t| std::fs::write(t, b"NEW FRAME"),
-        )
+        let got = write_via_temp_no_clobber::<io::Error>([first.clone(), d.join("7.1.ply")], |t| {
+            std::fs::write(t, b"NEW FRAME")
+        })
         .unwrap();
         assert_eq!(got, d.join("7.1.ply"));
         assert_eq!(std::fs::read(&first).unwrap(), b"OLD FRAME");

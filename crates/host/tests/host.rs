@@ -1532,7 +1532,11 @@ fn duplicated_frames_are_dropped_and_counted_not_written_again() {
     );
     let t0 = Instant::now();
     while rx.stats().duplicates < 6 {
-        assert!(t0.elapsed() < Duration::from_secs(5), "{}", rx.stats().render());
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{}",
+            rx.stats().render()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let st = rx.stop();
