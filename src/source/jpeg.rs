@@ -45,6 +45,7 @@ impl std::fmt::Display for NoStartMarker {
 impl std::error::Error for NoStartMarker {}
 
 /// Whether `e` is [`read_jpeg`]'s "no start marker" error.
+#[cfg(test)]
 pub(crate) fn is_no_start_marker(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|x| x.is::<NoStartMarker>())
 }
