@@ -812,8 +812,11 @@ mod tests {
     /// Blender, Blender's camera y and z flipped, 35 mm lens on a 32 mm sensor), composed
     /// with Blender's default `.obj` import (`(x, y, z)` -> `(x, -z, y)`): camera frame x
     /// right, y down, z forward, and pixels of a 137-pixel picture. Distance ratio 0.8.
+    /// (azimuth, elevation, object point, camera-frame point, pixel)
+    type RendererCase = (f32, f32, [f32; 3], [f32; 3], [f32; 2]);
+
     #[rustfmt::skip]
-    const RENDERER: [(f32, f32, [f32; 3], [f32; 3], [f32; 2]); 9] = [
+    const RENDERER: [RendererCase; 9] = [
         (0.0, 0.0, [0.5, 0.0, 0.0], [0.0, 0.0, 0.9], [68.5, 68.5]),
         (0.0, 0.0, [0.0, 0.5, 0.0], [0.0, -0.5, 1.4], [68.5, 14.984]),
         (0.0, 0.0, [0.0, 0.0, 0.5], [-0.5, 0.0, 1.4], [14.984, 68.5]),
