@@ -4,25 +4,14 @@
 //! and an Ok stream must decode to the input.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+#[path = "points_input.rs"]
+mod points_input;
 use shapecast_wire::pointcode;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&b, rest)) = data.split_first() else { return };
     let Some((&cap_b, rest)) = rest.split_first() else { return };
-    let bits = pointcode::MIN_BITS + (b & 0x3F) % (pointcode::MAX_BITS - pointcode::MIN_BITS + 1);
-    let method = match b >> 6 {
-        2 => pointcode::Method::Compact,
-        1 | 3 => pointcode::Method::Symbol,
-        _ => pointcode::Method::Fast,
-    };
-    let mask = ((1u32 << bits) - 1) as u16;
-    let pts: Vec<[u16; 3]> = rest
-        .chunks_exact(6)
-        .map(|c| {
-            let v = |i: usize| u16::from_le_bytes([c[i], c[i + 1]]) & mask;
-            [v(0), v(2), v(4)]
-        })
-        .collect();
+    let (bits, method, pts) = points_input::bits_method_points(b, rest);
     let sorted = pts.windows(2).all(|w| pointcode::morton_key(w[0]) <= pointcode::morton_key(w[1]));
     let full = pointcode::max_encoded_len(pts.len(), bits);
     let cap = if cap_b >= 128 { full } else { full * cap_b as usize / 128 };

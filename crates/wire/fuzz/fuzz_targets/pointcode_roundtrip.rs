@@ -6,26 +6,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+#[path = "points_input.rs"]
+mod points_input;
 use shapecast_wire::pointcode;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&b, rest)) = data.split_first() else {
         return;
     };
-    let bits = pointcode::MIN_BITS + (b & 0x3F) % (pointcode::MAX_BITS - pointcode::MIN_BITS + 1);
-    let method = match b >> 6 {
-        2 => pointcode::Method::Compact,
-        1 | 3 => pointcode::Method::Symbol,
-        _ => pointcode::Method::Fast,
-    };
-    let mask = ((1u32 << bits) - 1) as u16;
-    let mut pts: Vec<[u16; 3]> = rest
-        .chunks_exact(6)
-        .map(|c| {
-            let v = |i: usize| u16::from_le_bytes([c[i], c[i + 1]]) & mask;
-            [v(0), v(2), v(4)]
-        })
-        .collect();
+    let (bits, method, mut pts) = points_input::bits_method_points(b, rest);
     pointcode::sort_canonical(&mut pts, &mut [] as &mut [u8]);
     let mut enc = vec![0u8; pointcode::max_encoded_len(pts.len(), bits)];
     let m = pointcode::encode_with(&pts, bits, method, &mut enc)
