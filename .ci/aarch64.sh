@@ -17,6 +17,8 @@ t0=$(date +%s)
 triple=aarch64-unknown-linux-gnu
 glibc=2.31
 
+# cargo-zigbuild runs zig as `python3 -m ziglang`: installed in the CI venv
+source .ci/python-env.sh
 python3 -c 'import ziglang' 2>/dev/null || python3 -m pip install -q ziglang
 command -v cargo-zigbuild >/dev/null || cargo install cargo-zigbuild --locked
 command -v aarch64-linux-gnu-objdump >/dev/null || {

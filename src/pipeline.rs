@@ -103,6 +103,9 @@ pub struct Summary {
     pub fusion_resets: u64,
     /// Results that could not be saved (`save_dir`: full disk, permissions).
     pub save_errors: u64,
+    /// Why the frame source stopped, when it stopped on an error it cannot recover from
+    /// (not at the end of a file source or on a stop request).
+    pub source_failure: Option<String>,
 }
 
 impl Summary {
@@ -182,7 +185,7 @@ pub fn run(
         std::thread::Builder::new()
             .name("shapecast-capture".into())
             .spawn(move || {
-                capture_loop(
+                let failure = capture_loop(
                     source,
                     &mailbox,
                     &captured,
@@ -192,6 +195,7 @@ pub fn run(
                     pace,
                 );
                 mailbox.close();
+                failure
             })
     };
     let capture = match capture {
@@ -376,7 +380,12 @@ pub fn run(
     // drain so the capture thread is not blocked on anything and exits
     while let Take::Value(_) = mailbox.take(Duration::ZERO) {}
     if let Some(h) = capture {
-        let _ = h.join();
+        sum.source_failure = match h.join() {
+            Ok(failure) => failure,
+            Err(_) => Some("the capture thread panicked".into()),
+        };
+    } else {
+        sum.source_failure = Some("the capture thread could not start".into());
     }
     if let Some(l) = link {
         l.flush(Duration::from_secs(1));
@@ -438,7 +447,7 @@ fn capture_loop(
     lat: &std::sync::Mutex<crate::stats::Window>,
     stop: &AtomicBool,
     pace: bool,
-) {
+) -> Option<String> {
     log::info!("capture: {}", source.describe());
     let mut consecutive_errors = 0u32;
     while !stop.load(Ordering::SeqCst) {
@@ -476,11 +485,12 @@ fn capture_loop(
                 ErrorKind::Fatal => {
                     camera_errors.fetch_add(1, Ordering::Relaxed);
                     log::error!("capture stopped: {e}");
-                    break;
+                    return Some(e.to_string());
                 }
             },
         }
     }
+    None
 }
 
 /// The `frame_*.ply` files an earlier run left in `dir`, oldest first (modification time,

@@ -985,6 +985,41 @@ fn cli_run_from_config_over_udp_with_a_final_stats_line() {
     assert!(err.contains("nope.onnx"), "{err}");
 }
 
+#[test]
+fn cli_run_whose_source_fails_exits_with_the_source_code() {
+    // A folder whose only picture never decodes: the source stops on its first play. The
+    // run prints its final stats and exits 4 (frame source), not 0, so that a supervisor
+    // (systemd Restart=on-failure) restarts it.
+    let dir = std::env::temp_dir().join(format!("shapecast-badsrc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.png"), b"not a png").unwrap();
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = rx.local_addr().unwrap().to_string();
+    let model = fixture("points/model.onnx");
+    let (code, out, err) = shapecast(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--source",
+        "images",
+        "--path",
+        dir.to_str().unwrap(),
+        "--loops",
+        "0",
+        "--address",
+        &addr,
+        "--threads",
+        "1",
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 4, "{out}\n{err}");
+    assert!(out.contains("final stats: captured 0"), "{out}");
+    assert!(
+        err.contains("the frame source stopped") && err.contains("none of the 1 picture file(s)"),
+        "{err}"
+    );
+}
+
 /// Runs `shapecast run` on `model` over the fixture pictures forever (20 fps, logging at
 /// info, sending to `addr`), waits for a log line holding `ready`, sends SIGUSR1, then
 /// SIGTERM; returns (exit success, stdout, the whole log).

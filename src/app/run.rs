@@ -183,5 +183,13 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
     if let Some(lat) = &summary.latencies {
         print!("{}", crate::stats::Table(lat));
     }
+    // A source that stopped on an error is a failure of the run (a supervisor such as
+    // systemd's Restart=on-failure must see it), not a clean end.
+    if let Some(why) = summary.source_failure {
+        return Err(Failure::new(
+            super::exit::SOURCE,
+            anyhow::anyhow!("the frame source stopped: {why}"),
+        ));
+    }
     Ok(())
 }

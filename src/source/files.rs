@@ -22,6 +22,8 @@ pub struct ImageFiles {
     seq: u64,
     /// Pictures decoded in the current play.
     decoded_in_pass: usize,
+    /// Whether any picture has decoded since the source opened.
+    decoded_ever: bool,
 }
 
 impl ImageFiles {
@@ -60,6 +62,7 @@ impl ImageFiles {
             repeat,
             seq: 0,
             decoded_in_pass: 0,
+            decoded_ever: false,
         })
     }
 
@@ -92,8 +95,11 @@ pub fn decode_file(path: &Path) -> Result<(u32, u32, Vec<u8>), SourceError> {
 impl FrameSource for ImageFiles {
     fn next_frame(&mut self) -> Result<Frame, SourceError> {
         if self.next >= self.files.len() {
-            // A play in which no file decoded would repeat the same errors forever.
-            if self.decoded_in_pass == 0 {
+            // A first play in which no file decoded would repeat the same errors forever.
+            // Once a picture has decoded, a bad play is only reported (bad frames, with the
+            // capture loop's back-off): a file being rewritten by another program decodes
+            // again on a later play.
+            if self.decoded_in_pass == 0 && !self.decoded_ever {
                 return Err(SourceError::Invalid(format!(
                     "none of the {} picture file(s) of {} decodes",
                     self.files.len(),
@@ -114,6 +120,7 @@ impl FrameSource for ImageFiles {
         // A file that cannot be decoded is a bad frame: the next call moves on to the next file.
         let (width, height, data) = decode_file(path)?;
         self.decoded_in_pass += 1;
+        self.decoded_ever = true;
         Ok(Frame {
             width,
             height,
@@ -243,6 +250,29 @@ mod tests {
             e.to_string().contains("none of the 2 picture file(s)"),
             "{e}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_picture_rewritten_mid_stream_is_a_bad_frame_not_the_end() {
+        // A single file played forever that another program rewrites: one failed read is a
+        // bad frame, and the picture plays again once it decodes (it used to stop the source
+        // for good after 16 good plays).
+        let dir = std::env::temp_dir().join(format!("shapecast-rewrite-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = std::fs::read(fixtures().join("images/a_000.png")).unwrap();
+        let path = dir.join("snap.png");
+        std::fs::write(&path, &good).unwrap();
+        let mut s = ImageFiles::open(&path, Repeat::Forever).unwrap();
+        for _ in 0..3 {
+            assert_eq!(s.next_frame().unwrap().width, 64);
+        }
+        std::fs::write(&path, b"half written").unwrap();
+        for _ in 0..3 {
+            assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::BadFrame);
+        }
+        std::fs::write(&path, &good).unwrap();
+        assert_eq!(s.next_frame().unwrap().width, 64);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -25,6 +25,8 @@ pub struct RawFrames {
     /// Frames in the file (fixed-size formats).
     count: Option<u64>,
     in_pass: u64,
+    /// Whether any whole frame has been read since the source opened.
+    played_ever: bool,
     pass: u64,
     repeat: Repeat,
     seq: u64,
@@ -75,6 +77,7 @@ impl RawFrames {
             frame_len,
             count,
             in_pass: 0,
+            played_ever: false,
             pass: 0,
             repeat,
             seq: 0,
@@ -112,13 +115,23 @@ impl RawFrames {
                 None => match read_jpeg(&mut self.reader, MAX_JPEG) {
                     Ok(Some(j)) => {
                         self.in_pass += 1;
+                        self.played_ever = true;
                         return Ok(j);
                     }
                     Ok(None) if self.in_pass == 0 => {
-                        return Err(SourceError::Invalid(format!(
-                            "MJPEG dump {} holds no whole JPEG picture",
-                            self.path.display()
-                        )))
+                        if !self.played_ever {
+                            return Err(SourceError::Invalid(format!(
+                                "MJPEG dump {} holds no whole JPEG picture",
+                                self.path.display()
+                            )));
+                        }
+                        // It had pictures before (rewritten since): report the empty play
+                        // (the capture loop backs off) rather than rewinding in a loop.
+                        self.rewind()?;
+                        return Err(SourceError::BadFrame {
+                            what: self.path.display().to_string(),
+                            reason: "no whole JPEG picture in this play of the dump".into(),
+                        });
                     }
                     Ok(None) => self.rewind()?,
                     Err(e)
@@ -128,8 +141,9 @@ impl RawFrames {
                         // A damaged picture: report it; the next call resumes after it (or
                         // rewinds at the end of the file). Only whole pictures count as
                         // played (`in_pass`), so a dump holding none (no start marker, or
-                        // only damaged pictures) is refused at the end of a play instead of
-                        // being read again and again.
+                        // only damaged pictures) is refused at the end of its first play
+                        // instead of being read again and again; once one picture has been
+                        // read, a later bad play (a file being rewritten) is only reported.
                         return Err(SourceError::BadFrame {
                             what: self.path.display().to_string(),
                             reason: e.to_string(),
@@ -218,6 +232,38 @@ mod tests {
             "{e2}"
         );
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn an_mjpeg_dump_rewritten_mid_stream_is_reported_not_refused() {
+        // Pictures were read from it before: an emptied or damaged dump gives bad frames
+        // (never a tight rewind loop, never the end of the source), and plays again once
+        // whole pictures are back.
+        let dir = std::env::temp_dir().join(format!("shapecast-rawrw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pic = std::fs::read(fixtures().join("testsrc.mjpeg")).unwrap();
+        let path = dir.join("live.mjpeg");
+        std::fs::write(&path, &pic).unwrap();
+        let mut s = RawFrames::open(&path, 64, 48, PixelFormat::Mjpeg, Repeat::Forever).unwrap();
+        assert_eq!(s.next_frame().unwrap().data, pic);
+        assert_eq!(s.next_frame().unwrap().data, pic);
+        for contents in [&b""[..], &pic[..pic.len() / 2]] {
+            std::fs::write(&path, contents).unwrap();
+            for _ in 0..3 {
+                let e = s.next_frame().unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::BadFrame, "{e}");
+            }
+        }
+        std::fs::write(&path, &pic).unwrap();
+        let f = (0..4).find_map(|_| match s.next_frame() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::BadFrame, "{e}");
+                None
+            }
+        });
+        assert_eq!(f.expect("plays again within 4 calls").data, pic);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

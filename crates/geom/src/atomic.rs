@@ -43,6 +43,10 @@ pub fn write_via_temp<E: From<io::Error>>(
 /// processes never share it), which is then published under the first name of
 /// `candidates` that does not exist yet; returns that name.
 ///
+/// Anything at the temporary name is unlinked first (never written through); `write`
+/// should create the file with [`create_new_file`], so that a symlink planted there in the
+/// meantime is refused rather than followed.
+///
 /// Publishing is a hard link of the temporary file to the candidate, which fails with
 /// `AlreadyExists` instead of replacing it (atomic: of two writers racing for a name one
 /// wins, the other moves on), then the temporary name is removed. Where the file system
@@ -108,6 +112,82 @@ pub fn thread_temp_path(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}-{start:x}.{t}.tmp", std::process::id()));
     PathBuf::from(tmp)
+}
+
+/// Opens a new file at `path` for writing, failing with `AlreadyExists` when anything is
+/// there, a symlink included (`O_EXCL`: never writes through a name planted after
+/// [`write_via_temp_no_clobber`] cleared it). What `write` callbacks of
+/// [`write_via_temp_no_clobber`] should create their temporary file with.
+pub fn create_new_file(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// Whether `name` has the shape of a [`thread_temp_path`] name:
+/// `<anything>.<pid>-<hex>.<thread>.tmp`.
+fn is_thread_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(3, '.');
+    let (Some(thread), Some(pid_start), Some(base)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let Some((pid, start)) = pid_start.split_once('-') else {
+        return false;
+    };
+    !base.is_empty()
+        && !thread.is_empty()
+        && thread.bytes().all(|b| b.is_ascii_digit())
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && !start.is_empty()
+        && start.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Removes the temporary files of [`write_via_temp_no_clobber`] that killed writers left in
+/// `dir` and its subfolders (one level: a sink's `<dir>/<device>/`), if last modified more
+/// than `older_than` ago (a writer still running keeps its temporary file for a moment
+/// only). Their names carry their process's start, so no later writer reuses and clears
+/// them. Regular files and symlinks only, never followed; returns how many were removed.
+/// Unreadable folders and failed removals are skipped.
+pub fn remove_stale_temps(dir: &Path, older_than: std::time::Duration) -> usize {
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    let mut sweep = |d: &Path, subdirs: &mut Vec<PathBuf>| {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                subdirs.push(e.path());
+                continue;
+            }
+            let stale = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > older_than);
+            if stale
+                && is_thread_temp_name(&e.file_name().to_string_lossy())
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    };
+    let mut subdirs = Vec::new();
+    sweep(dir, &mut subdirs);
+    for sub in subdirs {
+        sweep(&sub, &mut Vec::new());
+    }
+    removed
 }
 
 fn publish_no_clobber(
@@ -215,6 +295,69 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
         assert!(!p.exists());
         assert!(std::fs::symlink_metadata(temp_path(&p)).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn stale_temps_are_swept_and_nothing_else() {
+        let d = dir("sweep");
+        let dev = d.join("7");
+        std::fs::create_dir_all(&dev).unwrap();
+        let temp = thread_temp_path(&dev.join("3.ply"));
+        assert!(is_thread_temp_name(
+            &temp.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&temp, b"left by a killed writer").unwrap();
+        std::fs::write(dev.join("3.ply"), b"published").unwrap();
+        std::fs::write(dev.join("notes.tmp"), b"not ours").unwrap();
+        std::fs::write(d.join("x.1-zz.0.tmp"), b"not hex").unwrap();
+        // too recent: a writer may still be at work
+        assert_eq!(
+            remove_stale_temps(&d, std::time::Duration::from_secs(600)),
+            0
+        );
+        assert!(temp.exists());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(
+            remove_stale_temps(&d, std::time::Duration::from_millis(1)),
+            1
+        );
+        assert!(!temp.exists());
+        for kept in [
+            dev.join("3.ply"),
+            dev.join("notes.tmp"),
+            d.join("x.1-zz.0.tmp"),
+        ] {
+            assert!(kept.exists(), "{}", kept.display());
+        }
+        for bad in [
+            "a.tmp",
+            "a.1-ff.tmp",
+            ".1-ff.0.tmp",
+            "a.x-ff.0.tmp",
+            "a.1-ff.y.tmp",
+        ] {
+            assert!(!is_thread_temp_name(bad), "{bad}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// `create_new_file` never writes through a name that exists, a symlink included.
+    #[cfg(unix)]
+    #[test]
+    fn create_new_file_refuses_a_planted_symlink() {
+        let d = dir("createnew");
+        let target = d.join("published.ply");
+        std::fs::write(&target, b"keep").unwrap();
+        let tmp = d.join("t.tmp");
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        let e = create_new_file(&tmp).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        std::fs::remove_file(&tmp).unwrap();
+        use std::io::Write;
+        create_new_file(&tmp).unwrap().write_all(b"new").unwrap();
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"new");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -225,6 +225,15 @@ pub fn encode_points(
         return Err(HostError::Decode("non-finite coordinate in input"));
     }
     let n = data.vertices.len();
+    // Over the receiver's budget whatever the coding gives: refused before any work (the
+    // plausibility part of the budget is checked on the coded message below).
+    if n > MAX_POINTS {
+        return Err(HostError::TooManyPoints {
+            points: n as u64,
+            code_bytes: 0,
+            limit: MAX_POINTS as u64,
+        });
+    }
     if data.labels.as_ref().is_some_and(|l| l.len() != n)
         || data.confidence.as_ref().is_some_and(|c| c.len() != n)
     {

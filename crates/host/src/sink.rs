@@ -1,11 +1,12 @@
 //! Consumers of received messages.
 
-use shapecast_geom::atomic::write_via_temp_no_clobber;
+use shapecast_geom::atomic::{create_new_file, remove_stale_temps, write_via_temp_no_clobber};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use shapecast_geom::ply::save_ply;
+use shapecast_geom::ply::write_ply;
 use shapecast_geom::render::{render_tile, Canvas};
+use std::io::Write;
 
 use crate::{Event, HostError};
 
@@ -69,6 +70,21 @@ impl Versions {
     }
 }
 
+/// How old a temporary file must be before a new sink removes it as left by a killed writer.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes what killed writers left under a sink's folder (their temporary files, which
+/// can be hard links to published files), logging how many.
+fn sweep_stale_temps(dir: &Path) {
+    let n = remove_stale_temps(dir, STALE_TEMP_AGE);
+    if n > 0 {
+        log::info!(
+            "removed {n} temporary file(s) left by interrupted writers under {}",
+            dir.display()
+        );
+    }
+}
+
 /// Writes `write`'s file under the first free version `n >= from` of `path(n)`; returns
 /// the version used. Never replaces a file.
 fn write_new(
@@ -105,6 +121,7 @@ impl PlyDirSink {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, HostError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
+        sweep_stale_temps(&dir);
         Ok(Self {
             dir,
             versions: Versions::default(),
@@ -141,7 +158,11 @@ impl Sink for PlyDirSink {
             let (n, path) = write_new(
                 from,
                 |n| Self::versioned_path(&self.dir, dev, frame_id, k, n),
-                |tmp| save_ply(tmp, g).map_err(HostError::from),
+                |tmp| {
+                    // created here, never through a name planted at the temporary path
+                    let f = create_new_file(tmp)?;
+                    write_ply(f, g).map_err(HostError::from)
+                },
             )?;
             if k == 0 {
                 self.versions.set(dev, n, &path);
@@ -170,6 +191,7 @@ impl PngDirSink {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, HostError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
+        sweep_stale_temps(&dir);
         Ok(Self {
             dir,
             versions: Versions::default(),
@@ -220,7 +242,7 @@ impl Sink for PngDirSink {
         let (n, path) = write_new(
             self.versions.start(dev),
             |n| Self::versioned_path(&self.dir, dev, frame_id, n),
-            |tmp| Ok(std::fs::write(tmp, &png)?),
+            |tmp| Ok(create_new_file(tmp)?.write_all(&png)?),
         )?;
         self.versions.set(dev, n, &path);
         Ok(1)

@@ -329,6 +329,20 @@ impl<const SLOTS: usize, const MAX_FRAME: usize> Reassembler<SLOTS, MAX_FRAME> {
     #[cfg(feature = "std")]
     #[allow(unsafe_code)]
     pub fn new_boxed(key: Option<Key>, timeout_ms: u64) -> Box<Self> {
+        // Every field must be written below: this pattern stops compiling when a field is
+        // added, until it is written here too (the test comparing with `new` could not see a
+        // forgotten field that happens to read as zero).
+        let _all_fields_written = |r: &Self| {
+            let Reassembler {
+                slots: _,
+                key: _,
+                timeout_ms: _,
+                recent: _,
+                recent_next: _,
+                windows: _,
+                stats: _,
+            } = r;
+        };
         let mut b = Box::<Self>::new_uninit();
         let p = b.as_mut_ptr();
         // SAFETY: every field of `*p` is written before `assume_init`, through raw field

@@ -998,6 +998,15 @@ fn golden_pointcode_format5() {
             Ok((cloud.len(), bits))
         );
         assert_eq!(&back[..], cloud);
+        // The same bytes under the retired tag 0xA5 (format 5's session-7 draft, and its
+        // final bytes as written by session-8 builds): refused as an unsupported version,
+        // never decoded (the two cannot be told apart; SPEC 5).
+        let mut retired = enc[..m].to_vec();
+        retired[0] = 0xA5;
+        assert_eq!(
+            pointcode::decode(&retired, &mut back),
+            Err(Error::UnsupportedVersion)
+        );
     }
 }
 
