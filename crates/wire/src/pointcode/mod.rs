@@ -36,8 +36,10 @@
 //! models; format 5: the same stack and sums, 48 two-byte models and 144
 //! 16-ary model slots of 34 bytes, 87 used; format 3: recursion at most `3 * 16 + 1` frames deep, 560 models,
 //! about 2.2 KiB, and a neighbour buffer of [`MAX_NEIGHBOURS`] points;
-//! [`sort_canonical`] recurses at most 8 levels with 768 bytes of counters
-//! each; estimated below 16 KiB in all, not measured on the target).
+//! [`sort_canonical`] holds a 16 KiB key buffer and 6 KiB of counters for
+//! 65..=2048 points, else recurses at most 8 levels with 768 bytes of
+//! counters each; the coders' state is estimated below 16 KiB, not measured
+//! on the target).
 
 mod code;
 mod fast;
@@ -201,13 +203,17 @@ fn spread(v: u16) -> u64 {
 }
 
 /// Puts points (and a parallel attribute slice, e.g. labels) into the canonical
-/// order that [`decode`] returns (ascending [`morton_key`]). In-place MSD radix
-/// sort on 6-bit Morton digits (two tree levels per pass, American-flag
-/// permutation) with insertion sort for small buckets: no allocation, recursion
-/// at most 8 levels deep (256 bytes of counters per level). `attrs` must be
-/// empty or as long as `points`; any other length leaves `attrs` untouched and
-/// sorts only `points`. Attributes of identical points keep an unspecified
-/// relative order.
+/// order that [`decode`] returns (ascending [`morton_key`]). No allocation:
+/// 65..=2048 points whose Morton keys and indices fit 48 bits (any bit depth
+/// without `attrs`; up to 12 bits with) go through a least-significant-digit
+/// radix sort on 8-bit key digits with a 16 KiB key buffer and 6 KiB of
+/// counters on the stack, without comparisons (mispredicted branches);
+/// other inputs through an in-place MSD radix sort on 6-bit Morton digits
+/// (two tree levels per pass, American-flag permutation) with insertion sort
+/// for small buckets, recursion at most 8 levels deep (256 bytes of counters
+/// per level). `attrs` must be empty or as long as `points`; any other length
+/// leaves `attrs` untouched and sorts only `points`. Attributes of identical
+/// points keep an unspecified relative order.
 pub fn sort_canonical<A>(points: &mut [[u16; 3]], attrs: &mut [A]) {
     let with = attrs.len() == points.len();
     let mut all = 0u16;
@@ -217,7 +223,136 @@ pub fn sort_canonical<A>(points: &mut [[u16; 3]], attrs: &mut [A]) {
     // Highest set bit, rounded down to even: the first digit covers bits
     // (s + 1, s) of every axis.
     let hb = 15 - all.leading_zeros().min(15);
+    let n = points.len();
+    // Bits of a Morton key (3 per level) and of a point's index.
+    let key_bits = 3 * (hb + 1);
+    let idx_bits = if with {
+        usize::BITS - n.saturating_sub(1).leading_zeros()
+    } else {
+        0
+    };
+    if n > LSD_MIN && n <= LSD_MAX && key_bits + idx_bits <= 48 {
+        lsd(points, attrs, with, key_bits, idx_bits);
+        return;
+    }
     radix(points, attrs, with, hb & !1);
+}
+
+/// Fewest points [`sort_canonical`] sorts by [`lsd`] (below, the
+/// histograms cost more than the insertion sorts of [`radix`]).
+const LSD_MIN: usize = 64;
+/// Most points [`sort_canonical`] sorts by [`lsd`]: its buffer of
+/// [`LSD_MAX`] keys is on the stack (16 KiB).
+const LSD_MAX: usize = 2048;
+
+/// Inverse of [`spread`]: every third bit of `x` from bit 0, packed.
+#[inline(always)]
+fn compact(x: u64) -> u16 {
+    let mut x = x & 0x2492_4924_9249;
+    x = (x | (x >> 2)) & 0x0C30_C30C_30C3;
+    x = (x | (x >> 4)) & 0x00F0_0F00_F00F;
+    x = (x | (x >> 8)) & 0x0000_FF00_00FF;
+    x = (x | (x >> 16)) & 0xFFFF;
+    x as u16
+}
+
+/// A 48-bit item in a point's slot.
+#[inline(always)]
+fn split48(v: u64) -> [u16; 3] {
+    [v as u16, (v >> 16) as u16, (v >> 32) as u16]
+}
+
+#[inline(always)]
+fn join48(p: &[u16; 3]) -> u64 {
+    u64::from(p[0]) | u64::from(p[1]) << 16 | u64::from(p[2]) << 32
+}
+
+/// [`sort_canonical`] for 65..=[`LSD_MAX`] points whose items (Morton key
+/// above the point's index, `key_bits + idx_bits <= 48`) fit a point's 6
+/// bytes: least-significant-digit radix sort on 8-bit digits of the key,
+/// passing the items between a stack buffer and the points' own slots, then
+/// the points rebuilt from their keys (the key is the point) and the
+/// attributes moved along the cycles of the permutation. No comparison and
+/// no data-dependent branch: the MSD sort's bucket loops and insertion
+/// sorts mispredicted about 2.5 branches per point (bench/pointcode/RESULTS.md,
+/// session 10). Stable: identical points keep their input order.
+fn lsd<A>(points: &mut [[u16; 3]], attrs: &mut [A], with: bool, key_bits: u32, idx_bits: u32) {
+    const MAX_PASSES: usize = 6; // 48 key bits
+    let n = points.len();
+    let mut buf = [0u64; LSD_MAX];
+    let buf = &mut buf[..n];
+    let passes = key_bits.div_ceil(8) as usize;
+    let mut count = [[0u32; 256]; MAX_PASSES];
+    // Items into the buffer, all histograms in the same pass.
+    let idx_mask = (1u64 << idx_bits) - 1;
+    for (i, (p, b)) in points.iter().zip(buf.iter_mut()).enumerate() {
+        let key = morton_key(*p);
+        *b = key << idx_bits | (i as u64 & idx_mask);
+        for (d, c) in count.iter_mut().enumerate().take(passes) {
+            c[((key >> (8 * d)) & 0xFF) as usize] += 1;
+        }
+    }
+    // `true`: the items are in `buf`, else in the points' slots.
+    let mut in_buf = true;
+    for (d, c) in count.iter().enumerate().take(passes) {
+        let sh = idx_bits + 8 * d as u32;
+        // A digit all items share leaves the order as it is.
+        let first = if in_buf { buf[0] } else { join48(&points[0]) };
+        if c[((first >> sh) & 0xFF) as usize] as usize == n {
+            continue;
+        }
+        let mut next = [0u32; 256];
+        let mut acc = 0u32;
+        for (x, &k) in next.iter_mut().zip(c.iter()) {
+            *x = acc;
+            acc += k;
+        }
+        if in_buf {
+            for &v in buf.iter() {
+                let j = &mut next[((v >> sh) & 0xFF) as usize];
+                points[*j as usize] = split48(v);
+                *j += 1;
+            }
+        } else {
+            for p in points.iter() {
+                let v = join48(p);
+                let j = &mut next[((v >> sh) & 0xFF) as usize];
+                buf[*j as usize] = v;
+                *j += 1;
+            }
+        }
+        in_buf = !in_buf;
+    }
+    if !in_buf {
+        for (b, p) in buf.iter_mut().zip(points.iter()) {
+            *b = join48(p);
+        }
+    }
+    if with {
+        // Item `j` holds the index of the point that goes to slot `j`:
+        // walk each cycle of that permutation once (bit 63 marks a visited
+        // slot), swapping the attributes along it.
+        const SEEN: u64 = 1 << 63;
+        for start in 0..n {
+            if buf[start] & SEEN != 0 {
+                continue;
+            }
+            let mut j = start;
+            loop {
+                buf[j] |= SEEN;
+                let k = (buf[j] & idx_mask) as usize;
+                if k == start {
+                    break;
+                }
+                attrs.swap(j, k);
+                j = k;
+            }
+        }
+    }
+    for (p, &v) in points.iter_mut().zip(buf.iter()) {
+        let key = (v & !(1 << 63)) >> idx_bits;
+        *p = [compact(key >> 2), compact(key >> 1), compact(key)];
+    }
 }
 
 /// Points per bucket at or below which insertion sort takes over.

@@ -187,6 +187,59 @@ fn order_check_matches_morton_keys() {
     }
 }
 
+/// `sort_canonical` (least-significant-digit path for 65..=2048 points
+/// whose keys and indices fit 48 bits, in-place MSD radix sort otherwise)
+/// gives ascending Morton keys and keeps every attribute with its point, for
+/// every size around the path limits, bit depths 1..=16 (all digits, and
+/// digits all points share: clustered clouds) and with and without
+/// attributes. Also `compact` inverts `spread` on every `u16`.
+#[test]
+fn sort_canonical_matches_key_sort() {
+    for v in 0..=u16::MAX {
+        assert_eq!(super::compact(super::spread(v)), v);
+    }
+    let mut state = 0x5EEDu64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    for n in [
+        0, 1, 2, 63, 64, 65, 66, 100, 1000, 1024, 1025, 2047, 2048, 2049, 3000,
+    ] {
+        for bits in [1u32, 2, 5, 8, 10, 12, 15, 16] {
+            for clustered in [false, true] {
+                // Clustered: the high bits fixed, low bits (and duplicates)
+                // varying.
+                let (base, span) = if clustered {
+                    (next() & ((1 << bits) - 1) & !0xF, 16.min(1 << bits))
+                } else {
+                    (0, 1u32 << bits)
+                };
+                let orig: Vec<[u16; 3]> = (0..n)
+                    .map(|_| [0; 3].map(|_: u16| ((base + next() % span) & 0xFFFF) as u16))
+                    .collect();
+                let mut want = orig.clone();
+                want.sort_by_key(|p| morton_key(*p));
+                let mut pts = orig.clone();
+                sort_canonical(&mut pts, &mut [] as &mut [u8]);
+                assert_eq!(pts, want, "n {n} bits {bits} clustered {clustered}");
+                let mut pts = orig.clone();
+                let mut idx: Vec<u32> = (0..n as u32).collect();
+                sort_canonical(&mut pts, &mut idx);
+                assert_eq!(pts, want, "n {n} bits {bits} clustered {clustered} (attrs)");
+                let mut seen = vec![false; n];
+                for (p, &i) in pts.iter().zip(&idx) {
+                    assert_eq!(*p, orig[i as usize], "n {n} bits {bits} attribute moved");
+                    assert!(!seen[i as usize], "n {n} bits {bits} attribute duplicated");
+                    seen[i as usize] = true;
+                }
+            }
+        }
+    }
+}
+
 /// Formats 4 and 5 check the order in their walk, format 3 and the raw
 /// fallback before coding: every method rejects every out-of-order cloud
 /// (shuffled clouds, single swapped neighbours) and accepts the sorted one,

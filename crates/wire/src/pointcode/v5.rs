@@ -590,6 +590,36 @@ struct Pending {
     axis: u8,
 }
 
+/// Pushes the upper child of a two-sided split (`n` points from `lo`,
+/// corner `corner`, depth `t`) onto the pending stack (at most one per
+/// depth: a full stack, which a valid walk never has, drops it).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn push_upper(
+    stack: &mut [Pending; DEPTHS],
+    sp: &mut usize,
+    corner: Packed,
+    t: u32,
+    lo: usize,
+    n: usize,
+    hist: u32,
+    bit: u16,
+    axis: usize,
+) {
+    if let Some(slot) = stack.get_mut(*sp) {
+        *slot = Pending {
+            corner,
+            t,
+            lo: lo as u32,
+            n: n as u32,
+            hist,
+            bit,
+            axis: axis as u8,
+        };
+        *sp += 1;
+    }
+}
+
 /// The whole tree walk, depth first, lower child first (canonical order),
 /// with an explicit stack of pending upper children (at most one per depth).
 #[inline(always)]
@@ -641,18 +671,7 @@ fn walk<C: BitCoder, S: Side>(c: &mut C, w: &mut Walk, side: &mut S, total: usiz
                     let q = w.point(c, t, up, pack(side.get(lo + 1)));
                     side.put(lo + 1, 1, unpack(q));
                 } else {
-                    if let Some(slot) = stack.get_mut(sp) {
-                        *slot = Pending {
-                            corner: up,
-                            t,
-                            lo: (lo + k) as u32,
-                            n: (n - k) as u32,
-                            hist,
-                            bit,
-                            axis: axis as u8,
-                        };
-                        sp += 1;
-                    }
+                    push_upper(&mut stack, &mut sp, up, t, lo + k, n - k, hist, bit, axis);
                     n = k;
                     continue;
                 }
@@ -676,18 +695,7 @@ fn walk<C: BitCoder, S: Side>(c: &mut C, w: &mut Walk, side: &mut S, total: usiz
             } else {
                 hist = set_hist(hist, a, 2);
                 let up = corner | at(u64::from(b), a);
-                if let Some(slot) = stack.get_mut(sp) {
-                    *slot = Pending {
-                        corner: up,
-                        t,
-                        lo: (lo + k) as u32,
-                        n: (n - k) as u32,
-                        hist,
-                        bit,
-                        axis: axis as u8,
-                    };
-                    sp += 1;
-                }
+                push_upper(&mut stack, &mut sp, up, t, lo + k, n - k, hist, bit, axis);
                 n = k;
             }
             continue;
