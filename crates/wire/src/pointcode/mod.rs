@@ -231,13 +231,18 @@ pub fn sort_canonical<A>(points: &mut [[u16; 3]], attrs: &mut [A]) {
     } else {
         0
     };
-    if n > LSD_MIN && n <= LSD_MAX && key_bits + idx_bits <= 48 {
+    if LSD_ENABLED && n > LSD_MIN && n <= LSD_MAX && key_bits + idx_bits <= 48 {
         lsd(points, attrs, with, key_bits, idx_bits);
         return;
     }
     radix(points, attrs, with, hb & !1);
 }
 
+/// Whether [`sort_canonical`] may use [`lsd`] (~23 KiB of stack): not on
+/// bare-metal targets, whose stacks are small; they keep [`radix`]'s
+/// in-place sort (same points, same order; identical points' attributes
+/// may come out in another order, which is unspecified).
+const LSD_ENABLED: bool = cfg!(not(target_os = "none"));
 /// Fewest points [`sort_canonical`] sorts by [`lsd`] (below, the
 /// histograms cost more than the insertion sorts of [`radix`]).
 const LSD_MIN: usize = 64;
