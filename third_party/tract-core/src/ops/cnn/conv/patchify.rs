@@ -551,7 +551,9 @@ mod tests {
     fn check(n: usize, c_in: usize, hw: (usize, usize), k: (usize, usize), co: usize, relu: bool) {
         let seed = (n * 7 + c_in * 131 + hw.0 * 17 + hw.1 * 3 + k.0 * 5 + co * 11) as u64;
         let (reference, out, model) = run_both(n, c_in, hw, k, co, relu, seed).unwrap();
-        reference.close_enough(&out, Approximation::Close).unwrap();
+        // the unoptimized model's Conv sums in another order than im2col + matmul (a 7x7x2 case
+        // differed by up to 64 ulp under `Close`): rounding tolerance
+        reference.close_enough(&out, Approximation::Approximate).unwrap();
         let has = model.nodes().iter().any(|n| n.op_is::<PatchifyConv>());
         // a 1x1 kernel is decluttered into an EinSum before codegen: no Conv left to rewrite
         if k.0 * k.1 > 1 {
