@@ -81,6 +81,13 @@ fn run() -> Result<()> {
     )
     .context("loading into tract")?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    // TRACT_BENCH_OPS=1: the optimised plan's nodes (name and op) on stderr, e.g. to see which
+    // convolution path tract picked
+    if std::env::var_os("TRACT_BENCH_OPS").is_some_and(|v| v == "1") {
+        for node in model.plan().model().nodes() {
+            eprintln!("{} {} {:?}", node.id, node.op.name(), node.name);
+        }
+    }
     // input 0: INPUT.f32 or zeros; further inputs (recurrent state, query points): a fixed
     // pattern `((i * 7919) % 1000) / 1000 - 0.5`, the same as ort_bench.py; a symbolic
     // dimension (e.g. the implicit decoder's query count Q) takes --sym (default 8192)

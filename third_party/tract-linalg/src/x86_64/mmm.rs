@@ -659,7 +659,10 @@ mod tests {
     #[cfg(tract_avx512vnni)]
     #[test]
     fn avx512vnni_64x1_full_range_long_k() -> TractResult<()> {
-        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")) {
+        if !(is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni"))
+        {
             return Ok(());
         }
         let mut seed = 0x2545f491u32;

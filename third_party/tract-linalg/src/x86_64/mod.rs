@@ -94,6 +94,18 @@ cpu_feature!(F16C = "f16c");
 
 #[cfg(tract_avx512vnni)]
 cpu_feature!(AVX512VNNI = "avx512vnni");
+// shapecast patch: the avx512vnni kernels also run AVX512BW instructions (zmm `vpslldq` /
+// `vpsrldq` byte shifts, `vpaddb`), so the ISA is claimed only with both (see
+// `avx512vnni_usable`)
+#[cfg(tract_avx512vnni)]
+cpu_feature!(AVX512BW = "avx512bw");
+
+/// shapecast patch: whether the `X86_64Avx512Vnni` kernels may run, from CPUID's AVX512_VNNI
+/// and AVX512BW bits (a CPU or hypervisor may report VNNI without BW).
+#[cfg_attr(not(tract_avx512vnni), allow(dead_code))]
+fn avx512vnni_usable(vnni: bool, bw: bool) -> bool {
+    vnni && bw
+}
 
 routine_ew_extern!(x86_64; Tanh, f32, fma_tanh_f32, 8, 8, isa(X86_64Avx2, X86_64Fma));
 routine_ew_extern!(x86_64; Sigmoid, f32, fma_sigmoid_f32, 8, 8, isa(X86_64Avx2, X86_64Fma));
@@ -131,7 +143,7 @@ pub fn isa_set() -> crate::isa::IsaSet {
         }
     }
     #[cfg(tract_avx512vnni)]
-    if AVX512VNNI() {
+    if avx512vnni_usable(AVX512VNNI(), AVX512BW()) {
         set = set.with(Isa::X86_64Avx512Vnni);
     }
     #[cfg(tract_avxvnni)]
@@ -147,4 +159,18 @@ pub fn isa_set() -> crate::isa::IsaSet {
         set = set.with(Isa::X86_64AmxBf16);
     }
     set
+}
+
+#[cfg(all(test, tract_avx512vnni))]
+mod shapecast_vnni_gate {
+    /// shapecast patch: the VNNI ISA needs AVX512BW too (its kernels shift zmm bytes), and the
+    /// ISA set of this CPU says so.
+    #[test]
+    fn avx512vnni_needs_avx512bw() {
+        assert!(!super::avx512vnni_usable(true, false));
+        assert!(!super::avx512vnni_usable(false, true));
+        assert!(super::avx512vnni_usable(true, true));
+        let cpu = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw");
+        assert_eq!(super::isa_set().has(crate::isa::Isa::X86_64Avx512Vnni), cpu);
+    }
 }

@@ -762,6 +762,68 @@ impl Conv {
         Ok(model.wire_node(name, op, &[x, kernel[0], bias])?[0])
     }
 
+    /// shapecast patch: the direct patchify conv (`patchify.rs`) for an f32, single-group,
+    /// OIHW, NCHW/CHW 2D conv whose strides equal its kernel, undilated and unpadded, with a
+    /// constant kernel and bias and a concrete input shape, on CPUs with AVX-512F (elsewhere the
+    /// usual paths). `TRACT_DISABLE_PATCHIFY_CONV=1` turns it off.
+    fn try_patchify(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<super::PatchifyConv>> {
+        let input_fact = model.outlet_fact(node.inputs[0])?;
+        if self.q_params.is_some()
+            || input_fact.datum_type != f32::datum_type()
+            || self.group != 1
+            || self.kernel_fmt != KernelFormat::OIHW
+            || self.pool_spec.rank() != 2
+            || node.inputs.len() != 3
+            || TRACT_DISABLE_PATCHIFY_CONV.get()
+            || !super::PatchifyConv::has_fast_path()
+        {
+            return Ok(None);
+        }
+        let has_n = match self.pool_spec.data_format {
+            DataFormat::NCHW => true,
+            DataFormat::CHW => false,
+            _ => return Ok(None),
+        };
+        let kernel_shape = &self.pool_spec.kernel_shape;
+        if *self.pool_spec.strides() != kernel_shape[..]
+            || self.pool_spec.dilations().iter().any(|d| *d != 1)
+        {
+            return Ok(None);
+        }
+        let Some(shape) = input_fact.shape.as_concrete() else { return Ok(None) };
+        let data_shape = self.pool_spec.data_format.shape(shape)?;
+        let pads = self.pool_spec.computed_padding(data_shape.hw_dims());
+        if pads.iter().any(|p| p.pad_before != 0 || p.pad_after != 0) {
+            return Ok(None);
+        }
+        let (Some(kernel), Some(bias)) = (
+            model.outlet_fact(node.inputs[1])?.konst.as_ref(),
+            model.outlet_fact(node.inputs[2])?.konst.as_ref(),
+        ) else {
+            return Ok(None);
+        };
+        if kernel.datum_type() != f32::datum_type()
+            || bias.datum_type() != f32::datum_type()
+            || kernel.rank() != 4
+            || kernel.shape()[1] != *data_shape.c()
+            || kernel.shape()[2..] != kernel_shape[..]
+        {
+            return Ok(None);
+        }
+        let op = super::PatchifyConv::new(shape, has_n, kernel, bias)?;
+        let out_fact = &node.outputs[0].fact;
+        if out_fact.datum_type != f32::datum_type()
+            || out_fact.shape.as_concrete() != Some(&*op.output_shape)
+        {
+            return Ok(None);
+        }
+        Ok(Some(op))
+    }
+
     /// Eligibility for the direct register-blocked conv (see `blocked.rs`):
     /// f32 NCHW, kernel width 1 (extent on H only), unit stride/dilation on the
     /// contiguous W axis, grouped with a *small* number of out-channels per group
@@ -1406,6 +1468,14 @@ impl TypedOp for Conv {
                 patch.shunt_outside(model, node.id.into(), wire[0])?;
                 patch.obliterate(node.id)?;
                 Ok(Some(patch))
+            } else if let Some(op) = self.try_patchify(model, node)? {
+                // shapecast patch: stride == kernel, unpadded: direct conv, no im2col
+                let mut patch = TypedModelPatch::new("patchify-conv");
+                let x = patch.tap_model(model, node.inputs[0])?;
+                let wire = patch.wire_node(&node.name, op, &[x])?[0];
+                patch.shunt_outside(model, OutletId::new(node.id, 0), wire)?;
+                patch.obliterate(node.id)?;
+                Ok(Some(patch))
             } else if let Some(op) = self.try_blocked_conv(input_fact) {
                 // Direct register-blocked conv for the small-ocg NCHW kw=1 class;
                 // beats lazy im2col by avoiding the gather + wasted M-tile matmul.
@@ -1495,6 +1565,13 @@ fn amx_owns_fat_spatial() -> bool {
         false
     }
 }
+
+crate::declare_knob!(
+    scopable TRACT_DISABLE_PATCHIFY_CONV,
+    bool,
+    false,
+    "shapecast patch: disable the direct patchify convolution (strides equal to the kernel, unpadded), falling back to im2col and a matrix product."
+);
 
 crate::declare_knob!(
     scopable TRACT_DISABLE_DIRECT_SPATIAL,
