@@ -792,7 +792,7 @@ where
 /// activation at r = 4): every line was written `64 / chunk` times, each time after the whole
 /// destination had been touched, i.e. from L2 or beyond. Blocked, a line is filled while it is
 /// in L1 and the per-row reads are long enough for the streaming prefetcher.
-const PACK_MN_BLOCK_BYTES: usize = 1024;
+const PACK_MN_BLOCK_BYTES: usize = 256;
 
 /// Pack an mn-contiguous source: chunk `mn / r` of row `k` goes to
 /// `(mn / r) * panel_len + k * r`. `mn_range_bytes` and `k_range` select the source block; the
