@@ -435,7 +435,7 @@ impl PackedFormat {
             // 192 (48x4), 256 (64xN), 320 (80x2), 512 (128x1) added; they took the
             // element-by-element `write_with_k_outer` path before.
             mn_major!(4 8 12 16 20 24 32 48 64 96 128 160 192 256 320 512)
-                } else if k_stride == 1 {
+        } else if k_stride == 1 {
             // just ignore invalid mn_range
             let mn_valid_end = mn_range.end.min(mn);
             if mn_valid_end > mn_range.start {
