@@ -421,26 +421,20 @@ impl PackedFormat {
             let bb = b as *const u8;
             let pbb = pb as *mut u8;
             let panel_len = self.single_panel_len(k_range.len()) * size_of;
-            match rbytes {
-                16 => pack_mn_major::<[u8; 16]>(bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),
-                24 => pack_mn_major::<[u8; 24]>(bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),
-                32 => pack_mn_major::<[u8; 32]>(bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),
-                48 => pack_mn_major::<[u8; 48]>(bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),
-                64 => pack_mn_major::<[u8; 64]>(bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),
-                96 => pack_mn_major::<[u8; 96]>(bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),
-                128 => pack_mn_major::<[u8; 128]>(bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),
-                _ => {
-                    let mut packer = self.write_with_k_outer(pb, k_range.len(), mn_range.len());
-                    for k in k_range {
-                        for x in mn_range.start..mn_valid_end {
-                            packer.write(*b.offset(x as isize + k_stride * k as isize))
-                        }
-                        for _x in mn_valid_end..mn_range.end {
-                            packer.write(T::default())
-                        }
+            macro_rules! mn_major {
+                ($($n:literal)*) => {
+                    match rbytes {
+                        $($n => pack_mn_major::<[u8; $n]>(bb, pbb, panel_len, k_stride_bytes, mn_range_bytes, k_range),)*
+                        // shapecast patch: any other panel width copies its chunks with a
+                        // run-time length (same bytes as the fixed widths above)
+                        _ => pack_mn_major_dyn(bb, pbb, rbytes, panel_len, k_stride_bytes, mn_range_bytes, k_range),
                     }
-                }
+                };
             }
+            // shapecast patch: 4..12 (r = 1..3 f32, narrow B panels), 20 (r = 5), 160 (40x2),
+            // 192 (48x4), 256 (64xN), 320 (80x2), 512 (128x1) added; they took the
+            // element-by-element `write_with_k_outer` path before.
+            mn_major!(4 8 12 16 20 24 32 48 64 96 128 160 192 256 320 512)
         } else if k_stride == 1 {
             // just ignore invalid mn_range
             let mn_valid_end = mn_range.end.min(mn);
@@ -789,6 +783,21 @@ where
     }
 }
 
+/// Bytes of one source row (one k) that [`pack_mn_major`] copies per visit: the panels of a
+/// block are filled k by k, so a block reads `PACK_MN_BLOCK_BYTES` contiguous bytes per k and
+/// keeps one partly written cache line per panel in flight.
+///
+/// shapecast patch (session 10): tract looped k outer over *every* panel, so each k scattered one
+/// chunk into each of the `mn / r` panels (2048 panels, a 2 MiB destination for a [64, 8192] f32
+/// activation at r = 4): every line was written `64 / chunk` times, each time after the whole
+/// destination had been touched, i.e. from L2 or beyond. Blocked, a line is filled while it is
+/// in L1 and the per-row reads are long enough for the streaming prefetcher.
+const PACK_MN_BLOCK_BYTES: usize = 256;
+
+/// Pack an mn-contiguous source: chunk `mn / r` of row `k` goes to
+/// `(mn / r) * panel_len + k * r`. `mn_range_bytes` and `k_range` select the source block; the
+/// last panel may be partial, its padding is zeroed (the kernel computes on it before the
+/// padded rows are dropped, and garbage could be denormals).
 #[inline(never)]
 unsafe fn pack_mn_major<Chunk: Copy>(
     b: *const u8,
@@ -802,19 +811,133 @@ unsafe fn pack_mn_major<Chunk: Copy>(
         let mnr = std::mem::size_of::<Chunk>();
         let full_panes = mn_range_bytes.len() / mnr;
         let partial_pane = mn_range_bytes.len() % mnr;
-        for k in 0..k_range.len() {
-            let mut p_row = packed.add(k * mnr);
-            let mut b_row = b.offset(
-                (k_range.start + k) as isize * k_stride_bytes + mn_range_bytes.start as isize,
+        let k_len = k_range.len();
+        let src = b.offset(k_range.start as isize * k_stride_bytes + mn_range_bytes.start as isize);
+        let block = (PACK_MN_BLOCK_BYTES / mnr).max(1);
+        let mut pane = 0;
+        while pane < full_panes {
+            let end = (pane + block).min(full_panes);
+            for k in 0..k_len {
+                let mut s = src.offset(k as isize * k_stride_bytes).add(pane * mnr);
+                let mut p = packed.add(pane * panel_len + k * mnr);
+                for _ in pane..end {
+                    copy_chunk::<Chunk>(s, p);
+                    p = p.add(panel_len);
+                    s = s.add(mnr);
+                }
+            }
+            pane = end;
+        }
+        if partial_pane > 0 {
+            pack_partial_pane(
+                src,
+                packed,
+                mnr,
+                full_panes,
+                panel_len,
+                k_stride_bytes,
+                partial_pane,
+                k_len,
             );
-            for _ in 0..full_panes {
-                p_row.copy_from_nonoverlapping(b_row, mnr);
-                p_row = p_row.add(panel_len);
-                b_row = b_row.add(mnr);
+        }
+    }
+}
+
+/// Copy one `Chunk` in pieces of at most 64 bytes: a fixed-size copy over 128 bytes is
+/// compiled to a `memcpy` call (`rep movsb` on this target), which costs more than the copy.
+#[inline(always)]
+unsafe fn copy_chunk<Chunk: Copy>(s: *const u8, p: *mut u8) {
+    unsafe {
+        let size = std::mem::size_of::<Chunk>();
+        let mut off = 0;
+        while off + 64 <= size {
+            (p.add(off) as *mut [u8; 64])
+                .write_unaligned((s.add(off) as *const [u8; 64]).read_unaligned());
+            off += 64;
+        }
+        while off + 16 <= size {
+            (p.add(off) as *mut [u8; 16])
+                .write_unaligned((s.add(off) as *const [u8; 16]).read_unaligned());
+            off += 16;
+        }
+        while off + 4 <= size {
+            (p.add(off) as *mut [u8; 4])
+                .write_unaligned((s.add(off) as *const [u8; 4]).read_unaligned());
+            off += 4;
+        }
+        while off < size {
+            *p.add(off) = *s.add(off);
+            off += 1;
+        }
+    }
+}
+
+/// [`pack_mn_major`] for a chunk size it has no fixed-size copy for.
+#[inline(never)]
+unsafe fn pack_mn_major_dyn(
+    b: *const u8,
+    packed: *mut u8,
+    mnr: usize,
+    panel_len: usize,
+    k_stride_bytes: isize,
+    mn_range_bytes: Range<usize>,
+    k_range: Range<usize>,
+) {
+    unsafe {
+        let full_panes = mn_range_bytes.len() / mnr;
+        let partial_pane = mn_range_bytes.len() % mnr;
+        let k_len = k_range.len();
+        let src = b.offset(k_range.start as isize * k_stride_bytes + mn_range_bytes.start as isize);
+        let block = (PACK_MN_BLOCK_BYTES / mnr).max(1);
+        let mut pane = 0;
+        while pane < full_panes {
+            let end = (pane + block).min(full_panes);
+            for k in 0..k_len {
+                let mut s = src.offset(k as isize * k_stride_bytes).add(pane * mnr);
+                let mut p = packed.add(pane * panel_len + k * mnr);
+                for _ in pane..end {
+                    p.copy_from_nonoverlapping(s, mnr);
+                    p = p.add(panel_len);
+                    s = s.add(mnr);
+                }
             }
-            if partial_pane > 0 {
-                p_row.copy_from_nonoverlapping(b_row, partial_pane);
-            }
+            pane = end;
+        }
+        if partial_pane > 0 {
+            pack_partial_pane(
+                src,
+                packed,
+                mnr,
+                full_panes,
+                panel_len,
+                k_stride_bytes,
+                partial_pane,
+                k_len,
+            );
+        }
+    }
+}
+
+/// The last, partial panel of [`pack_mn_major`]: `partial` valid bytes per k, the rest of the
+/// chunk zeroed.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+unsafe fn pack_partial_pane(
+    src: *const u8,
+    packed: *mut u8,
+    mnr: usize,
+    full_panes: usize,
+    panel_len: usize,
+    k_stride_bytes: isize,
+    partial: usize,
+    k_len: usize,
+) {
+    unsafe {
+        for k in 0..k_len {
+            let s = src.offset(k as isize * k_stride_bytes).add(full_panes * mnr);
+            let p = packed.add(full_panes * panel_len + k * mnr);
+            p.copy_from_nonoverlapping(s, partial);
+            p.add(partial).write_bytes(0, mnr - partial);
         }
     }
 }
@@ -2139,6 +2262,112 @@ mod test {
                     }
                 }
             }
+        }
+    }
+
+    // ---- mn-contiguous packing (shapecast patch, session 10) -------------------------------
+    //
+    // `pack_mn_major` fills blocks of panels k by k; every fixed chunk width and the run-time
+    // width fallback must give the reference layout, for blocks wider than
+    // `PACK_MN_BLOCK_BYTES`, partial last panels, k and mn ranges not starting at 0, and any
+    // element width. The partial panel's padding chunk bytes must come out zero.
+    fn check_mn_major<T: Datum + Copy + PartialEq + num_traits::Zero>(
+        k: usize,
+        mn: usize,
+        r: usize,
+        k_range: Range<usize>,
+        mn_range: Range<usize>,
+        value: impl Fn(usize) -> T,
+    ) {
+        let input: Vec<T> = (0..k * mn).map(value).collect();
+        let input = tract_ndarray::Array2::from_shape_vec((k, mn), input).unwrap().into_tensor();
+        let format = super::PackedFormat::new(T::datum_type(), r, 64).with_end_padding_record(0);
+        let panel_len = format.single_panel_len(k_range.len());
+        let panels = mn_range.len().divceil(r);
+        let len = format.len(k_range.len(), mn_range.len());
+        assert_eq!(len, panels * panel_len);
+        // sentinel-filled output: the packer must write every valid item and the padding
+        // chunks of the partial panel
+        let mut output = Tensor::zero::<T>(&[len]).unwrap();
+        output.as_bytes_mut().fill(0xA5);
+        let sentinel_item = output.try_as_plain_ram().unwrap().as_slice::<T>().unwrap()[0];
+        unsafe {
+            format.pack_segment(
+                output.view_mut(),
+                input.view(),
+                0,
+                1,
+                k_range.clone(),
+                mn_range.clone(),
+            )
+        };
+        let got = output.try_as_plain_ram().unwrap().as_slice::<T>().unwrap().to_vec();
+        let input = input.try_as_plain_ram().unwrap().as_slice::<T>().unwrap().to_vec();
+        let mn_valid_end = mn_range.end.min(mn);
+        for panel in 0..panels {
+            for kk in 0..k_range.len() {
+                for x in 0..r {
+                    let at = panel * panel_len + kk * r + x;
+                    let mn_ix = mn_range.start + panel * r + x;
+                    let expected = if mn_ix < mn_valid_end {
+                        Some(input[(k_range.start + kk) * mn + mn_ix])
+                    } else if mn_ix
+                        < mn_range.start + (mn_valid_end - mn_range.start).divceil(r) * r
+                    {
+                        // padding of the last panel holding valid items
+                        Some(T::zero())
+                    } else {
+                        None
+                    };
+                    if let Some(expected) = expected {
+                        assert!(
+                            got[at] == expected,
+                            "k {k} mn {mn} r {r} k_range {k_range:?} mn_range {mn_range:?}: \
+                             panel {panel} k {kk} x {x}: {:?} != {expected:?}",
+                            got[at]
+                        );
+                    }
+                }
+            }
+            // tail of the panel past k_range.len() * r (alignment) is never written
+            for at in panel * panel_len + k_range.len() * r..(panel + 1) * panel_len {
+                assert!(got[at] == sentinel_item, "panel {panel} tail item {at} written");
+            }
+        }
+    }
+
+    #[test]
+    fn mn_major_every_chunk_width() {
+        // f32 r = 1..=128 covers every fixed width (4 .. 512 bytes) and the run-time fallback
+        for r in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 16, 24, 32, 33, 40, 48, 64, 80, 128, 129] {
+            for (k, mn, k_range, mn_range) in [
+                (64, 8192, 0..64, 0..8192),
+                (7, 1000, 2..7, 3..1000),
+                (5, 777, 0..5, 129..700),
+                (3, 300, 1..2, 0..299),
+                (1, 2 * r + 1, 0..1, 1..2 * r + 1),
+            ] {
+                check_mn_major::<f32>(k, mn, r, k_range, mn_range, |i| i as f32 + 0.5);
+            }
+        }
+    }
+
+    #[test]
+    fn mn_major_narrow_types() {
+        for r in [1, 3, 4, 8, 16, 24, 32, 48, 64, 96, 100, 128] {
+            check_mn_major::<u8>(9, 2500, r, 1..9, 5..2400, |i| (i % 251) as u8 + 1);
+            check_mn_major::<f16>(9, 1500, r, 0..8, 17..1500, |i| f16::from_f32((i % 999) as f32));
+            check_mn_major::<u64>(4, 600, r, 1..3, 2..600, |i| i as u64 * 3 + 1);
+        }
+    }
+
+    #[test]
+    fn mn_major_range_past_mn() {
+        // mn_range may run past mn by less than a panel (the multithreaded split does): the
+        // packer reads nothing past mn and zeroes the rest of that panel
+        for r in [4, 5, 48, 100] {
+            check_mn_major::<f32>(6, 1000, r, 0..6, 0..1000usize.divceil(r) * r, |i| i as f32);
+            check_mn_major::<f32>(6, 1000, r, 1..5, 400..1000usize.divceil(r) * r, |i| i as f32);
         }
     }
 }

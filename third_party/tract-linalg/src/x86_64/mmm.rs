@@ -808,4 +808,91 @@ mod tests {
         );
         Ok(())
     }
+
+    /// shapecast patch (session 10): the implicit decoder's products as tract runs them (m = the
+    /// 8192 queries, contiguous in C; n = the layer width; bias per column, ReLU), on the
+    /// candidate kernels, pack of the activation and kernel timed apart. A measuring aid, not a
+    /// check: `cargo test --release -p tract-linalg td10_decoder_shapes -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn td10_decoder_shapes() -> TractResult<()> {
+        use std::time::Instant;
+        if !is_x86_feature_detected!("avx512f") {
+            return Ok(());
+        }
+        let iters: usize =
+            std::env::var("TD10_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+        let kernels = [
+            avx512_mmm_f32_16x12.mmm(),
+            avx512_mmm_f32_16x8.mmm(),
+            avx512_mmm_f32_32x6.mmm(),
+            avx512_mmm_f32_32x5.mmm(),
+            avx512_mmm_f32_48x4.mmm(),
+            avx512_mmm_f32_64x3.mmm(),
+            avx512_mmm_f32_80x2.mmm(),
+            fma_mmm_f32_40x2.mmm(),
+            fma_mmm_f32_16x6.mmm(),
+            fma_mmm_f32_24x4.mmm(),
+            fma_mmm_f32_32x3.mmm(),
+        ];
+        for (m, k, n) in
+            [(8192usize, 3usize, 64usize), (8192, 64, 64), (8192, 64, 6), (8192, 64, 1)]
+        {
+            let act: Vec<f32> = (0..k * m).map(|i| ((i % 97) as f32 - 48.0) / 64.0).collect();
+            // activation [k, m], m contiguous (the [H, Q] layout); k = 3 is xyz^T: k contiguous
+            let (act_t, k_axis, m_axis) = if k == 3 {
+                (tract_ndarray::Array2::from_shape_vec((m, k), act).unwrap().into_tensor(), 1, 0)
+            } else {
+                (tract_ndarray::Array2::from_shape_vec((k, m), act).unwrap().into_tensor(), 0, 1)
+            };
+            let act_view = act_t.view();
+            let w: Vec<f32> = (0..k * n).map(|i| ((i % 13) as f32 - 6.0) / 13.0).collect();
+            let w = tract_ndarray::Array2::from_shape_vec((k, n), w).unwrap().into_tensor();
+            let bias =
+                Tensor::from_shape(&[n], &(0..n).map(|i| i as f32 / 64.0).collect::<Vec<_>>())?;
+            let zero = tensor0(0f32);
+            for ker in &kernels {
+                if ker.nr() == 1 && n != 1 {
+                    continue;
+                }
+                let (pack_a, pack_b) = &ker.packings()[0];
+                let pa_format = pack_a.downcast_ref::<PackedFormat>().unwrap();
+                let pb = pack_b.prepare_one(&w, 0, 1)?;
+                let mut c = Tensor::zero::<f32>(&[n, m])?;
+                let mut best_pack = f64::MAX;
+                let mut best_run = f64::MAX;
+                for _ in 0..iters {
+                    let t0 = Instant::now();
+                    let pa = pa_format.pack_tensor_view(&act_view, k_axis, m_axis)?;
+                    let t1 = Instant::now();
+                    unsafe {
+                        let c_spec = ker.c_from_data_and_strides(4, 1, m as isize);
+                        let view = c.view_mut();
+                        let ops: TVec<FusedSpec> = tvec!(
+                            FusedSpec::AddMatMul {
+                                a: AsInputValue::Borrowed(&*pa),
+                                b: AsInputValue::Borrowed(&*pb),
+                                packing: 0,
+                            },
+                            FusedSpec::BinPerCol(bias.view(), crate::BinOp::Add),
+                            FusedSpec::BinScalar(&zero, crate::BinOp::Max),
+                            FusedSpec::Store(c_spec.wrap(&view)),
+                        );
+                        ker.run(m, n, &ops)?;
+                    }
+                    let t2 = Instant::now();
+                    best_pack = best_pack.min((t1 - t0).as_secs_f64());
+                    best_run = best_run.min((t2 - t1).as_secs_f64());
+                }
+                println!(
+                    "td10 m={m} k={k} n={n} {:<24} pack {:7.1} us run {:7.1} us total {:7.1} us",
+                    ker.name(),
+                    best_pack * 1e6,
+                    best_run * 1e6,
+                    (best_pack + best_run) * 1e6
+                );
+            }
+        }
+        Ok(())
+    }
 }
