@@ -28,11 +28,14 @@ rustup target list --installed | grep -qx $triple || rustup target add $triple
 packages=(-p shapecast -p shapecast-wire -p shapecast-link -p shapecast-host -p shapecast-geom -p shapecast-onnx)
 args=(--release --target "$triple.$glibc" "${packages[@]}" --features "shapecast/${BOARD_FEATURES-camera}")
 [ -z "${BOARD_FEATURES-camera}" ] && args=(--release --target "$triple.$glibc" "${packages[@]}")
-# bindgen (v4l camera) must read the aarch64 kernel headers, not the host's.
-export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--target=aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
+# bindgen (v4l camera) must read the aarch64 kernel headers, not the host's. bindgen reads
+# the hyphenated BINDGEN_EXTRA_CLANG_ARGS_aarch64-unknown-linux-gnu first, and cargo-zigbuild
+# sets that very name (zig's include folders, appended to a value it finds): so pass it, not
+# the underscore spelling of .cargo/config.toml, through `env` (bash cannot export it).
+zigbuild=(env "BINDGEN_EXTRA_CLANG_ARGS_$triple=--target=aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include" cargo-zigbuild)
 
 echo "--- build (tests and binaries, zig-linked for glibc $glibc)"
-cargo-zigbuild test "${args[@]}" --no-run
+"${zigbuild[@]}" test "${args[@]}" --no-run
 t1=$(date +%s)
 
 echo "--- glibc symbol versions"
@@ -61,6 +64,6 @@ skip=(--skip serial)
 if ! grep -q SHAPECAST_TEST_RUNNER crates/host/tests/host.rs; then
   skip+=(--skip cli_encode_decode_roundtrip_and_errors --skip cli_listen_stops_after_frames)
 fi
-cargo-zigbuild test "${args[@]}" --no-fail-fast -- "${skip[@]}"
+"${zigbuild[@]}" test "${args[@]}" --no-fail-fast -- "${skip[@]}"
 t2=$(date +%s)
 echo "aarch64 leg took $((t2 - t0))s (build $((t1 - t0))s, tests under qemu $((t2 - t1))s)"

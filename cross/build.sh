@@ -37,6 +37,9 @@ features=${FEATURES-camera}
 profile=${PROFILE:-board}
 triple=aarch64-unknown-linux-gnu
 
+# ziglang from INSTALL=1 (and CI) lives in the project's Python venv (.ci/python-env.sh: PEP 668
+# distributions refuse pip into their own python3); a zig or ziglang of your own works too.
+source .ci/python-env.sh 2>/dev/null || true
 missing=()
 command -v cargo-zigbuild >/dev/null || missing+=("cargo-zigbuild (cargo install cargo-zigbuild --locked)")
 python3 -c 'import ziglang' 2>/dev/null || command -v zig >/dev/null || missing+=("zig (python3 -m pip install ziglang)")
@@ -49,8 +52,9 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "${INSTALL:-0}" = 1 ]; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-      binutils-aarch64-linux-gnu libc6-dev-arm64-cross libclang-dev
-    python3 -m pip install -q ziglang
+      binutils-aarch64-linux-gnu libc6-dev-arm64-cross libclang-dev python3-venv
+    source .ci/python-env.sh
+    python3 -c 'import ziglang' 2>/dev/null || command -v zig >/dev/null || python3 -m pip install -q ziglang
     command -v cargo-zigbuild >/dev/null || cargo install cargo-zigbuild --locked
     rustup target add $triple
   else
@@ -60,8 +64,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# bindgen (v4l camera) must read the aarch64 kernel headers, not the host's.
-export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--target=aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
+# bindgen (v4l camera) must read the aarch64 kernel headers, not the host's. bindgen reads
+# BINDGEN_EXTRA_CLANG_ARGS_<target> with the target's hyphens FIRST, and cargo-zigbuild sets
+# that name itself (to zig's include folders, appended to any value it finds), so the
+# underscore spelling in .cargo/config.toml is never read here: pass the hyphen one (a name
+# `export` cannot set) through `env`. Debian's cross headers then come first.
+zigbuild=(env "BINDGEN_EXTRA_CLANG_ARGS_$triple=--target=aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include" cargo-zigbuild)
 # Board profile flags, for size (bench/boards/RESULTS.md): no unwind tables (panic = "abort"
 # needs none; a panic still prints its message, without a backtrace) and a non-PIE
 # executable (no dynamic relocations; the binary loses ASLR of its own code: set
@@ -107,9 +115,9 @@ if [ "$compile_glibc" != "$glibc" ]; then
   link+=(-C "linker=$wrapper")
 fi
 if [ ${#link[@]} -gt 0 ]; then
-  cargo-zigbuild rustc "${cargo_z[@]}" "${args[@]}" --bin shapecast -- "${link[@]}"
+  "${zigbuild[@]}" rustc "${cargo_z[@]}" "${args[@]}" --bin shapecast -- "${link[@]}"
 else
-  cargo-zigbuild zigbuild "${cargo_z[@]}" "${args[@]}"
+  "${zigbuild[@]}" zigbuild "${cargo_z[@]}" "${args[@]}"
 fi
 
 dir=$profile; [ "$profile" = dev ] && dir=debug; [ "$profile" = test ] && dir=debug

@@ -1089,3 +1089,34 @@ fn pointcode_makes_no_allocation() {
         );
     }
 }
+
+/// `sort_canonical` of sizes outside 65..=2048 must not pay for the LSD sort's
+/// 22 KiB stack frame: when `lsd` was inlined into it, sorting 10 points took
+/// 20.5 KiB of stack (session 10; found by stack painting) and a thread with a
+/// 16 KiB stack (an RTOS task, a small worker) overflowed. Such a thread now
+/// sorts 10 and 3000 points (the in-place sort: under 3 KiB).
+#[test]
+fn sort_canonical_small_or_large_fits_a_16k_stack() {
+    let t = std::thread::Builder::new()
+        .stack_size(16 * 1024)
+        .spawn(|| {
+            for n in [10usize, 3000] {
+                let mut s = 0x9E37_79B9u32;
+                let mut pts: Vec<[u16; 3]> = (0..n)
+                    .map(|_| {
+                        [0; 3].map(|_: u16| {
+                            s ^= s << 13;
+                            s ^= s >> 17;
+                            s ^= s << 5;
+                            (s & 0x3FF) as u16
+                        })
+                    })
+                    .collect();
+                let mut labels: Vec<u8> = (0..n).map(|i| i as u8).collect();
+                pointcode::sort_canonical(&mut pts, &mut labels);
+                assert!(pts.windows(2).all(|w| pointcode::morton_key(w[0]) <= pointcode::morton_key(w[1])));
+            }
+        })
+        .unwrap();
+    t.join().unwrap();
+}

@@ -37,7 +37,8 @@
 //! 16-ary model slots of 34 bytes, 87 used; format 3: recursion at most `3 * 16 + 1` frames deep, 560 models,
 //! about 2.2 KiB, and a neighbour buffer of [`MAX_NEIGHBOURS`] points;
 //! [`sort_canonical`] holds a 16 KiB key buffer and 6 KiB of counters for
-//! 65..=2048 points, else recurses at most 8 levels with 768 bytes of
+//! 65..=2048 points with the `std` feature (in a frame of its own, so other
+//! sizes do not pay for it), else recurses at most 8 levels with 768 bytes of
 //! counters each; the coders' state is estimated below 16 KiB, not measured
 //! on the target).
 
@@ -238,11 +239,13 @@ pub fn sort_canonical<A>(points: &mut [[u16; 3]], attrs: &mut [A]) {
     radix(points, attrs, with, hb & !1);
 }
 
-/// Whether [`sort_canonical`] may use [`lsd`] (~23 KiB of stack): not on
-/// bare-metal targets, whose stacks are small; they keep [`radix`]'s
-/// in-place sort (same points, same order; identical points' attributes
-/// may come out in another order, which is unspecified).
-const LSD_ENABLED: bool = cfg!(not(target_os = "none"));
+/// Whether [`sort_canonical`] may use [`lsd`] (~23 KiB of stack): only with
+/// the `std` feature (hosted targets, whose threads have stacks of 64 KiB
+/// and more). Without it (bare metal, and RTOSes such as ESP-IDF or NuttX
+/// whose `target_os` is not "none" but whose task stacks are a few KiB) the
+/// in-place [`radix`] sort runs (same points, same order; identical points'
+/// attributes may come out in another order, which is unspecified).
+const LSD_ENABLED: bool = cfg!(feature = "std");
 /// Fewest points [`sort_canonical`] sorts by [`lsd`] (below, the
 /// histograms cost more than the insertion sorts of [`radix`]).
 const LSD_MIN: usize = 64;
@@ -281,6 +284,11 @@ fn join48(p: &[u16; 3]) -> u64 {
 /// no data-dependent branch: the MSD sort's bucket loops and insertion
 /// sorts mispredicted about 2.5 branches per point (bench/pointcode/RESULTS.md,
 /// session 10). Stable: identical points keep their input order.
+///
+/// Never inlined: inlined into [`sort_canonical`], its 22 KiB frame was
+/// charged to every call, the in-place sort of 10 points included (20.5 KiB
+/// of stack instead of 0.9 KiB; measured by stack painting, session 11).
+#[inline(never)]
 fn lsd<A>(points: &mut [[u16; 3]], attrs: &mut [A], with: bool, key_bits: u32, idx_bits: u32) {
     const MAX_PASSES: usize = 6; // 48 key bits
     let n = points.len();
