@@ -1114,7 +1114,9 @@ fn sort_canonical_small_or_large_fits_a_16k_stack() {
                     .collect();
                 let mut labels: Vec<u8> = (0..n).map(|i| i as u8).collect();
                 pointcode::sort_canonical(&mut pts, &mut labels);
-                assert!(pts.windows(2).all(|w| pointcode::morton_key(w[0]) <= pointcode::morton_key(w[1])));
+                assert!(pts
+                    .windows(2)
+                    .all(|w| pointcode::morton_key(w[0]) <= pointcode::morton_key(w[1])));
             }
         })
         .unwrap();
