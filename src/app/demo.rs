@@ -373,6 +373,12 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
             ),
         ));
     }
+    if let Some(why) = summary.source_failure {
+        return Err(Failure::new(
+            exit::SOURCE,
+            anyhow!("the sample pictures' source stopped: {why}"),
+        ));
+    }
     if inputs.is_empty() {
         return Err(Failure::new(
             exit::SOURCE,

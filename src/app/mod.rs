@@ -25,7 +25,7 @@ pub mod exit {
     pub const CONFIG: u8 = 2;
     /// The model is missing or breaks the contract.
     pub const MODEL: u8 = 3;
-    /// The frame source could not be opened.
+    /// The frame source could not be opened, or stopped on an error (not at its end).
     pub const SOURCE: u8 = 4;
     /// The link could not be opened.
     pub const LINK: u8 = 5;

@@ -15,6 +15,8 @@ pub const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 #[derive(Debug)]
 pub struct ImageFiles {
     root: PathBuf,
+    /// Whether `root` is a folder (listed again at the start of every play).
+    is_dir: bool,
     files: Vec<PathBuf>,
     next: usize,
     pass: u64,
@@ -31,31 +33,15 @@ impl ImageFiles {
     /// name (other files are ignored; a folder without pictures is an error).
     pub fn open(path: &Path, repeat: Repeat) -> Result<ImageFiles, SourceError> {
         let meta = std::fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
-        let files = if meta.is_dir() {
-            let mut files = Vec::new();
-            for entry in std::fs::read_dir(path).map_err(|e| SourceError::io(path, e))? {
-                let p = entry.map_err(|e| SourceError::io(path, e))?.path();
-                let ok = p.is_file()
-                    && p.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)));
-                if ok {
-                    files.push(p);
-                }
-            }
-            files.sort();
-            if files.is_empty() {
-                return Err(SourceError::Invalid(format!(
-                    "image folder {} holds no .png/.jpg/.jpeg file",
-                    path.display()
-                )));
-            }
-            files
+        let is_dir = meta.is_dir();
+        let files = if is_dir {
+            list_pictures(path)?
         } else {
             vec![path.to_owned()]
         };
         Ok(ImageFiles {
             root: path.to_owned(),
+            is_dir,
             files,
             next: 0,
             pass: 0,
@@ -70,6 +56,29 @@ impl ImageFiles {
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }
+}
+
+/// The .png/.jpg/.jpeg files of a folder, sorted by name (an error if there is none).
+fn list_pictures(folder: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).map_err(|e| SourceError::io(folder, e))? {
+        let p = entry.map_err(|e| SourceError::io(folder, e))?.path();
+        let ok = p.is_file()
+            && p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)));
+        if ok {
+            files.push(p);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(SourceError::Invalid(format!(
+            "image folder {} holds no .png/.jpg/.jpeg file",
+            folder.display()
+        )));
+    }
+    Ok(files)
 }
 
 /// Decodes an image file to RGB8 within [`MAX_SIDE`].
@@ -109,6 +118,15 @@ impl FrameSource for ImageFiles {
             self.next = 0;
             self.pass += 1;
             self.decoded_in_pass = 0;
+            if self.is_dir && self.repeat.allows(self.pass) {
+                // Each play shows the folder as it is now: pictures removed since the last
+                // play are skipped, new ones played. A folder that cannot be listed (or holds
+                // no picture any more) keeps the previous list, whose files then fail as bad
+                // frames until the pictures are back.
+                if let Ok(files) = list_pictures(&self.root) {
+                    self.files = files;
+                }
+            }
         }
         if !self.repeat.allows(self.pass) {
             return Err(SourceError::EndOfStream);
@@ -118,7 +136,16 @@ impl FrameSource for ImageFiles {
         let seq = self.seq;
         self.seq += 1;
         // A file that cannot be decoded is a bad frame: the next call moves on to the next file.
-        let (width, height, data) = decode_file(path)?;
+        // Once a picture has decoded, one that cannot even be read (removed or made unreadable
+        // by another program since the folder was listed) is a bad frame too, not the end of
+        // the source: a later play lists the folder again.
+        let (width, height, data) = decode_file(path).map_err(|e| match e {
+            SourceError::Io { path, cause } if self.decoded_ever => SourceError::BadFrame {
+                what: path.display().to_string(),
+                reason: cause.to_string(),
+            },
+            e => e,
+        })?;
         self.decoded_in_pass += 1;
         self.decoded_ever = true;
         Ok(Frame {
@@ -250,6 +277,30 @@ mod tests {
             e.to_string().contains("none of the 2 picture file(s)"),
             "{e}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_played_in_a_loop_follows_files_removed_and_added() {
+        // A picture removed while the folder plays is a bad frame (it used to be an I/O error
+        // that stopped the run with exit code 4), and each play lists the folder again.
+        let dir = std::env::temp_dir().join(format!("shapecast-relist-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = std::fs::read(fixtures().join("images/a_000.png")).unwrap();
+        let c = std::fs::read(fixtures().join("images/c_002.jpg")).unwrap();
+        std::fs::write(dir.join("a.png"), &a).unwrap();
+        std::fs::write(dir.join("b.png"), &a).unwrap();
+        let mut s = ImageFiles::open(&dir, Repeat::Forever).unwrap();
+        assert_eq!(s.next_frame().unwrap().width, 64, "a");
+        std::fs::remove_file(dir.join("b.png")).unwrap();
+        let e = s.next_frame().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BadFrame, "{e}");
+        assert!(e.to_string().contains("b.png"), "{e}");
+        std::fs::write(dir.join("c.jpg"), &c).unwrap();
+        // Next play: a, then the new c (32x24); b is gone.
+        assert_eq!(s.next_frame().unwrap().width, 64, "a");
+        assert_eq!(s.next_frame().unwrap().width, 32, "c, added");
+        assert_eq!(s.files().len(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

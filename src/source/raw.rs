@@ -27,6 +27,9 @@ pub struct RawFrames {
     in_pass: u64,
     /// Whether any whole frame has been read since the source opened.
     played_ever: bool,
+    /// Whether the file must be opened again (by its path) before the next read: set at the
+    /// end of every play, and kept while reopening fails.
+    stale: bool,
     pass: u64,
     repeat: Repeat,
     seq: u64,
@@ -78,19 +81,63 @@ impl RawFrames {
             count,
             in_pass: 0,
             played_ever: false,
+            stale: false,
             pass: 0,
             repeat,
             seq: 0,
         })
     }
 
-    fn rewind(&mut self) -> Result<(), SourceError> {
-        self.reader
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| SourceError::io(&self.path, e))?;
+    /// Ends the play: the next read (if plays remain) opens the file again.
+    fn rewind(&mut self) {
         self.pass += 1;
         self.in_pass = 0;
+        self.stale = true;
+    }
+
+    /// Opens the dump again by its path, so that each play reads the file as it is now: a
+    /// dump replaced by a rename (the usual way to update a file atomically) is played, not
+    /// the old unlinked one, and a dump that grew or shrank is counted again.
+    fn reopen(&mut self) -> Result<(), SourceError> {
+        let file = File::open(&self.path).map_err(|e| SourceError::io(&self.path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| SourceError::io(&self.path, e))?
+            .len();
+        if let Some(fl) = self.frame_len {
+            let fl64 = fl as u64;
+            if len == 0 || len % fl64 != 0 {
+                return Err(SourceError::Invalid(format!(
+                    "raw dump {} is now {len} bytes, not a whole number of {}x{} {} frames ({fl} bytes each)",
+                    self.path.display(),
+                    self.width,
+                    self.height,
+                    self.format
+                )));
+            }
+            self.count = Some(len / fl64);
+        }
+        let mut reader = BufReader::with_capacity(1 << 16, file);
+        reader
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| SourceError::io(&self.path, e))?;
+        self.reader = reader;
         Ok(())
+    }
+
+    /// An error met after frames were played: the dump is being rewritten or replaced by
+    /// another program, so it is a bad frame (the capture loop backs off, a later call tries
+    /// again), not the end of the source.
+    fn after_played(&self, e: SourceError) -> SourceError {
+        match e {
+            SourceError::Io { .. } | SourceError::Invalid(_) if self.played_ever => {
+                SourceError::BadFrame {
+                    what: self.path.display().to_string(),
+                    reason: e.to_string(),
+                }
+            }
+            e => e,
+        }
     }
 
     /// The next frame's bytes, rewinding at the end of the file while plays remain.
@@ -99,17 +146,38 @@ impl RawFrames {
             if !self.repeat.allows(self.pass) {
                 return Err(SourceError::EndOfStream);
             }
+            if self.stale {
+                self.reopen().map_err(|e| self.after_played(e))?;
+                self.stale = false;
+            }
             match self.frame_len {
                 Some(fl) => {
                     if Some(self.in_pass) == self.count {
-                        self.rewind()?;
+                        self.rewind();
                         continue;
                     }
                     let mut buf = vec![0; fl];
-                    self.reader
-                        .read_exact(&mut buf)
-                        .map_err(|e| SourceError::io(&self.path, e))?;
+                    if let Err(e) = self.reader.read_exact(&mut buf) {
+                        // Shorter than when it was counted (truncated by another program):
+                        // this play ends here, the next one reads the file as it is then.
+                        let truncated = e.kind() == std::io::ErrorKind::UnexpectedEof;
+                        let e = self.after_played(SourceError::io(&self.path, e));
+                        if truncated || e.kind() == super::ErrorKind::BadFrame {
+                            self.rewind();
+                            return Err(SourceError::BadFrame {
+                                what: self.path.display().to_string(),
+                                reason: if truncated {
+                                    "the dump ended inside a frame (truncated since it was opened)"
+                                        .into()
+                                } else {
+                                    e.to_string()
+                                },
+                            });
+                        }
+                        return Err(e);
+                    }
                     self.in_pass += 1;
+                    self.played_ever = true;
                     return Ok(buf);
                 }
                 None => match read_jpeg(&mut self.reader, MAX_JPEG) {
@@ -127,13 +195,13 @@ impl RawFrames {
                         }
                         // It had pictures before (rewritten since): report the empty play
                         // (the capture loop backs off) rather than rewinding in a loop.
-                        self.rewind()?;
+                        self.rewind();
                         return Err(SourceError::BadFrame {
                             what: self.path.display().to_string(),
                             reason: "no whole JPEG picture in this play of the dump".into(),
                         });
                     }
-                    Ok(None) => self.rewind()?,
+                    Ok(None) => self.rewind(),
                     Err(e)
                         if e.kind() == std::io::ErrorKind::InvalidData
                             || e.kind() == std::io::ErrorKind::UnexpectedEof =>
@@ -149,7 +217,13 @@ impl RawFrames {
                             reason: e.to_string(),
                         });
                     }
-                    Err(e) => return Err(SourceError::io(&self.path, e)),
+                    Err(e) => {
+                        let e = self.after_played(SourceError::io(&self.path, e));
+                        if e.kind() == super::ErrorKind::BadFrame {
+                            self.rewind();
+                        }
+                        return Err(e);
+                    }
                 },
             }
         }
@@ -263,6 +337,84 @@ mod tests {
             }
         });
         assert_eq!(f.expect("plays again within 4 calls").data, pic);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_raw_dump_truncated_or_replaced_mid_stream_is_reported_then_played_as_it_is_now() {
+        // A fixed-size dump that another program truncates while it plays: the short read is
+        // a bad frame (it used to be an I/O error that stopped the source), a dump of no whole
+        // frame stays a bad frame, and a dump replaced by a rename is played in its new form
+        // (the old code rewound the file descriptor of the unlinked file forever).
+        let dir = std::env::temp_dir().join(format!("shapecast-rawtr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = std::fs::read(fixtures().join("dump3.yuyv422")).unwrap();
+        let fl = data.len() / 3;
+        let path = dir.join("live.yuyv");
+        // 24 frames (147 KiB), more than the reader's 64 KiB buffer holds.
+        let long = data.repeat(8);
+        std::fs::write(&path, &long).unwrap();
+        let mut s = RawFrames::open(&path, 64, 48, PixelFormat::Yuyv, Repeat::Forever).unwrap();
+        assert_eq!(s.next_frame().unwrap().data, data[..fl]);
+        std::fs::write(&path, &long[..10 * fl + fl / 2]).unwrap();
+        // Frames still buffered come out, then the short read is a bad frame.
+        let e = (0..24)
+            .find_map(|_| s.next_frame().err())
+            .expect("the truncation is noticed within the play");
+        assert_eq!(e.kind(), ErrorKind::BadFrame, "{e}");
+        // Now not a whole number of frames: each later call is a bad frame.
+        for _ in 0..3 {
+            let e = s.next_frame().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::BadFrame, "{e}");
+            assert!(e.to_string().contains("not a whole number"), "{e}");
+        }
+        // Replaced by rename with frames 3, 2 (reversed): played in that order.
+        let tmp = dir.join("live.yuyv.new");
+        let mut reversed = data[2 * fl..].to_vec();
+        reversed.extend_from_slice(&data[fl..2 * fl]);
+        std::fs::write(&tmp, &reversed).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let f = s.next_frame().unwrap();
+        assert_eq!(f.data, data[2 * fl..], "the new dump's first frame");
+        assert_eq!(s.next_frame().unwrap().data, data[fl..2 * fl]);
+        assert_eq!(
+            s.next_frame().unwrap().data,
+            data[2 * fl..],
+            "loops over the new dump"
+        );
+        // Removed: bad frames, and it plays again when the file is back.
+        std::fs::remove_file(&path).unwrap();
+        let _ = s.next_frame(); // the rest of this play may still be buffered
+        let _ = s.next_frame();
+        let e = s.next_frame().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BadFrame, "{e}");
+        std::fs::write(&path, &data).unwrap();
+        let f = (0..3).find_map(|_| s.next_frame().ok());
+        assert_eq!(f.expect("plays again").data, data[..fl]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_mjpeg_dump_replaced_by_rename_is_played_in_its_new_form() {
+        let dir = std::env::temp_dir().join(format!("shapecast-rawmv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pic = std::fs::read(fixtures().join("testsrc.mjpeg")).unwrap();
+        let path = dir.join("live.mjpeg");
+        std::fs::write(&path, &pic).unwrap();
+        let mut s = RawFrames::open(&path, 64, 48, PixelFormat::Mjpeg, Repeat::Forever).unwrap();
+        assert_eq!(s.next_frame().unwrap().data, pic);
+        // The reference pictures of the replacement: dump3.mjpeg's three.
+        let dump3 = fixtures().join("dump3.mjpeg");
+        let mut r = RawFrames::open(&dump3, 64, 48, PixelFormat::Mjpeg, Repeat::Times(1)).unwrap();
+        let want: Vec<_> = (0..3).map(|_| r.next_frame().unwrap().data).collect();
+        assert!(want[1] != pic && want[2] != pic);
+        let tmp = dir.join("live.mjpeg.new");
+        std::fs::copy(&dump3, &tmp).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        // The old file's play ends (its one picture was read), then the new dump plays.
+        let frames: Vec<_> = (0..4).map(|_| s.next_frame().unwrap().data).collect();
+        assert_eq!(frames[..3], want[..]);
+        assert_eq!(frames[3], want[0], "loops over the new dump");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
