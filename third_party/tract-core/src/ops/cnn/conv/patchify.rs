@@ -110,6 +110,45 @@ impl PatchifyConv {
         })
     }
 
+    /// The invariants `new` establishes and the unchecked loops of `compute` rely on. The fields
+    /// are public (tract's ops are plain data), so a caller could break them: `compute` checks
+    /// them first, so that no field value makes it read or write out of bounds.
+    fn check_geometry(&self) -> TractResult<()> {
+        let want_out: TVec<usize> = if self.output_shape.len() == 4 {
+            tvec!(self.n, self.co, self.oh, self.ow)
+        } else {
+            ensure!(self.n == 1, "PatchifyConv: a CHW output with n = {}", self.n);
+            tvec!(self.co, self.oh, self.ow)
+        };
+        ensure!(
+            self.output_shape == want_out,
+            "PatchifyConv: output shape {:?} is not {:?}",
+            self.output_shape,
+            want_out
+        );
+        ensure!(
+            self.kh >= 1
+                && self.kw >= 1
+                && self.co >= 1
+                && self.c_in >= 1
+                && self.oh.checked_mul(self.kh).is_some_and(|v| v <= self.h)
+                && self.ow.checked_mul(self.kw).is_some_and(|v| v <= self.w),
+            "PatchifyConv: inconsistent geometry {self:?}"
+        );
+        let k = self.c_in * self.kh * self.kw;
+        let co_pad = self.co_pad();
+        ensure!(
+            self.packed_weights.datum_type() == f32::datum_type()
+                && self.packed_weights.len() == k * co_pad
+                && self.bias.datum_type() == f32::datum_type()
+                && self.bias.len() == co_pad,
+            "PatchifyConv: packed weights {:?} / bias {:?} do not fit k = {k}, {co_pad} channels",
+            self.packed_weights.shape(),
+            self.bias.shape()
+        );
+        Ok(())
+    }
+
     fn co_pad(&self) -> usize {
         self.co.div_ceil(CO_TILE) * CO_TILE
     }
@@ -195,6 +234,7 @@ impl PatchifyConv {
             in_shape,
             input
         );
+        self.check_geometry()?;
         let fast = fast && Self::has_fast_path();
         let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
         let in_len = self.c_in * self.h * self.w;
@@ -960,6 +1000,33 @@ mod tests {
             for fast in [false, true] {
                 let got = op.compute(&input, fast)?;
                 assert_eq!(got, expected, "case {case} fast {fast}: {op:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The fields are public: `compute` refuses values that break `new`'s invariants instead of
+    /// reading or writing out of bounds (review of session 10: `output_shape = [1, 1, 1, 1]`
+    /// wrote past the output buffer from safe code).
+    #[test]
+    fn patchify_refuses_tampered_geometry() -> TractResult<()> {
+        let kernel = Tensor::zero::<f32>(&[4, 3, 2, 2])?;
+        let op = PatchifyConv::new(&[1, 3, 8, 8], true, &kernel, &tensor1(&[0f32; 4]))?;
+        let input = Tensor::zero::<f32>(&[1, 3, 8, 8])?;
+        assert!(op.compute(&input, true).is_ok());
+        let tampered: [Box<dyn Fn(&mut PatchifyConv)>; 6] = [
+            Box::new(|op| op.output_shape = tvec!(1, 1, 1, 1)),
+            Box::new(|op| op.co = 40),
+            Box::new(|op| op.oh = 5),
+            Box::new(|op| op.ow = usize::MAX / 2),
+            Box::new(|op| op.bias = Arc::new(tensor1(&[0f32; 4]))),
+            Box::new(|op| op.packed_weights = Arc::new(tensor1(&[0f32; 12]))),
+        ];
+        for (i, t) in tampered.iter().enumerate() {
+            let mut bad = op.clone();
+            t(&mut bad);
+            for fast in [false, true] {
+                assert!(bad.compute(&input, fast).is_err(), "tampering {i} accepted");
             }
         }
         Ok(())
