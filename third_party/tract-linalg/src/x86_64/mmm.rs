@@ -134,6 +134,10 @@ MMMExternKernel!(x86_64; avx512_mmm_f32_32x6 <f32>( 32, 6)@(512,4) isa(X86_64Avx
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x5 <f32>( 32, 5)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_48x4 <f32>( 48, 4)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_64x3 <f32>( 64, 3)@(512,4) isa(X86_64Avx512f));
+// shapecast patch (session 11): 16 accumulators (4 x 16 rows x 4 columns) instead of the 48x4's
+// 12; A in zmm16-19, so the scalar ops use zmm30/31 (see the template). Only the Intel rule for
+// the implicit decoder's shapes names it (`intel_decoder_f32`).
+MMMExternKernel!(x86_64; avx512_mmm_f32_64x4 <f32>( 64, 4)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_80x2 <f32>( 80, 2)@(512,4) isa(X86_64Avx512f));
 
 // 128-bit VEX i32 sibling of avx2_mmm_i32_8x8 for the avx-without-avx2 tier:
@@ -607,10 +611,30 @@ fn avx512_mmv_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> 
     }
 }
 
+/// shapecast patch (session 11): the Intel rule for tall products with a 64-wide (or a multiple
+/// of 4 up to 128) `n` and a short `k`, the implicit decoder's hidden layers ((m, k, n) = (8192,
+/// 64, 64), the queries on the kernel's rows): the 64x4 kernel (16 accumulators) where the linear
+/// model, which has no coefficients for it, picks the 48x4 (12). Measured on an Emerald Rapids
+/// Xeon (`td10_decoder_shapes`, see PATCHES.md); the ranges are the measured ones, every other
+/// shape keeps the model's answer.
+fn intel_decoder_f32(m: Option<usize>, k: Option<usize>, n: Option<usize>) -> Option<&'static str> {
+    let (m, k, n) = (m?, k?, n?);
+    if m >= 1024 && m % 64 == 0 && (16..=128).contains(&k) && (16..=128).contains(&n) && n % 4 == 0
+    {
+        Some(avx512_mmm_f32_64x4.name.as_str())
+    } else {
+        None
+    }
+}
+
 fn avx512_mmm_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> {
     match super::vendor() {
-        super::Vendor::Intel => super::intel_avx512_linear::linear_model()
-            .preferred(suitable, query.m, query.k, query.n),
+        super::Vendor::Intel => intel_decoder_f32(query.m, query.k, query.n)
+            .filter(|name| crate::mmm::suitable_named(suitable, name).is_some())
+            .or_else(|| {
+                super::intel_avx512_linear::linear_model()
+                    .preferred(suitable, query.m, query.k, query.n)
+            }),
         super::Vendor::Amd => {
             super::amd_avx512_linear::linear_model().preferred(suitable, query.m, query.k, query.n)
         }
@@ -829,6 +853,7 @@ mod tests {
             avx512_mmm_f32_32x5.mmm(),
             avx512_mmm_f32_48x4.mmm(),
             avx512_mmm_f32_64x3.mmm(),
+            avx512_mmm_f32_64x4.mmm(),
             avx512_mmm_f32_80x2.mmm(),
             fma_mmm_f32_40x2.mmm(),
             fma_mmm_f32_16x6.mmm(),
@@ -894,5 +919,101 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// Runs one f32 product the way the implicit decoder's layers run (activation [k, m] with m
+    /// contiguous, weights [k, n], C [n, m] with m contiguous, bias per column, ReLU).
+    fn dec11_run(
+        ker: &dyn crate::mmm::MatMatMul,
+        (m, _k, n): (usize, usize, usize),
+        act: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+    ) -> TractResult<Vec<f32>> {
+        let (pack_a, pack_b) = &ker.packings()[0];
+        let pa =
+            pack_a.downcast_ref::<PackedFormat>().unwrap().pack_tensor_view(&act.view(), 0, 1)?;
+        let pb = pack_b.prepare_one(w, 0, 1)?;
+        let zero = tensor0(0f32);
+        let mut c = Tensor::zero::<f32>(&[n, m])?;
+        unsafe {
+            let c_spec = ker.c_from_data_and_strides(4, 1, m as isize);
+            let view = c.view_mut();
+            let ops: TVec<FusedSpec> = tvec!(
+                FusedSpec::AddMatMul {
+                    a: AsInputValue::Borrowed(&*pa),
+                    b: AsInputValue::Borrowed(&*pb),
+                    packing: 0,
+                },
+                FusedSpec::BinPerCol(bias.view(), crate::BinOp::Add),
+                FusedSpec::BinScalar(&zero, crate::BinOp::Max),
+                FusedSpec::Store(c_spec.wrap(&view)),
+            );
+            ker.run(m, n, &ops)?;
+        }
+        Ok(c.to_plain_array_view::<f32>()?.iter().copied().collect())
+    }
+
+    /// shapecast patch (session 11): the 64x4 kernel on the decoder's layer form, with m, n
+    /// and k off its tile (border tiles on both axes, odd k): the same fma sequence per
+    /// output as the 48x4 it replaces, so bit-identical to it, and within rounding of a plain
+    /// f64 reference.
+    #[test]
+    fn dec11_64x4_matches_48x4_bitwise() -> TractResult<()> {
+        if !is_x86_feature_detected!("avx512f") {
+            return Ok(());
+        }
+        for (m, k, n) in [(8192usize, 64usize, 64usize), (200, 67, 66), (65, 3, 5), (63, 1, 4)] {
+            let act: Vec<f32> =
+                (0..k * m).map(|i| ((i * 7919 % 97) as f32 - 48.0) / 61.0).collect();
+            let wv: Vec<f32> = (0..k * n).map(|i| ((i * 31 % 13) as f32 - 6.0) / 13.0).collect();
+            let bv: Vec<f32> = (0..n).map(|i| (i as f32 - 3.0) / 64.0).collect();
+            let mut expected = vec![0f32; n * m];
+            for c in 0..n {
+                for r in 0..m {
+                    let dot: f64 =
+                        (0..k).map(|kk| act[kk * m + r] as f64 * wv[kk * n + c] as f64).sum();
+                    expected[c * m + r] = ((dot + bv[c] as f64) as f32).max(0.0);
+                }
+            }
+            let act = tract_ndarray::Array2::from_shape_vec((k, m), act).unwrap().into_tensor();
+            let w = tract_ndarray::Array2::from_shape_vec((k, n), wv).unwrap().into_tensor();
+            let bias = Tensor::from_shape(&[n], &bv)?;
+            let got = dec11_run(avx512_mmm_f32_64x4.mmm().as_ref(), (m, k, n), &act, &w, &bias)?;
+            let old = dec11_run(avx512_mmm_f32_48x4.mmm().as_ref(), (m, k, n), &act, &w, &bias)?;
+            assert!(
+                got.iter().zip(&old).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "64x4 differs from 48x4 at m={m} k={k} n={n}"
+            );
+            let tol = 1e-5 * k as f32;
+            for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                assert!((g - e).abs() <= tol, "m={m} k={k} n={n} at {i}: {g} vs {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// shapecast patch (session 11): the Intel decoder rule names the 64x4 only in its measured
+    /// ranges; every other shape (unknown dims, short m, the k = 3 input layer, the 6-row output
+    /// layer, n off the 4-column tile, big k or n) is left to the linear model.
+    #[test]
+    fn dec11_intel_decoder_rule_ranges() {
+        let name = avx512_mmm_f32_64x4.name.as_str();
+        assert_eq!(intel_decoder_f32(Some(8192), Some(64), Some(64)), Some(name));
+        assert_eq!(intel_decoder_f32(Some(4096), Some(32), Some(128)), Some(name));
+        for (m, k, n) in [
+            (None, Some(64), Some(64)),
+            (Some(8192), None, Some(64)),
+            (Some(8192), Some(64), None),
+            (Some(512), Some(64), Some(64)),
+            (Some(8200), Some(64), Some(64)),
+            (Some(8192), Some(3), Some(64)),
+            (Some(8192), Some(64), Some(6)),
+            (Some(8192), Some(64), Some(66)),
+            (Some(8192), Some(256), Some(64)),
+            (Some(8192), Some(64), Some(256)),
+        ] {
+            assert_eq!(intel_decoder_f32(m, k, n), None, "{m:?} {k:?} {n:?}");
+        }
     }
 }
