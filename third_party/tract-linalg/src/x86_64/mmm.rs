@@ -612,15 +612,15 @@ fn avx512_mmv_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> 
 }
 
 /// shapecast patch (session 11): the Intel rule for tall products with a 64-wide (or a multiple
-/// of 4 up to 128) `n` and a short `k`, the implicit decoder's hidden layers ((m, k, n) = (8192,
-/// 64, 64), the queries on the kernel's rows): the 64x4 kernel (16 accumulators) where the linear
-/// model, which has no coefficients for it, picks the 48x4 (12). Measured on an Emerald Rapids
-/// Xeon (`td10_decoder_shapes`, see PATCHES.md); the ranges are the measured ones, every other
-/// shape keeps the model's answer.
+/// of 4 up to 128) `n` and a short `k`, the implicit decoder's layers ((m, k, n) = (8192, 64, 64)
+/// and the k = 3 input layer (8192, 3, 64), the queries on the kernel's rows): the 64x4 kernel
+/// (16 accumulators) where the linear model, which has no coefficients for it, picks the 48x4
+/// (12) at k = 64 and the AVX2 40x2 at k = 3 (store-bound: 2 columns of ymm per tile). Measured
+/// on an Emerald Rapids Xeon (`td10_decoder_shapes`, see PATCHES.md); the ranges are the measured
+/// ones, every other shape keeps the model's answer.
 fn intel_decoder_f32(m: Option<usize>, k: Option<usize>, n: Option<usize>) -> Option<&'static str> {
     let (m, k, n) = (m?, k?, n?);
-    if m >= 1024 && m % 64 == 0 && (16..=128).contains(&k) && (16..=128).contains(&n) && n % 4 == 0
-    {
+    if m >= 1024 && m % 64 == 0 && (1..=128).contains(&k) && (16..=128).contains(&n) && n % 4 == 0 {
         Some(avx512_mmm_f32_64x4.name.as_str())
     } else {
         None
@@ -994,20 +994,21 @@ mod tests {
     }
 
     /// shapecast patch (session 11): the Intel decoder rule names the 64x4 only in its measured
-    /// ranges; every other shape (unknown dims, short m, the k = 3 input layer, the 6-row output
-    /// layer, n off the 4-column tile, big k or n) is left to the linear model.
+    /// ranges; every other shape (unknown dims, short m, k = 0, the 6-row output layer, n off the
+    /// 4-column tile, big k or n) is left to the linear model.
     #[test]
     fn dec11_intel_decoder_rule_ranges() {
         let name = avx512_mmm_f32_64x4.name.as_str();
         assert_eq!(intel_decoder_f32(Some(8192), Some(64), Some(64)), Some(name));
         assert_eq!(intel_decoder_f32(Some(4096), Some(32), Some(128)), Some(name));
+        assert_eq!(intel_decoder_f32(Some(8192), Some(3), Some(64)), Some(name));
         for (m, k, n) in [
             (None, Some(64), Some(64)),
             (Some(8192), None, Some(64)),
             (Some(8192), Some(64), None),
             (Some(512), Some(64), Some(64)),
             (Some(8200), Some(64), Some(64)),
-            (Some(8192), Some(3), Some(64)),
+            (Some(8192), Some(0), Some(64)),
             (Some(8192), Some(64), Some(6)),
             (Some(8192), Some(64), Some(66)),
             (Some(8192), Some(256), Some(64)),
