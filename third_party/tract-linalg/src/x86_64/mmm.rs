@@ -432,6 +432,11 @@ inventory::submit! {
     }
 }
 
+// shapecast patch (session 11): tests of the int8 tiers and kernels above.
+#[cfg(test)]
+#[path = "amx11_tests.rs"]
+mod amx11_tests;
+
 fn avx2_preferred(
     _isa: &IsaSet,
     dt: DatumType,
