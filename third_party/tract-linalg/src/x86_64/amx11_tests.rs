@@ -5,11 +5,13 @@
 //!   instruction and a VEX one while the upper ymm/zmm state is dirty costs ~650 ns (measured with
 //!   a standalone loop, `movd xmm, r32` after `vpaddd ymm`: 650-750 ns/iteration vs 2 ns with
 //!   `vmovd`), and the 8x8 kernels had 14-20 such switches per call;
+//! - `amx_int8_preferred` names the AMX 16x16 only on the shapes where it was measured to win;
 //! - the AMX int8 kernels configure their tiles lazily (`sttilecfg`, compare, `ldtilecfg` only
 //!   when the live configuration is not theirs), so they must still load theirs after another
 //!   kernel's configuration or a `tilerelease`, and must leave theirs live when they return;
 use super::*;
 use crate::frame::mmm::{AsInputValue, FusedSpec, MatMatMul};
+use crate::isa::{Arch, Isa, IsaSet};
 use tract_data::internal::*;
 
 /// The int8 (i32 accumulator) kernel templates and the include files they share.
@@ -415,4 +417,39 @@ fn amx11_int8_shapes() -> TractResult<()> {
         }
     }
     Ok(())
+}
+
+/// The kernel a forced x86_64 ISA (AVX-512 VNNI, with or without AMX int8) runs for m, k, n.
+#[cfg(tract_amx_int8)]
+fn forced_pick(amx: bool, m: usize, k: usize, n: usize) -> String {
+    let mut isa = IsaSet::of_arch(Arch::X86_64)
+        .with(Isa::X86_64Avx)
+        .with(Isa::X86_64Avx2)
+        .with(Isa::X86_64Fma)
+        .with(Isa::X86_64Avx512f)
+        .with(Isa::X86_64Avx512Vnni);
+    if amx {
+        isa = isa.with(Isa::X86_64AmxInt8);
+    }
+    let dispatch = crate::MmmDispatch::for_isa(isa);
+    dispatch.preferred_kernel(DatumType::I32, Some(m), Some(k), Some(n)).unwrap().name().to_string()
+}
+
+/// The measured rule: AMX 16x16 where it won, the VNNI tier's answer elsewhere (k < 64, small m,
+/// small n with short k), and never AMX without the feature.
+#[cfg(tract_amx_int8)]
+#[test]
+fn amx_int8_rule() {
+    for (m, k, n) in [(8192, 64, 64), (64, 128, 16), (32, 192, 64), (3072, 256, 4), (256, 4096, 16)]
+    {
+        assert_eq!(forced_pick(true, m, k, n), "avx512amx_mmm_i32_16x16", "{m} {k} {n}");
+    }
+    for (m, k, n) in [(8192, 3, 64), (32, 48, 256), (256, 128, 4), (8, 512, 64), (256, 1024, 1)] {
+        let with_amx = forced_pick(true, m, k, n);
+        assert!(with_amx.starts_with("avx512vnni_mmm_i32_"), "{m} {k} {n}: {with_amx}");
+        assert_eq!(with_amx, forced_pick(false, m, k, n), "{m} {k} {n}");
+    }
+    for (m, k, n) in [(8192, 64, 64), (3072, 256, 4)] {
+        assert!(forced_pick(false, m, k, n).starts_with("avx512vnni_mmm_i32_"));
+    }
 }
