@@ -392,12 +392,14 @@ inventory::submit! {
     }
 }
 
-/// Shape-adaptive AMX int8: the 16x16 hits the full tile (1024 B/tile, 16384 mul-adds per
-/// tdpbssd) and is the throughput champion when at least one tile of each dim is fully utilised;
-/// the 8x8 has lower per-call setup (1/4 the tile-store scratch, half the prefetch budget,
-/// smaller epilogue) and beats it on small problems where tile padding dominates. An unknown dim
-/// defaults to the champion. The exact crossover should be re-validated on AMX HW; oneDNN uses
-/// similar shape-based MR/NR selection for its BRGEMM ukernel variants.
+/// AMX int8 where it was measured to win (shapecast session 11, Emerald Rapids VM, the
+/// `amx11_int8_shapes` aid: activation pack + kernel per product of the shipped models): the 16x16
+/// tile once K fills a 64-byte TDPBSSD step and M a tile, and N does too or K is long enough
+/// (k >= 256) to pay for N padding (m 3072 k 256 n 4: 83 us vs 172 us on the VNNI 8x8).
+/// Below k 64 AMX pads K to 64 while the VNNI 16x16 steps 4 bytes at a time (m 8192 k 3 n 64:
+/// AMX 8x8 1753 us, AMX 16x16 631 us, VNNI 16x16 415 us), and the AMX 8x8 never won clearly
+/// (at best 10.2 vs 10.4 us): those shapes fall through to the VNNI tier. Unknown dims count as
+/// big.
 #[cfg(tract_amx_int8)]
 fn amx_int8_preferred(
     _isa: &IsaSet,
@@ -409,11 +411,8 @@ fn amx_int8_preferred(
         (DatumType::I32, Some(1)) => None,
         (DatumType::I32, _) => {
             let big = |o: Option<usize>, t: usize| o.is_none_or(|v| v >= t);
-            Some(if big(query.m, 16) && big(query.n, 16) && big(query.k, 64) {
-                avx512amx_mmm_i32_16x16.name.as_str()
-            } else {
-                avx512amx_mmm_i32_8x8.name.as_str()
-            })
+            (big(query.m, 16) && big(query.k, 64) && (big(query.n, 16) || big(query.k, 256)))
+                .then(|| avx512amx_mmm_i32_16x16.name.as_str())
         }
         _ => None,
     }
@@ -435,6 +434,11 @@ inventory::submit! {
         preferred: amx_int8_preferred,
     }
 }
+
+// shapecast patch (session 11): tests of the int8 tiers and kernels above.
+#[cfg(test)]
+#[path = "amx11_tests.rs"]
+mod amx11_tests;
 
 fn avx2_preferred(
     _isa: &IsaSet,
