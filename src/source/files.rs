@@ -172,7 +172,7 @@ impl FrameSource for ImageFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{fixtures, ErrorKind};
+    use crate::source::{fixtures, scratch_dir, ErrorKind};
 
     fn drain(s: &mut impl FrameSource, max: usize) -> (Vec<Frame>, SourceError) {
         let mut v = Vec::new();
@@ -242,8 +242,7 @@ mod tests {
 
     #[test]
     fn empty_or_missing_folder_is_an_error() {
-        let dir = std::env::temp_dir().join(format!("shapecast-empty-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("empty");
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
         let err = ImageFiles::open(&dir, Repeat::Times(1)).unwrap_err();
         assert!(err.to_string().contains("holds no .png"), "{err}");
@@ -254,8 +253,7 @@ mod tests {
 
     #[test]
     fn corrupt_picture_is_a_bad_frame_and_the_next_one_plays() {
-        let dir = std::env::temp_dir().join(format!("shapecast-corrupt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("corrupt");
         let good = std::fs::read(fixtures().join("images/a_000.png")).unwrap();
         std::fs::write(dir.join("1.png"), &good[..good.len() / 2]).unwrap();
         std::fs::write(dir.join("2.jpg"), b"\xff\xd8\xff\xe0 definitely not a jpeg").unwrap();
@@ -284,8 +282,7 @@ mod tests {
     fn a_folder_played_in_a_loop_follows_files_removed_and_added() {
         // A picture removed while the folder plays is a bad frame (it used to be an I/O error
         // that stopped the run with exit code 4), and each play lists the folder again.
-        let dir = std::env::temp_dir().join(format!("shapecast-relist-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("relist");
         let a = std::fs::read(fixtures().join("images/a_000.png")).unwrap();
         let c = std::fs::read(fixtures().join("images/c_002.jpg")).unwrap();
         std::fs::write(dir.join("a.png"), &a).unwrap();
@@ -309,8 +306,7 @@ mod tests {
         // A single file played forever that another program rewrites: one failed read is a
         // bad frame, and the picture plays again once it decodes (it used to stop the source
         // for good after 16 good plays).
-        let dir = std::env::temp_dir().join(format!("shapecast-rewrite-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("rewrite");
         let good = std::fs::read(fixtures().join("images/a_000.png")).unwrap();
         let path = dir.join("snap.png");
         std::fs::write(&path, &good).unwrap();

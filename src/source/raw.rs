@@ -264,7 +264,7 @@ impl FrameSource for RawFrames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{fixtures, ErrorKind};
+    use crate::source::{fixtures, scratch_dir, ErrorKind};
 
     #[test]
     fn yuyv_dump_gives_its_frames_then_loops() {
@@ -313,8 +313,7 @@ mod tests {
         // Pictures were read from it before: an emptied or damaged dump gives bad frames
         // (never a tight rewind loop, never the end of the source), and plays again once
         // whole pictures are back.
-        let dir = std::env::temp_dir().join(format!("shapecast-rawrw-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("rawrw");
         let pic = std::fs::read(fixtures().join("testsrc.mjpeg")).unwrap();
         let path = dir.join("live.mjpeg");
         std::fs::write(&path, &pic).unwrap();
@@ -346,8 +345,7 @@ mod tests {
         // a bad frame (it used to be an I/O error that stopped the source), a dump of no whole
         // frame stays a bad frame, and a dump replaced by a rename is played in its new form
         // (the old code rewound the file descriptor of the unlinked file forever).
-        let dir = std::env::temp_dir().join(format!("shapecast-rawtr-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("rawtr");
         let data = std::fs::read(fixtures().join("dump3.yuyv422")).unwrap();
         let fl = data.len() / 3;
         let path = dir.join("live.yuyv");
@@ -396,8 +394,7 @@ mod tests {
 
     #[test]
     fn an_mjpeg_dump_replaced_by_rename_is_played_in_its_new_form() {
-        let dir = std::env::temp_dir().join(format!("shapecast-rawmv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("rawmv");
         let pic = std::fs::read(fixtures().join("testsrc.mjpeg")).unwrap();
         let path = dir.join("live.mjpeg");
         std::fs::write(&path, &pic).unwrap();
@@ -460,8 +457,7 @@ mod tests {
 
     #[test]
     fn damaged_mjpeg_picture_is_a_bad_frame() {
-        let dir = std::env::temp_dir().join(format!("shapecast-rawmj-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("rawmj");
         let pic = std::fs::read(fixtures().join("testsrc.mjpeg")).unwrap();
         let mut data = pic.clone();
         data.extend_from_slice(&pic[..pic.len() / 2]); // cut short at the end
