@@ -8,11 +8,29 @@
 # when they lie below it ("target/ci-venv/.../any-linux-any"); cargo-zigbuild hands those to
 # bindgen, which runs in another directory, and the aarch64 camera build then failed with
 # "'linux/videodev2.h' file not found" on a fresh machine.
-ci_venv="${SHAPECAST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/shapecast/ci-venv}"
-ci_venv="$(realpath -m "$ci_venv")"
-# A venv whose creation failed half-way (python3-venv missing) leaves bin/python3 without pip:
-# recreate it rather than trusting the interpreter's presence.
-if ! "$ci_venv/bin/python3" -m pip --version >/dev/null 2>&1; then
-  python3 -m venv --clear "$ci_venv"
+#
+# SHAPECAST_VENV_NO_CREATE=1 (cross/build.sh): use the venv if it exists, never create one.
+if [ -n "${SHAPECAST_VENV:-}" ]; then
+  ci_venv="$(realpath -m "$SHAPECAST_VENV")"
+  ci_venv_ours=0
+else
+  ci_venv="$(realpath -m "${XDG_CACHE_HOME:-${HOME:?HOME is not set: set SHAPECAST_VENV to a folder for the Python venv}/.cache}/shapecast/ci-venv")"
+  ci_venv_ours=1
 fi
-export PATH="$ci_venv/bin:$PATH"
+if [ "${SHAPECAST_VENV_NO_CREATE:-0}" = 1 ]; then
+  if [ -x "$ci_venv/bin/python3" ]; then export PATH="$ci_venv/bin:$PATH"; fi
+elif ! "$ci_venv/bin/python3" -m pip --version >/dev/null 2>&1; then
+  if [ "$ci_venv_ours" = 1 ] || [ ! -e "$ci_venv" ]; then
+    # Ours (or nothing there yet): a venv whose creation failed half-way (python3-venv
+    # missing) leaves bin/python3 without pip, so recreate it rather than trust it.
+    python3 -m venv --clear "$ci_venv"
+  else
+    # The user's own venv (SHAPECAST_VENV), made without pip (`uv venv`, --without-pip):
+    # never cleared, its packages stay; pip is added to it.
+    "$ci_venv/bin/python3" -m ensurepip --upgrade >/dev/null ||
+      { echo "python-env.sh: $ci_venv (SHAPECAST_VENV) has no pip and ensurepip failed; not touching it" >&2; return 1; }
+  fi
+  export PATH="$ci_venv/bin:$PATH"
+else
+  export PATH="$ci_venv/bin:$PATH"
+fi

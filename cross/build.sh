@@ -37,12 +37,15 @@ features=${FEATURES-camera}
 profile=${PROFILE:-board}
 triple=aarch64-unknown-linux-gnu
 
-# ziglang from INSTALL=1 (and CI) lives in the project's Python venv (.ci/python-env.sh: PEP 668
-# distributions refuse pip into their own python3); a zig or ziglang of your own works too.
-source .ci/python-env.sh 2>/dev/null || true
+# A zig or ziglang of your own comes first (the README's ~/.venvs/zig on PATH, a `pip --user`
+# ziglang, a zig binary); otherwise the project's Python venv, where INSTALL=1 (and CI) put
+# ziglang (.ci/python-env.sh: PEP 668 distributions refuse pip into their own python3), if it
+# exists: it is not created here, and it never hides yours.
+have_zig() { python3 -c 'import ziglang' 2>/dev/null || command -v zig >/dev/null; }
+if ! have_zig; then SHAPECAST_VENV_NO_CREATE=1 source .ci/python-env.sh; fi
 missing=()
 command -v cargo-zigbuild >/dev/null || missing+=("cargo-zigbuild (cargo install cargo-zigbuild --locked)")
-python3 -c 'import ziglang' 2>/dev/null || command -v zig >/dev/null || missing+=("zig (python3 -m pip install ziglang)")
+have_zig || missing+=("zig (python3 -m pip install ziglang)")
 rustup target list --installed | grep -qx $triple || missing+=("rust target (rustup target add $triple)")
 command -v aarch64-linux-gnu-objdump >/dev/null || missing+=("binutils-aarch64-linux-gnu (apt-get install binutils-aarch64-linux-gnu)")
 if [[ " $features " == *camera* ]]; then
@@ -53,8 +56,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "${INSTALL:-0}" = 1 ]; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
       binutils-aarch64-linux-gnu libc6-dev-arm64-cross libclang-dev python3-venv
-    source .ci/python-env.sh
-    python3 -c 'import ziglang' 2>/dev/null || command -v zig >/dev/null || python3 -m pip install -q ziglang
+    have_zig || { source .ci/python-env.sh && python3 -m pip install -q ziglang; }
     command -v cargo-zigbuild >/dev/null || cargo install cargo-zigbuild --locked
     rustup target add $triple
   else

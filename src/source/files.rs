@@ -136,11 +136,12 @@ impl FrameSource for ImageFiles {
         let seq = self.seq;
         self.seq += 1;
         // A file that cannot be decoded is a bad frame: the next call moves on to the next file.
-        // Once a picture has decoded, one that cannot even be read (removed or made unreadable
-        // by another program since the folder was listed) is a bad frame too, not the end of
-        // the source: a later play lists the folder again.
+        // One that cannot even be read (removed or made unreadable by another program since
+        // the folder was listed) is a bad frame too, not the end of the source, whether or not
+        // a picture has decoded yet: the other files still play, a later play lists the folder
+        // again, and a play in which nothing decodes ends the source above.
         let (width, height, data) = decode_file(path).map_err(|e| match e {
-            SourceError::Io { path, cause } if self.decoded_ever => SourceError::BadFrame {
+            SourceError::Io { path, cause } => SourceError::BadFrame {
                 what: path.display().to_string(),
                 reason: cause.to_string(),
             },
@@ -298,6 +299,32 @@ mod tests {
         assert_eq!(s.next_frame().unwrap().width, 64, "a");
         assert_eq!(s.next_frame().unwrap().width, 32, "c, added");
         assert_eq!(s.files().len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_first_picture_removed_before_it_plays_is_a_bad_frame_and_the_next_one_plays() {
+        // Review finding (session 12): before any picture had decoded, a listed picture that
+        // could no longer be read stopped the run (exit 4) although the others would play.
+        let dir = scratch_dir("first-gone");
+        let a = std::fs::read(fixtures().join("images/a_000.png")).unwrap();
+        std::fs::write(dir.join("a.png"), &a).unwrap();
+        std::fs::write(dir.join("b.png"), &a).unwrap();
+        let mut s = ImageFiles::open(&dir, Repeat::Times(1)).unwrap();
+        std::fs::remove_file(dir.join("a.png")).unwrap();
+        let e = s.next_frame().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BadFrame, "{e}");
+        assert!(e.to_string().contains("a.png"), "{e}");
+        assert_eq!(s.next_frame().unwrap().width, 64, "b");
+        assert!(s.next_frame().unwrap_err().is_end());
+        // Every listed picture gone before one played: still refused at the end of the play.
+        std::fs::write(dir.join("a.png"), &a).unwrap();
+        let mut s = ImageFiles::open(&dir, Repeat::Forever).unwrap();
+        std::fs::remove_file(dir.join("a.png")).unwrap();
+        std::fs::remove_file(dir.join("b.png")).unwrap();
+        assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::BadFrame);
+        assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::BadFrame);
+        assert_eq!(s.next_frame().unwrap_err().kind(), ErrorKind::Fatal);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -463,10 +463,12 @@ pub(crate) fn fixtures() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/frames")
 }
 
-/// A fresh scratch folder for one test, `<tmp>/shapecast-<tag>-<pid>` (tests).
+/// A fresh, empty scratch folder for one test, `<tmp>/shapecast-<tag>-<pid>` (tests): what a
+/// failed run left there under the same process id (containers reuse them) is removed first.
 #[cfg(test)]
 pub(crate) fn scratch_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("shapecast-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

@@ -2,7 +2,7 @@
 //! or a camera capture writes), or concatenated JPEGs for MJPEG.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -30,6 +30,11 @@ pub struct RawFrames {
     /// Whether the file must be opened again (by its path) before the next read: set at the
     /// end of every play, and kept while reopening fails.
     stale: bool,
+    /// Whether the input is a regular file. A pipe, FIFO or character device cannot be played
+    /// again: opening a FIFO anew blocks until another writer comes (the capture thread
+    /// could then never see a stop request), so such an input ends at its end, whatever
+    /// `loops` says.
+    regular: bool,
     pass: u64,
     repeat: Repeat,
     seq: u64,
@@ -56,7 +61,8 @@ impl RawFrames {
             )));
         }
         let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
-        let len = file.metadata().map_err(|e| SourceError::io(path, e))?.len();
+        let meta = file.metadata().map_err(|e| SourceError::io(path, e))?;
+        let (len, regular) = (meta.len(), meta.is_file());
         let frame_len = format.frame_len(width, height);
         let count = match frame_len {
             Some(fl) => {
@@ -82,6 +88,7 @@ impl RawFrames {
             in_pass: 0,
             played_ever: false,
             stale: false,
+            regular,
             pass: 0,
             repeat,
             seq: 0,
@@ -117,11 +124,7 @@ impl RawFrames {
             }
             self.count = Some(len / fl64);
         }
-        let mut reader = BufReader::with_capacity(1 << 16, file);
-        reader
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| SourceError::io(&self.path, e))?;
-        self.reader = reader;
+        self.reader = BufReader::with_capacity(1 << 16, file);
         Ok(())
     }
 
@@ -147,6 +150,13 @@ impl RawFrames {
                 return Err(SourceError::EndOfStream);
             }
             if self.stale {
+                if !self.regular {
+                    log::info!(
+                        "{} is not a regular file (a pipe or device): it ends at its end of input, it cannot be played again",
+                        self.path.display()
+                    );
+                    return Err(SourceError::EndOfStream);
+                }
                 self.reopen().map_err(|e| self.after_played(e))?;
                 self.stale = false;
             }
@@ -434,6 +444,47 @@ mod tests {
             Repeat::Times(1)
         )
         .is_err());
+    }
+
+    /// A FIFO cannot be played again: at its end the source ends, even with `loops = 0`. The
+    /// old code opened the FIFO anew, which blocks until another writer comes: the capture
+    /// thread hung and the runtime could not stop.
+    #[cfg(unix)]
+    #[test]
+    fn an_mjpeg_fifo_ends_at_its_end_even_when_looping_forever() {
+        let dir = scratch_dir("raw-fifo");
+        let fifo = dir.join("in.mjpeg");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let pictures = std::fs::read(fixtures().join("dump3.mjpeg")).unwrap();
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(&fifo, pictures).unwrap())
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s =
+                RawFrames::open(&fifo, 64, 48, PixelFormat::Mjpeg, Repeat::Forever).unwrap();
+            let mut frames = 0;
+            let end = loop {
+                match s.next_frame() {
+                    Ok(_) => frames += 1,
+                    Err(e) => break e,
+                }
+            };
+            tx.send((frames, end.is_end(), end.to_string())).unwrap();
+        });
+        let (frames, ended, why) = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the source blocked at the FIFO's end instead of ending");
+        writer.join().unwrap();
+        assert_eq!(frames, 3);
+        assert!(ended, "{why}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1094,8 +1094,14 @@ fn pointcode_makes_no_allocation() {
 /// 22 KiB stack frame: when `lsd` was inlined into it, sorting 10 points took
 /// 20.5 KiB of stack (session 10; found by stack painting) and a thread with a
 /// 16 KiB stack (an RTOS task, a small worker) overflowed. Such a thread now
-/// sorts 10 and 3000 points (the in-place sort: under 3 KiB).
+/// sorts 10 and 3000 points (the in-place sort: under 3 KiB). A guard of release
+/// builds only (CI's): unoptimised builds inline nothing, so there the test
+/// passes with or without `#[inline(never)]` on `lsd`.
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "release builds only: debug builds inline nothing"
+)]
 fn sort_canonical_small_or_large_fits_a_16k_stack() {
     let t = std::thread::Builder::new()
         .stack_size(16 * 1024)

@@ -240,12 +240,26 @@ pub fn sort_canonical<A>(points: &mut [[u16; 3]], attrs: &mut [A]) {
 }
 
 /// Whether [`sort_canonical`] may use [`lsd`] (~23 KiB of stack): only with
-/// the `std` feature (hosted targets, whose threads have stacks of 64 KiB
-/// and more). Without it (bare metal, and RTOSes such as ESP-IDF or NuttX
-/// whose `target_os` is not "none" but whose task stacks are a few KiB) the
-/// in-place [`radix`] sort runs (same points, same order; identical points'
-/// attributes may come out in another order, which is unspecified).
-const LSD_ENABLED: bool = cfg!(feature = "std");
+/// the `std` feature on the desktop and server operating systems, whose
+/// threads have stacks of 64 KiB and more (Linux, Android, the BSDs, macOS,
+/// iOS, Windows). Everywhere else the in-place [`radix`] sort runs (same
+/// points, same order; identical points' attributes may come out in another
+/// order, which is unspecified): bare metal, and RTOSes such as ESP-IDF or
+/// NuttX, which build `std` too but whose task stacks are a few KiB.
+const LSD_ENABLED: bool = cfg!(all(
+    feature = "std",
+    any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "windows"
+    )
+));
 /// Fewest points [`sort_canonical`] sorts by [`lsd`] (below, the
 /// histograms cost more than the insertion sorts of [`radix`]).
 const LSD_MIN: usize = 64;
