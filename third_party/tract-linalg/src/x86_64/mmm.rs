@@ -620,8 +620,9 @@ fn avx512_mmv_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> 
 /// and the k = 3 input layer (8192, 3, 64), the queries on the kernel's rows): the 64x4 kernel
 /// (16 accumulators) where the linear model, which has no coefficients for it, picks the 48x4
 /// (12) at k = 64 and the AVX2 40x2 at k = 3 (store-bound: 2 columns of ymm per tile). Measured
-/// on an Emerald Rapids Xeon (`td10_decoder_shapes`, see PATCHES.md); the ranges are the measured
-/// ones, every other shape keeps the model's answer.
+/// on an Emerald Rapids Xeon (`td10_decoder_shapes`, see PATCHES.md) at k = 3 and k = 64 with
+/// n = 64 only; the wider ranges below (k 1..=128, n 16..=128) are an extrapolation from those
+/// two shapes, not measurements. Every other shape keeps the model's answer.
 fn intel_decoder_f32(m: Option<usize>, k: Option<usize>, n: Option<usize>) -> Option<&'static str> {
     let (m, k, n) = (m?, k?, n?);
     if m >= 1024 && m % 64 == 0 && (1..=128).contains(&k) && (16..=128).contains(&n) && n % 4 == 0 {
