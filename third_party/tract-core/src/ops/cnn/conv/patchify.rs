@@ -126,19 +126,27 @@ impl PatchifyConv {
             self.output_shape,
             want_out
         );
+        // Every product below is checked: with oh = 0 (or ow = 0) the kernel size is bounded by
+        // nothing else, and a wrapped c_in * kh * kw could match an empty weight tensor.
         ensure!(
             self.kh >= 1
                 && self.kw >= 1
+                && self.kh <= self.h
+                && self.kw <= self.w
                 && self.co >= 1
                 && self.c_in >= 1
                 && self.oh.checked_mul(self.kh).is_some_and(|v| v <= self.h)
                 && self.ow.checked_mul(self.kw).is_some_and(|v| v <= self.w),
             "PatchifyConv: inconsistent geometry {self:?}"
         );
-        let k = self.c_in * self.kh * self.kw;
-        let co_pad = self.co_pad();
+        let k = self.c_in.checked_mul(self.kh).and_then(|v| v.checked_mul(self.kw));
+        let co_pad = self.co.checked_next_multiple_of(CO_TILE);
+        let (Some(k), Some(co_pad)) = (k, co_pad) else {
+            bail!("PatchifyConv: geometry overflows {self:?}")
+        };
         ensure!(
-            self.packed_weights.datum_type() == f32::datum_type()
+            k.checked_mul(co_pad).is_some()
+                && self.packed_weights.datum_type() == f32::datum_type()
                 && self.packed_weights.len() == k * co_pad
                 && self.bias.datum_type() == f32::datum_type()
                 && self.bias.len() == co_pad,
@@ -1014,13 +1022,21 @@ mod tests {
         let op = PatchifyConv::new(&[1, 3, 8, 8], true, &kernel, &tensor1(&[0f32; 4]))?;
         let input = Tensor::zero::<f32>(&[1, 3, 8, 8])?;
         assert!(op.compute(&input, true).is_ok());
-        let tampered: [Box<dyn Fn(&mut PatchifyConv)>; 6] = [
+        let tampered: [Box<dyn Fn(&mut PatchifyConv)>; 7] = [
             Box::new(|op| op.output_shape = tvec!(1, 1, 1, 1)),
             Box::new(|op| op.co = 40),
             Box::new(|op| op.oh = 5),
             Box::new(|op| op.ow = usize::MAX / 2),
             Box::new(|op| op.bias = Arc::new(tensor1(&[0f32; 4]))),
             Box::new(|op| op.packed_weights = Arc::new(tensor1(&[0f32; 12]))),
+            // No output rows and a kernel of 2^63 rows: 3 * 2^63 * 2 wraps to 0, which an
+            // empty weight tensor matched (review finding, session 12; a debug build panicked).
+            Box::new(|op| {
+                op.oh = 0;
+                op.kh = usize::MAX / 2 + 1;
+                op.output_shape = tvec!(1, 4, 0, 4);
+                op.packed_weights = Arc::new(Tensor::zero::<f32>(&[0]).unwrap());
+            }),
         ];
         for (i, t) in tampered.iter().enumerate() {
             let mut bad = op.clone();
