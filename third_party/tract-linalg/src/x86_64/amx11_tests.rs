@@ -362,7 +362,8 @@ mod amx {
         let a: Vec<i8> = (0..m * k).map(|_| next()).collect();
         let b: Vec<i8> = (0..k * n).map(|_| next()).collect();
         // (kernel, rows of tmm0/1/2, bytes per row of tmm0/1/2)
-        let cases: [(Box<dyn MatMatMul>, [u8; 3], [u16; 3]); 2] = [
+        type Case = (Box<dyn MatMatMul>, [u8; 3], [u16; 3]);
+        let cases: [Case; 2] = [
             (avx512amx_mmm_i32_8x8.mmm(), [8, 8, 16], [32, 64, 32]),
             (avx512amx_mmm_i32_16x16.mmm(), [16, 16, 16], [64, 64, 64]),
         ];
