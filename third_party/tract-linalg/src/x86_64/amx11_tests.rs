@@ -1,10 +1,12 @@
-//! shapecast patch (session 11): tests of the int8 kernel changes made for AMX CPUs.
+//! shapecast patch (session 11): tests of the int8 kernel changes made for AMX CPUs, and
+//! (session 12) of the VEX-only x86_64 templates.
 //!
-//! - the int8 kernel templates must not contain legacy-SSE (non-VEX) instructions on xmm
-//!   registers: on the Emerald Rapids VM these were measured on, every switch between a legacy-SSE
-//!   instruction and a VEX one while the upper ymm/zmm state is dirty costs ~650 ns (measured with
-//!   a standalone loop, `movd xmm, r32` after `vpaddd ymm`: 650-750 ns/iteration vs 2 ns with
-//!   `vmovd`), and the 8x8 kernels had 14-20 such switches per call;
+//! - no x86_64 kernel template (int8 since session 11, f32 / f16 since session 12) may contain
+//!   legacy-SSE (non-VEX) instructions on xmm registers: on the Emerald Rapids VM these were
+//!   measured on, every switch between a legacy-SSE instruction and a VEX one while the upper
+//!   ymm/zmm state is dirty costs ~650 ns (measured with a standalone loop, `movd xmm, r32` after
+//!   `vpaddd ymm`: 650-750 ns/iteration vs 2 ns with `vmovd`), and the 8x8 kernels had 14-20 such
+//!   switches per call;
 //! - `amx_int8_preferred` names the AMX 16x16 only on the shapes where it was measured to win;
 //! - the AMX int8 kernels configure their tiles lazily (`sttilecfg`, compare, `ldtilecfg` only
 //!   when the live configuration is not theirs), so they must still load theirs after another
@@ -14,22 +16,28 @@ use crate::frame::mmm::{AsInputValue, FusedSpec, MatMatMul};
 use crate::isa::{Arch, Isa, IsaSet};
 use tract_data::internal::*;
 
-/// The int8 (i32 accumulator) kernel templates and the include files they share.
-const INT8_TEMPLATES: &[(&str, &str)] = &[
-    ("avx_mmm_i32_8x4", include_str!("../../x86_64/fma/avx_mmm_i32_8x4.S.j2")),
-    ("avx2_mmm_i32_8x8", include_str!("../../x86_64/fma/avx2_mmm_i32_8x8.S.j2")),
-    ("avxvnni_mmm_i32_8x8", include_str!("../../x86_64/fma/avxvnni_mmm_i32_8x8.S.j2")),
-    ("avx512vnni_mmm_i32_8x8", include_str!("../../x86_64/fma/avx512vnni_mmm_i32_8x8.S.j2")),
-    ("avx512vnni_mmm_i32_16x16", include_str!("../../x86_64/fma/avx512vnni_mmm_i32_16x16.S.j2")),
-    ("avx512vnni_mmm_i32_64x1", include_str!("../../x86_64/fma/avx512vnni_mmm_i32_64x1.S.j2")),
-    ("avx512amx_mmm_i32_8x8", include_str!("../../x86_64/fma/avx512amx_mmm_i32_8x8.S.j2")),
-    ("avx512amx_mmm_i32_16x16", include_str!("../../x86_64/fma/avx512amx_mmm_i32_16x16.S.j2")),
-    ("fma_mmm_i32_scalars", include_str!("../../x86_64/fma/fma_mmm_i32_scalars.j2")),
-    ("fma_mmm_i32_per_rows", include_str!("../../x86_64/fma/fma_mmm_i32_per_rows.j2")),
-    ("fma_mmm_i32_per_cols", include_str!("../../x86_64/fma/fma_mmm_i32_per_cols.j2")),
-    ("fma_mmm_load_tile", include_str!("../../x86_64/fma/fma_mmm_load_tile.j2")),
-    ("dispatcher", include_str!("../../x86_64/fma/dispatcher.j2")),
-];
+/// Every template, include file and raw loop under `x86_64/` (f32, f16 and int8; fma, avx512,
+/// vnni and amx), as (path relative to the crate, text), sorted by path.
+fn x86_64_templates() -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("x86_64")];
+    let mut found = vec![];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
+            let path = entry.unwrap_or_else(|e| panic!("{dir:?}: {e}")).path();
+            let name = path.to_string_lossy().into_owned();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if name.ends_with(".j2") || name.ends_with(".S.raw") || name.ends_with(".S") {
+                let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+                found.push((rel.replace('\\', "/"), text));
+            }
+        }
+    }
+    found.sort();
+    found
+}
 
 /// The mnemonic of a template line when it is a legacy-SSE instruction on an xmm register:
 /// an instruction (not a comment, label or directive) with an xmm operand whose mnemonic has no
@@ -60,21 +68,98 @@ fn legacy_sse_detector() {
     assert_eq!(legacy_sse("    stmxcsr     [rsp + 4]"), None);
     assert_eq!(legacy_sse("{{L}}clear:"), None);
     assert_eq!(legacy_sse("    {% for r in range(0, 16) %}movd xmm{{r}}, eax"), Some("movd"));
+    // the f32 forms session 12 replaced
+    assert_eq!(legacy_sse("                movaps xmm9, xmm{{vec}}"), Some("movaps"));
+    assert_eq!(legacy_sse("    pextrw  word ptr [r8], xmm{{vec}}, {{row}}"), Some("pextrw"));
+    assert_eq!(legacy_sse("    pinsrw  xmm12, word ptr [rdi + 8], 0"), Some("pinsrw"));
+    assert_eq!(legacy_sse("    vpinsrd  xmm14, xmm14, eax, {{i}}"), None);
+    assert_eq!(legacy_sse("    vpextrw  word ptr [r8], xmm{{vec}}, {{row}}"), None);
 }
 
-/// Every int8 kernel template is VEX/EVEX only: a legacy-SSE instruction between VEX ones costs
-/// a state transition each way (see the module docs for what that cost here).
+/// Every x86_64 template (f32 and int8, fma and avx512: kernels, their includes such as the
+/// preamble, zmm/ymm ops and tile loads, and the `.S.raw` inner loops) is VEX/EVEX only: a
+/// legacy-SSE instruction that writes an xmm register while the upper ymm/zmm state is dirty costs
+/// ~500-650 ns here (see the module docs; session 12 remeasured `pinsrd` 494-559 ns and `movaps`
+/// 583-592 ns against 0.7 ns for `vpinsrd` / `vmovaps`). `ldmxcsr` / `stmxcsr` (no xmm
+/// operand) were measured at the same cost as their VEX forms and are not flagged.
 #[test]
-fn int8_templates_are_vex_only() {
+fn x86_64_templates_are_vex_only() {
+    let templates = x86_64_templates();
+    // the walk must have seen the whole tree, not an empty or moved folder
+    assert!(templates.len() >= 120, "only {} templates under x86_64/", templates.len());
+    for expected in [
+        "x86_64/fma/avx512vnni_mmm_i32_8x8.S.j2",
+        "x86_64/fma/fma_mmm_f32_64x1.S.j2",
+        "x86_64/fma/fma_mmm_ymm_ops.j2",
+        "x86_64/fma/preamble.j2",
+        "x86_64/avx512/avx512_mmm_f32_128x1.S.j2",
+        "x86_64/avx512/zmm_ops.j2",
+        "x86_64/avx512/avx512_mmm_load_tile.j2",
+        "x86_64/avx512/1x1/packed_packed_loop1/avx-512.S.raw",
+    ] {
+        assert!(templates.iter().any(|(path, _)| path == expected), "{expected} not scanned");
+    }
     let mut found = vec![];
-    for (name, text) in INT8_TEMPLATES {
+    for (path, text) in &templates {
         for (ix, line) in text.lines().enumerate() {
             if let Some(mnemonic) = legacy_sse(line) {
-                found.push(format!("{name}:{}: {mnemonic}", ix + 1));
+                found.push(format!("{path}:{}: {mnemonic}", ix + 1));
             }
         }
     }
-    assert!(found.is_empty(), "legacy-SSE instructions in int8 kernels: {found:#?}");
+    assert!(found.is_empty(), "legacy-SSE instructions in x86_64 templates: {found:#?}");
+}
+
+/// The instruction on a template line, lower-cased, without comments, `{% .. %}` tags or labels
+/// (empty when the line holds none).
+fn instruction(line: &str) -> String {
+    let mut line = line.split("//").next().unwrap_or("").trim();
+    while let Some(rest) = line.strip_prefix("{%") {
+        line = rest.split_once("%}").map(|(_, after)| after.trim()).unwrap_or("");
+    }
+    if line.ends_with(':') || line.starts_with('.') || line.starts_with("{{") {
+        return String::new();
+    }
+    line.to_ascii_lowercase()
+}
+
+/// Every `ret` of an x86_64 kernel template leaves the upper ymm/zmm state clean: walking back
+/// from it over the epilogue's stack and general-register restores (`pop`, `mov`, `add`,
+/// `lea` on general registers) and the Windows xmm6-15 reloads, the first other instruction is
+/// `vzeroupper`. Session 11 put it in fma/postamble.j2 and the int8 kernels; session 12 found
+/// avx512/postamble.j2 (every AVX-512 f32 kernel: 64x4, 48x4, 128x1, ...) and the sigmoid /
+/// tanh / silu kernels returning with dirty zmm0-15, so the caller's next legacy-SSE write to
+/// an xmm register (Rust code built for baseline x86-64) paid the SSE/AVX switch.
+#[test]
+fn x86_64_kernels_return_with_clean_upper_state() {
+    let mut rets = 0;
+    let mut dirty = vec![];
+    for (path, text) in x86_64_templates() {
+        // the assembler probes of build.rs are never called
+        if path.rsplit('/').next().is_some_and(|name| name.starts_with("dummy")) {
+            continue;
+        }
+        let lines: Vec<String> = text.lines().map(instruction).collect();
+        for (ix, ins) in lines.iter().enumerate() {
+            if ins != "ret" {
+                continue;
+            }
+            rets += 1;
+            let before = lines[..ix].iter().rev().find(|ins| {
+                let mnemonic = ins.split_whitespace().next().unwrap_or("");
+                let gpr_restore =
+                    matches!(mnemonic, "pop" | "mov" | "add" | "lea") && !ins.contains("mm");
+                let xmm_reload = ins.starts_with("vmovaps xmm") && ins.contains("[rsp");
+                let restore = gpr_restore || xmm_reload;
+                !ins.is_empty() && !restore
+            });
+            if before.map(String::as_str) != Some("vzeroupper") {
+                dirty.push(format!("{path}:{}: ret after {before:?}", ix + 1));
+            }
+        }
+    }
+    assert!(rets >= 17, "only {rets} `ret` found in the x86_64 templates");
+    assert!(dirty.is_empty(), "kernels returning without vzeroupper: {dirty:#?}");
 }
 
 /// Deterministic full-range i8 stream (xorshift32).
@@ -277,7 +362,8 @@ mod amx {
         let a: Vec<i8> = (0..m * k).map(|_| next()).collect();
         let b: Vec<i8> = (0..k * n).map(|_| next()).collect();
         // (kernel, rows of tmm0/1/2, bytes per row of tmm0/1/2)
-        let cases: [(Box<dyn MatMatMul>, [u8; 3], [u16; 3]); 2] = [
+        type Case = (Box<dyn MatMatMul>, [u8; 3], [u16; 3]);
+        let cases: [Case; 2] = [
             (avx512amx_mmm_i32_8x8.mmm(), [8, 8, 16], [32, 64, 32]),
             (avx512amx_mmm_i32_16x16.mmm(), [16, 16, 16], [64, 64, 64]),
         ];
