@@ -944,12 +944,8 @@ mod tests {
         // it looks at the model-unit origin: the box minimum (0, 0, -4) of that model,
         // centre (2.99, 6, -2)
         let want = [-2.99 * scale, -6.0 * scale, 2.0 * scale];
-        for k in 0..3 {
-            assert!(
-                (s.camera.target[k] - want[k]).abs() < 1e-5,
-                "{:?}",
-                s.camera
-            );
+        for (t, w) in s.camera.target.iter().zip(want) {
+            assert!((t - w).abs() < 1e-5, "{:?}", s.camera);
         }
         assert_eq!(s.points.len(), 128);
         let ext = (0..3)
