@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
 use crate::data::pix3d::{Pix3d, Pix3dOptions};
-use crate::data::shapenet::{R2n2Options, ShapeNetR2n2};
+use crate::data::shapenet::{PointsUnits, R2n2Options, ShapeNetR2n2};
 use crate::data::{Dataset, Sample, Split, SynthConfig, SyntheticDataset};
 use crate::TrainError;
 
@@ -58,6 +58,12 @@ pub struct ShapeNetSource {
     /// Colour behind transparent pixels (RGB).
     #[serde(default = "white")]
     pub background: [u8; 3],
+    /// Units of the point clouds: `model` (ShapeNet v1 model units, the default) or
+    /// `normalized` (moved and scaled per model by another project: model units, which the
+    /// cameras need, are recovered from each model's binvox header, so `voxels_dir` is
+    /// required). See `docs/datasets.md`.
+    #[serde(default)]
+    pub points_units: PointsUnits,
 }
 
 /// `data.pix3d`: where Pix3D is (see [`crate::data::pix3d`]). Ground truth (surface points,
@@ -212,7 +218,10 @@ pub fn open_dataset(spec: &DataSpec<'_>, split: Split) -> Result<Box<dyn Dataset
             R2n2Options {
                 rendering_dir: s.rendering_dir.clone(),
                 points_dir: s.points_dir.clone().filter(|_| w.n_points > 0),
-                voxels_dir: s.voxels_dir.clone().filter(|_| w.voxel_res > 0),
+                // normalised point clouds need the binvox headers even without voxels
+                voxels_dir: s.voxels_dir.clone().filter(|_| {
+                    w.voxel_res > 0 || (w.n_points > 0 && s.points_units == PointsUnits::Normalized)
+                }),
                 split_dir: s.split_dir.clone(),
                 synsets: s.synsets.clone(),
                 image_size: w.image_size,
@@ -222,6 +231,7 @@ pub fn open_dataset(spec: &DataSpec<'_>, split: Split) -> Result<Box<dyn Dataset
                 seed: w.seed,
                 require_points: true,
                 require_voxels: true,
+                points_units: s.points_units,
             },
             split,
         )?),

@@ -347,6 +347,7 @@ fn label_head_and_hypotheses_export_matches_burn() {
         split_dir: Some(out.join("r2n2/splits")),
         synsets: vec![],
         background: [255; 3],
+        points_units: Default::default(),
     });
     let (shapenet, parts) = load_split(&sn, Split::Val, 2).unwrap();
     assert!(parts.is_empty() && shapenet.iter().all(|s| s.point_labels.is_empty()));

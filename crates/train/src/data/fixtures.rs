@@ -17,8 +17,16 @@ fn save(img: &image::DynamicImage, path: &Path) -> Result<(), DataError> {
     })
 }
 
-/// Writes a binvox file of a `d^3` grid given in our layout (`x*d*d + y*d + z`).
-pub fn write_binvox(path: &Path, grid: &[u8], d: usize) -> Result<(), DataError> {
+/// Writes a binvox file of a `d^3` grid given in our layout (`x*d*d + y*d + z`) whose
+/// header places it in model units: corner `translate`, side `scale` (binvox writes the
+/// model's bounding-box minimum and longest side there).
+pub fn write_binvox(
+    path: &Path,
+    grid: &[u8],
+    d: usize,
+    translate: [f32; 3],
+    scale: f32,
+) -> Result<(), DataError> {
     let mut raw = vec![0u8; d * d * d];
     for x in 0..d {
         for y in 0..d {
@@ -27,8 +35,10 @@ pub fn write_binvox(path: &Path, grid: &[u8], d: usize) -> Result<(), DataError>
             }
         }
     }
+    let [tx, ty, tz] = translate;
     let mut b =
-        format!("#binvox 1\ndim {d} {d} {d}\ntranslate 0 0 0\nscale 1\ndata\n").into_bytes();
+        format!("#binvox 1\ndim {d} {d} {d}\ntranslate {tx} {ty} {tz}\nscale {scale}\ndata\n")
+            .into_bytes();
     let mut i = 0;
     while i < raw.len() {
         let v = raw[i];
@@ -45,8 +55,10 @@ pub fn write_binvox(path: &Path, grid: &[u8], d: usize) -> Result<(), DataError>
 
 /// ShapeNet in the 3D-R2N2 layout under `root`: `ShapeNetRendering/` (chairs `03001627`: 6
 /// models, airplanes `02691156`: 4 models; 3 views of 137x137 RGBA each), `points/`
-/// (`<synset>/<model>.npy`, 300 points), `ShapeNetVox32/` (8^3 binvox with 2 occupied
-/// cells) and `splits/{train,val,test}.txt` (6 / 1 / 3 models).
+/// (`<synset>/<model>.npy`, 300 points in "model units", off-centre and larger than the
+/// object frame), `ShapeNetVox32/` (8^3 binvox of the same points, laid out as binvox lays
+/// out a model: header `translate` = the cloud's box minimum, `scale` = its longest side)
+/// and `splits/{train,val,test}.txt` (6 / 1 / 3 models).
 pub fn write_r2n2(root: &Path) -> Result<(), DataError> {
     let rend = root.join("ShapeNetRendering");
     let pts = root.join("points");
@@ -93,10 +105,21 @@ pub fn write_r2n2(root: &Path) -> Result<(), DataError> {
             npy::write_npy_f32(&pdir.join(format!("{id}.npy")), 300, 3, &cloud)?;
             let vdir = vox.join(synset).join(&id);
             std::fs::create_dir_all(&vdir).map_err(|e| io(&vdir, e))?;
+            // the cells holding a point, in the grid binvox would make of this model
+            let (mut lo, mut hi) = ([f32::INFINITY; 3], [f32::NEG_INFINITY; 3]);
+            for p in cloud.chunks_exact(3) {
+                for k in 0..3 {
+                    lo[k] = lo[k].min(p[k]);
+                    hi[k] = hi[k].max(p[k]);
+                }
+            }
+            let side = (0..3).map(|k| hi[k] - lo[k]).fold(0.0f32, f32::max);
             let mut grid = vec![0u8; 8 * 8 * 8];
-            grid[(8 + 2) * 8 + 3] = 1;
-            grid[(7 * 8 + 7) * 8 + 7] = 1;
-            write_binvox(&vdir.join("model.binvox"), &grid, 8)?;
+            for p in cloud.chunks_exact(3) {
+                let c = [0, 1, 2].map(|k| (((p[k] - lo[k]) / side * 8.0) as usize).min(7));
+                grid[(c[0] * 8 + c[1]) * 8 + c[2]] = 1;
+            }
+            write_binvox(&vdir.join("model.binvox"), &grid, 8, lo, side)?;
         }
     }
     let sdir = root.join("splits");

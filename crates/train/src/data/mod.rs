@@ -163,10 +163,12 @@ pub(crate) fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A pin-hole camera looking at the object-frame origin.
+/// A pin-hole camera looking at [`Camera::target`] (the object-frame origin for synthetic
+/// data and Pix3D; for ShapeNet the point the renderer aimed at, see
+/// [`shapenet::r2n2_camera`] and [`Camera::in_frame`]).
 ///
-/// Position: `distance * (cos(el) sin(az), sin(el), cos(el) cos(az))` (object frame, y up),
-/// looking at the origin with up = +y, then rolled by `in_plane_deg` about the view axis.
+/// Position: `target + distance * (cos(el) sin(az), sin(el), cos(el) cos(az))` (object frame,
+/// y up), looking at `target` with up = +y, then rolled by `in_plane_deg` about the view axis.
 /// Camera frame: x right, y down, z forward (the contract's `camera` frame).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Camera {
@@ -176,10 +178,13 @@ pub struct Camera {
     pub elevation_deg: f32,
     /// Roll about the viewing axis, degrees.
     pub in_plane_deg: f32,
-    /// Distance from the origin, object-frame units.
+    /// Distance from [`Self::target`], object-frame units.
     pub distance: f32,
     /// Vertical (= horizontal, square pictures) field of view, degrees.
     pub fov_deg: f32,
+    /// The point the camera looks at, object frame (`[0; 3]`, the origin, unless a
+    /// dataset's renderer aimed elsewhere: ShapeNet's looked at its model-unit origin).
+    pub target: [f32; 3],
 }
 
 impl Default for Camera {
@@ -190,13 +195,15 @@ impl Default for Camera {
             in_plane_deg: 0.0,
             distance: 2.0,
             fov_deg: 35.0,
+            target: [0.0; 3],
         }
     }
 }
 
 impl Camera {
-    /// Camera centre in the object frame.
-    pub fn position(&self) -> [f32; 3] {
+    /// Camera centre relative to [`Self::target`] (the same arithmetic, bit for bit, as
+    /// before cameras had a target: synthetic pictures do not change).
+    fn offset(&self) -> [f32; 3] {
         let (az, el) = (
             self.azimuth_deg.to_radians(),
             self.elevation_deg.to_radians(),
@@ -208,9 +215,27 @@ impl Camera {
         ]
     }
 
+    /// Camera centre in the object frame.
+    pub fn position(&self) -> [f32; 3] {
+        add(self.target, self.offset())
+    }
+
+    /// This camera after a change of frame `p -> (p - centre) * scale` (the camera moves
+    /// with the points: its target maps like a point, its distance scales, its orientation
+    /// and field of view stay). The ShapeNet loader uses it to carry the renderer's camera,
+    /// given in model units, into the object frame the model's ground truth was normalised
+    /// to; `project` of the normalised points then lands where the renderer drew them.
+    pub fn in_frame(&self, centre: [f32; 3], s: f32) -> Camera {
+        Camera {
+            target: scale(sub(self.target, centre), s),
+            distance: self.distance * s,
+            ..*self
+        }
+    }
+
     /// Rotation rows (camera x, y, z axes expressed in the object frame): `p_cam = R (p - c)`.
     pub fn rotation(&self) -> [[f32; 3]; 3] {
-        let c = self.position();
+        let c = self.offset();
         let fwd = normalize([-c[0], -c[1], -c[2]]);
         let mut up = [0.0, 1.0, 0.0];
         if cross(fwd, up).iter().map(|v| v * v).sum::<f32>() < 1e-10 {
@@ -409,6 +434,7 @@ mod tests {
             in_plane_deg: 10.0,
             distance: 2.5,
             fov_deg: 40.0,
+            target: [0.0; 3],
         };
         let p = cam.project([0.0; 3], 64).unwrap();
         assert!((p[0] - 32.0).abs() < 1e-4 && (p[1] - 32.0).abs() < 1e-4);

@@ -354,6 +354,7 @@ impl Dataset for Pix3d {
             in_plane_deg: e.inplane_rad.to_degrees(),
             distance: d,
             fov_deg: fov,
+            target: [0.0; 3],
         };
         let view = self.by_model[&e.model]
             .iter()

@@ -101,19 +101,25 @@ pub fn write_samples_with(
                 path: points.clone(),
                 cause: e,
             })?;
+            let mut camera = serde_json::json!({
+                "azimuth_deg": s.camera.azimuth_deg,
+                "elevation_deg": s.camera.elevation_deg,
+                "in_plane_deg": s.camera.in_plane_deg,
+                "distance": s.camera.distance,
+                "fov_deg": s.camera.fov_deg,
+            });
+            // only a camera that does not look at the origin names its target, so the files
+            // of synthetic samples (always the origin) stay as they were
+            if s.camera.target != [0.0; 3] {
+                camera["target"] = serde_json::json!(s.camera.target);
+            }
             meta.push(serde_json::json!({
                 "image": format!("{stem}.png"),
                 "points": format!("{stem}.ply"),
                 "class": class,
                 "object": s.object,
                 "view": s.view,
-                "camera": {
-                    "azimuth_deg": s.camera.azimuth_deg,
-                    "elevation_deg": s.camera.elevation_deg,
-                    "in_plane_deg": s.camera.in_plane_deg,
-                    "distance": s.camera.distance,
-                    "fov_deg": s.camera.fov_deg,
-                },
+                "camera": camera,
             }));
             out.push(SampleFiles {
                 image,

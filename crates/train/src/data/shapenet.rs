@@ -13,14 +13,21 @@
 //! ```
 //!
 //! Pictures are composited onto a background colour and resized to the configured size.
-//! Points are normalised into the object frame by their bounding box (longest side 0.96) and
-//! resampled to the configured count. Voxels keep the binvox grid (resampled nearest to the
-//! configured resolution). There are no SDF samples and no part labels (`point_labels` and
-//! `part_names` are empty).
+//!
+//! **One object frame per model** ([`ModelFrame`]): the point cloud is taken to be in
+//! ShapeNet's model units (the `.obj` coordinates the renderer drew; for clouds another
+//! project normalised, [`PointsUnits::Normalized`] recovers them), the binvox grid is
+//! placed in model units by its header's `translate` and `scale`, and both go to the object
+//! frame fitted to the model's bounding box (centre to the origin, longest side 0.96): the
+//! cloud's box when there is a cloud, else the box of the grid's occupied cells (within one
+//! grid cell of the cloud's). Points are then resampled to the configured count, voxels to
+//! the configured resolution ([`Binvox::in_frame`]), and the renderer's camera is moved into
+//! the same frame ([`Camera::in_frame`]), so projecting the points lands on the picture.
+//! There are no SDF samples and no part labels (`point_labels` and `part_names` are empty).
 //!
 //! **Ground truth is read once per model**, not once per view: a bounded cache keeps the last
 //! [`GT_CACHE_MODELS`] models' finished ground truth (resampled points and voxels, exactly
-//! what every view of the model carries), so an epoch over the 24 views of each model reads
+//! what every view of the model carries, and the model's frame for its cameras), so an epoch over the 24 views of each model reads
 //! its `.npy` and `.binvox` once. Memory: at most `capacity x (12 x n_points + voxel_res^3)`
 //! bytes (256 models at 2048 points and 32^3 voxels: 14.6 MB), plus the models threads are
 //! loading at the moment; see [`ShapeNetR2n2::with_gt_cache`].
@@ -56,6 +63,22 @@ pub const R2N2_SYNSETS: [(&str, &str); 13] = [
     ("04530566", "watercraft"),
 ];
 
+/// What units a model's `.npy` point cloud is in ([`R2n2Options::points_units`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PointsUnits {
+    /// ShapeNet model units and axes: sampled from the ShapeNetCore v1 `.obj` the renderer
+    /// drew (the default).
+    #[default]
+    Model,
+    /// Moved and scaled per model by another project (any shift, any uniform scale, the
+    /// model's axes kept). The object-frame points are the same either way; the model units
+    /// the cameras need are recovered from the model's binvox header (`translate` = the
+    /// model's bounding-box minimum, `scale` = its longest side), so `voxels_dir` must be
+    /// set and models without a `model.binvox` are skipped.
+    Normalized,
+}
+
 /// Options of the ShapeNet loader.
 #[derive(Debug, Clone, PartialEq)]
 pub struct R2n2Options {
@@ -83,6 +106,8 @@ pub struct R2n2Options {
     pub require_points: bool,
     /// Skip models without a voxel grid (when `voxels_dir` is set).
     pub require_voxels: bool,
+    /// Units of the point clouds (see [`PointsUnits`]).
+    pub points_units: PointsUnits,
 }
 
 impl Default for R2n2Options {
@@ -100,6 +125,7 @@ impl Default for R2n2Options {
             seed: 1,
             require_points: true,
             require_voxels: false,
+            points_units: PointsUnits::Model,
         }
     }
 }
@@ -123,6 +149,9 @@ pub const GT_CACHE_MODELS: usize = 256;
 struct ModelGt {
     points: Vec<[f32; 3]>,
     voxels: Vec<u8>,
+    /// Model units to object frame (`None` without ground truth to fit it to: the cameras
+    /// then stay in model units).
+    frame: Option<ModelFrame>,
 }
 
 /// A slot of the ground-truth cache: filled by the first thread that needs the model, under
@@ -224,7 +253,13 @@ pub fn r2n2_fov_deg() -> f32 {
 /// `d * (cos(el) cos(az), sin(el), cos(el) sin(az))`: azimuth 0 on `+x`, azimuth 90 on `+z`,
 /// positive elevation above. [`Camera`] measures its azimuth from `+z` towards `+x`, so its
 /// azimuth is `90 - az`; elevation and in-plane rotation carry over, the distance is
-/// `ratio * 1.75` (ShapeNet model units) and the field of view [`r2n2_fov_deg`].
+/// `ratio * 1.75` and the field of view [`r2n2_fov_deg`].
+///
+/// The camera is in **model units** (ShapeNet's `.obj` coordinates, which the renderer
+/// used): it looks at the model-unit origin from `ratio * 1.75` away. The loader moves it
+/// into each model's object frame with [`Camera::in_frame`] and the model's [`ModelFrame`]
+/// (target `(0 - centre) * scale`, distance `ratio * 1.75 * scale`), so that projecting the
+/// normalised points lands where the renderer drew them.
 pub fn r2n2_camera(azimuth_deg: f32, elevation_deg: f32, in_plane_deg: f32, ratio: f32) -> Camera {
     Camera {
         azimuth_deg: (90.0 - azimuth_deg).rem_euclid(360.0),
@@ -232,6 +267,7 @@ pub fn r2n2_camera(azimuth_deg: f32, elevation_deg: f32, in_plane_deg: f32, rati
         in_plane_deg,
         distance: ratio * R2N2_MAX_CAMERA_DIST,
         fov_deg: r2n2_fov_deg(),
+        target: [0.0; 3],
     }
 }
 
@@ -271,6 +307,14 @@ impl ShapeNetR2n2 {
     /// Scans the folders and keeps the models of `split`.
     pub fn open(opts: R2n2Options, split: Split) -> Result<Self, DataError> {
         let root = &opts.rendering_dir;
+        let normalized = opts.points_units == PointsUnits::Normalized && opts.points_dir.is_some();
+        if normalized && opts.voxels_dir.is_none() {
+            return Err(DataError::Config(
+                "points_units = normalized recovers each model's units from its binvox \
+                 header: set voxels_dir (the ShapeNetVox32 folder)"
+                    .into(),
+            ));
+        }
         let split_set = match &opts.split_dir {
             Some(d) => Some(read_split_file(&d.join(format!("{}.txt", split.name())))?),
             None => None,
@@ -349,6 +393,9 @@ impl ShapeNetR2n2 {
                 if opts.voxels_dir.is_some() && opts.require_voxels && voxels.is_none() {
                     continue;
                 }
+                if normalized && voxels.is_none() {
+                    continue;
+                }
                 models.push(Model {
                     class_id,
                     synset: synset.clone(),
@@ -417,28 +464,57 @@ impl ShapeNetR2n2 {
         Ok(gt)
     }
 
-    /// Reads and prepares model `m`'s point cloud and voxel grid.
+    /// Reads and prepares model `m`'s point cloud and voxel grid, both in the model's
+    /// [`ModelFrame`] (fitted to the point cloud when there is one, else to the grid).
     fn read_ground_truth(&self, m: usize) -> Result<ModelGt, DataError> {
         let model = &self.models[m];
-        let mut points = Vec::new();
+        let mut cloud = None;
         if let Some(p) = &model.points {
             self.gt_reads.fetch_add(1, Ordering::Relaxed);
             let arr = npy::read_npy(p)?;
-            let mut pts = arr.points().ok_or_else(|| {
+            cloud = Some(arr.points().ok_or_else(|| {
                 DataError::parse(p, format!("shape {:?}, need [N, 3]", arr.shape))
-            })?;
-            normalize_points(&mut pts);
+            })?);
+        }
+        let normalized = self.opts.points_units == PointsUnits::Normalized && cloud.is_some();
+        let grid = match &model.voxels {
+            Some(p) if self.opts.voxel_res > 0 || normalized => {
+                self.gt_reads.fetch_add(1, Ordering::Relaxed);
+                Some(Binvox::read(p)?)
+            }
+            _ => None,
+        };
+        // the cloud's own frame, and the model-unit frame of the voxels and the camera: the
+        // same for model-unit clouds; for normalised ones the box the binvox header gives
+        let cloud_box = cloud.as_deref().and_then(bounds);
+        let cloud_frame = cloud_box.and_then(|(lo, hi)| ModelFrame::of_box(lo, hi));
+        let frame = match (&grid, cloud_box) {
+            (Some(g), Some((lo, hi))) if normalized => g.model_box_of(lo, hi),
+            _ => cloud_frame.or_else(|| {
+                let (lo, hi) = grid.as_ref()?.occupied_box()?;
+                ModelFrame::of_box(lo, hi)
+            }),
+        };
+        let mut points = Vec::new();
+        if let Some(mut pts) = cloud {
+            if let Some(f) = &cloud_frame {
+                pts.iter_mut().for_each(|p| *p = f.apply(*p));
+            }
             let mut rng = ChaCha8Rng::seed_from_u64(splitmix(self.opts.seed ^ (m as u64) << 8));
             points = resample(&pts, self.opts.n_points, &mut rng);
         }
-        let voxels = match &model.voxels {
-            Some(p) if self.opts.voxel_res > 0 => {
-                self.gt_reads.fetch_add(1, Ordering::Relaxed);
-                read_binvox(p, self.opts.voxel_res)?
-            }
-            _ => Vec::new(),
+        let voxels = match (&grid, &frame) {
+            _ if self.opts.voxel_res == 0 => Vec::new(),
+            (Some(g), Some(f)) => g.in_frame(f, self.opts.voxel_res),
+            // an empty grid and no points to place it by: empty at the output resolution
+            (Some(_), None) => vec![0; self.opts.voxel_res.pow(3)],
+            (None, _) => Vec::new(),
         };
-        Ok(ModelGt { points, voxels })
+        Ok(ModelGt {
+            points,
+            voxels,
+            frame,
+        })
     }
 
     /// Number of models in this split.
@@ -484,25 +560,54 @@ pub(crate) fn load_picture(path: &Path, bg: [u8; 3], size: u32) -> Result<Vec<u8
     Ok(out.into_raw())
 }
 
-/// Normalises points into the object frame by their bounding box (longest side 0.96).
-pub(crate) fn normalize_points(points: &mut [[f32; 3]]) {
+/// Where a model's ground truth goes: the model-unit point `p` is at `(p - centre) * scale`
+/// in the object frame. The loader fits it to the model's bounding box (centre to the
+/// origin, longest side 0.96), from the point cloud when the model has one, else from the
+/// occupied cells of its voxel grid; points, voxels and the camera all go through it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelFrame {
+    /// Model-unit point that becomes the origin (the bounding box centre).
+    pub centre: [f32; 3],
+    /// Object-frame units per model unit (`0.96 / longest side`).
+    pub scale: f32,
+}
+
+/// Bounding box of `points` (`None` when there are none).
+fn bounds(points: &[[f32; 3]]) -> Option<([f32; 3], [f32; 3])> {
     let mut lo = [f32::INFINITY; 3];
     let mut hi = [f32::NEG_INFINITY; 3];
-    for p in points.iter() {
+    for p in points {
         for k in 0..3 {
             lo[k] = lo[k].min(p[k]);
             hi[k] = hi[k].max(p[k]);
         }
     }
-    let ext = (0..3).map(|k| hi[k] - lo[k]).fold(0.0f32, f32::max);
-    if !(ext > 0.0 && ext.is_finite()) {
-        return;
-    }
-    let s = 0.96 / ext;
-    for p in points.iter_mut() {
-        for k in 0..3 {
-            p[k] = (p[k] - 0.5 * (lo[k] + hi[k])) * s;
+    (!points.is_empty()).then_some((lo, hi))
+}
+
+impl ModelFrame {
+    /// The frame of the box `lo..hi` (model units); `None` when the box is empty, flat in
+    /// every direction or not finite.
+    pub fn of_box(lo: [f32; 3], hi: [f32; 3]) -> Option<Self> {
+        let ext = (0..3).map(|k| hi[k] - lo[k]).fold(0.0f32, f32::max);
+        if !(ext > 0.0 && ext.is_finite()) || lo.iter().any(|v| !v.is_finite()) {
+            return None;
         }
+        Some(Self {
+            centre: [0, 1, 2].map(|k| 0.5 * (lo[k] + hi[k])),
+            scale: 0.96 / ext,
+        })
+    }
+
+    /// The frame of the bounding box of `points` (model units).
+    pub fn of_points(points: &[[f32; 3]]) -> Option<Self> {
+        let (lo, hi) = bounds(points)?;
+        Self::of_box(lo, hi)
+    }
+
+    /// A model-unit point in the object frame.
+    pub fn apply(&self, p: [f32; 3]) -> [f32; 3] {
+        [0, 1, 2].map(|k| (p[k] - self.centre[k]) * self.scale)
     }
 }
 
@@ -527,75 +632,195 @@ pub(crate) fn resample<R: Rng>(points: &[[f32; 3]], n: usize, rng: &mut R) -> Ve
     }
 }
 
-/// Reads a `.binvox` grid into our layout (`x*R*R + y*R + z`), resampled to `res`.
-pub fn read_binvox(path: &Path, res: usize) -> Result<Vec<u8>, DataError> {
-    let b = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    parse_binvox(&b, res).map_err(|m| DataError::parse(path, m))
+/// A `.binvox` voxel grid (ShapeNetVox32) with its header's mapping to model units: the
+/// centre of cell `(i, j, k)` is the model-unit point `translate + scale * ((i, j, k) + 0.5)
+/// / dim` (binvox's specification; binvox writes the model's bounding-box minimum as
+/// `translate` and its longest side as `scale`, so the model fills the grid along its longest
+/// axis and sits at the grid's low corner along the others).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binvox {
+    /// Cells per side (binvox grids are cubes).
+    pub dim: usize,
+    /// Model-unit corner of the grid (`translate`; 0 when the header has none).
+    pub translate: [f32; 3],
+    /// Model-unit side of the grid (`scale`; 1 when the header has none).
+    pub scale: f32,
+    /// Occupancy 0/1 in our layout, index `x*dim*dim + y*dim + z`.
+    pub occupancy: Vec<u8>,
 }
 
-/// Parses `.binvox` bytes (see [`read_binvox`]).
-pub fn parse_binvox(b: &[u8], res: usize) -> Result<Vec<u8>, String> {
-    let mut pos = 0;
-    let mut line = || -> Result<String, String> {
-        let end = b[pos..]
-            .iter()
-            .position(|&c| c == b'\n')
-            .ok_or("truncated header")?;
-        let s = String::from_utf8_lossy(&b[pos..pos + end])
-            .trim()
-            .to_string();
-        pos += end + 1;
-        Ok(s)
-    };
-    if !line()?.starts_with("#binvox") {
-        return Err("not a binvox file".into());
+impl Binvox {
+    /// Reads a `.binvox` file.
+    pub fn read(path: &Path) -> Result<Self, DataError> {
+        let b = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        Self::parse(&b).map_err(|m| DataError::parse(path, m))
     }
-    let mut dims = None;
-    loop {
-        let l = line()?;
-        if l == "data" {
-            break;
+
+    /// Parses `.binvox` bytes.
+    pub fn parse(b: &[u8]) -> Result<Self, String> {
+        let mut pos = 0;
+        let mut line = || -> Result<String, String> {
+            let end = b[pos..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .ok_or("truncated header")?;
+            let s = String::from_utf8_lossy(&b[pos..pos + end])
+                .trim()
+                .to_string();
+            pos += end + 1;
+            Ok(s)
+        };
+        if !line()?.starts_with("#binvox") {
+            return Err("not a binvox file".into());
         }
-        if let Some(rest) = l.strip_prefix("dim") {
-            let d: Vec<usize> = rest
+        let floats = |key: &str, rest: &str, n: usize| -> Result<Vec<f32>, String> {
+            let v: Vec<f32> = rest
                 .split_whitespace()
-                .map(|s| s.parse().map_err(|_| format!("bad dim `{rest}`")))
-                .collect::<Result<_, _>>()?;
-            if d.len() != 3 || d.iter().any(|&x| x == 0 || x > 1024) {
-                return Err(format!("bad dim `{rest}`"));
+                .map(|s| s.parse::<f32>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| format!("bad {key} `{rest}`"))?;
+            if v.len() != n || v.iter().any(|x| !x.is_finite()) {
+                return Err(format!("bad {key} `{rest}`"));
             }
-            dims = Some([d[0], d[1], d[2]]);
-        }
-    }
-    let [d, h, w] = dims.ok_or("header lacks dim")?;
-    let total = d * h * w;
-    let mut raw = Vec::with_capacity(total);
-    for pair in b[pos..].chunks_exact(2) {
-        let (v, n) = (pair[0], usize::from(pair[1]));
-        if raw.len() + n > total {
-            return Err("run-length data longer than the grid".into());
-        }
-        raw.extend(std::iter::repeat_n(u8::from(v != 0), n));
-    }
-    if raw.len() != total {
-        return Err(format!(
-            "run-length data covers {} of {total} voxels",
-            raw.len()
-        ));
-    }
-    // binvox order: x slowest, then z, then y fastest: index = x*(w*h) + z*w + y.
-    let mut out = vec![0u8; res * res * res];
-    for x in 0..res {
-        let sx = x * d / res;
-        for y in 0..res {
-            let sy = y * w / res;
-            for z in 0..res {
-                let sz = z * h / res;
-                out[(x * res + y) * res + z] = raw[sx * w * h + sz * w + sy];
+            Ok(v)
+        };
+        let mut dims = None;
+        let mut translate = [0.0f32; 3];
+        let mut scale = 1.0f32;
+        loop {
+            let l = line()?;
+            if l == "data" {
+                break;
+            }
+            if let Some(rest) = l.strip_prefix("dim") {
+                let d: Vec<usize> = rest
+                    .split_whitespace()
+                    .map(|s| s.parse().map_err(|_| format!("bad dim `{rest}`")))
+                    .collect::<Result<_, _>>()?;
+                if d.len() != 3 || d.iter().any(|&x| x == 0 || x > 1024) {
+                    return Err(format!("bad dim `{rest}`"));
+                }
+                if d[0] != d[1] || d[0] != d[2] {
+                    return Err(format!("dim `{rest}`: binvox grids are cubes"));
+                }
+                dims = Some(d[0]);
+            } else if let Some(rest) = l.strip_prefix("translate") {
+                let v = floats("translate", rest, 3)?;
+                translate = [v[0], v[1], v[2]];
+            } else if let Some(rest) = l.strip_prefix("scale") {
+                scale = floats("scale", rest, 1)?[0];
+                if scale <= 0.0 {
+                    return Err(format!("bad scale `{rest}`"));
+                }
             }
         }
+        let d = dims.ok_or("header lacks dim")?;
+        let total = d * d * d;
+        let mut raw = Vec::with_capacity(total);
+        for pair in b[pos..].chunks_exact(2) {
+            let (v, n) = (pair[0], usize::from(pair[1]));
+            if raw.len() + n > total {
+                return Err("run-length data longer than the grid".into());
+            }
+            raw.extend(std::iter::repeat_n(u8::from(v != 0), n));
+        }
+        if raw.len() != total {
+            return Err(format!(
+                "run-length data covers {} of {total} voxels",
+                raw.len()
+            ));
+        }
+        // binvox order: x slowest, then z, then y fastest: index = x*d*d + z*d + y.
+        let mut occupancy = vec![0u8; total];
+        for x in 0..d {
+            for y in 0..d {
+                for z in 0..d {
+                    occupancy[(x * d + y) * d + z] = raw[(x * d + z) * d + y];
+                }
+            }
+        }
+        Ok(Self {
+            dim: d,
+            translate,
+            scale,
+            occupancy,
+        })
     }
-    Ok(out)
+
+    /// Model-unit centre of cell `c`.
+    fn cell_centre(&self, c: [usize; 3]) -> [f32; 3] {
+        [0, 1, 2].map(|k| self.translate[k] + self.scale * (c[k] as f32 + 0.5) / self.dim as f32)
+    }
+
+    /// The model-unit frame of a model whose point cloud another project normalised (any
+    /// shift and uniform scale) and whose box in those units is `lo..hi`: binvox put the
+    /// model's bounding-box minimum at `translate` and its longest side at `scale`, so the
+    /// model-unit box is `translate .. translate + (hi - lo) * scale / longest(hi - lo)`.
+    pub fn model_box_of(&self, lo: [f32; 3], hi: [f32; 3]) -> Option<ModelFrame> {
+        let ext = (0..3).map(|k| hi[k] - lo[k]).fold(0.0f32, f32::max);
+        if !(ext > 0.0 && ext.is_finite()) {
+            return None;
+        }
+        let k = self.scale / ext;
+        let top = [0, 1, 2].map(|a| self.translate[a] + (hi[a] - lo[a]) * k);
+        ModelFrame::of_box(self.translate, top)
+    }
+
+    /// Model-unit box of the occupied cells (their outer faces); `None` when no cell is.
+    pub fn occupied_box(&self) -> Option<([f32; 3], [f32; 3])> {
+        let d = self.dim;
+        let mut lo = [usize::MAX; 3];
+        let mut hi = [0usize; 3];
+        let mut any = false;
+        for (i, _) in self.occupancy.iter().enumerate().filter(|(_, &v)| v != 0) {
+            let c = [i / (d * d), i / d % d, i % d];
+            for k in 0..3 {
+                lo[k] = lo[k].min(c[k]);
+                hi[k] = hi[k].max(c[k] + 1);
+            }
+            any = true;
+        }
+        let at = |c: usize, k: usize| self.translate[k] + self.scale * c as f32 / d as f32;
+        any.then(|| {
+            (
+                [0, 1, 2].map(|k| at(lo[k], k)),
+                [0, 1, 2].map(|k| at(hi[k], k)),
+            )
+        })
+    }
+
+    /// The occupancy in the object frame `frame` at `res`^3 (cell `(i, j, k)` centred at
+    /// `-0.5 + ((i, j, k) + 0.5) / res`, our layout): a cell is occupied when the grid cell
+    /// at its centre is, or when the centre of an occupied grid cell lies in it (so no
+    /// occupied cell is lost when the output is coarser than the grid). Cells outside the
+    /// grid are empty.
+    pub fn in_frame(&self, frame: &ModelFrame, res: usize) -> Vec<u8> {
+        let (d, n) = (self.dim, res);
+        let mut out = vec![0u8; n * n * n];
+        // grid index of a model-unit coordinate along axis k
+        let grid = |x: f32, k: usize| ((x - self.translate[k]) / self.scale * d as f32).floor();
+        for i in 0..n {
+            for j in 0..n {
+                for k in 0..n {
+                    let u = [i, j, k].map(|c| -0.5 + (c as f32 + 0.5) / n as f32);
+                    let g = [0, 1, 2].map(|a| grid(frame.centre[a] + u[a] / frame.scale, a));
+                    if g.iter().all(|&v| v >= 0.0 && v < d as f32) {
+                        let (x, y, z) = (g[0] as usize, g[1] as usize, g[2] as usize);
+                        out[(i * n + j) * n + k] = self.occupancy[(x * d + y) * d + z];
+                    }
+                }
+            }
+        }
+        for (c, _) in self.occupancy.iter().enumerate().filter(|(_, &v)| v != 0) {
+            let q = frame.apply(self.cell_centre([c / (d * d), c / d % d, c % d]));
+            let o = q.map(|v| ((v + 0.5) * n as f32).floor());
+            if o.iter().all(|&v| v >= 0.0 && v < n as f32) {
+                let (x, y, z) = (o[0] as usize, o[1] as usize, o[2] as usize);
+                out[(x * n + y) * n + z] = 1;
+            }
+        }
+        out
+    }
 }
 
 impl Dataset for ShapeNetR2n2 {
@@ -613,6 +838,12 @@ impl Dataset for ShapeNetR2n2 {
         let image = load_picture(png, self.opts.background, self.opts.image_size)?;
         let gt = self.ground_truth(m)?;
         let (points, voxels) = (gt.points.clone(), gt.voxels.clone());
+        // the renderer's camera (model units, aimed at the model-unit origin) moved into the
+        // object frame the ground truth was normalised to
+        let camera = match &gt.frame {
+            Some(f) => camera.in_frame(f.centre, f.scale),
+            None => *camera,
+        };
         Ok(Sample {
             object: m as u32,
             class_id: model.class_id,
@@ -630,7 +861,7 @@ impl Dataset for ShapeNetR2n2 {
             },
             voxels,
             sdf: Vec::new(),
-            camera: *camera,
+            camera,
         })
     }
 
@@ -663,6 +894,7 @@ pub fn class_histogram(ds: &ShapeNetR2n2) -> HashMap<String, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{norm, sub};
 
     fn fixture(root: &Path) {
         crate::data::fixtures::write_r2n2(root).unwrap();
@@ -699,9 +931,22 @@ mod tests {
         let c = (16 * 32 + 16) * 3;
         assert_eq!(s.image[c], 200);
         assert_eq!(&s.image[0..3], &[255, 255, 255]);
-        // renderer azimuth 30 is our 90 - 30 (see `r2n2_camera`)
+        // renderer azimuth 30 is our 90 - 30 (see `r2n2_camera`); the distance 0.8 * 1.75
+        // model units is scaled into the object frame like the points: this model (airplane
+        // 01) spans 12 model units along y (its longest side), 0.96 in the object frame
         assert_eq!(s.camera.azimuth_deg, 60.0);
-        assert!((s.camera.distance - 1.4).abs() < 1e-6);
+        let scale = 0.96 / 12.0;
+        assert!(
+            (s.camera.distance - 1.4 * scale).abs() < 1e-5,
+            "{:?}",
+            s.camera
+        );
+        // it looks at the model-unit origin: the box minimum (0, 0, -4) of that model,
+        // centre (2.99, 6, -2)
+        let want = [-2.99 * scale, -6.0 * scale, 2.0 * scale];
+        for (t, w) in s.camera.target.iter().zip(want) {
+            assert!((t - w).abs() < 1e-5, "{:?}", s.camera);
+        }
         assert_eq!(s.points.len(), 128);
         let ext = (0..3)
             .map(|k| {
@@ -716,8 +961,7 @@ mod tests {
             .fold(0.0, f32::max);
         assert!(ext <= 0.96 + 1e-5 && ext > 0.8, "{ext}");
         assert_eq!(s.voxels.len(), 512);
-        assert_eq!(s.voxels[(8 + 2) * 8 + 3], 1);
-        assert_eq!(s.voxels.iter().filter(|&&v| v == 1).count(), 2);
+        assert_same_frame(&s.points, &s.voxels, 8, 1.5);
         assert_eq!(train.model_key(0).unwrap(), "02691156/02691156model00");
         // Hashed splits partition the models.
         let no_split = R2n2Options {
@@ -732,6 +976,132 @@ mod tests {
         std::fs::remove_dir_all(&root).ok();
     }
 
+    /// The box of the occupied cells of `voxels` (`res`^3, cell faces at `-0.5 + i / res`)
+    /// and the bounding box of `points` agree within `tol` cells on every side: points and
+    /// voxels are in the same object frame (within about a cell: the grids quantise; before
+    /// the fix the fixture's voxels sat about 3 cells off the points along short axes).
+    fn assert_same_frame(points: &[[f32; 3]], voxels: &[u8], res: usize, tol: f32) {
+        let (mut plo, mut phi) = ([f32::INFINITY; 3], [f32::NEG_INFINITY; 3]);
+        for p in points {
+            for k in 0..3 {
+                plo[k] = plo[k].min(p[k]);
+                phi[k] = phi[k].max(p[k]);
+            }
+        }
+        let (mut vlo, mut vhi) = ([f32::INFINITY; 3], [f32::NEG_INFINITY; 3]);
+        for (i, _) in voxels.iter().enumerate().filter(|(_, &v)| v != 0) {
+            let c = [i / (res * res), i / res % res, i % res];
+            for k in 0..3 {
+                vlo[k] = vlo[k].min(-0.5 + c[k] as f32 / res as f32);
+                vhi[k] = vhi[k].max(-0.5 + (c[k] + 1) as f32 / res as f32);
+            }
+        }
+        let cell = 1.0 / res as f32;
+        for k in 0..3 {
+            assert!(
+                (vlo[k] - plo[k]).abs() < tol * cell && (vhi[k] - phi[k]).abs() < tol * cell,
+                "axis {k}: points {}..{}, voxels {}..{}",
+                plo[k],
+                phi[k],
+                vlo[k],
+                vhi[k]
+            );
+        }
+    }
+
+    #[test]
+    fn points_and_voxels_share_the_object_frame() {
+        // (the bug: the binvox grid was taken as the object frame's box, so a model whose
+        // longest side is x sat at the low corner of y and z, and 1/0.96 too large, while its
+        // points were centred)
+        let root = std::env::temp_dir().join(format!("shapecast-r2n2-fr-{}", std::process::id()));
+        fixture(&root);
+        let opts = fixture_opts(&root);
+        let both = ShapeNetR2n2::open(opts.clone(), Split::Train).unwrap();
+        // the voxel trainer opens the data without points: its frame comes from the grid
+        let grid_only = ShapeNetR2n2::open(
+            R2n2Options {
+                points_dir: None,
+                ..opts.clone()
+            },
+            Split::Train,
+        )
+        .unwrap();
+        for m in 0..both.models() {
+            let i = both.starts[m];
+            let s = both.get(i).unwrap();
+            assert!(s.voxels.iter().any(|&v| v != 0));
+            assert_same_frame(&s.points, &s.voxels, 8, 1.5);
+            // without the points the frame is fitted to the occupied cells, within half a
+            // grid cell of the points' box: voxels and camera within 1.5 cells
+            let g = grid_only.get(i).unwrap();
+            assert!(g.points.is_empty());
+            assert_same_frame(&s.points, &g.voxels, 8, 1.5);
+            let (a, b) = (s.camera.position(), g.camera.position());
+            let off = norm(sub(a, b));
+            assert!(
+                off < 1.0 / 8.0,
+                "model {m}: {:?} vs {:?}",
+                s.camera,
+                g.camera
+            );
+        }
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn binvox_header_places_the_grid() {
+        // 4^3, one occupied cell (x 1, y 2, z 3), grid corner (1, -2, 0.5), side 2
+        let mut grid = vec![0u8; 64];
+        grid[(4 + 2) * 4 + 3] = 1;
+        let path = std::env::temp_dir().join(format!("shapecast-bv-{}.binvox", std::process::id()));
+        crate::data::fixtures::write_binvox(&path, &grid, 4, [1.0, -2.0, 0.5], 2.0).unwrap();
+        let b = Binvox::read(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        assert_eq!((b.dim, b.translate, b.scale), (4, [1.0, -2.0, 0.5], 2.0));
+        assert_eq!(b.occupancy, grid);
+        // the cell spans translate + scale * [c, c + 1] / 4 per axis
+        let (lo, hi) = b.occupied_box().unwrap();
+        assert_eq!((lo, hi), ([1.5, -1.0, 2.0], [2.0, -0.5, 2.5]));
+        // in the frame of that box (side 0.5 -> 0.96) the cell fills the middle 0.96:
+        // at 4^3 the 4 middle... every cell whose centre is inside it
+        let f = ModelFrame::of_box(lo, hi).unwrap();
+        assert_eq!(f.apply([1.75, -0.75, 2.25]), [0.0; 3]);
+        let v = b.in_frame(&f, 4);
+        assert_eq!(v, vec![1u8; 64]);
+        // the grid's own frame (its box to [-0.5, 0.5]^3, scale 1 / side) at its own
+        // resolution gives the grid back; outside the grid is empty
+        let own = ModelFrame {
+            centre: [2.0, -1.0, 1.5],
+            scale: 0.5,
+        };
+        assert_eq!(b.in_frame(&own, 4), grid);
+        let far = ModelFrame {
+            centre: [20.0, -1.0, 1.5],
+            scale: 0.5,
+        };
+        assert!(b.in_frame(&far, 4).iter().all(|&v| v == 0));
+        // a coarser output keeps a thin occupied slab (one cell thick at 32^3) that nearest
+        // sampling alone would miss
+        let mut thin = Binvox {
+            dim: 32,
+            translate: [0.0; 3],
+            scale: 1.0,
+            occupancy: vec![0; 32 * 32 * 32],
+        };
+        for y in 0..32 {
+            for z in 0..32 {
+                thin.occupancy[(5 * 32 + y) * 32 + z] = 1;
+            }
+        }
+        let unit = ModelFrame {
+            centre: [0.5; 3],
+            scale: 1.0,
+        };
+        let coarse = thin.in_frame(&unit, 5);
+        assert_eq!(coarse.iter().filter(|&&v| v != 0).count(), 25);
+    }
+
     #[test]
     fn metadata_and_binvox_errors() {
         let p = Path::new("m.txt");
@@ -743,13 +1113,19 @@ mod tests {
         // a NaN or infinite camera would turn every projection into NaN
         assert!(parse_metadata("NaN 20 0 0.5 25\n", p).is_err());
         assert!(parse_metadata("10 20 0 inf 25\n", p).is_err());
-        assert!(parse_binvox(b"#binvox 1\ndim 2 2 2\ndata\n\x01\x07", 2).is_err());
-        assert!(parse_binvox(b"#binvox 1\ndim 2 2 2\ndata\n\x01\x09", 2).is_err());
+        let parse = |b: &[u8]| Binvox::parse(b).map(|b| b.occupancy);
+        assert!(parse(b"#binvox 1\ndim 2 2 2\ndata\n\x01\x07").is_err());
+        assert!(parse(b"#binvox 1\ndim 2 2 2\ndata\n\x01\x09").is_err());
         assert_eq!(
-            parse_binvox(b"#binvox 1\ndim 2 2 2\ndata\n\x01\x08", 2).unwrap(),
+            parse(b"#binvox 1\ndim 2 2 2\ndata\n\x01\x08").unwrap(),
             vec![1; 8]
         );
-        assert!(parse_binvox(b"nope", 2).is_err());
+        assert!(parse(b"nope").is_err());
+        // the header's mapping must be usable: finite, positive scale, cubic grid
+        assert!(parse(b"#binvox 1\ndim 2 2 2\nscale 0\ndata\n\x01\x08").is_err());
+        assert!(parse(b"#binvox 1\ndim 2 2 2\nscale nan\ndata\n\x01\x08").is_err());
+        assert!(parse(b"#binvox 1\ndim 2 2 2\ntranslate 1 2\ndata\n\x01\x08").is_err());
+        assert!(parse(b"#binvox 1\ndim 2 2 1\ndata\n\x01\x04").is_err());
     }
 
     fn fixture_opts(root: &Path) -> R2n2Options {
@@ -867,6 +1243,12 @@ mod tests {
         let first = (0..ds.len())
             .find(|&i| ds.model_key(i).as_deref() == Some(key))
             .unwrap();
+        // The loader's samples are in that model's object frame: its fixture cloud spans
+        // (0, 0, -4)..(2.99, 12, 0) model units, so a model-unit point p is at
+        // (p - (1.495, 6, -2)) * 0.08 (longest side 12 -> 0.96), and camera-frame
+        // coordinates scale by 0.08 too; the pixels stay the renderer's.
+        let (centre, scale) = ([1.495, 6.0, -2.0], 0.96 / 12.0);
+        let to_frame = |p: [f32; 3]| [0, 1, 2].map(|k| (p[k] - centre[k]) * scale);
         for (view, (az, el)) in [(0.0, 0.0), (90.0, 0.0), (0.0, 30.0)]
             .into_iter()
             .enumerate()
@@ -874,7 +1256,7 @@ mod tests {
             let s = ds.get(first + view).unwrap();
             for &(a, e, p, want, px) in RENDERER.iter().filter(|r| (r.0, r.1) == (az, el)) {
                 assert_eq!((a, e), (az, el));
-                assert_renderer_view(&s.camera, p, want, px);
+                assert_renderer_view(&s.camera, to_frame(p), want.map(|v| v * scale), px);
             }
         }
         // viewer-centred points (`data.frame` = camera): azimuth 90 looks along -z, so the

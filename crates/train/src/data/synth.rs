@@ -315,6 +315,7 @@ impl SyntheticDataset {
             in_plane_deg: 0.0,
             distance: range(&mut rng, cfg.distance),
             fov_deg: range(&mut rng, cfg.fov_deg),
+            target: [0.0; 3],
         };
         let eye = super::normalize(cam.position());
         let jitter = [

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use shapecast_train::config::TrainConfig;
 use shapecast_train::data::fixtures::{write_pix3d, write_r2n2};
-use shapecast_train::data::shapenet::{R2n2Options, ShapeNetR2n2};
-use shapecast_train::data::{Sample, Split};
+use shapecast_train::data::shapenet::{PointsUnits, R2n2Options, ShapeNetR2n2};
+use shapecast_train::data::{Dataset, Sample, Split};
 use shapecast_train::datasets::{
     load_samples, load_split, Pix3dSource, ShapeNetSource, PIX3D, SHAPENET_R2N2,
 };
@@ -30,6 +30,7 @@ fn shapenet(root: &Path) -> ShapeNetSource {
         split_dir: Some(root.join("splits")),
         synsets: vec![],
         background: [255; 3],
+        points_units: Default::default(),
     }
 }
 
@@ -391,4 +392,115 @@ fn implicit_trains_on_pix3d_and_mesh_on_shapenet() {
     assert_eq!(s.steps, 3);
     assert!(s.last_loss.is_finite());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The fixture `tests/fixtures/shapenet/r2n2_offcentre` (made by its `gen.py`) in the R2N2
+/// layout under a fresh folder, its points from `points_file`, loaded with `units`: for every
+/// view and point, the largest pixel distance between `Camera::project` of the sample's
+/// object-frame point and where the renderer drew it (DISN's `getBlenderProj`, computed
+/// independently of shapecast). Also checks that the points are the fixture's object-frame
+/// points.
+fn offcentre_worst_pixel(name: &str, points_file: &str, units: PointsUnits) -> f32 {
+    let fx =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shapenet/r2n2_offcentre");
+    let dir = tmp(name);
+    let (synset, model) = ("03001627", "offcentre");
+    let rdir = dir
+        .join("ShapeNetRendering")
+        .join(synset)
+        .join(model)
+        .join("rendering");
+    let pdir = dir.join("points").join(synset);
+    let vdir = dir.join("ShapeNetVox32").join(synset).join(model);
+    for d in [&rdir, &pdir, &vdir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let meta = std::fs::read_to_string(fx.join("rendering_metadata.txt")).unwrap();
+    std::fs::write(rdir.join("rendering_metadata.txt"), &meta).unwrap();
+    let n_views = meta.lines().count();
+    for v in 0..n_views {
+        image::RgbaImage::new(137, 137)
+            .save(rdir.join(format!("{v:02}.png")))
+            .unwrap();
+    }
+    std::fs::copy(fx.join(points_file), pdir.join(format!("{model}.npy"))).unwrap();
+    std::fs::copy(fx.join("model.binvox"), vdir.join("model.binvox")).unwrap();
+    // (view, object-frame point, pixel)
+    let expected: Vec<(usize, [f32; 3], [f32; 2])> =
+        std::fs::read_to_string(fx.join("expected.txt"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let v: Vec<f32> = l.split_whitespace().map(|s| s.parse().unwrap()).collect();
+                (v[0] as usize, [v[1], v[2], v[3]], [v[4], v[5]])
+            })
+            .collect();
+    let n_points = expected.iter().filter(|e| e.0 == 0).count();
+    assert_eq!((n_views, n_points), (6, 32));
+    // hashed split with seed 1 puts the one model in train; every point kept (a permutation)
+    let ds = ShapeNetR2n2::open(
+        R2n2Options {
+            rendering_dir: dir.join("ShapeNetRendering"),
+            points_dir: Some(dir.join("points")),
+            voxels_dir: Some(dir.join("ShapeNetVox32")),
+            image_size: 137,
+            n_points,
+            voxel_res: 0,
+            points_units: units,
+            ..R2n2Options::default()
+        },
+        Split::of_key(1, &format!("{synset}/{model}")),
+    )
+    .unwrap();
+    assert_eq!(ds.len(), n_views);
+    let mut worst = 0.0f32;
+    for v in 0..n_views {
+        let s = ds.get(v).unwrap();
+        assert_eq!(s.points.len(), n_points);
+        let rows: Vec<_> = expected.iter().filter(|e| e.0 == v).collect();
+        for p in &s.points {
+            // the row of this point: the loader's object frame is the fixture's
+            let (d, row) = rows
+                .iter()
+                .map(|r| ((0..3).map(|k| (r.1[k] - p[k]).abs()).fold(0.0, f32::max), r))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .unwrap();
+            assert!(
+                d < 1e-5,
+                "view {v}: point {p:?} is not in the fixture's frame"
+            );
+            let uv = s.camera.project(*p, 137).map_or(f32::INFINITY, |uv| {
+                (uv[0] - row.2[0]).abs().max((uv[1] - row.2[1]).abs())
+            });
+            worst = worst.max(uv);
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    worst
+}
+
+#[test]
+fn shapenet_cameras_project_object_frame_points_onto_the_renderer_pixels() {
+    // model-unit points (off-centre, longest side 0.48): every point within 0.5 px
+    let worst = offcentre_worst_pixel("ds-r2n2-offcentre", "points.npy", PointsUnits::Model);
+    println!("model units: worst pixel error {worst:.5} px (6 views x 32 points)");
+    assert!(worst < 0.5, "{worst} px");
+    // the same points shipped normalised by another project: the object-frame points are
+    // the same, and with `normalized` the binvox header restores the cameras' model units
+    let worst = offcentre_worst_pixel(
+        "ds-r2n2-normalized",
+        "points_normalized.npy",
+        PointsUnits::Normalized,
+    );
+    println!("normalized + binvox header: worst pixel error {worst:.5} px");
+    assert!(worst < 0.5, "{worst} px");
+    // read as model units they would not be: the option is needed
+    let worst = offcentre_worst_pixel(
+        "ds-r2n2-as-model",
+        "points_normalized.npy",
+        PointsUnits::Model,
+    );
+    println!("normalized read as model units: worst pixel error {worst:.1} px");
+    assert!(worst > 5.0, "{worst} px");
 }
