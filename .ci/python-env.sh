@@ -18,7 +18,7 @@ else
   ci_venv_ours=1
 fi
 if [ "${SHAPECAST_VENV_NO_CREATE:-0}" = 1 ]; then
-  if [ -x "$ci_venv/bin/python3" ]; then export PATH="$ci_venv/bin:$PATH"; fi
+  [ -x "$ci_venv/bin/python3" ] || return 0
 elif ! "$ci_venv/bin/python3" -m pip --version >/dev/null 2>&1; then
   if [ "$ci_venv_ours" = 1 ] || [ ! -e "$ci_venv" ]; then
     # Ours (or nothing there yet): a venv whose creation failed half-way (python3-venv
@@ -30,7 +30,5 @@ elif ! "$ci_venv/bin/python3" -m pip --version >/dev/null 2>&1; then
     "$ci_venv/bin/python3" -m ensurepip --upgrade >/dev/null ||
       { echo "python-env.sh: $ci_venv (SHAPECAST_VENV) has no pip and ensurepip failed; not touching it" >&2; return 1; }
   fi
-  export PATH="$ci_venv/bin:$PATH"
-else
-  export PATH="$ci_venv/bin:$PATH"
 fi
+export PATH="$ci_venv/bin:$PATH"
